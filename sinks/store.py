@@ -1,0 +1,259 @@
+"""What the pipeline reads from and writes to ClickHouse, table by table.
+
+Writers take typed rows from the rules and insert them with the driver's column insert; they
+never format values into SQL. Loaders rebuild the explicit rule state from what is stored,
+which is how a restarted or rebalanced worker carries on exactly where the stored data ends.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sinks.clickhouse import ClickHouse
+from streams.rules import Decision, PartitionState, Reason, RulesLookup
+from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
+from streams.windows import DAY_MS, WindowName
+
+DECISION_COLUMNS: Final = (
+    "org_id", "event_id", "event_type", "actor_id", "recipient_id", "counted", "reason",
+    "rule_version", "occurred_at", "occurred_at_ms", "stream_time_ms", "source", "channel",
+    "visibility", "src_topic", "src_partition", "src_offset", "decided_at",
+)
+SCORE_COLUMNS: Final = (
+    "org_id", "window", "window_start", "user_id", "shares", "thanks_given", "thanks_received",
+    "distinct_thankers", "reactions_received", "score", "hwm_partitions", "hwm_offsets",
+    "version", "updated_at",
+)
+THANKER_COLUMNS: Final = ("org_id", "window", "window_start", "user_id", "thanker_id")
+BADGE_COLUMNS: Final = (
+    "org_id", "user_id", "badge", "period_start", "awarded_at", "rule_version", "evidence",
+)
+# Reasons after which an event id counts as seen (it passed invalid/future/late).
+_SEEN_REASONS: Final = tuple(
+    r.value for r in Reason if r not in (Reason.INVALID, Reason.FUTURE, Reason.LATE)
+)
+
+
+def ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
+
+
+def dt_to_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def now_utc() -> datetime:
+    return datetime.now(tz=UTC).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderboardEntry:
+    rank: int
+    user_id: str
+    score: int
+    shares: int
+    thanks_given: int
+    thanks_received: int
+    distinct_thankers: int
+    reactions_received: int
+
+
+class RecognitionStore:
+    """Typed access to the kudos tables over any ClickHouse backend."""
+
+    def __init__(self, ch: ClickHouse) -> None:
+        self.ch = ch
+
+    # --- deciding stage ----------------------------------------------------------------
+
+    def write_decisions(self, decisions: Sequence[Decision]) -> int:
+        """One insert per batch; one decided_at, so one part: a batch is stored whole or not."""
+        if not decisions:
+            return 0
+        decided_at = now_utc()
+        rows: list[tuple[Any, ...]] = []
+        for d in decisions:
+            e = d.record.event
+            rows.append((
+                e.org_id, e.event_id, e.event_type.value, e.actor_id, d.recipient_id,
+                1 if d.counted else 0, d.reason.value, d.rule_version, ms_to_dt(e.occurred_at),
+                e.occurred_at, d.stream_time_ms, e.source, e.channel or "", e.visibility.value,
+                d.record.topic, d.record.partition, d.record.offset, decided_at,
+            ))
+        return self.ch.insert("kudos.decisions", DECISION_COLUMNS, rows)
+
+    def load_partition_state(self, topic: str, partition: int, grace_ms: int) -> PartitionState:
+        """Rebuild the deciding state of one input partition from its stored decisions."""
+        state = PartitionState()
+        head = self.ch.query(
+            "SELECT max(src_offset), max(stream_time_ms), count() FROM kudos.decisions "
+            "WHERE src_topic = %(topic)s AND src_partition = %(p)s",
+            {"topic": topic, "p": partition},
+        )
+        if not head or not head[0][2]:
+            return state
+        max_offset, stream_time, _ = head[0]
+        state.next_offset = int(max_offset) + 1
+        state.stream_time_ms = int(stream_time)
+        horizon = int(stream_time) - grace_ms - DAY_MS
+        rows = self.ch.query(
+            "SELECT org_id, event_id, event_type, actor_id, recipient_id, reason, occurred_at_ms "
+            "FROM kudos.decisions WHERE src_topic = %(topic)s AND src_partition = %(p)s "
+            "AND occurred_at_ms >= %(horizon)s AND reason IN %(reasons)s",
+            {"topic": topic, "p": partition, "horizon": horizon, "reasons": _SEEN_REASONS},
+        )
+        counted_pairs: dict[tuple[str, str, str, int], set[str]] = defaultdict(set)
+        for org, event_id, event_type, actor, recipient, reason, occurred in rows:
+            state.seen.setdefault((org, event_id), int(occurred))
+            if event_type == "THANKS" and reason == Reason.COUNTED.value:
+                day = int(occurred) - int(occurred) % DAY_MS
+                counted_pairs[(org, actor, recipient, day)].add(event_id)
+        state.pair_counts = {k: len(v) for k, v in counted_pairs.items()}
+        return state
+
+    # --- aggregating stage -------------------------------------------------------------
+
+    def load_keys(self, keys: Iterable[WindowKey], book: ScoreBook) -> None:
+        """Load the stored totals, thankers and awarded badges of keys not yet in `book`."""
+        missing = [k for k in keys if k not in book.totals]
+        by_org: dict[str, tuple[set[str], set[int]]] = defaultdict(lambda: (set(), set()))
+        for org, _window, start, user in missing:
+            users, starts = by_org[org]
+            users.add(user)
+            starts.add(start)
+        wanted = set(missing)
+        for k in missing:
+            book.totals[k] = WindowTotals()
+        for org, (users, starts) in by_org.items():
+            params = {
+                "org": org,
+                "users": tuple(sorted(users)),
+                "starts": tuple(ms_to_dt(s) for s in sorted(starts)),
+            }
+            best: dict[WindowKey, tuple[int, tuple[Any, ...]]] = {}
+            for row in self.ch.query(
+                "SELECT window, window_start, user_id, shares, thanks_given, thanks_received, "
+                "reactions_received, hwm_partitions, hwm_offsets, version FROM kudos.score_state "
+                "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
+                params,
+            ):
+                key: WindowKey = (org, _window_name(row[0]), dt_to_ms(row[1]), row[2])
+                if key in wanted and (key not in best or row[9] > best[key][0]):
+                    best[key] = (int(row[9]), row)
+            for key, (_, row) in best.items():
+                t = book.totals[key]
+                t.shares, t.thanks_given, t.thanks_received, t.reactions_received = (
+                    int(row[3]), int(row[4]), int(row[5]), int(row[6])
+                )
+                t.hwm = {int(p): int(o) for p, o in zip(row[7], row[8], strict=True)}
+            for window, start, user, thanker in self.ch.query(
+                "SELECT window, window_start, user_id, thanker_id FROM kudos.thankers "
+                "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
+                params,
+            ):
+                key = (org, _window_name(window), dt_to_ms(start), user)
+                if key in wanted:
+                    book.totals[key].thankers.add(thanker)
+            new_users = [u for u in users if (org, u) not in book.users_loaded]
+            if new_users:
+                for user, badge, period in self.ch.query(
+                    "SELECT user_id, badge, period_start FROM kudos.badge_award_rows "
+                    "WHERE org_id = %(org)s AND user_id IN %(users)s",
+                    {"org": org, "users": tuple(new_users)},
+                ):
+                    book.awarded.add((org, user, Badge(badge), dt_to_ms(period)))
+                book.users_loaded.update((org, u) for u in new_users)
+
+    def write_thankers(self, rows: Sequence[tuple[WindowKey, str]]) -> int:
+        if not rows:
+            return 0
+        return self.ch.insert(
+            "kudos.thankers",
+            THANKER_COLUMNS,
+            [(org, w, ms_to_dt(s), user, thanker) for (org, w, s, user), thanker in rows],
+        )
+
+    def write_badges(self, awards: Sequence[BadgeAward]) -> int:
+        if not awards:
+            return 0
+        at = now_utc()
+        return self.ch.insert(
+            "kudos.badge_award_rows",
+            BADGE_COLUMNS,
+            [
+                (a.org_id, a.user_id, a.badge.value, ms_to_dt(a.period_start), at,
+                 a.rule_version, a.evidence)
+                for a in awards
+            ],
+        )
+
+    def write_scores(self, book: ScoreBook, keys: Iterable[WindowKey], rules_for: RulesLookup) -> int:
+        at = now_utc()
+        rows: list[tuple[Any, ...]] = []
+        for key in keys:
+            org, window, start, user = key
+            t = book.totals[key]
+            parts = sorted(t.hwm)
+            rows.append((
+                org, window, ms_to_dt(start), user, t.shares, t.thanks_given, t.thanks_received,
+                t.distinct_thankers, t.reactions_received, t.score(rules_for(org)), parts,
+                [t.hwm[p] for p in parts], t.version, at,
+            ))
+        if not rows:
+            return 0
+        return self.ch.insert("kudos.score_state", SCORE_COLUMNS, rows)
+
+    # --- reads -------------------------------------------------------------------------
+
+    def leaderboard(
+        self, org: str, window: WindowName, start_ms: int, top: int
+    ) -> list[LeaderboardEntry]:
+        rows = self.ch.query(
+            "SELECT user_id, score, shares, thanks_given, thanks_received, distinct_thankers, "
+            "reactions_received FROM kudos.scores "
+            "WHERE org_id = %(org)s AND window = %(window)s AND window_start = %(start)s "
+            "ORDER BY score DESC, user_id ASC LIMIT %(top)s",
+            {"org": org, "window": window, "start": ms_to_dt(start_ms), "top": top},
+        )
+        return [
+            LeaderboardEntry(i + 1, r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
+                             int(r[6]))
+            for i, r in enumerate(rows)
+        ]
+
+    def badges(self, org: str, user: str | None = None) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT user_id, badge, period_start, awarded_at FROM kudos.badge_awards "
+            "WHERE org_id = %(org)s"
+        )
+        params: dict[str, Any] = {"org": org}
+        if user is not None:
+            sql += " AND user_id = %(user)s"
+            params["user"] = user
+        sql += " ORDER BY awarded_at DESC, user_id, badge, period_start"
+        return [
+            {
+                "org": org,
+                "user_id": r[0],
+                "badge": r[1],
+                "period_start": iso(dt_to_ms(r[2])),
+                "awarded_at": iso(dt_to_ms(r[3])),
+            }
+            for r in self.ch.query(sql, params)
+        ]
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _window_name(value: str) -> WindowName:
+    if value in ("hour", "day", "week", "all"):
+        return value  # type: ignore[return-value]
+    raise ValueError(f"unknown window {value!r}")

@@ -1,0 +1,128 @@
+"""The faust app: two thin agents that move batches between Kafka and the stages, and the
+web views. All rule logic lives in `rules`/`scorebook`; all I/O shapes in `pipeline`/`sinks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+
+from schemas.codec import default_codec
+from sinks.clickhouse import ClickHouse
+from sinks.store import RecognitionStore
+from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
+from streams.settings import Settings
+from streams.web import register_views
+
+log = logging.getLogger(__name__)
+
+
+class FaustPublisher:
+    """Publishes through the app's producer and waits for every acknowledgement."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def publish(
+        self,
+        topic: str,
+        messages: Sequence[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]],
+    ) -> None:
+        if not messages:
+            return
+        producer = self.app.producer
+        futures = [
+            await producer.send(topic, key, value, partition, None, headers or None)
+            for key, value, partition, headers in messages
+        ]
+        await asyncio.gather(*futures)
+
+
+@dataclass
+class Kudos:
+    """Everything one worker process holds."""
+
+    settings: Settings
+    app: faust.App
+    clickhouse: ClickHouse
+    store: RecognitionStore
+    blocking: Blocking
+    decide: DecideStage
+    aggregate: AggregateStage
+
+
+def _raw(events: Sequence[EventT]) -> list[RawMessage]:
+    return [
+        RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                   e.message.value)
+        for e in events
+    ]
+
+
+def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) -> Kudos:
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()],
+        autodiscover=False,
+        store="memory://",
+        web_host=settings.http_host,
+        web_port=settings.http_port,
+        web_enabled=True,
+        web_stats_enabled=False,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(settings.session_timeout_s / 10, 0.5),
+        broker_request_timeout=max(settings.session_timeout_s * 2, 40),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=False,
+        producer_acks=-1,
+        stream_buffer_maxsize=max(settings.batch_max_events * 2, 4096),
+    )
+    # The live page is ours at "/": drop faust's production index, which also mounts there.
+    app.web.production_blueprints = []
+
+    store = RecognitionStore(clickhouse)
+    blocking = Blocking()
+    publisher = FaustPublisher(app)
+    rules_for = settings.rules_lookup()
+    decide = DecideStage(
+        store, default_codec(settings.max_message_bytes), rules_for, publisher, blocking,
+        effects_topic=settings.effects_topic, effects_partitions=settings.partitions,
+        dlq_topic=settings.dlq_topic,
+    )
+    aggregate = AggregateStage(
+        store, rules_for, publisher, blocking, badges_topic=settings.badges_topic
+    )
+    kudos = Kudos(settings, app, clickhouse, store, blocking, decide, aggregate)
+
+    raw = dict(value_type=bytes, key_type=bytes, value_serializer="raw", key_serializer="raw")
+    events_topic = app.topic(settings.events_topic, partitions=settings.partitions, **raw)
+    effects_topic = app.topic(settings.effects_topic, partitions=settings.partitions, **raw)
+
+    @app.agent(events_topic, name="kudos.decide")
+    async def decide_agent(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_max_events, settings.batch_max_seconds):
+            await decide.process(_raw(batch))
+
+    @app.agent(effects_topic, name="kudos.aggregate")
+    async def aggregate_agent(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_max_events, settings.batch_max_seconds):
+            await aggregate.process(_raw(batch))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
+        decide.forget([(tp.topic, tp.partition) for tp in revoked])
+        if any(tp.topic == settings.effects_topic for tp in revoked):
+            aggregate.forget()
+
+    register_views(kudos)
+    return kudos

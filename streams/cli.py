@@ -1,0 +1,320 @@
+"""`kudos` command line: up, worker, migrate, produce, leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from schemas.codec import default_codec
+from schemas.event import CollaborationEvent
+from streams.settings import Settings, get_settings
+from streams.windows import WINDOWS
+
+log = logging.getLogger("kudos")
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# --- worker / up -------------------------------------------------------------------------
+
+
+def _run_worker(settings: Settings, bootstrap: str, *, migrate: bool, demo_rate: float = 0.0) -> int:
+    import faust
+
+    from sinks.clickhouse import connect
+    from sinks.migrate import apply_migrations, pending_migrations
+    from streams.app import create_app
+    from streams.broker import ensure_topics
+
+    ensure_topics(
+        bootstrap,
+        [settings.events_topic, settings.dlq_topic, settings.badges_topic, settings.effects_topic],
+        settings.partitions,
+        settings.replication_factor,
+    )
+    ch = connect(settings.clickhouse_url())
+    if migrate:
+        applied = apply_migrations(ch)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+    else:
+        pending = pending_migrations(ch)
+        if pending:
+            log.error("ClickHouse is missing migrations %s: run `kudos migrate` first", pending)
+            return 2
+    kudos = create_app(settings, bootstrap=bootstrap, clickhouse=ch)
+    app = kudos.app
+    if demo_rate > 0:
+        _add_demo_feed(kudos, demo_rate)
+    log.info("kudos worker: kafka=%s http=http://127.0.0.1:%d/", bootstrap, settings.http_port)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        kudos.blocking.shutdown()
+        ch.close()
+    return 0
+
+
+def _add_demo_feed(kudos: Any, rate: float) -> None:
+    """Feed synthetic traffic through the app's own producer and print a leaderboard."""
+    import asyncio
+
+    from streams.synthetic import SyntheticTraffic
+    from streams.windows import window_start
+
+    app, settings = kudos.app, kudos.settings
+    codec = default_codec()
+    traffic = SyntheticTraffic(seed=None)
+    tick = 0.1
+
+    @app.task
+    async def demo_feed() -> None:
+        await asyncio.sleep(2)
+        carry = 0.0
+        while not app.should_stop:
+            carry += rate * tick
+            n, carry = int(carry), carry - int(carry)
+            for ev in traffic.stream(n):
+                await app.producer.send(
+                    settings.events_topic, ev.actor_id.encode(), codec.encode_avro(ev), None, None,
+                    None,
+                )
+            await asyncio.sleep(tick)
+
+    @app.timer(5.0)
+    async def print_board() -> None:
+        now = int(time.time() * 1000)
+        start = window_start("hour", now)
+        entries = await kudos.blocking.run(kudos.store.leaderboard, "acme", "hour", start, 5)
+        if entries:
+            print(_format_table("acme", "hour", entries), flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from streams.broker import EmbeddedBroker
+
+    settings = get_settings()
+    _setup_logging(settings)
+    if args.workers > 1 and not settings.clickhouse.get_secret_value().startswith("clickhouse"):
+        log.error(
+            "chdb is one process's store, so `kudos up` with chdb runs one worker. "
+            "Set KUDOS_CLICKHOUSE=clickhouse://… and run `kudos worker` several times to scale out."
+        )
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    bootstrap = settings.kafka
+    if not bootstrap:
+        broker = EmbeddedBroker(log_path=settings.data_dir / "tansu.log").start()
+        bootstrap = broker.bootstrap
+        log.info("embedded broker (Tansu, in-memory) at %s", bootstrap)
+    try:
+        rate = args.rate if args.demo else 0.0
+        return _run_worker(settings, bootstrap, migrate=True, demo_rate=rate)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    _setup_logging(settings)
+    if not settings.kafka:
+        log.error("KUDOS_KAFKA is not set; `kudos worker` joins an existing deployment "
+                  "(use `kudos up` for the embedded broker)")
+        return 2
+    return _run_worker(settings, settings.kafka, migrate=args.migrate)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from sinks.clickhouse import connect
+    from sinks.migrate import apply_migrations
+
+    settings = get_settings()
+    _setup_logging(settings)
+    ch = connect(settings.clickhouse_url())
+    try:
+        applied = apply_migrations(ch)
+    finally:
+        ch.close()
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+# --- produce -----------------------------------------------------------------------------
+
+
+def _events_from_file(path: Path) -> Iterator[CollaborationEvent]:
+    codec = default_codec()
+    if path.suffix in (".avro",):
+        import fastavro
+
+        with path.open("rb") as f:
+            for record in fastavro.reader(f):
+                yield codec.decode(json.dumps(record, default=str).encode())
+        return
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield codec.decode(line)
+                except Exception as exc:
+                    raise SystemExit(f"{path}:{n}: {exc}") from exc
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+
+    settings = get_settings()
+    _setup_logging(settings)
+    bootstrap = args.bootstrap or settings.kafka
+    if not bootstrap:
+        log.error("set KUDOS_KAFKA or --bootstrap")
+        return 2
+    codec = default_codec()
+    if args.file:
+        events: Iterator[CollaborationEvent] = _events_from_file(Path(args.file))
+    else:
+        from streams.synthetic import SyntheticTraffic
+
+        events = SyntheticTraffic(seed=args.seed).stream(args.synthetic)
+    encode = codec.encode_avro if args.encoding == "avro" else codec.encode_json
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                             client_id="kudos-produce")
+    sent = 0
+    started = time.monotonic()
+    try:
+        for ev in events:
+            producer.send(args.topic or settings.events_topic, key=ev.actor_id.encode(),
+                          value=encode(ev))
+            sent += 1
+            if args.rate:
+                ahead = sent / args.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        producer.flush()
+    finally:
+        producer.close()
+    print(f"produced {sent} events in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+# --- leaderboard -------------------------------------------------------------------------
+
+_COLUMNS = ("rank", "user_id", "score", "thanks_received", "distinct_thankers", "thanks_given",
+            "shares", "reactions_received")
+
+
+def _format_table(org: str, window: str, entries: Sequence[Any], start: str = "") -> str:
+    rows = [[str(getattr(e, c) if not isinstance(e, dict) else e[c]) for c in _COLUMNS]
+            for e in entries]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
+              for i, c in enumerate(_COLUMNS)]
+    head = f"{org} · {window}" + (f" from {start}" if start else "")
+    lines = [head, "  ".join(c.rjust(w) if i != 1 else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(_COLUMNS, widths, strict=True)))]
+    for r in rows:
+        lines.append("  ".join(v.rjust(w) if i != 1 else v.ljust(w)
+                               for i, (v, w) in enumerate(zip(r, widths, strict=True))))
+    return "\n".join(lines)
+
+
+def leaderboard_data(settings: Settings, org: str, window: str, at: str | None, top: int,
+                     api: str | None) -> dict[str, Any]:
+    from streams.web import leaderboard_payload, parse_at, parse_window
+    from streams.windows import window_start
+
+    url = settings.clickhouse.get_secret_value()
+    if api or not url.startswith("clickhouse"):
+        # chdb belongs to the running worker's process: ask its API.
+        base = api or f"http://127.0.0.1:{settings.http_port}"
+        query = {"org": org, "window": window, "top": str(top)}
+        if at:
+            query["at"] = at
+        with urllib.request.urlopen(f"{base}/api/leaderboard?{urllib.parse.urlencode(query)}",
+                                    timeout=10) as r:
+            return dict(json.load(r))
+    from sinks.clickhouse import connect
+    from sinks.store import RecognitionStore
+
+    w = parse_window(window)
+    start = window_start(w, parse_at(at))
+    ch = connect(url)
+    try:
+        return leaderboard_payload(org, w, start, RecognitionStore(ch).leaderboard(org, w, start, top))
+    finally:
+        ch.close()
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    data = leaderboard_data(settings, args.org, args.window, args.at, args.top, args.api)
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(_format_table(data["org"], data["window"], data["entries"], data["window_start"]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kudos", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="the whole pipeline on one machine")
+    up.add_argument("--demo", action="store_true", help="also feed synthetic traffic")
+    up.add_argument("--rate", type=float, default=2000.0, help="demo events per second")
+    up.add_argument("--workers", type=int, default=1)
+    up.set_defaults(func=cmd_up)
+
+    worker = sub.add_parser("worker", help="one worker of a deployment")
+    worker.add_argument("--migrate", action="store_true", help="apply migrations first")
+    worker.set_defaults(func=cmd_worker)
+
+    mig = sub.add_parser("migrate", help="apply the numbered ClickHouse migrations")
+    mig.set_defaults(func=cmd_migrate)
+
+    prod = sub.add_parser("produce", help="publish events as a platform team would")
+    src = prod.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", help="JSON-lines (.jsonl) or Avro container (.avro) file")
+    src.add_argument("--synthetic", type=int, metavar="N", help="N synthetic events")
+    prod.add_argument("--encoding", choices=("avro", "json"), default="avro")
+    prod.add_argument("--rate", type=float, default=0.0, help="events per second (0 = max)")
+    prod.add_argument("--seed", type=int, default=None)
+    prod.add_argument("--topic", default=None)
+    prod.add_argument("--bootstrap", default=None)
+    prod.set_defaults(func=cmd_produce)
+
+    lb = sub.add_parser("leaderboard", help="print a leaderboard")
+    lb.add_argument("--org", required=True)
+    lb.add_argument("--window", choices=WINDOWS, default="week")
+    lb.add_argument("--at", default=None, help="RFC 3339 time inside the window (default now)")
+    lb.add_argument("--top", type=int, default=10)
+    lb.add_argument("--format", choices=("table", "json"), default="table")
+    lb.add_argument("--api", default=None, help="read through a worker's HTTP API at this URL")
+    lb.set_defaults(func=cmd_leaderboard)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

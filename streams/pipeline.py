@@ -1,0 +1,238 @@
+"""The two stages as steps you can see: decode -> decide -> publish effects -> store decisions;
+then load -> aggregate -> store totals and badges. Offsets are committed by the caller only
+after `process` returns, i.e. after everything a batch produced is flushed.
+
+Kafka and ClickHouse are reached through two small interfaces, so the stages run the same
+under faust, under a plain consumer loop in a benchmark, and in unit tests with fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from schemas.codec import DecodeError, EventCodec
+from sinks.store import RecognitionStore
+from streams import metrics
+from streams.rules import (
+    Decision,
+    PartitionState,
+    Reason,
+    RulesLookup,
+    SourceRecord,
+    decide_batch,
+    effects_of,
+)
+from streams.scorebook import Applied, ScoreBook, apply_effects, keys_needed
+from streams.transport import (
+    badge_id,
+    decode_effects,
+    encode_badge,
+    encode_effects,
+    route_effects,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+class Publisher(Protocol):
+    """Sends messages and waits until the broker has acknowledged all of them."""
+
+    async def publish(
+        self,
+        topic: str,
+        messages: Sequence[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]],
+    ) -> None: ...
+
+
+class Blocking:
+    """Runs blocking ClickHouse calls on one thread, off the event loop."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kudos-clickhouse")
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DecideStage:
+    """Per input partition: decode, apply rules v1, publish effects, store decisions."""
+
+    def __init__(
+        self,
+        store: RecognitionStore,
+        codec: EventCodec,
+        rules_for: RulesLookup,
+        publisher: Publisher,
+        blocking: Blocking,
+        *,
+        effects_topic: str,
+        effects_partitions: int,
+        dlq_topic: str,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.store = store
+        self.codec = codec
+        self.rules_for = rules_for
+        self.publisher = publisher
+        self.blocking = blocking
+        self.effects_topic = effects_topic
+        self.effects_partitions = effects_partitions
+        self.dlq_topic = dlq_topic
+        self.clock = clock
+        self.states: dict[tuple[str, int], PartitionState] = {}
+
+    def forget(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """Drop state of partitions this worker no longer owns; it reloads if they return."""
+        for tp in partitions:
+            self.states.pop(tp, None)
+
+    async def _state(self, topic: str, partition: int) -> PartitionState:
+        state = self.states.get((topic, partition))
+        if state is None:
+            grace = self.rules_for.max_grace_ms()
+            state = await self.blocking.run(self.store.load_partition_state, topic, partition, grace)
+            self.states[(topic, partition)] = state
+            log.info("partition %s[%d]: resuming at offset %d", topic, partition, state.next_offset)
+        return state
+
+    async def process(self, messages: Sequence[RawMessage]) -> list[Decision]:
+        started = time.perf_counter()
+        metrics.EVENTS_IN.inc(len(messages))
+        by_tp: dict[tuple[str, int], list[RawMessage]] = {}
+        for m in messages:
+            by_tp.setdefault((m.topic, m.partition), []).append(m)
+        decisions: list[Decision] = []
+        dead: list[tuple[RawMessage, DecodeError]] = []
+        now = self.clock()
+        for (topic, partition), msgs in by_tp.items():
+            state = await self._state(topic, partition)
+            fresh = [m for m in msgs if m.offset >= state.next_offset]
+            records: list[SourceRecord] = []
+            for m, decoded in zip(fresh, self.codec.decode_many([m.value for m in fresh]), strict=True):
+                if isinstance(decoded, DecodeError):
+                    dead.append((m, decoded))
+                else:
+                    records.append(SourceRecord(decoded, topic, partition, m.offset))
+            decisions.extend(decide_batch(records, state, now, self.rules_for))
+            if state.stream_time_ms is not None:
+                metrics.STREAM_TIME.labels(str(partition)).set(state.stream_time_ms / 1000)
+        await self._dead_letters(dead)
+        effects = effects_of(decisions)
+        await self.publisher.publish(
+            self.effects_topic,
+            [(None, encode_effects(batch), p, [])
+             for p, batch in route_effects(effects, self.effects_partitions).items()],
+        )
+        for topic in {m.topic for m in messages}:
+            mine = [d for d in decisions if d.record.topic == topic]
+            await self.blocking.run(self.store.write_decisions, mine)
+            metrics.INSERT_BATCHES.labels("decisions").inc()
+            metrics.INSERT_ROWS.labels("decisions").inc(len(mine))
+        for d in decisions:
+            if d.reason is Reason.COUNTED:
+                metrics.DECISIONS_COUNTED.inc()
+            else:
+                metrics.DECISIONS_REFUSED.labels(d.reason.value).inc()
+        for state in self.states.values():
+            state.prune(self.rules_for.max_grace_ms())
+        metrics.BATCH_SECONDS.labels("decide").observe(time.perf_counter() - started)
+        return decisions
+
+    async def _dead_letters(self, dead: Sequence[tuple[RawMessage, DecodeError]]) -> None:
+        if not dead:
+            return
+        out = []
+        for m, err in dead:
+            headers = [
+                ("kudos.dlq.reason", err.reason.encode()),
+                ("kudos.dlq.error", str(err.detail)[:1000].encode()),
+                ("kudos.dlq.topic", m.topic.encode()),
+                ("kudos.dlq.partition", str(m.partition).encode()),
+                ("kudos.dlq.offset", str(m.offset).encode()),
+            ]
+            out.append((m.key, m.value, None, headers))
+            metrics.DLQ_MESSAGES.labels(err.reason).inc()
+        await self.publisher.publish(self.dlq_topic, out)
+
+
+class AggregateStage:
+    """Per (org, user): window totals, distinct thankers, badges; stored as absolute rows."""
+
+    def __init__(
+        self,
+        store: RecognitionStore,
+        rules_for: RulesLookup,
+        publisher: Publisher,
+        blocking: Blocking,
+        *,
+        badges_topic: str,
+        max_cached_keys: int = 500_000,
+    ) -> None:
+        self.store = store
+        self.rules_for = rules_for
+        self.publisher = publisher
+        self.blocking = blocking
+        self.badges_topic = badges_topic
+        self.max_cached_keys = max_cached_keys
+        self.book = ScoreBook()
+
+    def forget(self) -> None:
+        """After a rebalance another worker may own some users: reload from ClickHouse."""
+        self.book = ScoreBook()
+
+    async def process(self, messages: Sequence[RawMessage]) -> Applied:
+        started = time.perf_counter()
+        batches = [decode_effects(m.value) for m in messages]
+        keys = keys_needed((e for b in batches for e in b), self.rules_for)
+        await self.blocking.run(self.store.load_keys, keys, self.book)
+        applied = Applied()
+        total = 0
+        for batch in batches:
+            apply_effects(batch, self.book, self.rules_for, applied)
+            total += len(batch)
+        # Order matters for recovery: thankers and badges before totals, whose high-water
+        # marks say "applied". A crash in between re-applies effects; sets absorb that.
+        await self.blocking.run(self.store.write_thankers, applied.new_thankers)
+        if applied.badges:
+            at = now_ms()
+            await self.publisher.publish(
+                self.badges_topic,
+                [(a.user_id.encode(), encode_badge(a, at), None,
+                  [("kudos.badge_id", badge_id(a).encode())]) for a in applied.badges],
+            )
+            await self.blocking.run(self.store.write_badges, applied.badges)
+            for a in applied.badges:
+                metrics.BADGES_AWARDED.labels(a.badge.value).inc()
+        await self.blocking.run(self.store.write_scores, self.book, applied.dirty, self.rules_for)
+        metrics.INSERT_ROWS.labels("score_state").inc(len(applied.dirty))
+        metrics.INSERT_BATCHES.labels("score_state").inc()
+        metrics.EFFECTS_APPLIED.inc(total - applied.replayed)
+        metrics.EFFECTS_REPLAYED.inc(applied.replayed)
+        if len(self.book.totals) > self.max_cached_keys:
+            self.book = ScoreBook()  # everything is stored; reload on demand
+        metrics.WINDOW_KEYS.set(len(self.book.totals))
+        metrics.BATCH_SECONDS.labels("aggregate").observe(time.perf_counter() - started)
+        return applied

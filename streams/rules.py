@@ -1,0 +1,291 @@
+"""Recognition rules, version 1: who gets a point for an event, and why not.
+
+Pure code: no I/O, no clock. Each rule is a small function; `decide_batch` applies them
+in a fixed order to a batch of events from one input partition, reading and updating the
+explicit `PartitionState`. Given the same state and the same batch it always returns the
+same decisions, which is what lets the worker replay a batch after a crash.
+
+Order of the checks for one event (the first that applies is the reason):
+invalid -> future -> late -> duplicate -> private -> (per recipient) self -> pair_daily_cap.
+Only events that pass invalid/future/late enter the seen set and advance stream time, so a
+bogus future timestamp cannot make the rest of the stream late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from schemas.event import CollaborationEvent, EventType, Visibility
+from streams.windows import DAY_MS, day_start
+
+RULE_VERSION: Final = 1
+
+
+class Reason(StrEnum):
+    COUNTED = "counted"
+    DUPLICATE = "duplicate"
+    SELF = "self"
+    PRIVATE = "private"
+    PAIR_DAILY_CAP = "pair_daily_cap"
+    LATE = "late"
+    FUTURE = "future"
+    INVALID = "invalid"
+
+
+class Metric(StrEnum):
+    SHARES = "shares"
+    THANKS_GIVEN = "thanks_given"
+    THANKS_RECEIVED = "thanks_received"
+    REACTIONS_RECEIVED = "reactions_received"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    """Per-org rule parameters. Defaults are DESIGN.md's rules v1."""
+
+    version: int = RULE_VERSION
+    grace_ms: int = 7 * DAY_MS
+    future_tolerance_ms: int = 5 * 60_000
+    pair_daily_cap: int = 3
+    weight_thanks_received: int = 3
+    weight_thanks_given: int = 1
+    weight_shares: int = 2
+    weight_reactions_received: int = 1
+    helper_distinct_thankers: int = 5
+    sharer_weekly_shares: int = 10
+    streak_days: int = 5
+
+    def score(self, shares: int, thanks_given: int, thanks_received: int, reactions: int) -> int:
+        return (
+            self.weight_thanks_received * thanks_received
+            + self.weight_thanks_given * thanks_given
+            + self.weight_shares * shares
+            + self.weight_reactions_received * reactions
+        )
+
+
+DEFAULT_RULES: Final = RuleConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """An event with its position in the input topic."""
+
+    event: CollaborationEvent
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one event for one target (recipient; '' for a SHARE)."""
+
+    record: SourceRecord
+    recipient_id: str
+    reason: Reason
+    stream_time_ms: int
+    rule_version: int
+
+    @property
+    def counted(self) -> bool:
+        return self.reason is Reason.COUNTED
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """One point for one user, produced by a counted decision.
+
+    `actor_id` is who caused it (the thanker for thanks_received). Position fields make
+    the effect idempotent downstream: a user's totals apply each (partition, offset) once.
+    """
+
+    org_id: str
+    user_id: str
+    metric: Metric
+    actor_id: str
+    occurred_at: int
+    partition: int
+    offset: int
+
+
+PairDay = tuple[str, str, str, int]  # org, actor, recipient, day start ms
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """What the rules read for one input partition. Rebuilt from stored decisions on recovery.
+
+    `seen` maps (org, event_id) to the event's occurred_at, for events accepted within grace.
+    `pair_counts` counts counted THANKS per (org, actor, recipient, UTC day).
+    `next_offset` is the first offset not yet decided; earlier offsets are skipped on replay.
+    """
+
+    stream_time_ms: int | None = None
+    next_offset: int = 0
+    seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    pair_counts: dict[PairDay, int] = field(default_factory=dict)
+
+    def prune(self, grace_ms: int) -> None:
+        """Forget what can no longer matter: anything older than stream time - grace - 1 day."""
+        if self.stream_time_ms is None:
+            return
+        horizon = self.stream_time_ms - grace_ms - DAY_MS
+        self.seen = {k: t for k, t in self.seen.items() if t >= horizon}
+        self.pair_counts = {k: n for k, n in self.pair_counts.items() if k[3] >= horizon}
+
+
+# --- the rules, one small function each -------------------------------------------------
+
+
+def is_invalid(event: CollaborationEvent) -> bool:
+    """Decoded, but breaks a rule of the schema: empty ids, THANKS/REACTION without recipients."""
+    if not event.event_id or not event.org_id or not event.actor_id:
+        return True
+    if any(not r for r in event.recipient_ids):
+        return True
+    return event.event_type in (EventType.THANKS, EventType.REACTION) and not event.recipient_ids
+
+
+def is_future(event: CollaborationEvent, now_ms: int, rules: RuleConfig) -> bool:
+    return event.occurred_at > now_ms + rules.future_tolerance_ms
+
+
+def is_late(event: CollaborationEvent, stream_time_ms: int | None, rules: RuleConfig) -> bool:
+    return stream_time_ms is not None and event.occurred_at < stream_time_ms - rules.grace_ms
+
+
+def is_duplicate(event: CollaborationEvent, seen: dict[tuple[str, str], int]) -> bool:
+    return (event.org_id, event.event_id) in seen
+
+
+def is_private(event: CollaborationEvent) -> bool:
+    return event.visibility is Visibility.PRIVATE
+
+
+def is_self(event: CollaborationEvent, recipient_id: str) -> bool:
+    return recipient_id == event.actor_id
+
+
+def pair_day(event: CollaborationEvent, recipient_id: str) -> PairDay:
+    return (event.org_id, event.actor_id, recipient_id, day_start(event.occurred_at))
+
+
+def targets(event: CollaborationEvent) -> tuple[str, ...]:
+    """Who an event is about: each distinct recipient, or '' for a SHARE."""
+    if event.event_type is EventType.SHARE:
+        return ("",)
+    return tuple(dict.fromkeys(event.recipient_ids)) or ("",)
+
+
+# --- applying them -----------------------------------------------------------------------
+
+
+def _whole_event_reason(
+    event: CollaborationEvent, state: PartitionState, now_ms: int, rules: RuleConfig
+) -> Reason | None:
+    if is_invalid(event):
+        return Reason.INVALID
+    if is_future(event, now_ms, rules):
+        return Reason.FUTURE
+    if is_late(event, state.stream_time_ms, rules):
+        return Reason.LATE
+    return None
+
+
+def decide_event(
+    record: SourceRecord, state: PartitionState, now_ms: int, rules: RuleConfig
+) -> list[Decision]:
+    """Decide one event and update `state`. Returns one decision per target."""
+    event = record.event
+    reason = _whole_event_reason(event, state, now_ms, rules)
+    if reason is None:
+        if state.stream_time_ms is None or event.occurred_at > state.stream_time_ms:
+            state.stream_time_ms = event.occurred_at
+        if is_duplicate(event, state.seen):
+            reason = Reason.DUPLICATE
+        else:
+            state.seen[(event.org_id, event.event_id)] = event.occurred_at
+            if is_private(event):
+                reason = Reason.PRIVATE
+    stream_time = state.stream_time_ms if state.stream_time_ms is not None else event.occurred_at
+    out: list[Decision] = []
+    for target in targets(event):
+        why = reason
+        if why is None:
+            why = _target_reason(event, target, state, rules)
+        out.append(Decision(record, target, why, stream_time, rules.version))
+    state.next_offset = max(state.next_offset, record.offset + 1)
+    return out
+
+
+def _target_reason(
+    event: CollaborationEvent, target: str, state: PartitionState, rules: RuleConfig
+) -> Reason:
+    if event.event_type is EventType.SHARE:
+        return Reason.COUNTED
+    if is_self(event, target):
+        return Reason.SELF
+    if event.event_type is EventType.THANKS:
+        key = pair_day(event, target)
+        counted = state.pair_counts.get(key, 0)
+        if counted >= rules.pair_daily_cap:
+            return Reason.PAIR_DAILY_CAP
+        state.pair_counts[key] = counted + 1
+    return Reason.COUNTED
+
+
+def decide_batch(
+    records: Iterable[SourceRecord],
+    state: PartitionState,
+    now_ms: int,
+    rules_for: RulesLookup,
+) -> list[Decision]:
+    """Decide every record of one partition in offset order.
+
+    Records below `state.next_offset` were decided before a restart: they are skipped, so a
+    replay from an older committed offset neither re-decides nor re-emits them.
+    """
+    out: list[Decision] = []
+    for record in records:
+        if record.offset < state.next_offset:
+            continue
+        out.extend(decide_event(record, state, now_ms, rules_for(record.event.org_id)))
+    return out
+
+
+def effects_of(decisions: Sequence[Decision]) -> list[Effect]:
+    """The points that counted decisions give."""
+    out: list[Effect] = []
+    for d in decisions:
+        if not d.counted:
+            continue
+        e = d.record.event
+        pos = (e.occurred_at, d.record.partition, d.record.offset)
+        if e.event_type is EventType.SHARE:
+            out.append(Effect(e.org_id, e.actor_id, Metric.SHARES, e.actor_id, *pos))
+        elif e.event_type is EventType.THANKS:
+            out.append(Effect(e.org_id, d.recipient_id, Metric.THANKS_RECEIVED, e.actor_id, *pos))
+            out.append(Effect(e.org_id, e.actor_id, Metric.THANKS_GIVEN, e.actor_id, *pos))
+        else:
+            out.append(
+                Effect(e.org_id, d.recipient_id, Metric.REACTIONS_RECEIVED, e.actor_id, *pos)
+            )
+    return out
+
+
+class RulesLookup:
+    """Rule configuration per org, with a default for every org not listed."""
+
+    def __init__(self, default: RuleConfig = DEFAULT_RULES, per_org: dict[str, RuleConfig] | None = None):
+        self.default = default
+        self.per_org = dict(per_org or {})
+
+    def __call__(self, org_id: str) -> RuleConfig:
+        return self.per_org.get(org_id, self.default)
+
+    def max_grace_ms(self) -> int:
+        return max([self.default.grace_ms, *(r.grace_ms for r in self.per_org.values())])

@@ -1,0 +1,111 @@
+"""The one settings object, read once at start from KUDOS_* variables and optional kudos.toml."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from streams.rules import DEFAULT_RULES, RuleConfig, RulesLookup
+
+
+class RuleOverrides(BaseModel):
+    """Per-org changes to rules v1 (any field of RuleConfig)."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    grace_ms: int | None = None
+    future_tolerance_ms: int | None = None
+    pair_daily_cap: int | None = None
+    weight_thanks_received: int | None = None
+    weight_thanks_given: int | None = None
+    weight_shares: int | None = None
+    weight_reactions_received: int | None = None
+    helper_distinct_thankers: int | None = None
+    sharer_weekly_shares: int | None = None
+    streak_days: int | None = None
+
+    def apply(self, base: RuleConfig) -> RuleConfig:
+        from dataclasses import replace
+
+        changes = {k: v for k, v in self.model_dump().items() if v is not None}
+        return replace(base, **changes)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KUDOS_",
+        toml_file=os.environ.get("KUDOS_CONFIG", "kudos.toml"),
+        frozen=True,
+        extra="ignore",
+    )
+
+    kafka: str = Field("", description="bootstrap servers; empty = start the embedded Tansu broker")
+    clickhouse: SecretStr = Field(
+        SecretStr(""),
+        description="chdb:///path or clickhouse://user:password@host:9000/kudos; empty = chdb in data_dir",
+    )
+    schema_registry: str = ""
+    http_port: int = 6066
+    http_host: str = "0.0.0.0"
+    data_dir: Path = Path("var")
+    group_id: str = "kudos"
+    events_topic: str = "collab.events"
+    dlq_topic: str = "collab.events.dlq"
+    badges_topic: str = "recognition.badges"
+    effects_topic: str = "kudos.effects"
+    partitions: int = Field(4, ge=1, description="partitions of topics the worker creates")
+    replication_factor: int = 1
+    batch_max_events: int = Field(5000, ge=1)
+    batch_max_seconds: float = Field(0.2, gt=0)
+    max_message_bytes: int = 1_048_576
+    session_timeout_s: float = 10.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    rules: RuleOverrides = RuleOverrides()
+    org_rules: dict[str, RuleOverrides] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls),
+            file_secret_settings,
+        )
+
+    def clickhouse_url(self) -> str:
+        url = self.clickhouse.get_secret_value()
+        if url:
+            return url
+        return f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+    def rules_lookup(self) -> RulesLookup:
+        default = self.rules.apply(DEFAULT_RULES)
+        return RulesLookup(default, {org: o.apply(default) for org, o in self.org_rules.items()})
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as they may be logged: secrets masked."""
+        out = self.model_dump(mode="json")
+        out["clickhouse"] = "**********" if self.clickhouse.get_secret_value() else ""
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,73 @@
+"""Messages between the stages and to the output topics, and how they are routed.
+
+The deciding stage sends the effects of one source batch as one message per partition of
+`kudos.effects`; the partition of an (org, user) is fixed, so one aggregating worker owns
+all of a user's totals.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+
+from streams.rules import Effect, Metric
+from streams.scorebook import BadgeAward
+from streams.windows import WindowName
+
+_METRICS = {m.value: m for m in Metric}
+
+
+def effects_partition(org_id: str, user_id: str, partitions: int) -> int:
+    """Stable across processes and Python versions (unlike hash())."""
+    return zlib.crc32(f"{org_id}\x00{user_id}".encode()) % partitions
+
+
+def route_effects(effects: Sequence[Effect], partitions: int) -> dict[int, list[Effect]]:
+    out: dict[int, list[Effect]] = {}
+    for e in effects:
+        out.setdefault(effects_partition(e.org_id, e.user_id, partitions), []).append(e)
+    return out
+
+
+def encode_effects(effects: Sequence[Effect]) -> bytes:
+    return json.dumps(
+        [[e.org_id, e.user_id, e.metric.value, e.actor_id, e.occurred_at, e.partition, e.offset]
+         for e in effects],
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_effects(raw: bytes) -> list[Effect]:
+    return [
+        Effect(org, user, _METRICS[metric], actor, int(at), int(p), int(o))
+        for org, user, metric, actor, at, p, o in json.loads(raw)
+    ]
+
+
+def badge_id(award: BadgeAward) -> str:
+    """Deterministic id: consumers of recognition.badges deduplicate on it."""
+    return f"{award.org_id}/{award.user_id}/{award.badge.value}/{award.period_start}"
+
+
+def period_window(award: BadgeAward) -> WindowName:
+    return {"first_thanks": "all", "helper": "week", "sharer": "week"}.get(  # type: ignore[return-value]
+        award.badge.value, "day"
+    )
+
+
+def encode_badge(award: BadgeAward, awarded_at_ms: int) -> bytes:
+    return json.dumps(
+        {
+            "badge_id": badge_id(award),
+            "org_id": award.org_id,
+            "user_id": award.user_id,
+            "badge": award.badge.value,
+            "period": period_window(award),
+            "period_start": award.period_start,
+            "awarded_at": awarded_at_ms,
+            "rule_version": award.rule_version,
+            "evidence": award.evidence,
+        },
+        separators=(",", ":"),
+    ).encode()

@@ -1,0 +1,132 @@
+"""HTTP API on the worker's faust web server: leaderboard, badges, health, metrics, live page."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sinks.store import LeaderboardEntry, iso
+from streams.windows import WINDOWS, WindowName, window_start
+
+if TYPE_CHECKING:
+    from streams.app import Kudos
+
+MAX_TOP = 1000
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def parse_at(value: str | None) -> int:
+    """RFC 3339 timestamp (or epoch millis) to epoch millis; default now."""
+    if not value:
+        return int(time.time() * 1000)
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequest(f"'at' is not an RFC 3339 timestamp: {value!r}") from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def parse_window(value: str | None) -> WindowName:
+    if value not in WINDOWS:
+        raise BadRequest(f"'window' must be one of {', '.join(WINDOWS)}")
+    return value  # type: ignore[return-value]
+
+
+def parse_top(value: str | None, default: int = 10) -> int:
+    if value is None or value == "":
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= MAX_TOP:
+        raise BadRequest(f"'top' must be an integer from 1 to {MAX_TOP}")
+    return int(value)
+
+
+def leaderboard_payload(
+    org: str, window: WindowName, start_ms: int, entries: list[LeaderboardEntry]
+) -> dict[str, Any]:
+    return {
+        "org": org,
+        "window": window,
+        "window_start": iso(start_ms),
+        "entries": [
+            {
+                "rank": e.rank,
+                "user_id": e.user_id,
+                "score": e.score,
+                "shares": e.shares,
+                "thanks_given": e.thanks_given,
+                "thanks_received": e.thanks_received,
+                "distinct_thankers": e.distinct_thankers,
+                "reactions_received": e.reactions_received,
+            }
+            for e in entries
+        ],
+    }
+
+
+def register_views(kudos: Kudos) -> None:
+    app = kudos.app
+    store = kudos.store
+    blocking = kudos.blocking
+
+    @app.page("/api/leaderboard")
+    class LeaderboardView(View):
+        async def get(self, request: Request) -> Response:
+            q = request.query
+            try:
+                org = q.get("org") or ""
+                if not org:
+                    raise BadRequest("'org' is required")
+                window = parse_window(q.get("window", "week"))
+                start = window_start(window, parse_at(q.get("at")))
+                top = parse_top(q.get("top"))
+            except BadRequest as exc:
+                return self.json({"error": str(exc)}, status=400)
+            entries = await blocking.run(store.leaderboard, org, window, start, top)
+            return self.json(leaderboard_payload(org, window, start, entries))
+
+    @app.page("/api/badges")
+    class BadgesView(View):
+        async def get(self, request: Request) -> Response:
+            org = request.query.get("org") or ""
+            if not org:
+                return self.json({"error": "'org' is required"}, status=400)
+            user = request.query.get("user") or None
+            rows = await blocking.run(store.badges, org, user)
+            return self.json({"org": org, "user": user, "badges": rows})
+
+    @app.page("/health")
+    class HealthView(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                await blocking.run(store.ch.query, "SELECT 1")
+                clickhouse = "ok"
+            except Exception as exc:  # health reports, never raises
+                clickhouse = f"error: {type(exc).__name__}"
+            assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment())
+            ok = clickhouse == "ok"
+            body = {"status": "ok" if ok else "degraded", "clickhouse": clickhouse,
+                    "assigned": assigned}
+            return self.json(body, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/")
+    class LivePage(View):
+        async def get(self, request: Request) -> Response:
+            html = resources.files("streams").joinpath("static/index.html").read_text()
+            return self.html(html)
