@@ -1,0 +1,136 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.event import EventType
+from streams.rules import Effect, Metric, RulesLookup
+from streams.scorebook import Applied, Badge, ScoreBook, apply_effects, keys_needed
+from streams.windows import DAY_MS, week_start
+from tests.streams.factories import event, ms
+from tests.streams.reference import run_pure
+
+NOW = ms("2026-11-29T23:00:00")
+RULES = RulesLookup()
+
+
+def test_window_totals_and_distinct_thankers() -> None:
+    evs = [
+        event("THANKS", "a", ("bob",), at="2026-11-23T10:00:00"),
+        event("THANKS", "a", ("bob",), at="2026-11-23T10:30:00"),
+        event("THANKS", "c", ("bob",), at="2026-11-24T09:00:00"),
+        event("SHARE", "bob", at="2026-11-24T09:10:00"),
+        event("REACTION", "a", ("bob",), at="2026-11-24T09:20:00"),
+    ]
+    totals, _ = run_pure(evs, NOW)
+    assert totals[("acme", "week", ms("2026-11-23T00:00:00"), "bob")] == (1, 0, 3, 2, 1)
+    assert totals[("acme", "day", ms("2026-11-23T00:00:00"), "bob")] == (0, 0, 2, 1, 0)
+    assert totals[("acme", "hour", ms("2026-11-24T09:00:00"), "bob")] == (1, 0, 1, 1, 1)
+    assert totals[("acme", "all", 0, "a")] == (0, 2, 0, 0, 0)
+
+
+def test_replayed_effects_change_nothing() -> None:
+    effects = [Effect("acme", "bob", Metric.THANKS_RECEIVED, "a", ms("2026-11-23T10:00:00"), 0, 5)]
+    book = ScoreBook()
+    apply_effects(effects, book, RULES, Applied())
+    again = Applied()
+    apply_effects(effects, book, RULES, again)
+    assert book.totals[("acme", "all", 0, "bob")].thanks_received == 1
+    assert again.dirty == set() and again.replayed == 1
+
+
+def test_effects_of_one_offset_apply_together() -> None:
+    t = ms("2026-11-23T10:00:00")
+    effects = [
+        Effect("acme", "a", Metric.THANKS_GIVEN, "a", t, 0, 5),
+        Effect("acme", "a", Metric.THANKS_GIVEN, "a", t, 0, 5),
+    ]
+    book = ScoreBook()
+    apply_effects(effects, book, RULES, Applied())
+    assert book.totals[("acme", "all", 0, "a")].thanks_given == 2
+
+
+def test_badges_first_thanks_helper_sharer() -> None:
+    evs = [event("THANKS", f"t{i}", ("bob",), at="2026-11-24T10:00:00") for i in range(5)]
+    evs += [event("SHARE", "carol", at=f"2026-11-24T1{i}:00:00") for i in range(10)]
+    _, awarded = run_pure(evs, NOW)
+    week = week_start(ms("2026-11-24T00:00:00"))
+    assert ("acme", "bob", Badge.FIRST_THANKS.value, 0) in awarded
+    assert ("acme", "bob", Badge.HELPER.value, week) in awarded
+    assert ("acme", "carol", Badge.SHARER.value, week) in awarded
+    assert len(awarded) == 3
+
+
+def test_helper_needs_five_distinct_thankers() -> None:
+    evs = [event("THANKS", "t1", ("bob",), at="2026-11-24T10:00:00") for _ in range(3)]
+    evs += [event("THANKS", f"t{i}", ("bob",), at="2026-11-24T11:00:00") for i in range(2, 5)]
+    _, awarded = run_pure(evs, NOW)
+    assert {a[2] for a in awarded} == {"first_thanks"}
+
+
+def test_streak_five_consecutive_days_in_any_order() -> None:
+    days = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23", "2026-11-24"]
+    for order in (days, list(reversed(days)), [days[2], days[0], days[4], days[1], days[3]]):
+        evs = [event("SHARE", "dan", at=f"{d}T12:00:00") for d in order]
+        _, awarded = run_pure(evs, NOW, batch=1)
+        assert ("acme", "dan", "streak_5", ms("2026-11-24T00:00:00")) in awarded
+        assert [a for a in awarded if a[2] == "streak_5"] == [
+            ("acme", "dan", "streak_5", ms("2026-11-24T00:00:00"))
+        ]
+
+
+def test_no_streak_with_a_gap() -> None:
+    evs = [event("SHARE", "dan", at=f"2026-11-{d}T12:00:00") for d in (20, 21, 22, 24, 25)]
+    _, awarded = run_pure(evs, NOW)
+    assert not [a for a in awarded if a[2] == "streak_5"]
+
+
+def test_keys_needed_covers_streak_neighbourhood() -> None:
+    t = ms("2026-11-24T12:00:00")
+    keys = keys_needed([Effect("acme", "dan", Metric.SHARES, "dan", t, 0, 1)], RULES)
+    days = sorted(k[2] for k in keys if k[1] == "day")
+    assert days[0] == ms("2026-11-20T00:00:00") and days[-1] == ms("2026-11-28T00:00:00")
+    assert len(days) == 9
+
+
+# --- properties -------------------------------------------------------------------------
+
+USERS = ["u1", "u2", "u3", "u4", "u5", "u6"]
+BASE = ms("2026-11-23T00:00:00")
+
+
+@st.composite
+def events_within_grace(draw: st.DrawFn) -> list:  # type: ignore[type-arg]
+    n = draw(st.integers(min_value=1, max_value=40))
+    out = []
+    for i in range(n):
+        kind = draw(st.sampled_from(list(EventType)))
+        actor = draw(st.sampled_from(USERS))
+        recips = tuple(draw(st.lists(st.sampled_from(USERS), min_size=1, max_size=3)))
+        at = BASE + draw(st.integers(min_value=0, max_value=6 * DAY_MS))
+        private = draw(st.booleans().filter(lambda _: True)) and draw(st.integers(0, 9)) == 0
+        dup_of = draw(st.integers(min_value=0, max_value=i)) if i and draw(st.booleans()) else None
+        if dup_of is not None and dup_of < len(out):
+            out.append(out[dup_of])
+            continue
+        out.append(event(kind, actor, recips, at=at, private=private))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(events_within_grace(), st.randoms(use_true_random=False), st.integers(1, 10))
+def test_any_order_within_grace_gives_same_totals(evs, rnd, batch) -> None:  # type: ignore[no-untyped-def]
+    now = BASE + 8 * DAY_MS
+    expected = run_pure(evs, now)
+    shuffled = list(evs)
+    rnd.shuffle(shuffled)
+    assert run_pure(shuffled, now, batch=batch) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(events_within_grace(), st.data())
+def test_feeding_any_event_twice_changes_nothing(evs, data) -> None:  # type: ignore[no-untyped-def]
+    now = BASE + 8 * DAY_MS
+    expected = run_pure(evs, now)
+    i = data.draw(st.integers(0, len(evs) - 1))
+    j = data.draw(st.integers(i, len(evs)))
+    twice = [*evs[:j], evs[i], *evs[j:]]
+    assert run_pure(twice, now) == expected
