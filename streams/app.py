@@ -12,9 +12,9 @@ from typing import Any
 
 import faust
 from faust.types import TP, EventT
+from sinks.clickhouse import ClickHouse
 
 from schemas.codec import default_codec
-from sinks.clickhouse import ClickHouse
 from sinks.store import RecognitionStore
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
 from streams.settings import Settings
@@ -59,8 +59,9 @@ class Kudos:
 
 def _raw(events: Sequence[EventT]) -> list[RawMessage]:
     return [
-        RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                   e.message.value)
+        RawMessage(
+            e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value
+        )
         for e in events
     ]
 
@@ -88,15 +89,23 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
         stream_buffer_maxsize=max(settings.batch_max_events * 2, 4096),
     )
     # The live page is ours at "/": drop faust's production index, which also mounts there.
-    app.web.production_blueprints = []
+    # faust picks its blueprints when the web driver is built, so rebuild the list.
+    web = app.web
+    web.production_blueprints = []
+    web.blueprints = type(web.blueprints)(web._enabled_blueprints())
 
     store = RecognitionStore(clickhouse)
     blocking = Blocking()
     publisher = FaustPublisher(app)
     rules_for = settings.rules_lookup()
     decide = DecideStage(
-        store, default_codec(settings.max_message_bytes), rules_for, publisher, blocking,
-        effects_topic=settings.effects_topic, effects_partitions=settings.partitions,
+        store,
+        default_codec(settings.max_message_bytes),
+        rules_for,
+        publisher,
+        blocking,
+        effects_topic=settings.effects_topic,
+        effects_partitions=settings.partitions,
         dlq_topic=settings.dlq_topic,
     )
     aggregate = AggregateStage(
@@ -110,12 +119,16 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
 
     @app.agent(events_topic, name="kudos.decide")
     async def decide_agent(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max_events, settings.batch_max_seconds):
+        async for batch in stream.take_events(
+            settings.batch_max_events, settings.batch_max_seconds
+        ):
             await decide.process(_raw(batch))
 
     @app.agent(effects_topic, name="kudos.aggregate")
     async def aggregate_agent(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max_events, settings.batch_max_seconds):
+        async for batch in stream.take_events(
+            settings.batch_max_events, settings.batch_max_seconds
+        ):
             await aggregate.process(_raw(batch))
 
     @app.on_partitions_revoked.connect
