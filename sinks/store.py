@@ -19,18 +19,50 @@ from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTot
 from streams.windows import DAY_MS, WindowName
 
 DECISION_COLUMNS: Final = (
-    "org_id", "event_id", "event_type", "actor_id", "recipient_id", "counted", "reason",
-    "rule_version", "occurred_at", "occurred_at_ms", "stream_time_ms", "source", "channel",
-    "visibility", "src_topic", "src_partition", "src_offset", "decided_at",
+    "org_id",
+    "event_id",
+    "event_type",
+    "actor_id",
+    "recipient_id",
+    "counted",
+    "reason",
+    "rule_version",
+    "occurred_at",
+    "occurred_at_ms",
+    "stream_time_ms",
+    "source",
+    "channel",
+    "visibility",
+    "src_topic",
+    "src_partition",
+    "src_offset",
+    "decided_at",
 )
 SCORE_COLUMNS: Final = (
-    "org_id", "window", "window_start", "user_id", "shares", "thanks_given", "thanks_received",
-    "distinct_thankers", "reactions_received", "score", "hwm_partitions", "hwm_offsets",
-    "version", "updated_at",
+    "org_id",
+    "window",
+    "window_start",
+    "user_id",
+    "shares",
+    "thanks_given",
+    "thanks_received",
+    "distinct_thankers",
+    "reactions_received",
+    "score",
+    "hwm_partitions",
+    "hwm_offsets",
+    "version",
+    "updated_at",
 )
 THANKER_COLUMNS: Final = ("org_id", "window", "window_start", "user_id", "thanker_id")
 BADGE_COLUMNS: Final = (
-    "org_id", "user_id", "badge", "period_start", "awarded_at", "rule_version", "evidence",
+    "org_id",
+    "user_id",
+    "badge",
+    "period_start",
+    "awarded_at",
+    "rule_version",
+    "evidence",
 )
 # Reasons after which an event id counts as seen (it passed invalid/future/late).
 _SEEN_REASONS: Final = tuple(
@@ -80,12 +112,28 @@ class RecognitionStore:
         rows: list[tuple[Any, ...]] = []
         for d in decisions:
             e = d.record.event
-            rows.append((
-                e.org_id, e.event_id, e.event_type.value, e.actor_id, d.recipient_id,
-                1 if d.counted else 0, d.reason.value, d.rule_version, ms_to_dt(e.occurred_at),
-                e.occurred_at, d.stream_time_ms, e.source, e.channel or "", e.visibility.value,
-                d.record.topic, d.record.partition, d.record.offset, decided_at,
-            ))
+            rows.append(
+                (
+                    e.org_id,
+                    e.event_id,
+                    e.event_type.value,
+                    e.actor_id,
+                    d.recipient_id,
+                    1 if d.counted else 0,
+                    d.reason.value,
+                    d.rule_version,
+                    ms_to_dt(e.occurred_at),
+                    e.occurred_at,
+                    d.stream_time_ms,
+                    e.source,
+                    e.channel or "",
+                    e.visibility.value,
+                    d.record.topic,
+                    d.record.partition,
+                    d.record.offset,
+                    decided_at,
+                )
+            )
         return self.ch.insert("kudos.decisions", DECISION_COLUMNS, rows)
 
     def load_partition_state(self, topic: str, partition: int, grace_ms: int) -> PartitionState:
@@ -149,7 +197,10 @@ class RecognitionStore:
             for key, (_, row) in best.items():
                 t = book.totals[key]
                 t.shares, t.thanks_given, t.thanks_received, t.reactions_received = (
-                    int(row[3]), int(row[4]), int(row[5]), int(row[6])
+                    int(row[3]),
+                    int(row[4]),
+                    int(row[5]),
+                    int(row[6]),
                 )
                 t.hwm = {int(p): int(o) for p, o in zip(row[7], row[8], strict=True)}
             for window, start, user, thanker in self.ch.query(
@@ -187,24 +238,46 @@ class RecognitionStore:
             "kudos.badge_award_rows",
             BADGE_COLUMNS,
             [
-                (a.org_id, a.user_id, a.badge.value, ms_to_dt(a.period_start), at,
-                 a.rule_version, a.evidence)
+                (
+                    a.org_id,
+                    a.user_id,
+                    a.badge.value,
+                    ms_to_dt(a.period_start),
+                    at,
+                    a.rule_version,
+                    a.evidence,
+                )
                 for a in awards
             ],
         )
 
-    def write_scores(self, book: ScoreBook, keys: Iterable[WindowKey], rules_for: RulesLookup) -> int:
+    def write_scores(
+        self, book: ScoreBook, keys: Iterable[WindowKey], rules_for: RulesLookup
+    ) -> int:
         at = now_utc()
         rows: list[tuple[Any, ...]] = []
         for key in keys:
             org, window, start, user = key
             t = book.totals[key]
             parts = sorted(t.hwm)
-            rows.append((
-                org, window, ms_to_dt(start), user, t.shares, t.thanks_given, t.thanks_received,
-                t.distinct_thankers, t.reactions_received, t.score(rules_for(org)), parts,
-                [t.hwm[p] for p in parts], t.version, at,
-            ))
+            rows.append(
+                (
+                    org,
+                    window,
+                    ms_to_dt(start),
+                    user,
+                    t.shares,
+                    t.thanks_given,
+                    t.thanks_received,
+                    t.distinct_thankers,
+                    t.reactions_received,
+                    t.score(rules_for(org)),
+                    parts,
+                    [t.hwm[p] for p in parts],
+                    t.version,
+                    at,
+                )
+            )
         if not rows:
             return 0
         return self.ch.insert("kudos.score_state", SCORE_COLUMNS, rows)
@@ -222,8 +295,9 @@ class RecognitionStore:
             {"org": org, "window": window, "start": ms_to_dt(start_ms), "top": top},
         )
         return [
-            LeaderboardEntry(i + 1, r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
-                             int(r[6]))
+            LeaderboardEntry(
+                i + 1, r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6])
+            )
             for i, r in enumerate(rows)
         ]
 

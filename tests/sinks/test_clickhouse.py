@@ -1,0 +1,419 @@
+"""The ClickHouse backends: one contract, checked on chdb 26.x and clickhouse-server 18.16."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from sinks.clickhouse import (
+    ChdbClickHouse,
+    ClickHouse,
+    ClickHouseError,
+    ClickHouseUnavailable,
+    ClickHouseUrl,
+    NativeClickHouse,
+    connect,
+)
+from tests.services.clickhouse_server import free_port
+
+TRICKY = "it's \\ a \"quote\"\nnew line\ttab — ünïcödé 👍 ' \\' %s %(x)s"
+PLUS_TWO = timezone(timedelta(hours=2))
+
+DECISION_COLUMNS = (
+    "org_id",
+    "event_id",
+    "event_type",
+    "actor_id",
+    "recipient_id",
+    "counted",
+    "reason",
+    "rule_version",
+    "occurred_at",
+    "occurred_at_ms",
+    "stream_time_ms",
+    "source",
+    "channel",
+    "visibility",
+    "src_topic",
+    "src_partition",
+    "src_offset",
+    "decided_at",
+)
+STATE_COLUMNS = (
+    "org_id",
+    "window",
+    "window_start",
+    "user_id",
+    "shares",
+    "thanks_given",
+    "thanks_received",
+    "distinct_thankers",
+    "reactions_received",
+    "score",
+    "hwm_partitions",
+    "hwm_offsets",
+    "version",
+    "updated_at",
+)
+BADGE_COLUMNS = (
+    "org_id",
+    "user_id",
+    "badge",
+    "period_start",
+    "awarded_at",
+    "rule_version",
+    "evidence",
+)
+WEEK = datetime(2024, 1, 1)  # a Monday, naive UTC
+WEEK_BOARD = "SELECT user_id, score FROM kudos.scores WHERE window = 'week' ORDER BY user_id"
+
+
+def _select(ch: ClickHouse, table: str, columns: tuple[str, ...], order: str) -> list[Any]:
+    cols = ", ".join(f"`{c}`" for c in columns)
+    return ch.query(f"SELECT {cols} FROM {table} ORDER BY {order}")
+
+
+def _state_row(user: str, version: int, score: int, window: str = "week") -> tuple[Any, ...]:
+    return (
+        "org",
+        window,
+        WEEK,
+        user,
+        version,
+        0,
+        score,
+        1,
+        0,
+        score,
+        [0],
+        [version],
+        version,
+        WEEK,
+    )
+
+
+# --- round trips -----------------------------------------------------------------------
+
+
+@pytest.mark.clickhouse
+def test_decisions_round_trip_every_column_type(ch: ClickHouse) -> None:
+    occurred = datetime(2024, 2, 29, 23, 59, 58, tzinfo=PLUS_TWO)  # aware, not UTC
+    decided = datetime(2024, 3, 1, 0, 0, 1)  # naive = UTC
+    row = (
+        "org-ü",
+        TRICKY,
+        "THANKS",
+        "alice",
+        "",
+        1,
+        "counted",
+        65535,
+        occurred,
+        -1_234_567_890_123,
+        2**63 - 1,
+        "chat",
+        "",
+        "PUBLIC",
+        "collab.events",
+        4_294_967_295,
+        2**64 - 1,
+        decided,
+    )
+    assert ch.insert("kudos.decisions", DECISION_COLUMNS, [row]) == 1
+    [back] = _select(ch, "kudos.decisions", DECISION_COLUMNS, "event_id")
+    expected = list(row)
+    expected[8] = datetime(2024, 2, 29, 21, 59, 58)  # returned as naive UTC
+    assert list(back) == expected
+    assert [type(v) for v in back] == [type(v) for v in expected]
+    # The stored instant and its rendering are UTC on both engines.
+    assert ch.query(
+        "SELECT toUnixTimestamp(occurred_at), toString(occurred_at), toYYYYMM(decided_at) "
+        "FROM kudos.decisions"
+    ) == [(int(occurred.timestamp()), "2024-02-29 21:59:58", 202403)]
+
+
+@pytest.mark.clickhouse
+def test_score_state_round_trips_arrays_and_extremes(ch: ClickHouse) -> None:
+    rows = [
+        ("o", "all", datetime(1970, 1, 1), "u1", 0, 0, 0, 0, 0, -(2**63), [], [], 0, WEEK),
+        (
+            "o",
+            "week",
+            WEEK.replace(tzinfo=UTC),
+            TRICKY,
+            2**64 - 1,
+            1,
+            2,
+            3,
+            4,
+            2**63 - 1,
+            (0, 7, 4_294_967_295),  # tuples are accepted for arrays too
+            [-(2**63), 0, 2**63 - 1],
+            2**64 - 1,
+            datetime(2106, 2, 7, 6, 28, 15),  # the last second DateTime can hold
+        ),
+    ]
+    assert ch.insert("kudos.score_state", STATE_COLUMNS, rows) == 2
+    back = _select(ch, "kudos.score_state", STATE_COLUMNS, "`window`")
+    assert back[0] == rows[0]
+    assert back[1][:10] == ("o", "week", WEEK, *rows[1][3:10])
+    assert back[1][10:] == ([0, 7, 4_294_967_295], [-(2**63), 0, 2**63 - 1], *rows[1][12:])
+    assert isinstance(back[1][10], list)
+
+
+@pytest.mark.clickhouse
+def test_thankers_and_badge_rows_round_trip(ch: ClickHouse) -> None:
+    ch.insert(
+        "kudos.thankers",
+        ("org_id", "window", "window_start", "user_id", "thanker_id"),
+        [("o", "day", WEEK, "u", TRICKY)],
+    )
+    assert ch.query("SELECT thanker_id, window FROM kudos.thankers") == [(TRICKY, "day")]
+    award = ("o", "u", "helper", WEEK, datetime(2024, 1, 3, 12), 1, '{"thankers": 5}')
+    ch.insert("kudos.badge_award_rows", BADGE_COLUMNS, [award])
+    assert _select(ch, "kudos.badge_award_rows", BADGE_COLUMNS, "user_id") == [award]
+
+
+@pytest.mark.clickhouse
+def test_bulk_insert_is_one_statement(ch: ClickHouse) -> None:
+    def row(i: int) -> tuple[Any, ...]:
+        event = ("o", f"e{i}", "SHARE", f"a{i % 97}", "", 1, "counted", 1, WEEK, i, i)
+        return (*event, "wiki", "", "PUBLIC", "t", i % 4, i, WEEK)
+
+    rows = [row(i) for i in range(20_000)]
+    assert ch.insert("kudos.decisions", DECISION_COLUMNS, rows) == 20_000
+    totals = "SELECT count(), uniqExact(event_id), sum(src_offset) FROM kudos.decisions"
+    assert ch.query(totals) == [(20_000, 20_000, sum(range(20_000)))]
+    assert ch.insert("kudos.decisions", DECISION_COLUMNS, []) == 0
+
+
+# --- views -----------------------------------------------------------------------------
+
+
+@pytest.mark.clickhouse
+def test_scores_view_shows_the_highest_version_once_before_any_merge(ch: ClickHouse) -> None:
+    # Separate inserts = separate parts; the newest state arrives in the middle, and
+    # a replay re-inserts an older state and an exact duplicate of the newest one.
+    # chdb merges small parts within milliseconds: hold merges to see the unmerged state.
+    ch.execute("SYSTEM STOP MERGES kudos.score_state")
+    for version, score in [(1, 10), (3, 30), (2, 20), (3, 30), (1, 10)]:
+        ch.insert("kudos.score_state", STATE_COLUMNS, [_state_row("alice", version, score)])
+    ch.insert("kudos.score_state", STATE_COLUMNS, [_state_row("bob", 5, 7)])
+    ch.insert("kudos.score_state", STATE_COLUMNS, [_state_row("alice", 9, 99, window="day")])
+    assert ch.query("SELECT count() FROM kudos.score_state") == [(7,)]  # not merged
+
+    assert ch.query("SELECT * FROM kudos.scores ORDER BY window, user_id") == [
+        ("org", "day", WEEK, "alice", 9, 0, 99, 1, 0, 99),
+        ("org", "week", WEEK, "alice", 3, 0, 30, 1, 0, 30),
+        ("org", "week", WEEK, "bob", 5, 0, 7, 1, 0, 7),
+    ]
+    assert sorted(ch.query("SELECT window FROM kudos.scores")) == [("day",), ("week",), ("week",)]
+    assert ch.query(
+        "SELECT user_id, score FROM kudos.scores WHERE window = 'week' ORDER BY user_id"
+    ) == [
+        ("alice", 30),
+        ("bob", 7),
+    ]
+    # A filter on a non-key column must not see an older state of the key.
+    assert ch.query("SELECT user_id FROM kudos.scores WHERE score < 25 ORDER BY user_id") == [
+        ("bob",)
+    ]
+    assert ch.query(
+        "SELECT user_id, score FROM kudos.scores "
+        "WHERE org_id = %(org)s AND window = %(w)s AND window_start = %(start)s "
+        "ORDER BY score DESC, user_id LIMIT %(top)s",
+        {"org": "org", "w": "week", "start": WEEK.replace(tzinfo=UTC), "top": 1},
+    ) == [("alice", 30)]
+    ch.execute("SYSTEM START MERGES kudos.score_state")
+    ch.execute("OPTIMIZE TABLE kudos.score_state FINAL")
+    assert ch.query("SELECT count() FROM kudos.score_state") == [(3,)]
+    assert ch.query(
+        "SELECT user_id, score FROM kudos.scores WHERE window = 'week' ORDER BY user_id"
+    ) == [
+        ("alice", 30),
+        ("bob", 7),
+    ]
+
+
+@pytest.mark.clickhouse
+def test_badge_awards_view_has_one_row_per_award_with_the_first_time(ch: ClickHouse) -> None:
+    first = datetime(2024, 1, 3, 9)
+    ch.execute("SYSTEM STOP MERGES kudos.badge_award_rows")
+    for hours in (5, 0, 2):  # the replays insert the same award later
+        ch.insert(
+            "kudos.badge_award_rows",
+            BADGE_COLUMNS,
+            [("o", "u", "helper", WEEK, first + timedelta(hours=hours), 1, "")],
+        )
+    ch.insert("kudos.badge_award_rows", BADGE_COLUMNS, [("o", "u", "sharer", WEEK, first, 1, "")])
+    assert ch.query("SELECT count() FROM kudos.badge_award_rows") == [(4,)]
+    assert ch.query("SELECT * FROM kudos.badge_awards ORDER BY badge") == [
+        ("o", "u", "helper", WEEK, first),
+        ("o", "u", "sharer", WEEK, first),
+    ]
+    assert (
+        ch.query("SELECT badge FROM kudos.badge_awards WHERE awarded_at > %(t)s", {"t": first})
+        == []
+    )
+
+
+# --- parameters ------------------------------------------------------------------------
+
+
+@pytest.mark.clickhouse
+def test_parameters_are_escaped_by_the_driver(ch: ClickHouse) -> None:
+    value = "o'brien \\' \\\\ '; DROP TABLE kudos.decisions; --"
+    assert ch.query("SELECT %(v)s, length(%(v)s)", {"v": value}) == [(value, len(value))]
+    assert ch.query("SELECT %(v)s", {"v": TRICKY}) == [(TRICKY,)]
+    ch.insert("kudos.thankers", ("org_id", "user_id", "thanker_id"), [(value, "u", TRICKY)])
+    assert ch.query(
+        "SELECT thanker_id FROM kudos.thankers WHERE org_id = %(org)s AND thanker_id IN %(t)s",
+        {"org": value, "t": (TRICKY, "x")},
+    ) == [(TRICKY,)]
+    assert ch.query(
+        "SELECT %(n)s + 1, %(f)s, %(a)s, toUnixTimestamp(%(naive)s), toUnixTimestamp(%(aware)s)",
+        {
+            "n": -(2**62),
+            "f": 0.5,
+            "a": ["x'", "y"],
+            "naive": datetime(2024, 1, 1),
+            "aware": datetime(2024, 1, 1, 2, tzinfo=PLUS_TWO),
+        },
+    ) == [(-(2**62) + 1, 0.5, ["x'", "y"], 1704067200, 1704067200)]
+    # Without parameters the statement is sent as written (no %-formatting).
+    assert ch.query("SELECT '100%'") == [("100%",)]
+
+
+# --- errors and concurrency ------------------------------------------------------------
+
+
+@pytest.mark.clickhouse
+def test_bad_statements_and_bad_values_raise_clickhouse_error(ch: ClickHouse) -> None:
+    with pytest.raises(ClickHouseError):
+        ch.query("SELECT no_such_column FROM kudos.decisions")
+    with pytest.raises(ClickHouseError):
+        ch.execute("CREATE TABLE")
+    with pytest.raises(ClickHouseError):
+        ch.insert("kudos.no_such_table", ("a",), [(1,)])
+    bad_rows: list[tuple[Any, ...]] = [
+        ("o", "u", -1),  # negative into UInt32 src_partition
+        (None, "u", 1),  # None into a non-Nullable String
+        ("o", "u", "1"),  # str into an integer column
+    ]
+    for bad in bad_rows:
+        with pytest.raises(ClickHouseError):
+            ch.insert("kudos.decisions", ("org_id", "event_id", "src_partition"), [bad])
+    with pytest.raises(ClickHouseError):
+        ch.insert("kudos.decisions", ("org_id", "event_id"), [("o",)])
+    with pytest.raises(ClickHouseError):
+        ch.query("SELECT %(missing)s", {"other": 1})
+    # The connection is still usable after every failure.
+    assert ch.query("SELECT count() FROM kudos.decisions") == [(0,)]
+
+
+@pytest.mark.clickhouse
+def test_one_backend_is_safe_to_share_between_threads(ch: ClickHouse) -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(15):
+                ch.insert(
+                    "kudos.thankers", ("org_id", "user_id", "thanker_id"), [(f"t{n}", f"{i}", "x")]
+                )
+                assert ch.query("SELECT %(n)s", {"n": n}) == [(n,)]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert ch.query("SELECT count() FROM kudos.thankers") == [(60,)]
+
+
+def test_unreachable_server_raises_unavailable() -> None:
+    ch = NativeClickHouse("127.0.0.1", free_port(), connect_timeout=1)
+    with pytest.raises(ClickHouseUnavailable):
+        ch.query("SELECT 1")
+    with pytest.raises(ClickHouseUnavailable):
+        ch.insert("kudos.thankers", ("org_id",), [("o",)])
+    ch.close()
+
+
+@pytest.mark.clickhouse
+def test_outage_is_unavailable_then_the_same_backend_recovers(clickhouse_server: Any) -> None:
+    ch = connect(clickhouse_server.url)
+    assert ch.query("SELECT 1") == [(1,)]
+    clickhouse_server.kill()
+    try:
+        with pytest.raises(ClickHouseUnavailable):
+            ch.query("SELECT 1")
+    finally:
+        clickhouse_server.start()
+    assert ch.query("SELECT 1") == [(1,)]
+    ch.close()
+
+
+# --- URLs ------------------------------------------------------------------------------
+
+
+def test_chdb_urls() -> None:
+    assert ClickHouseUrl.parse("chdb:///var/lib/kudos/chdb").path == "/var/lib/kudos/chdb"
+    assert ClickHouseUrl.parse("chdb://data/chdb").path == "data/chdb"
+    assert repr(ClickHouseUrl.parse("chdb:///x")) == "ClickHouseUrl('chdb:///x')"
+    for bad in ("chdb://", "chdb:///x?y=1", "mysql://h/db", "clickhouse:///kudos"):
+        with pytest.raises(ValueError):
+            ClickHouseUrl.parse(bad)
+
+
+def test_native_urls_and_the_password_never_shows() -> None:
+    url = ClickHouseUrl.parse("clickhouse://ingest:s%40cr3t@ch.example:9001/kudos")
+    assert (url.scheme, url.host, url.port, url.user, url.database, url.secure) == (
+        "clickhouse",
+        "ch.example",
+        9001,
+        "ingest",
+        "kudos",
+        False,
+    )
+    assert url.password.get_secret_value() == "s@cr3t"
+    for text in (repr(url), str(url), url.redacted(), f"{url}", repr([url])):
+        assert "cr3t" not in text
+    assert repr(url) == "ClickHouseUrl('clickhouse://ingest:***@ch.example:9001/kudos')"
+
+    tls = ClickHouseUrl.parse(SecretStr("clickhouses://u:p@h/kudos"))
+    assert (tls.port, tls.secure) == (9440, True)
+    plain = ClickHouseUrl.parse("clickhouse://h")
+    assert (plain.port, plain.user, plain.password.get_secret_value(), plain.database) == (
+        9000,
+        "default",
+        "",
+        "kudos",
+    )
+    assert ClickHouseUrl.parse("clickhouse://h?secure=true&verify=false").secure
+    with pytest.raises(ValueError, match="unknown"):
+        ClickHouseUrl.parse("clickhouse://u:p@h/kudos?password=x")
+
+
+def test_connect_picks_the_backend_without_connecting(chdb_dir: Any) -> None:
+    native = connect("clickhouses://u:hunter2@127.0.0.1:1/kudos")
+    assert isinstance(native, NativeClickHouse)
+    assert native.secure
+    assert "hunter2" not in repr(native)
+    native.close()
+    embedded = connect(f"chdb://{chdb_dir}")
+    assert isinstance(embedded, ChdbClickHouse)
+    assert isinstance(embedded, ClickHouse)
+    embedded.close()
+
+
+def test_chdb_allows_one_directory_per_process(chdb_dir: Any, tmp_path: Any) -> None:
+    with pytest.raises(ClickHouseUnavailable, match="path"):
+        ChdbClickHouse(tmp_path / "other")
