@@ -44,8 +44,13 @@ def run(events: list[dict[str, Any]], now_ms: int) -> Model:
     stream_time: dict[str, int] = {}  # per actor: a lower bound of the partition's stream time
     pairs: Counter[tuple[str, str, str, int]] = Counter()
     totals: dict[tuple[str, str, int, str], dict[str, Any]] = defaultdict(
-        lambda: {"shares": 0, "thanks_given": 0, "thanks_received": 0, "reactions_received": 0,
-                 "thankers": set()}
+        lambda: {
+            "shares": 0,
+            "thanks_given": 0,
+            "thanks_received": 0,
+            "reactions_received": 0,
+            "thankers": set(),
+        }
     )
     refused: Counter[str] = Counter()
 
@@ -60,8 +65,13 @@ def run(events: list[dict[str, Any]], now_ms: int) -> Model:
         org, actor, kind, at = e["org_id"], e["actor_id"], e["event_type"], e["occurred_at"]
         recips = list(dict.fromkeys(e.get("recipient_ids") or []))
         n_targets = 1 if kind == "SHARE" else max(1, len(recips))
-        if (not e["event_id"] or not org or not actor or "" in recips
-                or (kind != "SHARE" and not recips)):
+        if (
+            not e["event_id"]
+            or not org
+            or not actor
+            or "" in recips
+            or (kind != "SHARE" and not recips)
+        ):
             refused["invalid"] += n_targets
             continue
         if at > now_ms + FUTURE:
@@ -120,13 +130,21 @@ def score(t: dict[str, Any]) -> int:
 
 def leaderboard(model: Model, org: str, window: str, start: int, top: int) -> list[dict[str, Any]]:
     rows = [
-        (user, t) for (o, w, s, user), t in model.totals.items()
+        (user, t)
+        for (o, w, s, user), t in model.totals.items()
         if o == org and w == window and s == start
     ]
     rows.sort(key=lambda r: (-score(r[1]), r[0]))
     return [
-        {"rank": i + 1, "user_id": user, "score": score(t), "shares": t["shares"],
-         "thanks_given": t["thanks_given"], "thanks_received": t["thanks_received"],
-         "distinct_thankers": len(t["thankers"]), "reactions_received": t["reactions_received"]}
+        {
+            "rank": i + 1,
+            "user_id": user,
+            "score": score(t),
+            "shares": t["shares"],
+            "thanks_given": t["thanks_given"],
+            "thanks_received": t["thanks_received"],
+            "distinct_thankers": len(t["thankers"]),
+            "reactions_received": t["reactions_received"],
+        }
         for i, (user, t) in enumerate(rows[:top])
     ]
