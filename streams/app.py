@@ -8,13 +8,13 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP, EventT
-from sinks.clickhouse import ClickHouse
 
 from schemas.codec import default_codec
+from sinks.clickhouse import ClickHouse
 from sinks.store import RecognitionStore
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
 from streams.settings import Settings
@@ -57,10 +57,14 @@ class Kudos:
     aggregate: AggregateStage
 
 
-def _raw(events: Sequence[EventT]) -> list[RawMessage]:
+def _raw(events: Sequence[EventT[Any]]) -> list[RawMessage]:
     return [
         RawMessage(
-            e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value
+            e.message.topic,
+            e.message.partition,
+            e.message.offset,
+            e.message.key,
+            e.message.value or b"",
         )
         for e in events
     ]
@@ -91,7 +95,7 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
     # The live page is ours at "/": drop faust's production index, which also mounts there.
     # faust picks its blueprints when the web driver is built, so rebuild the list.
     web = app.web
-    web.production_blueprints = []
+    web.production_blueprints = []  # type: ignore[misc]  # instance override of a ClassVar
     web.blueprints = type(web.blueprints)(web._enabled_blueprints())
 
     store = RecognitionStore(clickhouse)
@@ -113,9 +117,17 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
     )
     kudos = Kudos(settings, app, clickhouse, store, blocking, decide, aggregate)
 
-    raw = dict(value_type=bytes, key_type=bytes, value_serializer="raw", key_serializer="raw")
-    events_topic = app.topic(settings.events_topic, partitions=settings.partitions, **raw)
-    effects_topic = app.topic(settings.effects_topic, partitions=settings.partitions, **raw)
+    events_topic, effects_topic = (
+        app.topic(
+            name,
+            partitions=settings.partitions,
+            value_type=bytes,
+            key_type=bytes,
+            value_serializer="raw",
+            key_serializer="raw",
+        )
+        for name in (settings.events_topic, settings.effects_topic)
+    )
 
     @app.agent(events_topic, name="kudos.decide")
     async def decide_agent(stream: Any) -> None:
@@ -131,11 +143,14 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
         ):
             await aggregate.process(_raw(batch))
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
+    def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0] if args else kwargs["revoked"]
         decide.forget([(tp.topic, tp.partition) for tp in revoked])
         if any(tp.topic == settings.effects_topic for tp in revoked):
             aggregate.forget()
+
+    # faust types receivers with a positional-only sender; ours is compatible at run time.
+    app.on_partitions_revoked.connect(cast(Any, on_revoked))
 
     register_views(kudos)
     return kudos

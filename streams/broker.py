@@ -64,9 +64,19 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url",
-             url, "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             wait_for_port("127.0.0.1", self.port, timeout)
@@ -99,15 +109,19 @@ class EmbeddedBroker:
 
 
 def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1,
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    replication: int = 1,
     timeout: float = 30.0,
 ) -> None:
     """Create the topics that are missing; existing ones are left as they are."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kudos-admin",
-                                     request_timeout_ms=10_000)
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap, client_id="kudos-admin", request_timeout_ms=10_000
+            )
             break
         except Exception as exc:
             if time.monotonic() > deadline:

@@ -31,7 +31,9 @@ def _setup_logging(settings: Settings) -> None:
 # --- worker / up -------------------------------------------------------------------------
 
 
-def _run_worker(settings: Settings, bootstrap: str, *, migrate: bool, demo_rate: float = 0.0) -> int:
+def _run_worker(
+    settings: Settings, bootstrap: str, *, migrate: bool, demo_rate: float = 0.0
+) -> int:
     import faust
 
     from sinks.clickhouse import connect
@@ -83,7 +85,6 @@ def _add_demo_feed(kudos: Any, rate: float) -> None:
     traffic = SyntheticTraffic(seed=None)
     tick = 0.1
 
-    @app.task
     async def demo_feed() -> None:
         await asyncio.sleep(2)
         carry = 0.0
@@ -92,18 +93,24 @@ def _add_demo_feed(kudos: Any, rate: float) -> None:
             n, carry = int(carry), carry - int(carry)
             for ev in traffic.stream(n):
                 await app.producer.send(
-                    settings.events_topic, ev.actor_id.encode(), codec.encode_avro(ev), None, None,
+                    settings.events_topic,
+                    ev.actor_id.encode(),
+                    codec.encode_avro(ev),
+                    None,
+                    None,
                     None,
                 )
             await asyncio.sleep(tick)
 
-    @app.timer(5.0)
     async def print_board() -> None:
         now = int(time.time() * 1000)
         start = window_start("hour", now)
         entries = await kudos.blocking.run(kudos.store.leaderboard, "acme", "hour", start, 5)
         if entries:
             print(_format_table("acme", "hour", entries), flush=True)
+
+    app.task(demo_feed)
+    app.timer(5.0)(print_board)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -136,8 +143,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     _setup_logging(settings)
     if not settings.kafka:
-        log.error("KUDOS_KAFKA is not set; `kudos worker` joins an existing deployment "
-                  "(use `kudos up` for the embedded broker)")
+        log.error(
+            "KUDOS_KAFKA is not set; `kudos worker` joins an existing deployment "
+            "(use `kudos up` for the embedded broker)"
+        )
         return 2
     return _run_worker(settings, settings.kafka, migrate=args.migrate)
 
@@ -195,14 +204,16 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
         events = SyntheticTraffic(seed=args.seed).stream(args.synthetic)
     encode = codec.encode_avro if args.encoding == "avro" else codec.encode_json
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                             client_id="kudos-produce")
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, client_id="kudos-produce"
+    )
     sent = 0
     started = time.monotonic()
     try:
         for ev in events:
-            producer.send(args.topic or settings.events_topic, key=ev.actor_id.encode(),
-                          value=encode(ev))
+            producer.send(
+                args.topic or settings.events_topic, key=ev.actor_id.encode(), value=encode(ev)
+            )
             sent += 1
             if args.rate:
                 ahead = sent / args.rate - (time.monotonic() - started)
@@ -217,26 +228,46 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 # --- leaderboard -------------------------------------------------------------------------
 
-_COLUMNS = ("rank", "user_id", "score", "thanks_received", "distinct_thankers", "thanks_given",
-            "shares", "reactions_received")
+_COLUMNS = (
+    "rank",
+    "user_id",
+    "score",
+    "thanks_received",
+    "distinct_thankers",
+    "thanks_given",
+    "shares",
+    "reactions_received",
+)
 
 
 def _format_table(org: str, window: str, entries: Sequence[Any], start: str = "") -> str:
-    rows = [[str(getattr(e, c) if not isinstance(e, dict) else e[c]) for c in _COLUMNS]
-            for e in entries]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
-              for i, c in enumerate(_COLUMNS)]
+    rows = [
+        [str(getattr(e, c) if not isinstance(e, dict) else e[c]) for c in _COLUMNS] for e in entries
+    ]
+    widths = [
+        max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(_COLUMNS)
+    ]
     head = f"{org} · {window}" + (f" from {start}" if start else "")
-    lines = [head, "  ".join(c.rjust(w) if i != 1 else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(_COLUMNS, widths, strict=True)))]
+    lines = [
+        head,
+        "  ".join(
+            c.rjust(w) if i != 1 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(_COLUMNS, widths, strict=True))
+        ),
+    ]
     for r in rows:
-        lines.append("  ".join(v.rjust(w) if i != 1 else v.ljust(w)
-                               for i, (v, w) in enumerate(zip(r, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                v.rjust(w) if i != 1 else v.ljust(w)
+                for i, (v, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
     return "\n".join(lines)
 
 
-def leaderboard_data(settings: Settings, org: str, window: str, at: str | None, top: int,
-                     api: str | None) -> dict[str, Any]:
+def leaderboard_data(
+    settings: Settings, org: str, window: str, at: str | None, top: int, api: str | None
+) -> dict[str, Any]:
     from streams.web import leaderboard_payload, parse_at, parse_window
     from streams.windows import window_start
 
@@ -247,8 +278,9 @@ def leaderboard_data(settings: Settings, org: str, window: str, at: str | None, 
         query = {"org": org, "window": window, "top": str(top)}
         if at:
             query["at"] = at
-        with urllib.request.urlopen(f"{base}/api/leaderboard?{urllib.parse.urlencode(query)}",
-                                    timeout=10) as r:
+        with urllib.request.urlopen(
+            f"{base}/api/leaderboard?{urllib.parse.urlencode(query)}", timeout=10
+        ) as r:
             return dict(json.load(r))
     from sinks.clickhouse import connect
     from sinks.store import RecognitionStore
@@ -257,7 +289,9 @@ def leaderboard_data(settings: Settings, org: str, window: str, at: str | None, 
     start = window_start(w, parse_at(at))
     ch = connect(url)
     try:
-        return leaderboard_payload(org, w, start, RecognitionStore(ch).leaderboard(org, w, start, top))
+        return leaderboard_payload(
+            org, w, start, RecognitionStore(ch).leaderboard(org, w, start, top)
+        )
     finally:
         ch.close()
 

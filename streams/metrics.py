@@ -33,12 +33,16 @@ INSERT_FAILURES = Counter(
 )
 # Seconds one ClickHouse insert took.
 INSERT_SECONDS = Histogram(
-    "kudos_clickhouse_insert_seconds", "ClickHouse insert latency", ["table"],
+    "kudos_clickhouse_insert_seconds",
+    "ClickHouse insert latency",
+    ["table"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 # Seconds to process one batch end to end (decode .. flush), by stage.
 BATCH_SECONDS = Histogram(
-    "kudos_batch_seconds", "Batch processing time", ["stage"],
+    "kudos_batch_seconds",
+    "Batch processing time",
+    ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 # Largest occurred_at seen (stream time), epoch seconds, per input partition.

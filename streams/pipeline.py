@@ -113,7 +113,9 @@ class DecideStage:
         state = self.states.get((topic, partition))
         if state is None:
             grace = self.rules_for.max_grace_ms()
-            state = await self.blocking.run(self.store.load_partition_state, topic, partition, grace)
+            state = await self.blocking.run(
+                self.store.load_partition_state, topic, partition, grace
+            )
             self.states[(topic, partition)] = state
             log.info("partition %s[%d]: resuming at offset %d", topic, partition, state.next_offset)
         return state
@@ -131,7 +133,9 @@ class DecideStage:
             state = await self._state(topic, partition)
             fresh = [m for m in msgs if m.offset >= state.next_offset]
             records: list[SourceRecord] = []
-            for m, decoded in zip(fresh, self.codec.decode_many([m.value for m in fresh]), strict=True):
+            for m, decoded in zip(
+                fresh, self.codec.decode_many([m.value for m in fresh]), strict=True
+            ):
                 if isinstance(decoded, DecodeError):
                     dead.append((m, decoded))
                 else:
@@ -143,8 +147,10 @@ class DecideStage:
         effects = effects_of(decisions)
         await self.publisher.publish(
             self.effects_topic,
-            [(None, encode_effects(batch), p, [])
-             for p, batch in route_effects(effects, self.effects_partitions).items()],
+            [
+                (None, encode_effects(batch), p, [])
+                for p, batch in route_effects(effects, self.effects_partitions).items()
+            ],
         )
         for topic in {m.topic for m in messages}:
             mine = [d for d in decisions if d.record.topic == topic]
@@ -220,8 +226,15 @@ class AggregateStage:
             at = now_ms()
             await self.publisher.publish(
                 self.badges_topic,
-                [(a.user_id.encode(), encode_badge(a, at), None,
-                  [("kudos.badge_id", badge_id(a).encode())]) for a in applied.badges],
+                [
+                    (
+                        a.user_id.encode(),
+                        encode_badge(a, at),
+                        None,
+                        [("kudos.badge_id", badge_id(a).encode())],
+                    )
+                    for a in applied.badges
+                ],
             )
             await self.blocking.run(self.store.write_badges, applied.badges)
             for a in applied.badges:

@@ -280,7 +280,9 @@ def effects_of(decisions: Sequence[Decision]) -> list[Effect]:
 class RulesLookup:
     """Rule configuration per org, with a default for every org not listed."""
 
-    def __init__(self, default: RuleConfig = DEFAULT_RULES, per_org: dict[str, RuleConfig] | None = None):
+    def __init__(
+        self, default: RuleConfig = DEFAULT_RULES, per_org: dict[str, RuleConfig] | None = None
+    ):
         self.default = default
         self.per_org = dict(per_org or {})
 

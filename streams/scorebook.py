@@ -155,8 +155,14 @@ def apply_effects(
 
 
 def _award(
-    book: ScoreBook, applied: Applied, org: str, user: str, badge: Badge, period: int,
-    rules: RuleConfig, evidence: str,
+    book: ScoreBook,
+    applied: Applied,
+    org: str,
+    user: str,
+    badge: Badge,
+    period: int,
+    rules: RuleConfig,
+    evidence: str,
 ) -> None:
     ident = (org, user, badge, period)
     if ident in book.awarded:
@@ -179,15 +185,30 @@ def _badges_after(
     org, window, start, user = key
     if e.metric is Metric.THANKS_RECEIVED:
         if window == "all" and was_zero_thanks:
-            _award(book, applied, org, user, Badge.FIRST_THANKS, 0, rules,
-                   f"first counted thanks from event at {e.partition}:{e.offset}")
+            _award(
+                book,
+                applied,
+                org,
+                user,
+                Badge.FIRST_THANKS,
+                0,
+                rules,
+                f"first counted thanks from event at {e.partition}:{e.offset}",
+            )
         if window == "week" and totals.distinct_thankers >= rules.helper_distinct_thankers:
-            _award(book, applied, org, user, Badge.HELPER, start, rules,
-                   f"{totals.distinct_thankers} distinct thankers")
+            _award(
+                book,
+                applied,
+                org,
+                user,
+                Badge.HELPER,
+                start,
+                rules,
+                f"{totals.distinct_thankers} distinct thankers",
+            )
     elif e.metric is Metric.SHARES:
         if window == "week" and totals.shares >= rules.sharer_weekly_shares:
-            _award(book, applied, org, user, Badge.SHARER, start, rules,
-                   f"{totals.shares} shares")
+            _award(book, applied, org, user, Badge.SHARER, start, rules, f"{totals.shares} shares")
         if window == "day" and was_zero_shares:
             _streaks_through(org, user, start, book, rules, applied)
 
@@ -203,5 +224,13 @@ def _streaks_through(
     ]
     for end in range(n - 1, len(days)):
         if all(active[end - n + 1 : end + 1]):
-            _award(book, applied, org, user, Badge.STREAK_5, days[end], rules,
-                   f"counted shares on {n} consecutive days")
+            _award(
+                book,
+                applied,
+                org,
+                user,
+                Badge.STREAK_5,
+                days[end],
+                rules,
+                f"counted shares on {n} consecutive days",
+            )

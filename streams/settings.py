@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     kafka: str = Field("", description="bootstrap servers; empty = start the embedded Tansu broker")
     clickhouse: SecretStr = Field(
         SecretStr(""),
-        description="chdb:///path or clickhouse://user:password@host:9000/kudos; empty = chdb in data_dir",
+        description="chdb:///path or clickhouse://user:password@host:9000/kudos "
+        "(empty: chdb in data_dir)",
     )
     schema_registry: str = ""
     http_port: int = 6066

@@ -37,11 +37,9 @@ class SyntheticTraffic:
         self.shape = shape or TrafficShape()
         self.rng = random.Random(seed)
         n = self.shape.users_per_org
-        weights = [1.0 / (rank ** self.shape.zipf_s) for rank in range(1, n + 1)]
+        weights = [1.0 / (rank**self.shape.zipf_s) for rank in range(1, n + 1)]
         self.cum_weights = list(itertools.accumulate(weights))
-        self.users = {
-            org: [f"{org}-user-{i:05d}" for i in range(n)] for org in self.shape.orgs
-        }
+        self.users = {org: [f"{org}-user-{i:05d}" for i in range(n)] for org in self.shape.orgs}
         self._recent: list[CollaborationEvent] = []
 
     def _person(self, org: str) -> str:
@@ -56,6 +54,7 @@ class SyntheticTraffic:
         occurred = at_ms if at_ms is not None else int(time.time() * 1000)
         occurred -= rng.randint(0, 3000)
         roll = rng.random()
+        recipients: tuple[str, ...]
         if roll < shape.share_ratio:
             kind, recipients = EventType.SHARE, ()
         elif roll < shape.share_ratio + shape.reaction_ratio:
@@ -74,7 +73,9 @@ class SyntheticTraffic:
             recipient_ids=recipients,
             content_id=f"doc-{rng.randint(1, 50_000)}" if kind is not EventType.THANKS else None,
             channel=rng.choice(CHANNELS),
-            visibility=Visibility.PRIVATE if rng.random() < shape.private_ratio else Visibility.PUBLIC,
+            visibility=Visibility.PRIVATE
+            if rng.random() < shape.private_ratio
+            else Visibility.PUBLIC,
             occurred_at=occurred,
             source=rng.choice(SOURCES),
         )
@@ -83,7 +84,9 @@ class SyntheticTraffic:
             del self._recent[:500]
         return ev
 
-    def stream(self, count: int | None = None, at_ms: int | None = None) -> Iterator[CollaborationEvent]:
+    def stream(
+        self, count: int | None = None, at_ms: int | None = None
+    ) -> Iterator[CollaborationEvent]:
         it = itertools.count() if count is None else range(count)
         for _ in it:
             yield self.event(at_ms)

@@ -32,8 +32,10 @@ def route_effects(effects: Sequence[Effect], partitions: int) -> dict[int, list[
 
 def encode_effects(effects: Sequence[Effect]) -> bytes:
     return json.dumps(
-        [[e.org_id, e.user_id, e.metric.value, e.actor_id, e.occurred_at, e.partition, e.offset]
-         for e in effects],
+        [
+            [e.org_id, e.user_id, e.metric.value, e.actor_id, e.occurred_at, e.partition, e.offset]
+            for e in effects
+        ],
         separators=(",", ":"),
     ).encode()
 

@@ -41,7 +41,7 @@ def parse_at(value: str | None) -> int:
 def parse_window(value: str | None) -> WindowName:
     if value not in WINDOWS:
         raise BadRequest(f"'window' must be one of {', '.join(WINDOWS)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def parse_top(value: str | None, default: int = 10) -> int:
@@ -116,8 +116,11 @@ def register_views(kudos: Kudos) -> None:
                 clickhouse = f"error: {type(exc).__name__}"
             assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment())
             ok = clickhouse == "ok"
-            body = {"status": "ok" if ok else "degraded", "clickhouse": clickhouse,
-                    "assigned": assigned}
+            body = {
+                "status": "ok" if ok else "degraded",
+                "clickhouse": clickhouse,
+                "assigned": assigned,
+            }
             return self.json(body, status=200 if ok else 503)
 
     @app.page("/metrics")

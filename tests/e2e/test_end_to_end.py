@@ -43,9 +43,16 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 def to_event(d: dict[str, Any]) -> CollaborationEvent:
     return CollaborationEvent(
-        d["event_id"], EventType(d["event_type"]), d["org_id"], d["actor_id"],
-        tuple(d["recipient_ids"]), d["content_id"], d["channel"], Visibility(d["visibility"]),
-        d["occurred_at"], d["source"],
+        d["event_id"],
+        EventType(d["event_type"]),
+        d["org_id"],
+        d["actor_id"],
+        tuple(d["recipient_ids"]),
+        d["content_id"],
+        d["channel"],
+        Visibility(d["visibility"]),
+        d["occurred_at"],
+        d["source"],
     )
 
 
@@ -61,12 +68,17 @@ def produce_kafka_python(bootstrap: str, events: list[dict[str, Any]]) -> None:
 
 
 def produce_confluent(bootstrap: str, events: list[dict[str, Any]]) -> None:
-    p = ConfluentProducer({"bootstrap.servers": bootstrap, "acks": "all",
-                           "enable.idempotence": False})
+    p = ConfluentProducer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False}
+    )
     errors: list[str] = []
     for d in events:
-        p.produce("collab.events", key=d["actor_id"].encode(), value=json.dumps(d).encode(),
-                  on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
+        p.produce(
+            "collab.events",
+            key=d["actor_id"].encode(),
+            value=json.dumps(d).encode(),
+            on_delivery=lambda err, _msg: errors.append(str(err)) if err else None,
+        )
         p.poll(0)
     assert p.flush(30) == 0
     assert errors == []
@@ -79,17 +91,20 @@ def query(url: str, sql: str) -> list[list[Any]]:
         "ch = connect(sys.argv[1])\n"
         "print(json.dumps(ch.query(sys.argv[2]), default=str))\nch.close()\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, url, sql], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, url, sql], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return list(json.loads(out.stdout))
 
 
 def expected_boards(model: reference.Model, orgs: list[str], now: int) -> dict[str, Any]:
     return {
-        f"{org}/{window}": reference.leaderboard(model, org, window, reference.starts(now)[window],
-                                                 1000)
-        for org in orgs for window in ("hour", "day", "week", "all")
+        f"{org}/{window}": reference.leaderboard(
+            model, org, window, reference.starts(now)[window], 1000
+        )
+        for org in orgs
+        for window in ("hour", "day", "week", "all")
     }
 
 
@@ -97,15 +112,23 @@ def api_boards(worker: WorkerProcess, orgs: list[str], at: str) -> dict[str, Any
     out = {}
     for org in orgs:
         for window in ("hour", "day", "week", "all"):
-            status, body = worker.get(f"/api/leaderboard?org={org}&window={window}&top=1000&at={at}")
+            status, body = worker.get(
+                f"/api/leaderboard?org={org}&window={window}&top=1000&at={at}"
+            )
             assert status == 200, body
             out[f"{org}/{window}"] = body["entries"]
     return out
 
 
 def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[Any]:
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                      enable_auto_commit=False, consumer_timeout_ms=2000, group_id=None)
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+        group_id=None,
+    )
     got: list[Any] = []
     deadline = time.monotonic() + timeout
     while len(got) < expect and time.monotonic() < deadline:
@@ -124,8 +147,15 @@ def test_events_to_leaderboard(
     orgs = ["kp", "ck"]
     model = reference.run(kp_events + ck_events, now)
     # The scenario reaches every rule.
-    assert set(model.refused) >= {"invalid", "future", "late", "duplicate", "private", "self",
-                                  "pair_daily_cap"}
+    assert set(model.refused) >= {
+        "invalid",
+        "future",
+        "late",
+        "duplicate",
+        "private",
+        "self",
+        "pair_daily_cap",
+    }
     assert {b[2] for b in model.badges} == {"first_thanks", "helper", "sharer", "streak_5"}
 
     if backend == "chdb":
@@ -161,22 +191,37 @@ def test_events_to_leaderboard(
         assert worker.stop() == 0, worker.log_tail()
 
     # Every row of kudos.scores, for every window start, equals the model.
-    rows = query(url, "SELECT org_id, window, toUInt64(toUnixTimestamp(window_start)) * 1000, "
-                      "user_id, shares, thanks_given, thanks_received, distinct_thankers, "
-                      "reactions_received, score FROM kudos.scores")
+    rows = query(
+        url,
+        "SELECT org_id, window, toUInt64(toUnixTimestamp(window_start)) * 1000, "
+        "user_id, shares, thanks_given, thanks_received, distinct_thankers, "
+        "reactions_received, score FROM kudos.scores",
+    )
     stored = {(r[0], r[1], int(r[2]), r[3]): tuple(int(v) for v in r[4:]) for r in rows}
     expected = {
-        k: (t["shares"], t["thanks_given"], t["thanks_received"], len(t["thankers"]),
-            t["reactions_received"], reference.score(t))
+        k: (
+            t["shares"],
+            t["thanks_given"],
+            t["thanks_received"],
+            len(t["thankers"]),
+            t["reactions_received"],
+            reference.score(t),
+        )
         for k, t in model.totals.items()
     }
     assert stored == expected
-    awards = query(url, "SELECT org_id, user_id, badge, toUInt64(toUnixTimestamp(period_start)) "
-                        "* 1000 FROM kudos.badge_awards")
+    awards = query(
+        url,
+        "SELECT org_id, user_id, badge, toUInt64(toUnixTimestamp(period_start)) "
+        "* 1000 FROM kudos.badge_awards",
+    )
     assert sorted((a[0], a[1], a[2], int(a[3])) for a in awards) == sorted(model.badges)
     # Every decision is explained: each refusal reason stored with its rule version.
-    refused = query(url, "SELECT reason, count() FROM kudos.decisions WHERE counted = 0 "
-                         "AND rule_version = 1 GROUP BY reason")
+    refused = query(
+        url,
+        "SELECT reason, count() FROM kudos.decisions WHERE counted = 0 "
+        "AND rule_version = 1 GROUP BY reason",
+    )
     assert {r[0]: int(r[1]) for r in refused} == dict(model.refused)
 
     # Bad messages went to the DLQ with their original bytes, reason and source offset.

@@ -41,5 +41,7 @@ def event(
     )
 
 
-def records(events: list[CollaborationEvent], partition: int = 0, first: int = 0) -> list[SourceRecord]:
+def records(
+    events: list[CollaborationEvent], partition: int = 0, first: int = 0
+) -> list[SourceRecord]:
     return [SourceRecord(e, "collab.events", partition, first + i) for i, e in enumerate(events)]

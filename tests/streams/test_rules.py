@@ -59,13 +59,13 @@ def test_same_event_id_in_two_orgs_is_not_a_duplicate() -> None:
 
 
 def test_self_thanks_and_self_reaction_refused_per_recipient() -> None:
-    ds, _ = decide([
-        event("THANKS", "alice", ("alice", "bob")),
-        event("REACTION", "alice", ("alice",)),
-    ])
-    assert reasons(ds) == [
-        ("alice", Reason.SELF), ("bob", Reason.COUNTED), ("alice", Reason.SELF)
-    ]
+    ds, _ = decide(
+        [
+            event("THANKS", "alice", ("alice", "bob")),
+            event("REACTION", "alice", ("alice",)),
+        ]
+    )
+    assert reasons(ds) == [("alice", Reason.SELF), ("bob", Reason.COUNTED), ("alice", Reason.SELF)]
     assert {e.user_id for e in effects_of(ds)} == {"bob", "alice"}
     assert [e.metric for e in effects_of(ds) if e.user_id == "alice"] == [Metric.THANKS_GIVEN]
 
@@ -77,12 +77,13 @@ def test_private_events_give_nothing() -> None:
 
 
 def test_pair_daily_cap_after_three_counted_thanks() -> None:
-    day1 = [event(at="2026-11-23T0%d:00:00" % h) for h in range(5)]
+    day1 = [event(at=f"2026-11-23T0{h}:00:00") for h in range(5)]
     day2 = [event(at="2026-11-24T01:00:00")]
     other_pair = [event(recipients=("carol",))]
     ds, _ = decide(day1 + other_pair + day2, now=ms("2026-11-24T02:00:00"))
     assert [d.reason for d in ds] == [Reason.COUNTED] * 3 + [Reason.PAIR_DAILY_CAP] * 2 + [
-        Reason.COUNTED, Reason.COUNTED
+        Reason.COUNTED,
+        Reason.COUNTED,
     ]
     # Capped ones give neither side anything.
     assert len(effects_of(ds)) == 2 * 5
@@ -97,46 +98,51 @@ def test_self_thanks_do_not_use_the_cap() -> None:
 
 def test_late_is_relative_to_partition_stream_time_with_7_day_grace() -> None:
     t = ms("2026-11-23T10:00:00")
-    ds, state = decide([
-        event(at=t),
-        event(at=t - 7 * DAY_MS),          # exactly at the grace edge: on time
-        event(at=t - 7 * DAY_MS - 1),      # older than stream time - grace: late
-    ])
+    ds, state = decide(
+        [
+            event(at=t),
+            event(at=t - 7 * DAY_MS),  # exactly at the grace edge: on time
+            event(at=t - 7 * DAY_MS - 1),  # older than stream time - grace: late
+        ]
+    )
     assert [d.reason for d in ds] == [Reason.COUNTED, Reason.COUNTED, Reason.LATE]
     assert state.stream_time_ms == t
 
 
 def test_future_is_five_minutes_ahead_of_the_wall_clock_and_does_not_move_stream_time() -> None:
-    ds, state = decide([
-        event(at=NOW + 5 * 60_000),
-        event(at=NOW + 5 * 60_000 + 1),
-        event(at=NOW - DAY_MS),
-    ])
+    ds, state = decide(
+        [
+            event(at=NOW + 5 * 60_000),
+            event(at=NOW + 5 * 60_000 + 1),
+            event(at=NOW - DAY_MS),
+        ]
+    )
     assert [d.reason for d in ds] == [Reason.COUNTED, Reason.FUTURE, Reason.COUNTED]
     assert state.stream_time_ms == NOW + 5 * 60_000
 
 
 def test_invalid_events() -> None:
-    ds, _ = decide([
-        event(event_id=""),
-        event(actor=""),
-        event(org=""),
-        event("THANKS", recipients=()),
-        event("REACTION", recipients=()),
-        event("THANKS", recipients=("bob", "")),
-    ])
+    ds, _ = decide(
+        [
+            event(event_id=""),
+            event(actor=""),
+            event(org=""),
+            event("THANKS", recipients=()),
+            event("REACTION", recipients=()),
+            event("THANKS", recipients=("bob", "")),
+        ]
+    )
     assert all(d.reason is Reason.INVALID for d in ds)
     assert effects_of(ds) == []
 
 
 def test_refused_event_id_is_not_seen() -> None:
     # A future event refused now, then the producer retries it when it is no longer future.
-    ds, _ = decide([event(event_id="x", at=NOW + DAY_MS)])
-    assert ds[0].reason is Reason.FUTURE
     state = PartitionState()
-    ds1, _ = decide([event(event_id="x", at=NOW + DAY_MS)], state)
-    ds2, _ = decide_batch(records([event(event_id="x", at=NOW)], first=5), state, NOW, RULES), None
-    assert ds2[0].reason is Reason.COUNTED
+    ds, _ = decide([event(event_id="x", at=NOW + DAY_MS)], state)
+    assert ds[0].reason is Reason.FUTURE
+    retried = decide_batch(records([event(event_id="x", at=NOW)], first=5), state, NOW, RULES)
+    assert retried[0].reason is Reason.COUNTED
 
 
 def test_replayed_offsets_are_skipped() -> None:
@@ -152,15 +158,19 @@ def test_per_org_rule_overrides() -> None:
     lookup = RulesLookup(DEFAULT_RULES, {"strict": RuleConfig(pair_daily_cap=1)})
     ds, _ = decide([event(org="strict"), event(org="strict"), event(), event()], rules=lookup)
     assert [d.reason for d in ds] == [
-        Reason.COUNTED, Reason.PAIR_DAILY_CAP, Reason.COUNTED, Reason.COUNTED
+        Reason.COUNTED,
+        Reason.PAIR_DAILY_CAP,
+        Reason.COUNTED,
+        Reason.COUNTED,
     ]
 
 
 def test_prune_forgets_only_what_cannot_matter() -> None:
     state = PartitionState()
     t = ms("2026-11-23T10:00:00")
-    decide_batch(records([event(event_id="old", at=t - 8 * DAY_MS - 1), event(at=t)]), state, t,
-                 RULES)
+    decide_batch(
+        records([event(event_id="old", at=t - 8 * DAY_MS - 1), event(at=t)]), state, t, RULES
+    )
     state.prune(DEFAULT_RULES.grace_ms)
     assert ("acme", "old") not in state.seen
     assert len(state.seen) == 1
