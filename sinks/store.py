@@ -176,8 +176,10 @@ class RecognitionStore:
             users.add(user)
             starts.add(start)
         wanted = set(missing)
-        for k in missing:
-            book.totals[k] = WindowTotals()
+        # Build aside and merge at the end: a failed load leaves `book` untouched for a retry.
+        loaded = {k: WindowTotals() for k in missing}
+        awarded: set[tuple[str, str, Badge, int]] = set()
+        users_loaded: set[tuple[str, str]] = set()
         for org, (users, starts) in by_org.items():
             params = {
                 "org": org,
@@ -195,7 +197,7 @@ class RecognitionStore:
                 if key in wanted and (key not in best or row[9] > best[key][0]):
                     best[key] = (int(row[9]), row)
             for key, (_, row) in best.items():
-                t = book.totals[key]
+                t = loaded[key]
                 t.shares, t.thanks_given, t.thanks_received, t.reactions_received = (
                     int(row[3]),
                     int(row[4]),
@@ -210,7 +212,7 @@ class RecognitionStore:
             ):
                 key = (org, _window_name(window), dt_to_ms(start), user)
                 if key in wanted:
-                    book.totals[key].thankers.add(thanker)
+                    loaded[key].thankers.add(thanker)
             new_users = [u for u in users if (org, u) not in book.users_loaded]
             if new_users:
                 for user, badge, period in self.ch.query(
@@ -218,8 +220,11 @@ class RecognitionStore:
                     "WHERE org_id = %(org)s AND user_id IN %(users)s",
                     {"org": org, "users": tuple(new_users)},
                 ):
-                    book.awarded.add((org, user, Badge(badge), dt_to_ms(period)))
-                book.users_loaded.update((org, u) for u in new_users)
+                    awarded.add((org, user, Badge(badge), dt_to_ms(period)))
+                users_loaded.update((org, u) for u in new_users)
+        book.totals.update(loaded)
+        book.awarded |= awarded
+        book.users_loaded |= users_loaded
 
     def write_thankers(self, rows: Sequence[tuple[WindowKey, str]]) -> int:
         if not rows:

@@ -53,6 +53,7 @@ class Kudos:
     clickhouse: ClickHouse
     store: RecognitionStore
     blocking: Blocking
+    reads: Blocking
     decide: DecideStage
     aggregate: AggregateStage
 
@@ -115,7 +116,8 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
     aggregate = AggregateStage(
         store, rules_for, publisher, blocking, badges_topic=settings.badges_topic
     )
-    kudos = Kudos(settings, app, clickhouse, store, blocking, decide, aggregate)
+    reads = Blocking("kudos-reads")  # API reads never queue behind a write's retries
+    kudos = Kudos(settings, app, clickhouse, store, blocking, reads, decide, aggregate)
 
     events_topic, effects_topic = (
         app.topic(

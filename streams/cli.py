@@ -69,6 +69,7 @@ def _run_worker(
         return int(exc.code or 0)
     finally:
         kudos.blocking.shutdown()
+        kudos.reads.shutdown()
         ch.close()
     return 0
 
@@ -105,7 +106,7 @@ def _add_demo_feed(kudos: Any, rate: float) -> None:
     async def print_board() -> None:
         now = int(time.time() * 1000)
         start = window_start("hour", now)
-        entries = await kudos.blocking.run(kudos.store.leaderboard, "acme", "hour", start, 5)
+        entries = await kudos.reads.run(kudos.store.leaderboard, "acme", "hour", start, 5)
         if entries:
             print(_format_table("acme", "hour", entries), flush=True)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -63,14 +63,71 @@ class Publisher(Protocol):
 class Blocking:
     """Runs blocking ClickHouse calls on one thread, off the event loop."""
 
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kudos-clickhouse")
+    def __init__(self, name: str = "kudos-clickhouse") -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    async def retrying(self, table: str, fn: Callable[..., T], *args: object) -> T:
+        """Run until it succeeds: a batch is never dropped, and while ClickHouse is away the
+        stage waits here, so the worker stops taking new batches (backpressure)."""
+        return await retry_forever(
+            f"ClickHouse {table}",
+            lambda: self._timed(table, fn, *args),
+            on_failure=lambda: metrics.INSERT_FAILURES.labels(table).inc(),
+        )
+
+    async def _timed(self, table: str, fn: Callable[..., T], *args: object) -> T:
+        started = time.perf_counter()
+        out = await self.run(fn, *args)
+        metrics.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
+        return out
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+async def retry_forever(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    on_failure: Callable[[], None] | None = None,
+    first_delay: float = 0.2,
+    max_delay: float = 30.0,
+) -> T:
+    """Retry with exponential backoff until `attempt` succeeds or the task is cancelled."""
+    delay = first_delay
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            if on_failure is not None:
+                on_failure()
+            log.warning(
+                "%s failed (attempt %d, retrying in %.1fs): %s: %s",
+                what,
+                failures,
+                delay,
+                type(exc).__name__,
+                exc,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
+async def publish(
+    publisher: Publisher,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]],
+) -> None:
+    """Publish and wait for acknowledgements, retrying until the broker takes them."""
+    if messages:
+        await retry_forever(f"publish to {topic}", lambda: publisher.publish(topic, messages))
 
 
 def now_ms() -> int:
@@ -113,8 +170,8 @@ class DecideStage:
         state = self.states.get((topic, partition))
         if state is None:
             grace = self.rules_for.max_grace_ms()
-            state = await self.blocking.run(
-                self.store.load_partition_state, topic, partition, grace
+            state = await self.blocking.retrying(
+                "decisions", self.store.load_partition_state, topic, partition, grace
             )
             self.states[(topic, partition)] = state
             log.info("partition %s[%d]: resuming at offset %d", topic, partition, state.next_offset)
@@ -145,7 +202,8 @@ class DecideStage:
                 metrics.STREAM_TIME.labels(str(partition)).set(state.stream_time_ms / 1000)
         await self._dead_letters(dead)
         effects = effects_of(decisions)
-        await self.publisher.publish(
+        await publish(
+            self.publisher,
             self.effects_topic,
             [
                 (None, encode_effects(batch), p, [])
@@ -154,7 +212,7 @@ class DecideStage:
         )
         for topic in {m.topic for m in messages}:
             mine = [d for d in decisions if d.record.topic == topic]
-            await self.blocking.run(self.store.write_decisions, mine)
+            await self.blocking.retrying("decisions", self.store.write_decisions, mine)
             metrics.INSERT_BATCHES.labels("decisions").inc()
             metrics.INSERT_ROWS.labels("decisions").inc(len(mine))
         for d in decisions:
@@ -181,7 +239,7 @@ class DecideStage:
             ]
             out.append((m.key, m.value, None, headers))
             metrics.DLQ_MESSAGES.labels(err.reason).inc()
-        await self.publisher.publish(self.dlq_topic, out)
+        await publish(self.publisher, self.dlq_topic, out)
 
 
 class AggregateStage:
@@ -213,7 +271,7 @@ class AggregateStage:
         started = time.perf_counter()
         batches = [decode_effects(m.value) for m in messages]
         keys = keys_needed((e for b in batches for e in b), self.rules_for)
-        await self.blocking.run(self.store.load_keys, keys, self.book)
+        await self.blocking.retrying("score_state", self.store.load_keys, keys, self.book)
         applied = Applied()
         total = 0
         for batch in batches:
@@ -221,10 +279,11 @@ class AggregateStage:
             total += len(batch)
         # Order matters for recovery: thankers and badges before totals, whose high-water
         # marks say "applied". A crash in between re-applies effects; sets absorb that.
-        await self.blocking.run(self.store.write_thankers, applied.new_thankers)
+        await self.blocking.retrying("thankers", self.store.write_thankers, applied.new_thankers)
         if applied.badges:
             at = now_ms()
-            await self.publisher.publish(
+            await publish(
+                self.publisher,
                 self.badges_topic,
                 [
                     (
@@ -236,10 +295,14 @@ class AggregateStage:
                     for a in applied.badges
                 ],
             )
-            await self.blocking.run(self.store.write_badges, applied.badges)
+            await self.blocking.retrying(
+                "badge_award_rows", self.store.write_badges, applied.badges
+            )
             for a in applied.badges:
                 metrics.BADGES_AWARDED.labels(a.badge.value).inc()
-        await self.blocking.run(self.store.write_scores, self.book, applied.dirty, self.rules_for)
+        await self.blocking.retrying(
+            "score_state", self.store.write_scores, self.book, applied.dirty, self.rules_for
+        )
         metrics.INSERT_ROWS.labels("score_state").inc(len(applied.dirty))
         metrics.INSERT_BATCHES.labels("score_state").inc()
         metrics.EFFECTS_APPLIED.inc(total - applied.replayed)

@@ -78,7 +78,7 @@ def leaderboard_payload(
 def register_views(kudos: Kudos) -> None:
     app = kudos.app
     store = kudos.store
-    blocking = kudos.blocking
+    blocking = kudos.reads
 
     @app.page("/api/leaderboard")
     class LeaderboardView(View):

@@ -1,0 +1,152 @@
+"""The stages with in-memory fakes for Kafka and ClickHouse: ordering, DLQ, retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from schemas.codec import default_codec
+from sinks.store import RecognitionStore
+from streams import pipeline
+from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
+from streams.rules import Decision, PartitionState, RulesLookup
+from streams.scorebook import BadgeAward, ScoreBook, WindowKey
+from tests.streams.factories import event, ms
+
+NOW = ms("2026-11-23T12:00:00")
+
+
+class FakeStore:
+    def __init__(self, fail_times: int = 0) -> None:
+        self.log: list[str] = []
+        self.decisions: list[Decision] = []
+        self.fail_times = fail_times
+        self.scores: dict[WindowKey, tuple[int, int]] = {}
+        self.badges: list[BadgeAward] = []
+
+    def _maybe_fail(self) -> None:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("ClickHouse is away")
+
+    def load_partition_state(self, topic: str, partition: int, grace: int) -> PartitionState:
+        return PartitionState()
+
+    def write_decisions(self, decisions: Sequence[Decision]) -> int:
+        self._maybe_fail()
+        self.log.append("decisions")
+        self.decisions.extend(decisions)
+        return len(decisions)
+
+    def load_keys(self, keys: Iterable[WindowKey], book: ScoreBook) -> None:
+        self.log.append("load")
+
+    def write_thankers(self, rows: Sequence[Any]) -> int:
+        self.log.append("thankers")
+        return len(rows)
+
+    def write_badges(self, awards: Sequence[BadgeAward]) -> int:
+        self.log.append("badges")
+        self.badges.extend(awards)
+        return len(awards)
+
+    def write_scores(self, book: ScoreBook, keys: Iterable[WindowKey], rules: Any) -> int:
+        self._maybe_fail()
+        self.log.append("scores")
+        for k in keys:
+            t = book.totals[k]
+            self.scores[k] = (t.thanks_received, t.version)
+        return 0
+
+
+class FakePublisher:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.sent: dict[str, list[tuple[Any, ...]]] = {}
+
+    async def publish(self, topic: str, messages: Sequence[tuple[Any, ...]]) -> None:
+        self.log.append(f"publish:{topic}")
+        self.sent.setdefault(topic, []).extend(messages)
+
+
+def make(fail_times: int = 0) -> tuple[FakeStore, FakePublisher, DecideStage, AggregateStage]:
+    store = FakeStore(fail_times)
+    pub = FakePublisher(store.log)
+    blocking = Blocking()
+    rules = RulesLookup()
+    decide = DecideStage(
+        cast(RecognitionStore, store),
+        default_codec(),
+        rules,
+        pub,
+        blocking,
+        effects_topic="kudos.effects",
+        effects_partitions=3,
+        dlq_topic="collab.events.dlq",
+        clock=lambda: NOW,
+    )
+    aggregate = AggregateStage(
+        cast(RecognitionStore, store), rules, pub, blocking, badges_topic="recognition.badges"
+    )
+    return store, pub, decide, aggregate
+
+
+def messages(values: list[bytes], first: int = 0) -> list[RawMessage]:
+    return [RawMessage("collab.events", 0, first + i, None, v) for i, v in enumerate(values)]
+
+
+def test_effects_are_published_before_decisions_are_stored_and_garbage_goes_to_dlq() -> None:
+    store, pub, decide, _ = make()
+    codec = default_codec()
+    raw = [codec.encode_avro(event(at=NOW - 1000)), b"\x00garbage", codec.encode_json(event())]
+    decisions = asyncio.run(decide.process(messages(raw, first=10)))
+    assert len(decisions) == 2
+    assert store.log == ["publish:collab.events.dlq", "publish:kudos.effects", "decisions"]
+    (dead,) = pub.sent["collab.events.dlq"]
+    _key, value, _partition, headers = dead
+    assert value == b"\x00garbage"
+    h = dict(headers)
+    assert h["kudos.dlq.offset"] == b"11" and h["kudos.dlq.topic"] == b"collab.events"
+    assert h["kudos.dlq.reason"]
+
+
+def test_a_failing_store_is_retried_and_nothing_is_lost(monkeypatch: Any) -> None:
+    monkeypatch.setattr(pipeline.asyncio, "sleep", _no_sleep)
+    store, _, decide, _ = make(fail_times=3)
+    codec = default_codec()
+    asyncio.run(decide.process(messages([codec.encode_avro(event()) for _ in range(4)])))
+    assert len(store.decisions) == 4
+
+
+def test_replayed_batch_is_skipped() -> None:
+    store, _pub, decide, _ = make()
+    codec = default_codec()
+    batch = messages([codec.encode_avro(event()) for _ in range(3)])
+    asyncio.run(decide.process(batch))
+    asyncio.run(decide.process(batch))
+    assert len(store.decisions) == 3
+
+
+def test_aggregate_writes_thankers_and_badges_before_totals() -> None:
+    store, pub, decide, aggregate = make()
+    codec = default_codec()
+    asyncio.run(decide.process(messages([codec.encode_avro(event()) for _ in range(2)])))
+    effects = pub.sent["kudos.effects"]
+    store.log.clear()
+    raw = [
+        RawMessage("kudos.effects", p or 0, i, None, v) for i, (_, v, p, _) in enumerate(effects)
+    ]
+    applied = asyncio.run(aggregate.process(raw))
+    assert store.log == ["load", "thankers", "publish:recognition.badges", "badges", "scores"]
+    assert [b.badge.value for b in applied.badges] == ["first_thanks"]
+    assert store.scores[("acme", "all", 0, "bob")][0] == 2
+    # The same effects again: nothing changes, no badge twice.
+    store.log.clear()
+    again = asyncio.run(aggregate.process(raw))
+    assert again.badges == [] and again.replayed == 4
+    assert store.scores[("acme", "all", 0, "bob")][0] == 2
+
+
+async def _no_sleep(_: float) -> None:
+    return None
