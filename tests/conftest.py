@@ -10,7 +10,9 @@ import pytest
 
 from sinks.clickhouse import ChdbClickHouse, ClickHouse, connect
 from sinks.migrate import apply_migrations
+from streams.broker import EmbeddedBroker
 from tests.services.clickhouse_server import ClickHouseServer
+from tests.services.tansu import start_tansu
 
 # --- ClickHouse ------------------------------------------------------------------------
 #
@@ -82,3 +84,16 @@ def ch(clickhouse_url: str) -> Iterator[ClickHouse]:
         yield backend
     finally:
         backend.close()
+
+
+# --- Kafka -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """The real Kafka-protocol broker (Tansu) for the session; tests use their own topics."""
+    broker = start_tansu(tmp_path_factory.mktemp("tansu"))
+    try:
+        yield broker
+    finally:
+        broker.stop()

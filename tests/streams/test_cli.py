@@ -1,0 +1,199 @@
+"""The `kudos` command line as a user runs it: produce, leaderboard, up --demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from kafka import KafkaConsumer
+
+from schemas.codec import ShippedSchemas, default_codec
+from streams.broker import EmbeddedBroker, free_port
+from streams.cli import _format_table
+from streams.synthetic import SyntheticTraffic
+from tests.e2e.worker import WorkerProcess
+
+KUDOS = [sys.executable, "-m", "streams.cli"]
+
+
+def consume(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list[Any]:
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1500,
+        group_id=None,
+    )
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        out.extend(c)
+    c.close()
+    return out
+
+
+def run_kudos(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KUDOS, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.kafka
+def test_produce_from_jsonl_and_avro_files(tansu: EmbeddedBroker, tmp_path: Path) -> None:
+    codec = default_codec()
+    events = list(SyntheticTraffic(seed=3).stream(20))
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_bytes(b"\n".join(codec.encode_json(e) for e in events) + b"\n")
+    avro = tmp_path / "events.avro"
+    schema = fastavro.parse_schema(ShippedSchemas().writer_schema(1))
+    with avro.open("wb") as f:
+        fastavro.writer(f, schema, [json.loads(codec.encode_json(e)) for e in events])
+
+    for path, encoding, topic in ((jsonl, "json", "cli.jsonl"), (avro, "avro", "cli.avro")):
+        out = run_kudos(
+            "produce",
+            "--file",
+            str(path),
+            "--encoding",
+            encoding,
+            "--bootstrap",
+            tansu.bootstrap,
+            "--topic",
+            topic,
+        )
+        assert out.returncode == 0, out.stderr
+        got = consume(tansu.bootstrap, topic, len(events))
+        assert len(got) == len(events)
+        decoded = sorted((codec.decode(m.value) for m in got), key=lambda e: e.event_id)
+        assert decoded == sorted(events, key=lambda e: e.event_id)
+        assert all(m.key == codec.decode(m.value).actor_id.encode() for m in got)
+
+
+@pytest.mark.kafka
+def test_produce_synthetic_at_a_rate(tansu: EmbeddedBroker) -> None:
+    started = time.monotonic()
+    out = run_kudos(
+        "produce",
+        "--synthetic",
+        "200",
+        "--rate",
+        "400",
+        "--bootstrap",
+        tansu.bootstrap,
+        "--topic",
+        "cli.synthetic",
+        "--seed",
+        "1",
+    )
+    assert out.returncode == 0, out.stderr
+    assert time.monotonic() - started >= 0.5
+    assert len(consume(tansu.bootstrap, "cli.synthetic", 200)) == 200
+
+
+def test_leaderboard_table_is_aligned() -> None:
+    entries = [
+        {
+            "rank": 1,
+            "user_id": "ann",
+            "score": 120,
+            "thanks_received": 30,
+            "distinct_thankers": 9,
+            "thanks_given": 10,
+            "shares": 5,
+            "reactions_received": 10,
+        },
+        {
+            "rank": 2,
+            "user_id": "bartholomew",
+            "score": 7,
+            "thanks_received": 1,
+            "distinct_thankers": 1,
+            "thanks_given": 2,
+            "shares": 1,
+            "reactions_received": 0,
+        },
+    ]
+    lines = _format_table("acme", "week", entries, "2026-11-23T00:00:00Z").splitlines()
+    assert lines[0] == "acme · week from 2026-11-23T00:00:00Z"
+    assert len({len(line) for line in lines[1:]}) == 1
+    assert lines[2].split()[:3] == ["1", "ann", "120"]
+
+
+def test_up_refuses_several_workers_on_chdb(tmp_path: Path) -> None:
+    out = run_kudos(
+        "up", "--workers", "2", env={"KUDOS_CLICKHOUSE": "", "KUDOS_DATA_DIR": str(tmp_path)}
+    )
+    assert out.returncode == 2
+    assert "chdb is one process's store" in out.stderr
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse
+@pytest.mark.e2e
+def test_up_demo_shows_a_live_leaderboard(tmp_path: Path) -> None:
+    """What a new user does: `kudos up --demo`; the board fills and changes within seconds."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "KUDOS_DATA_DIR": str(tmp_path),
+        "KUDOS_HTTP_PORT": str(port),
+        "KUDOS_HTTP_HOST": "127.0.0.1",
+        "KUDOS_SESSION_TIMEOUT_S": "6",
+        "KUDOS_CLICKHOUSE": "",
+        "KUDOS_KAFKA": "",
+    }
+    log = (tmp_path / "up.log").open("wb")
+    proc = subprocess.Popen(
+        [*KUDOS, "up", "--demo", "--rate", "300"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    view = WorkerProcess("", "", tmp_path / "up.log")
+    view.port = port
+    try:
+        started = time.monotonic()
+        first: Any = None
+        while time.monotonic() - started < 60:
+            assert proc.poll() is None, view.log_tail()
+            try:
+                status, body = view.get("/api/leaderboard?org=acme&window=hour&top=5")
+            except OSError:
+                status, body = 0, None
+            if status == 200 and body["entries"]:
+                if first is None:
+                    first = body["entries"]
+                elif body["entries"] != first:
+                    break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"leaderboard did not fill and change:\n{view.log_tail()}")
+        assert [e["rank"] for e in body["entries"]] == list(range(1, len(body["entries"]) + 1))
+        status, page = view.get("/")
+        assert status == 200 and "live leaderboard" in page
+        out = run_kudos(
+            "leaderboard",
+            "--org",
+            "acme",
+            "--window",
+            "hour",
+            "--format",
+            "json",
+            env={"KUDOS_HTTP_PORT": str(port), "KUDOS_CLICKHOUSE": ""},
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["org"] == "acme"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, view.log_tail()
