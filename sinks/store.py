@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from sinks.clickhouse import ClickHouse
-from streams.rules import Decision, PartitionState, Reason, RulesLookup
+from streams.rules import RULE_VERSION, Decision, PartitionState, Reason, RulesLookup
 from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
 from streams.windows import DAY_MS, WindowName
 
@@ -37,7 +37,9 @@ DECISION_COLUMNS: Final = (
     "src_partition",
     "src_offset",
     "decided_at",
+    "error",
 )
+UNDECODABLE: Final = "undecodable"
 SCORE_COLUMNS: Final = (
     "org_id",
     "window",
@@ -85,6 +87,18 @@ def now_utc() -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be decoded, recorded beside the batch's decisions."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+    stream_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class LeaderboardEntry:
     rank: int
     user_id: str
@@ -104,9 +118,11 @@ class RecognitionStore:
 
     # --- deciding stage ----------------------------------------------------------------
 
-    def write_decisions(self, decisions: Sequence[Decision]) -> int:
+    def write_decisions(
+        self, decisions: Sequence[Decision], dead: Sequence[DeadLetter] = ()
+    ) -> int:
         """One insert per batch; one decided_at, so one part: a batch is stored whole or not."""
-        if not decisions:
+        if not decisions and not dead:
             return 0
         decided_at = now_utc()
         rows: list[tuple[Any, ...]] = []
@@ -132,6 +148,32 @@ class RecognitionStore:
                     d.record.partition,
                     d.record.offset,
                     decided_at,
+                    "",
+                )
+            )
+        epoch = ms_to_dt(0)
+        for x in dead:
+            rows.append(
+                (
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    0,
+                    UNDECODABLE,
+                    RULE_VERSION,
+                    epoch,
+                    0,
+                    x.stream_time_ms,
+                    "",
+                    "",
+                    "",
+                    x.topic,
+                    x.partition,
+                    x.offset,
+                    decided_at,
+                    f"{x.reason}: {x.detail}"[:2000],
                 )
             )
         return self.ch.insert("kudos.decisions", DECISION_COLUMNS, rows)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import faust
 from faust.types import TP, EventT
@@ -16,11 +17,28 @@ from faust.types import TP, EventT
 from schemas.codec import default_codec
 from sinks.clickhouse import ClickHouse
 from sinks.store import RecognitionStore
+from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
 from streams.settings import Settings
 from streams.web import register_views
 
 log = logging.getLogger(__name__)
+
+
+EXIT_CRASH = 70
+EXIT_BAD_INPUT = 3
+
+
+def fatal(message: str, code: int) -> NoReturn:
+    """Crash-only: exit at once, without acking or committing the batch in hand.
+
+    faust acks a `take_events` batch when the loop moves on, even after an exception, and
+    would then commit past events that were never stored. Exiting here instead makes the
+    next start replay them, which the stages are built to do without double counting.
+    """
+    log.critical("%s (exit %d)", message, code)
+    logging.shutdown()
+    os._exit(code)
 
 
 class FaustPublisher:
@@ -91,6 +109,8 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=False,
         producer_acks=-1,
+        producer_max_request_size=settings.max_transport_bytes,
+        consumer_max_fetch_size=settings.max_transport_bytes,
         stream_buffer_maxsize=max(settings.batch_max_events * 2, 4096),
     )
     # The live page is ours at "/": drop faust's production index, which also mounts there.
@@ -112,6 +132,9 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
         effects_topic=settings.effects_topic,
         effects_partitions=settings.partitions,
         dlq_topic=settings.dlq_topic,
+        breaker=DeadLetterBreaker(
+            settings.dlq_max_ratio, settings.dlq_window, settings.dlq_min_messages
+        ),
     )
     aggregate = AggregateStage(
         store, rules_for, publisher, blocking, badges_topic=settings.badges_topic
@@ -136,14 +159,24 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
         async for batch in stream.take_events(
             settings.batch_max_events, settings.batch_max_seconds
         ):
-            await decide.process(_raw(batch))
+            try:
+                await decide.process(_raw(batch))
+            except BadInputRatioExceeded as exc:
+                fatal(f"circuit breaker: {exc}", EXIT_BAD_INPUT)
+            except Exception:
+                log.exception("deciding stage failed")
+                fatal("deciding stage failed; restart replays from the last commit", EXIT_CRASH)
 
     @app.agent(effects_topic, name="kudos.aggregate")
     async def aggregate_agent(stream: Any) -> None:
         async for batch in stream.take_events(
             settings.batch_max_events, settings.batch_max_seconds
         ):
-            await aggregate.process(_raw(batch))
+            try:
+                await aggregate.process(_raw(batch))
+            except Exception:
+                log.exception("aggregating stage failed")
+                fatal("aggregating stage failed; restart replays from the last commit", EXIT_CRASH)
 
     def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs["revoked"]

@@ -48,6 +48,11 @@ def _run_worker(
         settings.replication_factor,
     )
     ch = connect(settings.clickhouse_url())
+    if settings.fault_file is not None:
+        from sinks.faults import SwitchableClickHouse
+
+        log.warning("fault injection on: ClickHouse fails while %s exists", settings.fault_file)
+        ch = SwitchableClickHouse(ch, settings.fault_file)
     if migrate:
         applied = apply_migrations(ch)
         if applied:

@@ -49,3 +49,10 @@ BATCH_SECONDS = Histogram(
 STREAM_TIME = Gauge("kudos_stream_time_seconds", "Stream time per input partition", ["partition"])
 # Window keys held in memory by the aggregating stage.
 WINDOW_KEYS = Gauge("kudos_window_state_keys", "Window keys held in worker memory")
+# 1 while a write to this target (a table or topic) is being retried; the stage takes no new
+# batch meanwhile, so consumption is paused and memory stays bounded.
+WRITE_BLOCKED = Gauge(
+    "kudos_write_blocked", "1 while a write is retried and consumption is paused", ["target"]
+)
+# Share of undecodable messages among the last messages seen (the circuit breaker's input).
+BAD_INPUT_RATIO = Gauge("kudos_bad_input_ratio", "Undecodable share of recent input messages")

@@ -16,9 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from aiokafka.errors import KafkaError
+
 from schemas.codec import DecodeError, EventCodec
-from sinks.store import RecognitionStore
+from sinks.clickhouse import ClickHouseUnavailable
+from sinks.store import DeadLetter, RecognitionStore
 from streams import metrics
+from streams.breaker import DeadLetterBreaker
 from streams.rules import (
     Decision,
     PartitionState,
@@ -39,6 +43,14 @@ from streams.transport import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Failures worth waiting out: the service is away, not the request wrong.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ClickHouseUnavailable,
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +85,7 @@ class Blocking:
         """Run until it succeeds: a batch is never dropped, and while ClickHouse is away the
         stage waits here, so the worker stops taking new batches (backpressure)."""
         return await retry_forever(
-            f"ClickHouse {table}",
+            table,
             lambda: self._timed(table, fn, *args),
             on_failure=lambda: metrics.INSERT_FAILURES.labels(table).inc(),
         )
@@ -96,16 +108,20 @@ async def retry_forever(
     first_delay: float = 0.2,
     max_delay: float = 30.0,
 ) -> T:
-    """Retry with exponential backoff until `attempt` succeeds or the task is cancelled."""
+    """Retry transient failures with exponential backoff until `attempt` succeeds.
+
+    Anything else (a bug, a statement ClickHouse rejects) propagates: the worker then exits
+    without committing, and a restart replays the batch.
+    """
     delay = first_delay
     failures = 0
     while True:
         try:
-            return await attempt()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+            out = await attempt()
+        except TRANSIENT as exc:
             failures += 1
+            # Consumption is paused while we wait here: the stage does not take a new batch.
+            metrics.WRITE_BLOCKED.labels(what).set(1)
             if on_failure is not None:
                 on_failure()
             log.warning(
@@ -118,6 +134,11 @@ async def retry_forever(
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
+        else:
+            if failures:
+                metrics.WRITE_BLOCKED.labels(what).set(0)
+                log.warning("%s succeeded after %d failed attempts", what, failures)
+            return out
 
 
 async def publish(
@@ -127,7 +148,7 @@ async def publish(
 ) -> None:
     """Publish and wait for acknowledgements, retrying until the broker takes them."""
     if messages:
-        await retry_forever(f"publish to {topic}", lambda: publisher.publish(topic, messages))
+        await retry_forever(topic, lambda: publisher.publish(topic, messages))
 
 
 def now_ms() -> int:
@@ -149,7 +170,9 @@ class DecideStage:
         effects_partitions: int,
         dlq_topic: str,
         clock: Callable[[], int] = now_ms,
+        breaker: DeadLetterBreaker | None = None,
     ) -> None:
+        self.breaker = breaker or DeadLetterBreaker()
         self.store = store
         self.codec = codec
         self.rules_for = rules_for
@@ -184,22 +207,49 @@ class DecideStage:
         for m in messages:
             by_tp.setdefault((m.topic, m.partition), []).append(m)
         decisions: list[Decision] = []
-        dead: list[tuple[RawMessage, DecodeError]] = []
+        undecodable: list[DeadLetter] = []
+        dead: list[tuple[RawMessage, str, str]] = []
         now = self.clock()
         for (topic, partition), msgs in by_tp.items():
             state = await self._state(topic, partition)
             fresh = [m for m in msgs if m.offset >= state.next_offset]
+            if not fresh:
+                continue  # decided before a restart: replayed from an older committed offset
             records: list[SourceRecord] = []
             for m, decoded in zip(
                 fresh, self.codec.decode_many([m.value for m in fresh]), strict=True
             ):
                 if isinstance(decoded, DecodeError):
-                    dead.append((m, decoded))
+                    undecodable.append(
+                        DeadLetter(
+                            topic,
+                            partition,
+                            m.offset,
+                            decoded.reason,
+                            decoded.detail,
+                            state.stream_time_ms or 0,
+                        )
+                    )
+                    dead.append((m, decoded.reason, decoded.detail))
                 else:
                     records.append(SourceRecord(decoded, topic, partition, m.offset))
-            decisions.extend(decide_batch(records, state, now, self.rules_for))
+            got = decide_batch(records, state, now, self.rules_for)
+            # A timestamp too far ahead is refused by the rules and handed to the DLQ too.
+            raw_at = {m.offset: m for m in fresh}
+            future = {d.record.offset for d in got if d.reason is Reason.FUTURE}
+            dead.extend(
+                (raw_at[o], "future", "occurred_at is ahead of the wall clock")
+                for o in sorted(future)
+            )
+            decisions.extend(got)
+            state.next_offset = max(state.next_offset, fresh[-1].offset + 1)
+            state.prune(self.rules_for.max_grace_ms())
             if state.stream_time_ms is not None:
                 metrics.STREAM_TIME.labels(str(partition)).set(state.stream_time_ms / 1000)
+        self.breaker.record(len(messages), len(undecodable))
+        metrics.BAD_INPUT_RATIO.set(self.breaker.ratio)
+        # Flush in this order, then the caller acks the offsets: DLQ and effects are
+        # acknowledged by the broker before the decisions that say "done" are stored.
         await self._dead_letters(dead)
         effects = effects_of(decisions)
         await publish(
@@ -210,35 +260,34 @@ class DecideStage:
                 for p, batch in route_effects(effects, self.effects_partitions).items()
             ],
         )
-        for topic in {m.topic for m in messages}:
-            mine = [d for d in decisions if d.record.topic == topic]
-            await self.blocking.retrying("decisions", self.store.write_decisions, mine)
+        if decisions or undecodable:
+            await self.blocking.retrying(
+                "decisions", self.store.write_decisions, decisions, undecodable
+            )
             metrics.INSERT_BATCHES.labels("decisions").inc()
-            metrics.INSERT_ROWS.labels("decisions").inc(len(mine))
+            metrics.INSERT_ROWS.labels("decisions").inc(len(decisions) + len(undecodable))
         for d in decisions:
             if d.reason is Reason.COUNTED:
                 metrics.DECISIONS_COUNTED.inc()
             else:
                 metrics.DECISIONS_REFUSED.labels(d.reason.value).inc()
-        for state in self.states.values():
-            state.prune(self.rules_for.max_grace_ms())
         metrics.BATCH_SECONDS.labels("decide").observe(time.perf_counter() - started)
         return decisions
 
-    async def _dead_letters(self, dead: Sequence[tuple[RawMessage, DecodeError]]) -> None:
+    async def _dead_letters(self, dead: Sequence[tuple[RawMessage, str, str]]) -> None:
         if not dead:
             return
         out = []
-        for m, err in dead:
+        for m, reason, detail in dead:
             headers = [
-                ("kudos.dlq.reason", err.reason.encode()),
-                ("kudos.dlq.error", str(err.detail)[:1000].encode()),
+                ("kudos.dlq.reason", reason.encode()),
+                ("kudos.dlq.error", detail[:1000].encode()),
                 ("kudos.dlq.topic", m.topic.encode()),
                 ("kudos.dlq.partition", str(m.partition).encode()),
                 ("kudos.dlq.offset", str(m.offset).encode()),
             ]
             out.append((m.key, m.value, None, headers))
-            metrics.DLQ_MESSAGES.labels(err.reason).inc()
+            metrics.DLQ_MESSAGES.labels(reason).inc()
         await publish(self.publisher, self.dlq_topic, out)
 
 

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Final
 
 from schemas.event import CollaborationEvent, EventType, Visibility
-from streams.windows import DAY_MS, day_start
+from streams.windows import DAY_MS, HOUR_MS, day_start
 
 RULE_VERSION: Final = 1
 
@@ -128,11 +128,18 @@ class PartitionState:
     next_offset: int = 0
     seen: dict[tuple[str, str], int] = field(default_factory=dict)
     pair_counts: dict[PairDay, int] = field(default_factory=dict)
+    pruned_at: int | None = None
 
     def prune(self, grace_ms: int) -> None:
-        """Forget what can no longer matter: anything older than stream time - grace - 1 day."""
+        """Forget what can no longer matter: anything older than stream time - grace - 1 day.
+
+        Runs at most once per hour of stream time; what it keeps meanwhile is harmless.
+        """
         if self.stream_time_ms is None:
             return
+        if self.pruned_at is not None and self.stream_time_ms - self.pruned_at < HOUR_MS:
+            return
+        self.pruned_at = self.stream_time_ms
         horizon = self.stream_time_ms - grace_ms - DAY_MS
         self.seen = {k: t for k, t in self.seen.items() if t >= horizon}
         self.pair_counts = {k: n for k, n in self.pair_counts.items() if k[3] >= horizon}

@@ -68,7 +68,20 @@ class Settings(BaseSettings):
     replication_factor: int = 1
     batch_max_events: int = Field(5000, ge=1)
     batch_max_seconds: float = Field(0.2, gt=0)
-    max_message_bytes: int = 1_048_576
+    max_message_bytes: int = Field(
+        1 << 20, description="larger events go to the DLQ as too_large (with their bytes)"
+    )
+    max_transport_bytes: int = Field(
+        16 << 20, description="largest message fetched or produced (the DLQ carries originals)"
+    )
+    dlq_max_ratio: float = Field(
+        0.5, gt=0, le=1, description="stop when this share of recent input is undecodable"
+    )
+    dlq_window: int = Field(10_000, ge=1, description="messages the DLQ ratio is taken over")
+    dlq_min_messages: int = Field(1000, ge=1, description="messages seen before the ratio counts")
+    fault_file: Path | None = Field(
+        None, description="tests only: ClickHouse calls fail while this file exists"
+    )
     session_timeout_s: float = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     rules: RuleOverrides = RuleOverrides()

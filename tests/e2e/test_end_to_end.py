@@ -222,11 +222,20 @@ def test_events_to_leaderboard(
         "SELECT reason, count() FROM kudos.decisions WHERE counted = 0 "
         "AND rule_version = 1 GROUP BY reason",
     )
-    assert {r[0]: int(r[1]) for r in refused} == dict(model.refused)
+    assert {r[0]: int(r[1]) for r in refused} == {
+        **model.refused,
+        "undecodable": len(scenario.GARBAGE),
+    }
 
     # Bad messages went to the DLQ with their original bytes, reason and source offset.
-    dlq = consume_all(broker.bootstrap, "collab.events.dlq", len(scenario.GARBAGE))
-    assert sorted(m.value for m in dlq) == sorted(scenario.GARBAGE)
+    # Events from the far future are refused by the rules and dead-lettered as well.
+    n_dlq = len(scenario.GARBAGE) + model.refused["future"]
+    dlq = consume_all(broker.bootstrap, "collab.events.dlq", n_dlq)
+    reasons = [dict(m.headers)["kudos.dlq.reason"] for m in dlq]
+    assert reasons.count(b"future") == model.refused["future"]
+    assert sorted(m.value for m in dlq if dict(m.headers)["kudos.dlq.reason"] != b"future") == (
+        sorted(scenario.GARBAGE)
+    )
     for m in dlq:
         headers = dict(m.headers)
         assert headers["kudos.dlq.reason"] and headers["kudos.dlq.offset"].isdigit()

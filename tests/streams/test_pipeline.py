@@ -6,8 +6,11 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
+import pytest
+
 from schemas.codec import default_codec
-from sinks.store import RecognitionStore
+from sinks.clickhouse import ClickHouseUnavailable
+from sinks.store import DeadLetter, RecognitionStore
 from streams import pipeline
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
 from streams.rules import Decision, PartitionState, RulesLookup
@@ -24,19 +27,21 @@ class FakeStore:
         self.fail_times = fail_times
         self.scores: dict[WindowKey, tuple[int, int]] = {}
         self.badges: list[BadgeAward] = []
+        self.dead: list[DeadLetter] = []
 
     def _maybe_fail(self) -> None:
         if self.fail_times:
             self.fail_times -= 1
-            raise ConnectionError("ClickHouse is away")
+            raise ClickHouseUnavailable("ClickHouse is away")
 
     def load_partition_state(self, topic: str, partition: int, grace: int) -> PartitionState:
         return PartitionState()
 
-    def write_decisions(self, decisions: Sequence[Decision]) -> int:
+    def write_decisions(self, decisions: Sequence[Decision], dead: Sequence[DeadLetter]) -> int:
         self._maybe_fail()
         self.log.append("decisions")
         self.decisions.extend(decisions)
+        self.dead.extend(dead)
         return len(decisions)
 
     def load_keys(self, keys: Iterable[WindowKey], book: ScoreBook) -> None:
@@ -150,3 +155,40 @@ def test_aggregate_writes_thankers_and_badges_before_totals() -> None:
 
 async def _no_sleep(_: float) -> None:
     return None
+
+
+def test_future_events_are_refused_and_also_dead_lettered() -> None:
+    _store, pub, decide, _ = make()
+    codec = default_codec()
+    far = event(at=NOW + 365 * 86_400_000)
+    decisions = asyncio.run(decide.process(messages([codec.encode_avro(far)])))
+    assert [d.reason.value for d in decisions] == ["future"]
+    (dead,) = pub.sent["collab.events.dlq"]
+    assert dict(dead[3])["kudos.dlq.reason"] == b"future"
+    assert "kudos.effects" not in pub.sent
+
+
+def test_undecodable_messages_are_stored_with_the_batch_and_not_resent_on_replay() -> None:
+    store, pub, decide, _ = make()
+    codec = default_codec()
+    batch = messages([codec.encode_avro(event()), b"\x00\x00\x00\x00\x01", b"junk"])
+    asyncio.run(decide.process(batch))
+    assert [(d.offset, d.reason) for d in store.dead] == [
+        (1, "avro_truncated"),
+        (2, "unknown_encoding"),
+    ]
+    assert len(pub.sent["collab.events.dlq"]) == 2
+    asyncio.run(decide.process(batch))  # replay from an older commit
+    assert len(pub.sent["collab.events.dlq"]) == 2 and len(store.dead) == 2
+
+
+def test_a_bug_is_not_retried_forever() -> None:
+    store, _, decide, _ = make()
+
+    def broken(*_: Any) -> int:
+        raise TypeError("a bug")
+
+    store.write_decisions = broken  # type: ignore[method-assign]
+    codec = default_codec()
+    with pytest.raises(TypeError, match="a bug"):
+        asyncio.run(decide.process(messages([codec.encode_avro(event())])))
