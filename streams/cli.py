@@ -9,9 +9,9 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.codec import default_codec
 from schemas.event import CollaborationEvent
@@ -19,6 +19,7 @@ from streams.settings import Settings, get_settings
 from streams.windows import WINDOWS
 
 log = logging.getLogger("kudos")
+T = TypeVar("T")
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -29,6 +30,20 @@ def _setup_logging(settings: Settings) -> None:
 
 
 # --- worker / up -------------------------------------------------------------------------
+
+
+def _until_clickhouse_answers(call: Callable[[], T]) -> T:
+    """At start, wait for ClickHouse rather than crash-loop while it is away."""
+    from sinks.clickhouse import ClickHouseUnavailable
+
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except ClickHouseUnavailable as exc:
+            log.warning("waiting for ClickHouse (retry in %.0fs): %s", delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _run_worker(
@@ -47,18 +62,18 @@ def _run_worker(
         settings.partitions,
         settings.replication_factor,
     )
-    ch = connect(settings.clickhouse_url())
+    ch = _until_clickhouse_answers(lambda: connect(settings.clickhouse_url()))
     if settings.fault_file is not None:
         from sinks.faults import SwitchableClickHouse
 
         log.warning("fault injection on: ClickHouse fails while %s exists", settings.fault_file)
         ch = SwitchableClickHouse(ch, settings.fault_file)
     if migrate:
-        applied = apply_migrations(ch)
+        applied = _until_clickhouse_answers(lambda: apply_migrations(ch))
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
     else:
-        pending = pending_migrations(ch)
+        pending = _until_clickhouse_answers(lambda: pending_migrations(ch))
         if pending:
             log.error("ClickHouse is missing migrations %s: run `kudos migrate` first", pending)
             return 2

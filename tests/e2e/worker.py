@@ -70,6 +70,21 @@ class WorkerProcess:
             time.sleep(0.5)
         raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
 
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_bytes(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def kill(self) -> int:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        return self.stop(signal.SIGKILL)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc is None:
             return 0

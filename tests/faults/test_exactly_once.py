@@ -1,0 +1,326 @@
+"""Exact numbers through SIGKILLs, a rebalance, a ClickHouse outage and 10 % garbage.
+
+A producer publishes a faulty stream at a steady rate while the test kills workers with
+SIGKILL at random moments and restarts them, lets a second worker join and then dies it
+(server backend: chdb is one process's store), and takes ClickHouse away for 60 seconds
+(server: the process is stopped; chdb: the fault switch makes every call fail). When the
+consumer group has caught up, every row of `kudos.scores` and every badge is compared
+with the independent reference model.
+
+Sizes: KUDOS_FAULT_EVENTS (default 100000), KUDOS_FAULT_KILLS (default 5),
+KUDOS_FAULT_OUTAGE_S (default 60), KUDOS_FAULT_SEED. The long form:
+    KUDOS_FAULT_KILLS=20 KUDOS_FAULT_EVENTS=200000 .venv/bin/pytest tests/faults -s
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from streams.broker import EmbeddedBroker, ensure_topics
+from tests.e2e import reference
+from tests.e2e.test_end_to_end import query
+from tests.e2e.worker import WorkerProcess
+from tests.faults.stream import FaultyStream, build
+from tests.services.clickhouse_server import ClickHouseServer
+from tests.services.tansu import start_tansu
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.faults]
+
+EVENTS = int(os.environ.get("KUDOS_FAULT_EVENTS", "100000"))
+KILLS = int(os.environ.get("KUDOS_FAULT_KILLS", "5"))
+OUTAGE_S = float(os.environ.get("KUDOS_FAULT_OUTAGE_S", "60"))
+SEED = int(os.environ.get("KUDOS_FAULT_SEED", str(int(time.time()) % 100_000)))
+TOPICS = ["collab.events", "collab.events.dlq", "recognition.badges", "kudos.effects"]
+PARTITIONS = 4
+
+
+class Producer(threading.Thread):
+    """Publishes the stream at a steady rate, as a platform team's service would."""
+
+    def __init__(self, bootstrap: str, stream: FaultyStream, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.stream, self.seconds = bootstrap, stream, seconds
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            p = KafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                linger_ms=5,
+                max_request_size=16 << 20,
+                max_in_flight_requests_per_connection=1,
+            )
+            rate = len(self.stream.messages) / self.seconds
+            started = time.monotonic()
+            for key, value, _ in self.stream.messages:
+                p.send("collab.events", key=key, value=value)
+                self.sent += 1
+                ahead = self.sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+            p.flush()
+            p.close()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def lag(bootstrap: str, group: str = "kudos") -> int:
+    """Messages of the pipeline's input topics not yet committed by the group."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        tps = [
+            TopicPartition(t, p)
+            for t in ("collab.events", "kudos.effects")
+            for p in range(PARTITIONS)
+        ]
+        ends = consumer.end_offsets(tps)
+        return sum(max(0, end - (consumer.committed(tp) or 0)) for tp, end in ends.items())
+    finally:
+        consumer.close()
+
+
+class Supervisor:
+    """Restarts a worker that exited on its own, as Kubernetes would."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+        self.workers: dict[str, WorkerProcess] = {}
+        self.exits: list[tuple[str, int | None]] = []
+
+    def start(self, name: str) -> WorkerProcess:
+        w = self.make(name)
+        self.workers[name] = w.start()
+        return w
+
+    def check(self) -> None:
+        for name, w in list(self.workers.items()):
+            if w.proc is not None and w.proc.poll() is not None:
+                self.exits.append((name, w.proc.returncode))
+                w.proc = None
+                w.start()
+
+
+def run_faults(backend: str, tmp_path: Path, server: ClickHouseServer | None) -> None:
+    rng = random.Random(SEED)
+    now = int(time.time() * 1000)
+    stream = build(EVENTS, now, SEED)
+    model = reference.run(stream.events, now)
+    broker: EmbeddedBroker = start_tansu(tmp_path)
+    fault_file = tmp_path / "clickhouse-down"
+    if backend == "chdb":
+        url = f"chdb://{tmp_path / 'chdb'}"
+    else:
+        assert server is not None
+        server.reset_database("kudos")
+        url = server.url
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    counter = {"n": 0}
+
+    def make(name: str) -> WorkerProcess:
+        counter["n"] += 1
+        return WorkerProcess(
+            broker.bootstrap,
+            url,
+            logs / f"{name}.log",
+            KUDOS_PARTITIONS=str(PARTITIONS),
+            KUDOS_FAULT_FILE=str(fault_file),
+            KUDOS_BATCH_MAX_EVENTS="2000",
+        )
+
+    sup = Supervisor(make)
+    kills = rebalances = 0
+    outage = 0.0
+    blocked_seen = False
+    peak_rss = 0
+    try:
+        ensure_topics(broker.bootstrap, TOPICS, PARTITIONS)
+        produce_s = max(60.0, OUTAGE_S + 40)
+        producer = Producer(broker.bootstrap, stream, produce_s)
+        a = sup.start("a")
+        a.wait_ready(120)
+        producer.start()
+        t0 = time.monotonic()
+        # The schedule: kills spread over the production window, the outage in the middle.
+        kill_times = sorted(rng.uniform(3, produce_s + 10) for _ in range(KILLS))
+        outage_at = rng.uniform(10, max(11, produce_s - OUTAGE_S - 5))
+        join_at, leave_at = (
+            (rng.uniform(5, 15), rng.uniform(20, 35)) if backend == "server" else (None, None)
+        )
+        print(
+            f"\nseed={SEED} kills at {[round(k) for k in kill_times]} outage at "
+            f"{outage_at:.0f}s for {OUTAGE_S:.0f}s join/leave {join_at}/{leave_at}"
+        )
+        outage_start: float | None = None
+        while (
+            kill_times
+            or outage_start is not None
+            or outage == 0
+            or (join_at is not None or leave_at is not None)
+        ):
+            t = time.monotonic() - t0
+            sup.check()
+            if kill_times and t >= kill_times[0]:
+                kill_times.pop(0)
+                sup.workers["a"].kill()
+                kills += 1
+                sup.workers["a"].start()
+            if join_at is not None and t >= join_at:
+                join_at = None
+                sup.start("b")
+                rebalances += 1
+            if leave_at is not None and t >= leave_at and "b" in sup.workers:
+                leave_at = None
+                sup.workers.pop("b").kill()
+                kills += 1
+                rebalances += 1
+            if outage == 0 and outage_start is None and t >= outage_at:
+                outage_start = time.monotonic()
+                if backend == "chdb":
+                    fault_file.touch()
+                else:
+                    assert server is not None
+                    server.stop()
+            if outage_start is not None:
+                a = sup.workers["a"]
+                if a.alive:
+                    peak_rss = max(peak_rss, a.rss_bytes())
+                    try:
+                        _, text = a.get("/metrics")
+                        blocked_seen |= "kudos_write_blocked{" in text and any(
+                            line.endswith(" 1.0")
+                            for line in text.splitlines()
+                            if line.startswith("kudos_write_blocked{")
+                        )
+                    except OSError:
+                        pass
+                if time.monotonic() - outage_start >= OUTAGE_S:
+                    outage = time.monotonic() - outage_start
+                    outage_start = None
+                    if backend == "chdb":
+                        fault_file.unlink()
+                    else:
+                        assert server is not None
+                        server.start()
+            time.sleep(0.25)
+        producer.join(timeout=600)
+        assert producer.error is None, producer.error
+        assert producer.sent == len(stream.messages)
+        deadline = time.monotonic() + 600
+        remaining = -1
+        while time.monotonic() < deadline:
+            sup.check()
+            remaining = lag(broker.bootstrap)
+            if remaining == 0:
+                time.sleep(3)  # one more commit interval: nothing new must appear
+                if lag(broker.bootstrap) == 0:
+                    break
+            time.sleep(2)
+        assert remaining == 0, f"not caught up: lag {remaining}\n{sup.workers['a'].log_tail()}"
+        for w in sup.workers.values():
+            assert w.stop() == 0, w.log_tail()
+    finally:
+        for w in sup.workers.values():
+            if w.alive:
+                w.kill()
+        if fault_file.exists():
+            fault_file.unlink()
+        if server is not None and not server.running:
+            server.start()
+
+    # --- compare everything with the reference ------------------------------------------
+    rows = query(
+        url,
+        "SELECT org_id, window, toUInt64(toUnixTimestamp(window_start)) * 1000, "
+        "user_id, shares, thanks_given, thanks_received, distinct_thankers, "
+        "reactions_received FROM kudos.scores",
+    )
+    stored = {(r[0], r[1], int(r[2]), r[3]): [int(v) for v in r[4:]] for r in rows}
+    expected = {
+        k: [
+            t["shares"],
+            t["thanks_given"],
+            t["thanks_received"],
+            len(t["thankers"]),
+            t["reactions_received"],
+        ]
+        for k, t in model.totals.items()
+    }
+    lost = doubled = 0
+    for key in set(stored) | set(expected):
+        got, want = stored.get(key, [0] * 5), expected.get(key, [0] * 5)
+        lost += sum(max(0, w - g) for g, w in zip(got, want, strict=True))
+        doubled += sum(max(0, g - w) for g, w in zip(got, want, strict=True))
+    awards = query(
+        url,
+        "SELECT org_id, user_id, badge, toUInt64(toUnixTimestamp(period_start)) "
+        "* 1000 FROM kudos.badge_awards",
+    )
+    got_badges = sorted((a[0], a[1], a[2], int(a[3])) for a in awards)
+    decided = query(
+        url,
+        "SELECT uniqExact(src_partition, src_offset) FROM kudos.decisions "
+        "WHERE src_topic = 'collab.events'",
+    )[0][0]
+    dlq_consumer = KafkaConsumer(
+        "collab.events.dlq",
+        bootstrap_servers=broker.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+        group_id=None,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+    )
+    dlq = list(dlq_consumer)
+    dlq_consumer.close()
+    badge_consumer = KafkaConsumer(
+        "recognition.badges",
+        bootstrap_servers=broker.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+        group_id=None,
+    )
+    badge_ids = [json.loads(m.value)["badge_id"] for m in badge_consumer]
+    badge_consumer.close()
+    broker.stop()
+    dlq_offsets = {
+        (dict(m.headers)["kudos.dlq.partition"], dict(m.headers)["kudos.dlq.offset"]) for m in dlq
+    }
+    print(
+        f"faults[{backend}]: events={len(stream.messages)} kills={kills} "
+        f"rebalances={rebalances} outage_s={outage:.0f} lost={lost} doubled={doubled} "
+        f"dlq={len(dlq_offsets)} dlq_resent={len(dlq) - len(dlq_offsets)} "
+        f"badges={len(got_badges)} badge_msgs_resent={len(badge_ids) - len(set(badge_ids))} "
+        f"self_exits={sup.exits} peak_rss_mb={peak_rss >> 20}"
+    )
+    assert lost == 0 and doubled == 0
+    assert stored == expected
+    assert got_badges == sorted(model.badges)
+    assert set(badge_ids) == {f"{o}/{u}/{b}/{p}" for o, u, b, p in model.badges}
+    assert decided == len(stream.messages)
+    future_events = sum(1 for e in stream.events if e["occurred_at"] > now + reference.FUTURE)
+    assert len(dlq_offsets) == stream.garbage + future_events
+    assert kills >= KILLS and outage >= OUTAGE_S
+    assert blocked_seen, "the worker never reported paused consumption during the outage"
+    assert all(code in (0, None) or code != 70 for _, code in sup.exits), sup.exits
+
+
+def test_exactly_once_on_chdb(tmp_path: Path) -> None:
+    run_faults("chdb", tmp_path, None)
+
+
+def test_exactly_once_on_clickhouse_server(
+    tmp_path: Path, clickhouse_server: ClickHouseServer
+) -> None:
+    run_faults("server", tmp_path, clickhouse_server)
