@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
@@ -18,7 +19,7 @@ from schemas.codec import default_codec
 from sinks.clickhouse import ClickHouse
 from sinks.store import RecognitionStore
 from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
-from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
+from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
 from streams.settings import Settings
 from streams.web import register_views
 
@@ -36,9 +37,29 @@ def fatal(message: str, code: int) -> NoReturn:
     would then commit past events that were never stored. Exiting here instead makes the
     next start replay them, which the stages are built to do without double counting.
     """
-    log.critical("%s (exit %d)", message, code)
+    (log.warning if code == 0 else log.critical)("%s (exit %d)", message, code)
     logging.shutdown()
     os._exit(code)
+
+
+class KudosWorker(faust.Worker):
+    """faust's worker, telling the stages when a stop was asked for.
+
+    A stage that is waiting out an outage then gives its batch up instead of holding the
+    shutdown until ClickHouse returns.
+    """
+
+    def __init__(self, kudos: Kudos, **kwargs: Any) -> None:
+        super().__init__(kudos.app, **kwargs)
+        self.kudos = kudos
+
+    def _on_sigterm(self) -> None:
+        self.kudos.stopping.set()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self.kudos.stopping.set()
+        super()._on_sigint()
 
 
 class FaustPublisher:
@@ -74,6 +95,7 @@ class Kudos:
     reads: Blocking
     decide: DecideStage
     aggregate: AggregateStage
+    stopping: threading.Event
 
 
 def _raw(events: Sequence[EventT[Any]]) -> list[RawMessage]:
@@ -120,7 +142,8 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
     web.blueprints = type(web.blueprints)(web._enabled_blueprints())
 
     store = RecognitionStore(clickhouse)
-    blocking = Blocking()
+    stopping = threading.Event()
+    blocking = Blocking(stop_requested=stopping.is_set)
     publisher = FaustPublisher(app)
     rules_for = settings.rules_lookup()
     decide = DecideStage(
@@ -140,7 +163,7 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
         store, rules_for, publisher, blocking, badges_topic=settings.badges_topic
     )
     reads = Blocking("kudos-reads")  # API reads never queue behind a write's retries
-    kudos = Kudos(settings, app, clickhouse, store, blocking, reads, decide, aggregate)
+    kudos = Kudos(settings, app, clickhouse, store, blocking, reads, decide, aggregate, stopping)
 
     events_topic, effects_topic = (
         app.topic(
@@ -163,6 +186,8 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
                 await decide.process(_raw(batch))
             except BadInputRatioExceeded as exc:
                 fatal(f"circuit breaker: {exc}", EXIT_BAD_INPUT)
+            except StopRequested as exc:
+                fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
             except Exception:
                 log.exception("deciding stage failed")
                 fatal("deciding stage failed; restart replays from the last commit", EXIT_CRASH)
@@ -174,6 +199,8 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
         ):
             try:
                 await aggregate.process(_raw(batch))
+            except StopRequested as exc:
+                fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
             except Exception:
                 log.exception("aggregating stage failed")
                 fatal("aggregating stage failed; restart replays from the last commit", EXIT_CRASH)

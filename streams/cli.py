@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 import urllib.parse
@@ -46,15 +47,23 @@ def _until_clickhouse_answers(call: Callable[[], T]) -> T:
             delay = min(delay * 2, 10.0)
 
 
+def _exit_during_startup(signum: int, frame: object) -> None:
+    log.warning("stop requested during start-up (signal %d)", signum)
+    raise SystemExit(0)
+
+
 def _run_worker(
     settings: Settings, bootstrap: str, *, migrate: bool, demo_rate: float = 0.0
 ) -> int:
-    import faust
 
     from sinks.clickhouse import connect
     from sinks.migrate import apply_migrations, pending_migrations
-    from streams.app import create_app
+    from streams.app import KudosWorker, create_app
     from streams.broker import ensure_topics
+
+    # Until faust installs its own handlers, a stop request ends the start-up at once
+    # (nothing has been consumed yet, so there is nothing to flush).
+    signal.signal(signal.SIGTERM, _exit_during_startup)
 
     ensure_topics(
         bootstrap,
@@ -78,11 +87,10 @@ def _run_worker(
             log.error("ClickHouse is missing migrations %s: run `kudos migrate` first", pending)
             return 2
     kudos = create_app(settings, bootstrap=bootstrap, clickhouse=ch)
-    app = kudos.app
     if demo_rate > 0:
         _add_demo_feed(kudos, demo_rate)
     log.info("kudos worker: kafka=%s http=http://127.0.0.1:%d/", bootstrap, settings.http_port)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = KudosWorker(kudos, loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

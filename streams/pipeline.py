@@ -72,11 +72,18 @@ class Publisher(Protocol):
     ) -> None: ...
 
 
+def _never() -> bool:
+    return False
+
+
 class Blocking:
     """Runs blocking ClickHouse calls on one thread, off the event loop."""
 
-    def __init__(self, name: str = "kudos-clickhouse") -> None:
+    def __init__(
+        self, name: str = "kudos-clickhouse", stop_requested: Callable[[], bool] = _never
+    ) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.stop_requested = stop_requested
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -88,6 +95,7 @@ class Blocking:
             table,
             lambda: self._timed(table, fn, *args),
             on_failure=lambda: metrics.INSERT_FAILURES.labels(table).inc(),
+            stop_requested=self.stop_requested,
         )
 
     async def _timed(self, table: str, fn: Callable[..., T], *args: object) -> T:
@@ -100,11 +108,16 @@ class Blocking:
         self._pool.shutdown(wait=True)
 
 
+class StopRequested(Exception):
+    """The worker was asked to stop while a write was being retried."""
+
+
 async def retry_forever(
     what: str,
     attempt: Callable[[], Awaitable[T]],
     *,
     on_failure: Callable[[], None] | None = None,
+    stop_requested: Callable[[], bool] = _never,
     first_delay: float = 0.2,
     max_delay: float = 30.0,
 ) -> T:
@@ -132,6 +145,9 @@ async def retry_forever(
                 type(exc).__name__,
                 exc,
             )
+            if stop_requested():
+                # Give the batch up uncommitted: the next start replays it.
+                raise StopRequested(f"stopping while {what} is unavailable") from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
         else:
@@ -145,10 +161,13 @@ async def publish(
     publisher: Publisher,
     topic: str,
     messages: Sequence[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]],
+    stop_requested: Callable[[], bool] = _never,
 ) -> None:
     """Publish and wait for acknowledgements, retrying until the broker takes them."""
     if messages:
-        await retry_forever(topic, lambda: publisher.publish(topic, messages))
+        await retry_forever(
+            topic, lambda: publisher.publish(topic, messages), stop_requested=stop_requested
+        )
 
 
 def now_ms() -> int:
@@ -259,6 +278,7 @@ class DecideStage:
                 (None, encode_effects(batch), p, [])
                 for p, batch in route_effects(effects, self.effects_partitions).items()
             ],
+            self.blocking.stop_requested,
         )
         if decisions or undecodable:
             await self.blocking.retrying(
@@ -288,7 +308,7 @@ class DecideStage:
             ]
             out.append((m.key, m.value, None, headers))
             metrics.DLQ_MESSAGES.labels(reason).inc()
-        await publish(self.publisher, self.dlq_topic, out)
+        await publish(self.publisher, self.dlq_topic, out, self.blocking.stop_requested)
 
 
 class AggregateStage:
@@ -343,6 +363,7 @@ class AggregateStage:
                     )
                     for a in applied.badges
                 ],
+                self.blocking.stop_requested,
             )
             await self.blocking.retrying(
                 "badge_award_rows", self.store.write_badges, applied.badges

@@ -76,18 +76,37 @@ class Producer(threading.Thread):
 
 
 def lag(bootstrap: str, group: str = "kudos") -> int:
-    """Messages of the pipeline's input topics not yet committed by the group."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    """Messages of the pipeline's input topics not yet committed by the group.
+
+    End offsets come from fetch responses' high watermarks: this Tansu build answers
+    ListOffsets(latest) with a batch count, not the log end offset (seen here).
+    """
+    tps = [
+        TopicPartition(t, p) for t in ("collab.events", "kudos.effects") for p in range(PARTITIONS)
+    ]
+    group_view = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    reader = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_bytes=1024,
+        max_partition_fetch_bytes=1024,
+    )
     try:
-        tps = [
-            TopicPartition(t, p)
-            for t in ("collab.events", "kudos.effects")
-            for p in range(PARTITIONS)
-        ]
-        ends = consumer.end_offsets(tps)
-        return sum(max(0, end - (consumer.committed(tp) or 0)) for tp, end in ends.items())
+        committed = {tp: group_view.committed(tp) or 0 for tp in tps}
+        reader.assign(tps)
+        for tp in tps:
+            reader.seek(tp, max(committed[tp] - 1, 0))
+        deadline = time.monotonic() + 30
+        while any(reader.highwater(tp) is None for tp in tps):
+            assert time.monotonic() < deadline, "no high watermark from the broker"
+            reader.poll(timeout_ms=500, max_records=1)
+        return sum(max(0, (reader.highwater(tp) or 0) - committed[tp]) for tp in tps)
     finally:
-        consumer.close()
+        group_view.close()
+        reader.close()
 
 
 class Supervisor:
@@ -140,7 +159,7 @@ def run_faults(backend: str, tmp_path: Path, server: ClickHouseServer | None) ->
         )
 
     sup = Supervisor(make)
-    kills = rebalances = 0
+    kills = rebalances = sigterms = 0
     outage = 0.0
     blocked_seen = False
     peak_rss = 0
@@ -155,6 +174,9 @@ def run_faults(backend: str, tmp_path: Path, server: ClickHouseServer | None) ->
         # The schedule: kills spread over the production window, the outage in the middle.
         kill_times = sorted(rng.uniform(3, produce_s + 10) for _ in range(KILLS))
         outage_at = rng.uniform(10, max(11, produce_s - OUTAGE_S - 5))
+        # Clean stops: one while ClickHouse is away (the batch in hand is given up and
+        # replayed), one after it is back (flush and commit).
+        sigterm_times = [outage_at + OUTAGE_S / 2, outage_at + OUTAGE_S + 5]
         join_at, leave_at = (
             (rng.uniform(5, 15), rng.uniform(20, 35)) if backend == "server" else (None, None)
         )
@@ -168,6 +190,7 @@ def run_faults(backend: str, tmp_path: Path, server: ClickHouseServer | None) ->
             or outage_start is not None
             or outage == 0
             or (join_at is not None or leave_at is not None)
+            or sigterm_times
         ):
             t = time.monotonic() - t0
             sup.check()
@@ -175,6 +198,12 @@ def run_faults(backend: str, tmp_path: Path, server: ClickHouseServer | None) ->
                 kill_times.pop(0)
                 sup.workers["a"].kill()
                 kills += 1
+                sup.workers["a"].start()
+            if sigterm_times and t >= sigterm_times[0]:
+                sigterm_times.pop(0)
+                # A clean shutdown mid-stream flushes, commits and exits 0.
+                assert sup.workers["a"].stop() == 0, sup.workers["a"].log_tail()
+                sigterms += 1
                 sup.workers["a"].start()
             if join_at is not None and t >= join_at:
                 join_at = None
@@ -298,7 +327,7 @@ def run_faults(backend: str, tmp_path: Path, server: ClickHouseServer | None) ->
         (dict(m.headers)["kudos.dlq.partition"], dict(m.headers)["kudos.dlq.offset"]) for m in dlq
     }
     print(
-        f"faults[{backend}]: events={len(stream.messages)} kills={kills} "
+        f"faults[{backend}]: events={len(stream.messages)} kills={kills} sigterms={sigterms} "
         f"rebalances={rebalances} outage_s={outage:.0f} lost={lost} doubled={doubled} "
         f"dlq={len(dlq_offsets)} dlq_resent={len(dlq) - len(dlq_offsets)} "
         f"badges={len(got_badges)} badge_msgs_resent={len(badge_ids) - len(set(badge_ids))} "
@@ -324,3 +353,32 @@ def test_exactly_once_on_clickhouse_server(
     tmp_path: Path, clickhouse_server: ClickHouseServer
 ) -> None:
     run_faults("server", tmp_path, clickhouse_server)
+
+
+def test_circuit_breaker_stops_a_worker_fed_mostly_garbage(tmp_path: Path) -> None:
+    """A misconfigured producer must not silently drain the topic into the DLQ."""
+    broker = start_tansu(tmp_path)
+    try:
+        ensure_topics(broker.bootstrap, TOPICS, PARTITIONS)
+        p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        rng = random.Random(1)
+        for _ in range(600):
+            p.send("collab.events", value=rng.randbytes(40))
+        p.flush()
+        p.close()
+        w = WorkerProcess(
+            broker.bootstrap,
+            f"chdb://{tmp_path / 'chdb'}",
+            tmp_path / "w.log",
+            KUDOS_PARTITIONS=str(PARTITIONS),
+            KUDOS_DLQ_MIN_MESSAGES="200",
+            KUDOS_DLQ_MAX_RATIO="0.3",
+        ).start()
+        assert w.proc is not None
+        code = w.proc.wait(120)
+        assert code == 3, w.log_tail()
+        assert "circuit breaker" in w.log_tail() and "KUDOS_DLQ_MAX_RATIO" in w.log_tail()
+        # Nothing was committed: the next start meets the same messages and stops again.
+        assert lag(broker.bootstrap) >= 600
+    finally:
+        broker.stop()

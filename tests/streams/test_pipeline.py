@@ -192,3 +192,18 @@ def test_a_bug_is_not_retried_forever() -> None:
     codec = default_codec()
     with pytest.raises(TypeError, match="a bug"):
         asyncio.run(decide.process(messages([codec.encode_avro(event())])))
+
+
+def test_a_stop_request_ends_the_retries() -> None:
+    calls = 0
+
+    async def away() -> None:
+        nonlocal calls
+        calls += 1
+        raise ClickHouseUnavailable("down")
+
+    with pytest.raises(pipeline.StopRequested):
+        asyncio.run(
+            pipeline.retry_forever("t", away, stop_requested=lambda: calls >= 2, first_delay=0.001)
+        )
+    assert calls == 2
