@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -157,6 +158,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     broker = None
     bootstrap = settings.kafka
     if not bootstrap:
+        if not settings.clickhouse.get_secret_value():
+            # The embedded broker keeps its log in memory only. Stored decisions name
+            # offsets of that log, so they cannot outlive it: start the store afresh too.
+            stale = settings.data_dir / "chdb"
+            if stale.exists():
+                log.info("embedded broker starts empty: starting a fresh store in %s", stale)
+                shutil.rmtree(stale)
+        else:
+            log.warning(
+                "embedded broker (in-memory) with a persistent ClickHouse: events of earlier "
+                "runs are gone, and their stored offsets will not match the new log"
+            )
         broker = EmbeddedBroker(log_path=settings.data_dir / "tansu.log").start()
         bootstrap = broker.bootstrap
         log.info("embedded broker (Tansu, in-memory) at %s", bootstrap)
