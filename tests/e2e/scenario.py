@@ -6,6 +6,8 @@ import random
 import uuid
 from typing import Any
 
+from schemas.event import CollaborationEvent, EventType, Visibility
+
 DAY = 86_400_000
 HOUR = 3_600_000
 
@@ -73,3 +75,18 @@ GARBAGE: list[bytes] = [
     b'{"event_id": 5}',
     bytes(range(256)),
 ]
+
+
+def to_event(d: dict[str, Any]) -> CollaborationEvent:
+    return CollaborationEvent(
+        d["event_id"],
+        EventType(d["event_type"]),
+        d["org_id"],
+        d["actor_id"],
+        tuple(d["recipient_ids"]),
+        d["content_id"],
+        d["channel"],
+        Visibility(d["visibility"]),
+        d["occurred_at"],
+        d["source"],
+    )

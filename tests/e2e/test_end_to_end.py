@@ -20,7 +20,6 @@ from confluent_kafka import Producer as ConfluentProducer
 from kafka import KafkaConsumer, KafkaProducer
 
 from schemas.codec import default_codec
-from schemas.event import CollaborationEvent, EventType, Visibility
 from streams.broker import EmbeddedBroker, ensure_topics
 from tests.e2e import reference, scenario
 from tests.e2e.worker import WorkerProcess
@@ -41,26 +40,15 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
         b.stop()
 
 
-def to_event(d: dict[str, Any]) -> CollaborationEvent:
-    return CollaborationEvent(
-        d["event_id"],
-        EventType(d["event_type"]),
-        d["org_id"],
-        d["actor_id"],
-        tuple(d["recipient_ids"]),
-        d["content_id"],
-        d["channel"],
-        Visibility(d["visibility"]),
-        d["occurred_at"],
-        d["source"],
-    )
-
-
 def produce_kafka_python(bootstrap: str, events: list[dict[str, Any]]) -> None:
     codec = default_codec()
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for d in events:
-        p.send("collab.events", key=d["actor_id"].encode(), value=codec.encode_avro(to_event(d)))
+        p.send(
+            "collab.events",
+            key=d["actor_id"].encode(),
+            value=codec.encode_avro(scenario.to_event(d)),
+        )
     for raw in scenario.GARBAGE:
         p.send("collab.events", key=b"garbage", value=raw)
     p.flush()

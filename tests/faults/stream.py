@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.codec import default_codec
-from schemas.event import CollaborationEvent, EventType, Visibility
+from tests.e2e.scenario import to_event
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -26,21 +26,6 @@ class FaultyStream:
     messages: list[tuple[bytes, bytes, str]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # the decodable ones, in order
     garbage: int = 0
-
-
-def _to_event(d: dict[str, Any]) -> CollaborationEvent:
-    return CollaborationEvent(
-        d["event_id"],
-        EventType(d["event_type"]),
-        d["org_id"],
-        d["actor_id"],
-        tuple(d["recipient_ids"]),
-        d["content_id"],
-        d["channel"],
-        Visibility(d["visibility"]),
-        d["occurred_at"],
-        d["source"],
-    )
 
 
 def build(n_events: int, now_ms: int, seed: int, garbage_ratio: float = 0.10) -> FaultyStream:
@@ -90,7 +75,7 @@ def build(n_events: int, now_ms: int, seed: int, garbage_ratio: float = 0.10) ->
 
     def garbage() -> bytes:
         kind = rng.randrange(8)
-        valid = codec.encode_avro(_to_event(new_event()))
+        valid = codec.encode_avro(to_event(new_event()))
         if kind == 0:
             return rng.randbytes(rng.randint(1, 300))
         if kind == 1:
@@ -132,7 +117,7 @@ def build(n_events: int, now_ms: int, seed: int, garbage_ratio: float = 0.10) ->
         else:
             d = new_event()
             sent.append(d)
-        value = codec.encode_avro(_to_event(d)) if rng.random() < 0.7 else json.dumps(d).encode()
+        value = codec.encode_avro(to_event(d)) if rng.random() < 0.7 else json.dumps(d).encode()
         out.messages.append((d["actor_id"].encode(), value, "event"))
         out.events.append(d)
     return out

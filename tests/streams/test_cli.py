@@ -13,32 +13,15 @@ from typing import Any
 
 import fastavro
 import pytest
-from kafka import KafkaConsumer
 
 from schemas.codec import ShippedSchemas, default_codec
 from streams.broker import EmbeddedBroker, free_port
 from streams.cli import _format_table
 from streams.synthetic import SyntheticTraffic
+from tests.e2e.test_end_to_end import consume_all
 from tests.e2e.worker import WorkerProcess
 
 KUDOS = [sys.executable, "-m", "streams.cli"]
-
-
-def consume(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list[Any]:
-    c = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=1500,
-        group_id=None,
-    )
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n and time.monotonic() < deadline:
-        out.extend(c)
-    c.close()
-    return out
 
 
 def run_kudos(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -75,7 +58,7 @@ def test_produce_from_jsonl_and_avro_files(tansu: EmbeddedBroker, tmp_path: Path
             topic,
         )
         assert out.returncode == 0, out.stderr
-        got = consume(tansu.bootstrap, topic, len(events))
+        got = consume_all(tansu.bootstrap, topic, len(events))
         assert len(got) == len(events)
         decoded = sorted((codec.decode(m.value) for m in got), key=lambda e: e.event_id)
         assert decoded == sorted(events, key=lambda e: e.event_id)
@@ -100,7 +83,7 @@ def test_produce_synthetic_at_a_rate(tansu: EmbeddedBroker) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert time.monotonic() - started >= 0.5
-    assert len(consume(tansu.bootstrap, "cli.synthetic", 200)) == 200
+    assert len(consume_all(tansu.bootstrap, "cli.synthetic", 200)) == 200
 
 
 def test_leaderboard_table_is_aligned() -> None:
