@@ -111,7 +111,9 @@ def _raw(events: Sequence[EventT[Any]]) -> list[RawMessage]:
     ]
 
 
-def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) -> Kudos:
+def create_app(
+    settings: Settings, *, bootstrap: str, clickhouse: ClickHouse, effects_partitions: int
+) -> Kudos:
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()],
@@ -153,7 +155,7 @@ def create_app(settings: Settings, *, bootstrap: str, clickhouse: ClickHouse) ->
         publisher,
         blocking,
         effects_topic=settings.effects_topic,
-        effects_partitions=settings.partitions,
+        effects_partitions=effects_partitions,
         dlq_topic=settings.dlq_topic,
         breaker=DeadLetterBreaker(
             settings.dlq_max_ratio, settings.dlq_window, settings.dlq_min_messages

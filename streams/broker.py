@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -114,8 +114,12 @@ def ensure_topics(
     partitions: int,
     replication: int = 1,
     timeout: float = 30.0,
-) -> None:
-    """Create the topics that are missing; existing ones are left as they are."""
+) -> dict[str, int]:
+    """Create the topics that are missing; returns every topic's actual partition count.
+
+    Existing topics are left as they are: the pipeline routes by the count it finds.
+    """
+    names = list(names)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -129,10 +133,26 @@ def ensure_topics(
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
-        missing = [n for n in names if n not in existing]
-        for name in missing:
+        for name in names:
+            if name in existing:
+                continue
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(name, partitions, replication)])
             log.info("created topic %s (%d partitions)", name, partitions)
     finally:
         admin.close()
+    return {name: partition_count(bootstrap, name, deadline) for name in names}
+
+
+def partition_count(bootstrap: str, topic: str, deadline: float) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="kudos-admin")
+    try:
+        while True:
+            found = consumer.partitions_for_topic(topic)
+            if found:
+                return len(found)
+            if time.monotonic() > deadline:
+                raise BrokerError(f"topic {topic} has no partitions in the cluster metadata")
+            time.sleep(0.2)
+    finally:
+        consumer.close()

@@ -66,7 +66,7 @@ def _run_worker(
     # (nothing has been consumed yet, so there is nothing to flush).
     signal.signal(signal.SIGTERM, _exit_during_startup)
 
-    ensure_topics(
+    counts = ensure_topics(
         bootstrap,
         [settings.events_topic, settings.dlq_topic, settings.badges_topic, settings.effects_topic],
         settings.partitions,
@@ -87,7 +87,12 @@ def _run_worker(
         if pending:
             log.error("ClickHouse is missing migrations %s: run `kudos migrate` first", pending)
             return 2
-    kudos = create_app(settings, bootstrap=bootstrap, clickhouse=ch)
+    kudos = create_app(
+        settings,
+        bootstrap=bootstrap,
+        clickhouse=ch,
+        effects_partitions=counts[settings.effects_topic],
+    )
     if demo_rate > 0:
         _add_demo_feed(kudos, demo_rate)
     log.info("kudos worker: kafka=%s http=http://127.0.0.1:%d/", bootstrap, settings.http_port)
