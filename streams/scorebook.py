@@ -131,27 +131,37 @@ def apply_effects(
     Effects of one source offset arrive together, so the high-water check uses the marks as
     they were before this message.
     """
-    before: dict[WindowKey, dict[int, int]] = {}
+    before: dict[tuple[WindowKey, int], int] = {}
+    all_totals = book.totals
+    dirty = applied.dirty
     for e in effects:
         rules = rules_for(e.org_id)
+        partition, offset, metric = e.partition, e.offset, e.metric
+        badge_relevant = metric is Metric.THANKS_RECEIVED or metric is Metric.SHARES
         for window, start in window_starts(e.occurred_at):
             key: WindowKey = (e.org_id, window, start, e.user_id)
-            totals = book.get(key)
-            marks = before.get(key)
-            if marks is None:
-                marks = before[key] = dict(totals.hwm)
-            if e.offset <= marks.get(e.partition, -1):
+            totals = all_totals.get(key)
+            if totals is None:
+                totals = all_totals[key] = WindowTotals()
+            hwm = totals.hwm
+            mark = before.get((key, partition))
+            if mark is None:
+                mark = before[(key, partition)] = hwm.get(partition, -1)
+            if offset <= mark:
                 if window == "all":
                     applied.replayed += 1
                 continue  # applied before: a replay
-            if totals.hwm.get(e.partition, -1) < e.offset:
-                totals.hwm[e.partition] = e.offset
+            if hwm.get(partition, -1) < offset:
+                hwm[partition] = offset
             was_zero_thanks = totals.thanks_received == 0
             was_zero_shares = totals.shares == 0
-            if totals.add(e.metric, e.actor_id):
+            if totals.add(metric, e.actor_id):
                 applied.new_thankers.append((key, e.actor_id))
-            applied.dirty.add(key)
-            _badges_after(key, totals, e, was_zero_thanks, was_zero_shares, book, rules, applied)
+            dirty.add(key)
+            if badge_relevant:
+                _badges_after(
+                    key, totals, e, was_zero_thanks, was_zero_shares, book, rules, applied
+                )
 
 
 def _award(
