@@ -1,0 +1,206 @@
+"""Drain throughput of one `kudos worker` process against same-run baselines.
+
+Preloads N Confluent-framed Avro events (synthetic, realistic mix, ~200 bytes, several
+orgs) into a fresh Tansu broker, then measures on the same broker and data:
+  (a) a bare aiokafka consumer that drains and decodes the topic (the ceiling);
+  (b) a lean hand-written pipeline: aiokafka getmany + fastavro + dict aggregation of the
+      four metrics per (org, window, window start, user) + a batched columnar insert of
+      those aggregates into ClickHouse every batch (no rules, no state, no lineage);
+  (c) `kudos worker` with every v1 rule, both stages and ClickHouse writes, timed from
+      start until every event is decided and every point is applied (its /metrics).
+ClickHouse is chdb (a directory per process) unless KUDOS_CLICKHOUSE names a server.
+Prints events/s and CPU seconds for each, and c/b, c/a. Run:
+
+    .venv/bin/python -m bench.throughput [N] [USERS]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.codec import DecodeError, default_codec
+from sinks.clickhouse import connect
+from streams.broker import EmbeddedBroker, ensure_topics
+from streams.synthetic import SyntheticTraffic, TrafficShape
+from tests.e2e.worker import WorkerProcess
+
+TOPIC = "collab.events"
+
+
+async def preload(bootstrap: str, n: int, users: int) -> None:
+    codec = default_codec()
+    traffic = SyntheticTraffic(TrafficShape(users_per_org=users), seed=11)
+    now = int(time.time() * 1000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_000_000)
+    await producer.start()
+    try:
+        futures = []
+        for ev in traffic.stream(n, at_ms=now):
+            futures.append(
+                await producer.send(TOPIC, codec.encode_avro(ev), key=ev.actor_id.encode())
+            )
+            if len(futures) >= 20_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def raw_drain(bootstrap: str, n: int) -> float:
+    codec = default_codec()
+    consumer = AIOKafkaConsumer(
+        TOPIC,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    started = time.perf_counter()
+    seen = 0
+    try:
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            for records in batches.values():
+                codec.decode_many([r.value or b"" for r in records])
+                seen += len(records)
+    finally:
+        await consumer.stop()
+    return time.perf_counter() - started
+
+
+LEAN_TABLE = "bench_lean.scores"
+LEAN_COLUMNS = (
+    "org_id",
+    "window",
+    "window_start",
+    "user_id",
+    "shares",
+    "thanks_given",
+    "thanks_received",
+    "reactions_received",
+)
+
+
+async def lean_drain(bootstrap: str, n: int, url: str) -> tuple[float, float]:
+    """(b): the same aggregates as kudos, without rules, state or lineage."""
+    from sinks.store import ms_to_dt
+    from streams.windows import window_starts
+
+    ch = connect(url)
+    ch.execute("CREATE DATABASE IF NOT EXISTS bench_lean")
+    ch.execute(
+        f"CREATE TABLE IF NOT EXISTS {LEAN_TABLE} (org_id String, window String, "
+        "window_start DateTime, user_id String, shares UInt64, thanks_given UInt64, "
+        "thanks_received UInt64, reactions_received UInt64) "
+        "ENGINE = SummingMergeTree() ORDER BY (org_id, window, window_start, user_id)"
+    )
+    codec = default_codec()
+    consumer = AIOKafkaConsumer(
+        TOPIC,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    started, cpu0 = time.perf_counter(), time.process_time()
+    seen = 0
+    try:
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            totals: dict[tuple[str, str, int, str], list[int]] = {}
+            for records in batches.values():
+                seen += len(records)
+                for e in codec.decode_many([r.value or b"" for r in records]):
+                    if isinstance(e, DecodeError):
+                        continue
+                    if e.event_type == "SHARE":
+                        points = [(e.actor_id, 0)]
+                    elif e.event_type == "THANKS":
+                        points = [(r, 2) for r in e.recipient_ids]
+                        points += [(e.actor_id, 1)] * len(e.recipient_ids)
+                    else:
+                        points = [(r, 3) for r in e.recipient_ids]
+                    for window, start in window_starts(e.occurred_at):
+                        for user, metric in points:
+                            key = (e.org_id, window, start, user)
+                            row = totals.get(key)
+                            if row is None:
+                                row = totals[key] = [0, 0, 0, 0]
+                            row[metric] += 1
+            if totals:
+                rows = [(o, w, ms_to_dt(s), u, *v) for (o, w, s, u), v in totals.items()]
+                await asyncio.get_running_loop().run_in_executor(
+                    None, ch.insert, LEAN_TABLE, LEAN_COLUMNS, rows
+                )
+    finally:
+        await consumer.stop()
+        ch.close()
+    return time.perf_counter() - started, time.process_time() - cpu0
+
+
+def metric(text: str, name: str) -> float:
+    total = 0.0
+    for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M):
+        total += float(m.group(1))
+    return total
+
+
+def worker_drain(bootstrap: str, n: int, workdir: Path) -> float:
+    url = os.environ.get("KUDOS_CLICKHOUSE") or f"chdb://{workdir / 'chdb'}"
+    worker = WorkerProcess(
+        bootstrap, url, workdir / "worker.log", KUDOS_PARTITIONS="4", KUDOS_LOG_LEVEL="warning"
+    )
+    started = time.perf_counter()
+    worker.start()
+    try:
+        worker.wait_ready(120)
+        applied_before = -1.0
+        while True:
+            _, text = worker.get("/metrics")
+            consumed = metric(text, "kudos_events_consumed_total")
+            applied = metric(text, "kudos_effects_applied_total")
+            if consumed >= n and applied == applied_before:
+                return time.perf_counter() - started
+            applied_before = applied
+            time.sleep(1.0)
+    finally:
+        worker.stop()
+
+
+def main(n: int, users: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        lean_url = os.environ.get("KUDOS_CLICKHOUSE") or f"chdb://{work / 'lean-chdb'}"
+        with EmbeddedBroker(log_path=work / "tansu.log") as broker:
+            ensure_topics(broker.bootstrap, [TOPIC], partitions=4)
+            asyncio.run(preload(broker.bootstrap, n, users))
+            a = asyncio.run(raw_drain(broker.bootstrap, n))
+            b, b_cpu = asyncio.run(lean_drain(broker.bootstrap, n, lean_url))
+            c = worker_drain(broker.bootstrap, n, work)
+    print(f"events: {n}, users per org: {users}")
+    print(f"(a) aiokafka + decode          {n / a:10,.0f} events/s  ({a:.1f}s)")
+    print(f"(b) lean aiokafka+fastavro+CH  {n / b:10,.0f} events/s  ({b:.1f}s, cpu {b_cpu:.1f}s)")
+    print(f"(c) kudos worker               {n / c:10,.0f} events/s  ({c:.1f}s incl. start, join)")
+    print(f"c/b = {b / c:.3f}   c/a = {a / c:.3f}")
+
+
+if __name__ == "__main__":
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 100_000,
+        int(sys.argv[2]) if len(sys.argv) > 2 else 20_000,
+    )
