@@ -83,6 +83,9 @@ class Settings(BaseSettings):
         None, description="tests only: ClickHouse calls fail while this file exists"
     )
     session_timeout_s: float = 10.0
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, description="longest a fetch waits at the broker for new data"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     rules: RuleOverrides = RuleOverrides()
     org_rules: dict[str, RuleOverrides] = Field(default_factory=dict)
