@@ -55,8 +55,8 @@ async def preload(bootstrap: str, n: int, users: int) -> None:
         await producer.stop()
 
 
-async def raw_drain(bootstrap: str, n: int) -> float:
-    codec = default_codec()
+async def drain_consumer(bootstrap: str) -> AIOKafkaConsumer:
+    """A plain consumer from the earliest offset, no group: what (a) and (b) read with."""
     consumer = AIOKafkaConsumer(
         TOPIC,
         bootstrap_servers=bootstrap,
@@ -67,6 +67,12 @@ async def raw_drain(bootstrap: str, n: int) -> float:
         fetch_max_bytes=64 << 20,
     )
     await consumer.start()
+    return consumer
+
+
+async def raw_drain(bootstrap: str, n: int) -> float:
+    codec = default_codec()
+    consumer = await drain_consumer(bootstrap)
     started = time.perf_counter()
     seen = 0
     try:
@@ -107,16 +113,7 @@ async def lean_drain(bootstrap: str, n: int, url: str) -> tuple[float, float]:
         "ENGINE = SummingMergeTree() ORDER BY (org_id, window, window_start, user_id)"
     )
     codec = default_codec()
-    consumer = AIOKafkaConsumer(
-        TOPIC,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        max_partition_fetch_bytes=8 << 20,
-        fetch_max_bytes=64 << 20,
-    )
-    await consumer.start()
+    consumer = await drain_consumer(bootstrap)
     started, cpu0 = time.perf_counter(), time.process_time()
     seen = 0
     try:
