@@ -119,10 +119,45 @@ def events_within_grace(draw: st.DrawFn) -> list:  # type: ignore[type-arg]
 @given(events_within_grace(), st.randoms(use_true_random=False), st.integers(1, 10))
 def test_any_order_within_grace_gives_same_totals(evs, rnd, batch) -> None:  # type: ignore[no-untyped-def]
     now = BASE + 8 * DAY_MS
-    expected = run_pure(evs, now)
+    expected_totals, expected_badges = run_pure(evs, now)
     shuffled = list(evs)
     rnd.shuffle(shuffled)
-    assert run_pure(shuffled, now, batch=batch) == expected
+    totals, badges = run_pure(shuffled, now, batch=batch)
+    # Day, week and all totals, distinct thankers and badges never depend on order.
+    assert badges == expected_badges
+    assert _not_hourly(totals) == _not_hourly(expected_totals)
+    # Hour totals do too, unless a pair passes its daily cap: rules v1 count the first
+    # three thanks of a pair-day in arrival order, and which three it is decides the hour
+    # they land in. Known limit of v1 (see README "Known limits"); exercised below.
+    if not _pair_over_cap(evs):
+        assert totals == expected_totals
+
+
+def _not_hourly(totals: dict) -> dict:  # type: ignore[type-arg]
+    return {k: v for k, v in totals.items() if k[1] != "hour"}
+
+
+def _pair_over_cap(evs: list) -> bool:  # type: ignore[type-arg]
+    per_pair_day: dict[tuple[str, str, str, int], set[str]] = {}
+    for e in evs:
+        if e.event_type is not EventType.THANKS or e.visibility.value == "PRIVATE":
+            continue
+        for r in set(e.recipient_ids) - {e.actor_id}:
+            key = (e.org_id, e.actor_id, r, e.occurred_at - e.occurred_at % DAY_MS)
+            per_pair_day.setdefault(key, set()).add(e.event_id)
+    return any(len(ids) > RULES.default.pair_daily_cap for ids in per_pair_day.values())
+
+
+def test_hour_totals_follow_arrival_order_when_a_pair_passes_its_cap() -> None:
+    """The known limit, pinned: four thanks of one pair on one day, in two hours."""
+    evs = [event("THANKS", "a", ("b",), at=f"2026-11-24T10:0{i}:00") for i in range(3)]
+    evs.append(event("THANKS", "a", ("b",), at="2026-11-24T11:00:00"))
+    in_order, _ = run_pure(evs, NOW)
+    reversed_, _ = run_pure(list(reversed(evs)), NOW)
+    day = ms("2026-11-24T00:00:00")
+    assert in_order[("acme", "day", day, "b")] == reversed_[("acme", "day", day, "b")]
+    assert in_order[("acme", "hour", ms("2026-11-24T10:00:00"), "b")][2] == 3
+    assert reversed_[("acme", "hour", ms("2026-11-24T10:00:00"), "b")][2] == 2
 
 
 @settings(max_examples=150, deadline=None)
