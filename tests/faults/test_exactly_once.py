@@ -130,7 +130,12 @@ class Supervisor:
                 w.start()
 
 
-def run_faults(backend: str, tmp_path: Path, server: ClickHouseServer | None) -> None:
+def run_faults(
+    backend: str,
+    tmp_path: Path,
+    server: ClickHouseServer | None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     rng = random.Random(SEED)
     now = int(time.time() * 1000)
     stream = build(EVENTS, now, SEED)
@@ -331,13 +336,16 @@ def run_faults(backend: str, tmp_path: Path, server: ClickHouseServer | None) ->
     dlq_offsets = {
         (dict(m.headers)["kudos.dlq.partition"], dict(m.headers)["kudos.dlq.offset"]) for m in dlq
     }
-    print(
+    summary = (
         f"faults[{backend}]: events={len(stream.messages)} kills={kills} sigterms={sigterms} "
         f"rebalances={rebalances} outage_s={outage:.0f} lost={lost} doubled={doubled} "
         f"dlq={len(dlq_offsets)} dlq_resent={len(dlq) - len(dlq_offsets)} "
         f"badges={len(got_badges)} badge_msgs_resent={len(badge_ids) - len(set(badge_ids))} "
         f"self_exits={sup.exits} peak_rss_mb={peak_rss >> 20}"
     )
+    # Past pytest's capture, so CI's log shows it on every run, passing or not.
+    with capsys.disabled():
+        print(f"\n{summary}", flush=True)
     assert lost == 0 and doubled == 0
     assert stored == expected
     assert got_badges == sorted(model.badges)
@@ -353,14 +361,14 @@ def run_faults(backend: str, tmp_path: Path, server: ClickHouseServer | None) ->
     assert all(code in (0, None) or code != 70 for _, code in sup.exits), sup.exits
 
 
-def test_exactly_once_on_chdb(tmp_path: Path) -> None:
-    run_faults("chdb", tmp_path, None)
+def test_exactly_once_on_chdb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_faults("chdb", tmp_path, None, capsys)
 
 
 def test_exactly_once_on_clickhouse_server(
-    tmp_path: Path, clickhouse_server: ClickHouseServer
+    tmp_path: Path, clickhouse_server: ClickHouseServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_faults("server", tmp_path, clickhouse_server)
+    run_faults("server", tmp_path, clickhouse_server, capsys)
 
 
 def test_circuit_breaker_stops_a_worker_fed_mostly_garbage(tmp_path: Path) -> None:
