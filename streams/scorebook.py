@@ -88,12 +88,6 @@ class ScoreBook:
     # Users whose awarded badges have been loaded (badges are loaded per user).
     users_loaded: set[tuple[str, str]] = field(default_factory=set)
 
-    def get(self, key: WindowKey) -> WindowTotals:
-        t = self.totals.get(key)
-        if t is None:
-            t = self.totals[key] = WindowTotals()
-        return t
-
 
 @dataclass(slots=True)
 class Applied:

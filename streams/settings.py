@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -115,12 +115,6 @@ class Settings(BaseSettings):
     def rules_lookup(self) -> RulesLookup:
         default = self.rules.apply(DEFAULT_RULES)
         return RulesLookup(default, {org: o.apply(default) for org, o in self.org_rules.items()})
-
-    def redacted(self) -> dict[str, Any]:
-        """Settings as they may be logged: secrets masked."""
-        out = self.model_dump(mode="json")
-        out["clickhouse"] = "**********" if self.clickhouse.get_secret_value() else ""
-        return out
 
 
 @lru_cache(maxsize=1)
