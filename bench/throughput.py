@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -164,8 +166,16 @@ def worker_drain(bootstrap: str, n: int, workdir: Path) -> float:
     )
     started = time.perf_counter()
     worker.start()
+    profiler = None
     try:
         worker.wait_ready(120)
+        if os.environ.get("KUDOS_BENCH_PYSPY"):  # collapsed stacks of the worker's drain
+            assert worker.proc is not None
+            profiler = subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
+                 "-o", os.environ["KUDOS_BENCH_PYSPY"], "-p", str(worker.proc.pid), "-t"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
         applied_before = -1.0
         while True:
             _, text = worker.get("/metrics")
@@ -176,6 +186,9 @@ def worker_drain(bootstrap: str, n: int, workdir: Path) -> float:
             applied_before = applied
             time.sleep(1.0)
     finally:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(60)
         worker.stop()
 
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, EventT
+from faust.types import TP
 
 from schemas.codec import default_codec
 from sinks.clickhouse import ClickHouse
 from sinks.store import RecognitionStore
 from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
+from streams.drain import BatchRoute, batch_consumer
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
 from streams.settings import Settings
 from streams.web import register_views
@@ -63,28 +63,6 @@ class KudosWorker(faust.Worker):
         super()._on_sigint()
 
 
-def _consumer_with_fetch_wait(max_wait_ms: int) -> type[faust_aiokafka.Consumer]:
-    """faust's aiokafka consumer with a shorter fetch wait.
-
-    faust hard-codes `fetch_max_wait_ms=1500`. A broker may hold a fetch that long when
-    the partitions in it have nothing new (Tansu does: measured 370 ms median per hop at
-    10 messages/s, 2 ms with 100 ms), and each of our two stages is a hop, so freshness
-    pays it twice. aiokafka reads the value when its fetcher starts, after construction.
-    """
-
-    class Thread(faust_aiokafka.AIOKafkaConsumerThread):
-        def _create_worker_consumer(self, transport: Any) -> Any:
-            consumer = super()._create_worker_consumer(transport)
-            consumer._fetch_max_wait_ms = max_wait_ms
-            return consumer
-
-    class Consumer(faust_aiokafka.Consumer):
-        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-            return Thread(self, loop=self.loop, beacon=self.beacon)
-
-    return Consumer
-
-
 class FaustPublisher:
     """Publishes through the app's producer and waits for every acknowledgement."""
 
@@ -121,19 +99,6 @@ class Kudos:
     stopping: threading.Event
 
 
-def _raw(events: Sequence[EventT[Any]]) -> list[RawMessage]:
-    return [
-        RawMessage(
-            e.message.topic,
-            e.message.partition,
-            e.message.offset,
-            e.message.key,
-            e.message.value or b"",
-        )
-        for e in events
-    ]
-
-
 def create_app(
     settings: Settings, *, bootstrap: str, clickhouse: ClickHouse, effects_partitions: int
 ) -> Kudos:
@@ -160,8 +125,12 @@ def create_app(
         consumer_max_fetch_size=settings.max_transport_bytes,
         stream_buffer_maxsize=max(settings.batch_max_events * 2, 4096),
     )
+    routes = {
+        name: BatchRoute(name, settings.batch_max_events)
+        for name in (settings.events_topic, settings.effects_topic)
+    }
     # Set before the app creates its consumer (at start), on this app's transport only.
-    app.transport.Consumer = _consumer_with_fetch_wait(settings.fetch_max_wait_ms)  # type: ignore[misc]
+    app.transport.Consumer = batch_consumer(routes, settings.fetch_max_wait_ms)  # type: ignore[misc]
     # The live page is ours at "/": drop faust's production index, which also mounts there.
     # faust picks its blueprints when the web driver is built, so rebuild the list.
     web = app.web
@@ -204,36 +173,50 @@ def create_app(
         for name in (settings.events_topic, settings.effects_topic)
     )
 
-    @app.agent(events_topic, name="kudos.decide")
-    async def decide_agent(stream: Any) -> None:
-        async for batch in stream.take_events(
-            settings.batch_max_events, settings.batch_max_seconds
-        ):
-            try:
-                await decide.process(_raw(batch))
-            except BadInputRatioExceeded as exc:
-                fatal(f"circuit breaker: {exc}", EXIT_BAD_INPUT)
-            except StopRequested as exc:
-                fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
-            except Exception:
-                log.exception("deciding stage failed")
-                fatal("deciding stage failed; restart replays from the last commit", EXIT_CRASH)
+    for topic in (events_topic, effects_topic):
+        app.topics.add(topic)  # subscribed; records reach the stages through `routes`
 
-    @app.agent(effects_topic, name="kudos.aggregate")
-    async def aggregate_agent(stream: Any) -> None:
-        async for batch in stream.take_events(
-            settings.batch_max_events, settings.batch_max_seconds
-        ):
-            try:
-                await aggregate.process(_raw(batch))
-            except StopRequested as exc:
-                fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
-            except Exception:
-                log.exception("aggregating stage failed")
-                fatal("aggregating stage failed; restart replays from the last commit", EXIT_CRASH)
+    async def decide_batch(batch: list[RawMessage]) -> None:
+        try:
+            await decide.process(batch)
+        except BadInputRatioExceeded as exc:
+            fatal(f"circuit breaker: {exc}", EXIT_BAD_INPUT)
+        except StopRequested as exc:
+            fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
+        except Exception:
+            log.exception("deciding stage failed")
+            fatal("deciding stage failed; restart replays from the last commit", EXIT_CRASH)
 
-    def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def aggregate_batch(batch: list[RawMessage]) -> None:
+        try:
+            await aggregate.process(batch)
+        except StopRequested as exc:
+            fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
+        except Exception:
+            log.exception("aggregating stage failed")
+            fatal("aggregating stage failed; restart replays from the last commit", EXIT_CRASH)
+
+    def ack(batch: Sequence[RawMessage]) -> None:
+        cast(Any, app.consumer).ack_batch(batch)
+
+    async def run_decide() -> None:
+        await routes[settings.events_topic].run(decide_batch, ack)
+
+    async def run_aggregate() -> None:
+        await routes[settings.effects_topic].run(aggregate_batch, ack)
+
+    app.task(run_decide)
+    app.task(run_aggregate)
+
+    async def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs["revoked"]
+        # faust has suspended fetching and will seek back to the committed offsets: drop
+        # what was not started, let the batches in hand finish, and commit them.
+        for route in routes.values():
+            route.clear()
+        for route in routes.values():
+            await route.idle(settings.session_timeout_s / 2)
+        await app.consumer.commit()
         decide.forget([(tp.topic, tp.partition) for tp in revoked])
         if any(tp.topic == settings.effects_topic for tp in revoked):
             aggregate.forget()

@@ -28,7 +28,6 @@ class WorkerProcess:
             "KUDOS_HTTP_HOST": "127.0.0.1",
             "KUDOS_PARTITIONS": "3",
             "KUDOS_SESSION_TIMEOUT_S": "6",
-            "KUDOS_BATCH_MAX_SECONDS": "0.1",
             "KUDOS_DATA_DIR": str(log_path.parent),
             **env,
         }
