@@ -172,9 +172,19 @@ def worker_drain(bootstrap: str, n: int, workdir: Path) -> float:
         if os.environ.get("KUDOS_BENCH_PYSPY"):  # collapsed stacks of the worker's drain
             assert worker.proc is not None
             profiler = subprocess.Popen(
-                [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
-                 "-o", os.environ["KUDOS_BENCH_PYSPY"], "-p", str(worker.proc.pid), "-t"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "--format",
+                    "raw",
+                    "-o",
+                    os.environ["KUDOS_BENCH_PYSPY"],
+                    "-p",
+                    str(worker.proc.pid),
+                    "-t",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         applied_before = -1.0
         while True:
