@@ -11,7 +11,7 @@ orgs) into a fresh Tansu broker, then measures on the same broker and data:
 ClickHouse is chdb (a directory per process) unless KUDOS_CLICKHOUSE names a server.
 Prints events/s and CPU seconds for each, and c/b, c/a. Run:
 
-    .venv/bin/python -m bench.throughput [N] [USERS]
+    .venv/bin/python -m bench.throughput [EVENTS=1000000] [USERS=100000]
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ TOPIC = "collab.events"
 
 async def preload(bootstrap: str, n: int, users: int) -> None:
     codec = default_codec()
-    traffic = SyntheticTraffic(TrafficShape(users_per_org=users), seed=11)
+    shape = TrafficShape()
+    traffic = SyntheticTraffic(
+        TrafficShape(users_per_org=max(users // len(shape.orgs), 1)), seed=11
+    )
     now = int(time.time() * 1000)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_000_000)
     await producer.start()
@@ -72,10 +75,10 @@ async def drain_consumer(bootstrap: str) -> AIOKafkaConsumer:
     return consumer
 
 
-async def raw_drain(bootstrap: str, n: int) -> float:
+async def raw_drain(bootstrap: str, n: int) -> tuple[float, float]:
     codec = default_codec()
     consumer = await drain_consumer(bootstrap)
-    started = time.perf_counter()
+    started, cpu0 = time.perf_counter(), time.process_time()
     seen = 0
     try:
         while seen < n:
@@ -85,7 +88,7 @@ async def raw_drain(bootstrap: str, n: int) -> float:
                 seen += len(records)
     finally:
         await consumer.stop()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu0
 
 
 LEAN_TABLE = "bench_lean.scores"
@@ -159,7 +162,13 @@ def metric(text: str, name: str) -> float:
     return total
 
 
-def worker_drain(bootstrap: str, n: int, workdir: Path) -> float:
+def cpu_seconds(worker: WorkerProcess) -> float:
+    assert worker.proc is not None
+    fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_drain(bootstrap: str, n: int, workdir: Path) -> tuple[float, float, float]:
     url = os.environ.get("KUDOS_CLICKHOUSE") or f"chdb://{workdir / 'chdb'}"
     worker = WorkerProcess(
         bootstrap, url, workdir / "worker.log", KUDOS_PARTITIONS="4", KUDOS_LOG_LEVEL="warning"
@@ -186,15 +195,23 @@ def worker_drain(bootstrap: str, n: int, workdir: Path) -> float:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        first_seen = last_change = None
         applied_before = -1.0
         while True:
             _, text = worker.get("/metrics")
+            now = time.perf_counter()
             consumed = metric(text, "kudos_events_consumed_total")
             applied = metric(text, "kudos_effects_applied_total")
-            if consumed >= n and applied == applied_before:
-                return time.perf_counter() - started
+            if first_seen is None and consumed > 0:
+                first_seen = now
+            if applied != applied_before:
+                last_change = now
+            elif consumed >= n and last_change is not None and now - last_change > 1.0:
+                assert first_seen is not None
+                # From the first event consumed to the last point applied (within 0.25 s).
+                return first_seen - started, last_change - first_seen, cpu_seconds(worker)
             applied_before = applied
-            time.sleep(1.0)
+            time.sleep(0.25)
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
@@ -209,18 +226,21 @@ def main(n: int, users: int) -> None:
         with EmbeddedBroker(log_path=work / "tansu.log") as broker:
             ensure_topics(broker.bootstrap, [TOPIC], partitions=4)
             asyncio.run(preload(broker.bootstrap, n, users))
-            a = asyncio.run(raw_drain(broker.bootstrap, n))
+            a, a_cpu = asyncio.run(raw_drain(broker.bootstrap, n))
             b, b_cpu = asyncio.run(lean_drain(broker.bootstrap, n, lean_url))
-            c = worker_drain(broker.bootstrap, n, work)
-    print(f"events: {n}, users per org: {users}")
-    print(f"(a) aiokafka + decode          {n / a:10,.0f} events/s  ({a:.1f}s)")
+            c_start, c, c_cpu = worker_drain(broker.bootstrap, n, work)
+    print(f"events: {n:,}, users: {users:,} in {len(TrafficShape().orgs)} orgs")
+    print(f"(a) aiokafka + decode          {n / a:10,.0f} events/s  ({a:.1f}s, cpu {a_cpu:.1f}s)")
     print(f"(b) lean aiokafka+fastavro+CH  {n / b:10,.0f} events/s  ({b:.1f}s, cpu {b_cpu:.1f}s)")
-    print(f"(c) kudos worker               {n / c:10,.0f} events/s  ({c:.1f}s incl. start, join)")
+    print(
+        f"(c) kudos worker               {n / c:10,.0f} events/s  ({c:.1f}s, cpu {c_cpu:.1f}s; "
+        f"start-up and group join {c_start:.1f}s before that)"
+    )
     print(f"c/b = {b / c:.3f}   c/a = {a / c:.3f}")
 
 
 if __name__ == "__main__":
     main(
-        int(sys.argv[1]) if len(sys.argv) > 1 else 100_000,
-        int(sys.argv[2]) if len(sys.argv) > 2 else 20_000,
+        int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000,
+        int(sys.argv[2]) if len(sys.argv) > 2 else 100_000,
     )

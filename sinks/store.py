@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final
 
 from sinks.clickhouse import ClickHouse
@@ -73,7 +74,14 @@ _SEEN_REASONS: Final = tuple(
 
 
 def ms_to_dt(ms: int) -> datetime:
+    if ms % 1000 == 0:  # window starts, whole seconds: a few distinct values, cached
+        return second_to_dt(ms // 1000)
     return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
+
+
+@lru_cache(maxsize=65536)
+def second_to_dt(second: int) -> datetime:
+    return datetime.fromtimestamp(second, tz=UTC).replace(tzinfo=None)
 
 
 def dt_to_ms(value: datetime) -> int:
@@ -138,7 +146,7 @@ class RecognitionStore:
                     1 if d.counted else 0,
                     d.reason.value,
                     d.rule_version,
-                    ms_to_dt(e.occurred_at),
+                    second_to_dt(e.occurred_at // 1000),  # DateTime holds seconds
                     e.occurred_at,
                     d.stream_time_ms,
                     e.source,
@@ -301,6 +309,13 @@ class RecognitionStore:
     def write_scores(
         self, book: ScoreBook, keys: Iterable[WindowKey], rules_for: RulesLookup
     ) -> int:
+        return self.write_score_rows(self.score_rows(book, keys, rules_for))
+
+    @staticmethod
+    def score_rows(
+        book: ScoreBook, keys: Iterable[WindowKey], rules_for: RulesLookup
+    ) -> list[tuple[Any, ...]]:
+        """`kudos.score_state` rows of these keys as they are now (a snapshot)."""
         at = now_utc()
         rows: list[tuple[Any, ...]] = []
         for key in keys:
@@ -325,6 +340,9 @@ class RecognitionStore:
                     at,
                 )
             )
+        return rows
+
+    def write_score_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         if not rows:
             return 0
         return self.ch.insert("kudos.score_state", SCORE_COLUMNS, rows)

@@ -176,34 +176,28 @@ def create_app(
     for topic in (events_topic, effects_topic):
         app.topics.add(topic)  # subscribed; records reach the stages through `routes`
 
-    async def decide_batch(batch: list[RawMessage]) -> None:
-        try:
-            await decide.process(batch)
-        except BadInputRatioExceeded as exc:
+    def fail(stage: str, exc: BaseException) -> NoReturn:
+        if isinstance(exc, BadInputRatioExceeded):
             fatal(f"circuit breaker: {exc}", EXIT_BAD_INPUT)
-        except StopRequested as exc:
+        if isinstance(exc, StopRequested):
             fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
-        except Exception:
-            log.exception("deciding stage failed")
-            fatal("deciding stage failed; restart replays from the last commit", EXIT_CRASH)
-
-    async def aggregate_batch(batch: list[RawMessage]) -> None:
-        try:
-            await aggregate.process(batch)
-        except StopRequested as exc:
-            fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
-        except Exception:
-            log.exception("aggregating stage failed")
-            fatal("aggregating stage failed; restart replays from the last commit", EXIT_CRASH)
+        log.error("%s stage failed", stage, exc_info=exc)
+        fatal(f"{stage} stage failed; restart replays from the last commit", EXIT_CRASH)
 
     def ack(batch: Sequence[RawMessage]) -> None:
         cast(Any, app.consumer).ack_batch(batch)
 
     async def run_decide() -> None:
-        await routes[settings.events_topic].run(decide_batch, ack)
+        try:
+            await routes[settings.events_topic].run(decide.submit, ack)
+        except Exception as exc:
+            fail("deciding", exc)
 
     async def run_aggregate() -> None:
-        await routes[settings.effects_topic].run(aggregate_batch, ack)
+        try:
+            await routes[settings.effects_topic].run(aggregate.submit, ack)
+        except Exception as exc:
+            fail("aggregating", exc)
 
     app.task(run_decide)
     app.task(run_aggregate)

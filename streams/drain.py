@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
@@ -32,7 +33,8 @@ from streams.pipeline import RawMessage
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[list[RawMessage]], Awaitable[None]]
+# Prepares a batch and returns the future of its flush.
+Submit = Callable[[list[RawMessage]], Awaitable["asyncio.Future[Any]"]]
 
 
 class BatchRoute:
@@ -70,20 +72,47 @@ class BatchRoute:
         while self.busy and loop.time() < deadline:
             await asyncio.sleep(0.01)
 
-    async def run(self, handler: Handler, ack: Callable[[Sequence[RawMessage]], None]) -> None:
-        """Forever: take a batch (merging what else is waiting, up to `max_events`), await
-        the stage on it, then acknowledge it so faust may commit past it."""
+    async def run(
+        self,
+        submit: Submit,
+        ack: Callable[[Sequence[RawMessage]], None],
+        max_in_flight: int = 2,
+    ) -> None:
+        """Forever: take a batch (merging what else is waiting, up to `max_events`) and
+        submit it to the stage, which prepares it at once and queues its flush behind the
+        previous batch's; acknowledge each batch when its flush has finished, so faust
+        commits only past stored batches. While batch N is being flushed, batch N+1 is
+        already being decided: the stage's CPU work overlaps the broker's and
+        ClickHouse's latency. A failure raises out of here (the worker exits)."""
         q = self.queue
-        while True:
-            batch = await q.get()
-            self.busy = True
-            try:
-                while len(batch) < self.max_events and not q.empty():
-                    batch = batch + q.get_nowait()
-                await handler(batch)
-                ack(batch)
-            finally:
-                self.busy = False
+        in_flight: deque[tuple[asyncio.Future[Any], list[RawMessage]]] = deque()
+        get: asyncio.Future[list[RawMessage]] | None = None
+        try:
+            while True:
+                if get is None:
+                    get = asyncio.ensure_future(q.get())
+                waiting: set[asyncio.Future[Any]] = {get}
+                if in_flight:
+                    waiting.add(in_flight[0][0])
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                while in_flight and in_flight[0][0].done():
+                    done, batch = in_flight.popleft()
+                    done.result()  # a failed flush raises here
+                    ack(batch)
+                if get.done():
+                    batch, get = get.result(), None
+                    self.busy = True
+                    while len(batch) < self.max_events and not q.empty():
+                        batch = batch + q.get_nowait()
+                    while len(in_flight) >= max_in_flight:
+                        done, oldest = in_flight.popleft()
+                        await done
+                        ack(oldest)
+                    in_flight.append((await submit(batch), batch))
+                self.busy = bool(in_flight)
+        finally:
+            if get is not None:
+                get.cancel()
 
 
 def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> type[Any]:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiokafka.errors import KafkaError
 
@@ -174,6 +174,36 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class FlushChain:
+    """Runs each batch's flush after the previous batch's flush, in submission order.
+
+    A stage prepares batch N+1 (decode, rules, aggregation) while batch N's flush waits on
+    the broker and ClickHouse; the flushes themselves never overlap or reorder, so stored
+    decisions stay a prefix of each partition's offsets and effects reach the aggregating
+    stage in offset order. If a flush fails, every later one fails with it.
+    """
+
+    def __init__(self) -> None:
+        self._tail: asyncio.Future[Any] | None = None
+
+    def then(self, flush: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+        previous = self._tail
+
+        async def run() -> T:
+            if previous is not None:
+                await previous
+            return await flush()
+
+        task = asyncio.ensure_future(run())
+        self._tail = task
+        return task
+
+    async def wait(self) -> None:
+        """Until every flush submitted so far has finished (successfully or not)."""
+        if self._tail is not None:
+            await asyncio.wait([self._tail])
+
+
 class DecideStage:
     """Per input partition: decode, apply rules v1, publish effects, store decisions."""
 
@@ -202,6 +232,7 @@ class DecideStage:
         self.dlq_topic = dlq_topic
         self.clock = clock
         self.states: dict[tuple[str, int], PartitionState] = {}
+        self.chain = FlushChain()
 
     def forget(self, partitions: Sequence[tuple[str, int]]) -> None:
         """Drop state of partitions this worker no longer owns; it reloads if they return."""
@@ -220,6 +251,12 @@ class DecideStage:
         return state
 
     async def process(self, messages: Sequence[RawMessage]) -> list[Decision]:
+        """Decide and flush one batch; returns when everything it produced is stored."""
+        return await (await self.submit(messages))
+
+    async def submit(self, messages: Sequence[RawMessage]) -> asyncio.Future[list[Decision]]:
+        """Decide a batch now; its flush runs after the flushes submitted before it. The
+        returned future completes when the batch is stored: only then may it be acked."""
         started = time.perf_counter()
         metrics.EVENTS_IN.inc(len(messages))
         by_tp: dict[tuple[str, int], list[RawMessage]] = {}
@@ -254,12 +291,13 @@ class DecideStage:
                     records.append(SourceRecord(decoded, topic, partition, m.offset))
             got = decide_batch(records, state, now, self.rules_for)
             # A timestamp too far ahead is refused by the rules and handed to the DLQ too.
-            raw_at = {m.offset: m for m in fresh}
             future = {d.record.offset for d in got if d.reason is Reason.FUTURE}
-            dead.extend(
-                (raw_at[o], "future", "occurred_at is ahead of the wall clock")
-                for o in sorted(future)
-            )
+            if future:
+                raw_at = {m.offset: m for m in fresh}
+                dead.extend(
+                    (raw_at[o], "future", "occurred_at is ahead of the wall clock")
+                    for o in sorted(future)
+                )
             decisions.extend(got)
             state.next_offset = max(state.next_offset, fresh[-1].offset + 1)
             state.prune(self.rules_for.max_grace_ms())
@@ -267,32 +305,36 @@ class DecideStage:
                 metrics.STREAM_TIME.labels(str(partition)).set(state.stream_time_ms / 1000)
         self.breaker.record(len(messages), len(undecodable))
         metrics.BAD_INPUT_RATIO.set(self.breaker.ratio)
-        # Flush in this order, then the caller acks the offsets: DLQ and effects are
-        # acknowledged by the broker before the decisions that say "done" are stored.
-        await self._dead_letters(dead)
-        effects = effects_of(decisions)
-        await publish(
-            self.publisher,
-            self.effects_topic,
-            [
-                (None, encode_effects(batch), p, [])
-                for p, batch in route_effects(effects, self.effects_partitions).items()
-            ],
-            self.blocking.stop_requested,
-        )
-        if decisions or undecodable:
-            await self.blocking.retrying(
-                "decisions", self.store.write_decisions, decisions, undecodable
-            )
-            metrics.INSERT_BATCHES.labels("decisions").inc()
-            metrics.INSERT_ROWS.labels("decisions").inc(len(decisions) + len(undecodable))
-        for d in decisions:
-            if d.reason is Reason.COUNTED:
-                metrics.DECISIONS_COUNTED.inc()
-            else:
-                metrics.DECISIONS_REFUSED.labels(d.reason.value).inc()
+        effects: list[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]] = [
+            (None, encode_effects(batch), p, [])
+            for p, batch in route_effects(effects_of(decisions), self.effects_partitions).items()
+        ]
         metrics.BATCH_SECONDS.labels("decide").observe(time.perf_counter() - started)
-        return decisions
+
+        async def flush() -> list[Decision]:
+            # In this order, then the caller acks the offsets: DLQ and effects are
+            # acknowledged by the broker before the decisions that say "done" are stored.
+            await self._dead_letters(dead)
+            await publish(self.publisher, self.effects_topic, effects, self.blocking.stop_requested)
+            if decisions or undecodable:
+                await self.blocking.retrying(
+                    "decisions", self.store.write_decisions, decisions, undecodable
+                )
+                metrics.INSERT_BATCHES.labels("decisions").inc()
+                metrics.INSERT_ROWS.labels("decisions").inc(len(decisions) + len(undecodable))
+            counted = 0
+            refused: dict[str, int] = {}
+            for d in decisions:
+                if d.reason is Reason.COUNTED:
+                    counted += 1
+                else:
+                    refused[d.reason.value] = refused.get(d.reason.value, 0) + 1
+            metrics.DECISIONS_COUNTED.inc(counted)
+            for reason, n in refused.items():
+                metrics.DECISIONS_REFUSED.labels(reason).inc(n)
+            return decisions
+
+        return self.chain.then(flush)
 
     async def _dead_letters(self, dead: Sequence[tuple[RawMessage, str, str]]) -> None:
         if not dead:
@@ -331,13 +373,23 @@ class AggregateStage:
         self.badges_topic = badges_topic
         self.max_cached_keys = max_cached_keys
         self.book = ScoreBook()
+        self.chain = FlushChain()
 
     def forget(self) -> None:
         """After a rebalance another worker may own some users: reload from ClickHouse."""
         self.book = ScoreBook()
 
     async def process(self, messages: Sequence[RawMessage]) -> Applied:
+        """Aggregate and flush one batch; returns when its rows are stored."""
+        return await (await self.submit(messages))
+
+    async def submit(self, messages: Sequence[RawMessage]) -> asyncio.Future[Applied]:
+        """Apply a batch to the in-memory book now and snapshot the rows it changed; the
+        writes run after the flushes submitted before them (see `FlushChain`)."""
         started = time.perf_counter()
+        if len(self.book.totals) > self.max_cached_keys:
+            await self.chain.wait()  # what is reloaded must be stored first
+            self.book = ScoreBook()
         batches = [decode_effects(m.value) for m in messages]
         keys = keys_needed((e for b in batches for e in b), self.rules_for)
         await self.blocking.retrying("score_state", self.store.load_keys, keys, self.book)
@@ -346,39 +398,45 @@ class AggregateStage:
         for batch in batches:
             apply_effects(batch, self.book, self.rules_for, applied)
             total += len(batch)
-        # Order matters for recovery: thankers and badges before totals, whose high-water
-        # marks say "applied". A crash in between re-applies effects; sets absorb that.
-        await self.blocking.retrying("thankers", self.store.write_thankers, applied.new_thankers)
-        if applied.badges:
-            at = now_ms()
-            await publish(
-                self.publisher,
-                self.badges_topic,
-                [
-                    (
-                        a.user_id.encode(),
-                        encode_badge(a, at),
-                        None,
-                        [("kudos.badge_id", badge_id(a).encode())],
-                    )
-                    for a in applied.badges
-                ],
-                self.blocking.stop_requested,
-            )
-            await self.blocking.retrying(
-                "badge_award_rows", self.store.write_badges, applied.badges
-            )
-            for a in applied.badges:
-                metrics.BADGES_AWARDED.labels(a.badge.value).inc()
-        await self.blocking.retrying(
-            "score_state", self.store.write_scores, self.book, applied.dirty, self.rules_for
-        )
-        metrics.INSERT_ROWS.labels("score_state").inc(len(applied.dirty))
-        metrics.INSERT_BATCHES.labels("score_state").inc()
-        metrics.EFFECTS_APPLIED.inc(total - applied.replayed)
-        metrics.EFFECTS_REPLAYED.inc(applied.replayed)
-        if len(self.book.totals) > self.max_cached_keys:
-            self.book = ScoreBook()  # everything is stored; reload on demand
+        # Rows are taken now, on the loop: the next batch changes the book while these
+        # are written, and a row must show one consistent state of its key.
+        score_rows = self.store.score_rows(self.book, applied.dirty, self.rules_for)
         metrics.WINDOW_KEYS.set(len(self.book.totals))
         metrics.BATCH_SECONDS.labels("aggregate").observe(time.perf_counter() - started)
-        return applied
+
+        async def flush() -> Applied:
+            # Order matters for recovery: thankers and badges before totals, whose
+            # high-water marks say "applied". A crash in between re-applies effects; sets
+            # absorb that.
+            await self.blocking.retrying(
+                "thankers", self.store.write_thankers, applied.new_thankers
+            )
+            if applied.badges:
+                at = now_ms()
+                await publish(
+                    self.publisher,
+                    self.badges_topic,
+                    [
+                        (
+                            a.user_id.encode(),
+                            encode_badge(a, at),
+                            None,
+                            [("kudos.badge_id", badge_id(a).encode())],
+                        )
+                        for a in applied.badges
+                    ],
+                    self.blocking.stop_requested,
+                )
+                await self.blocking.retrying(
+                    "badge_award_rows", self.store.write_badges, applied.badges
+                )
+                for a in applied.badges:
+                    metrics.BADGES_AWARDED.labels(a.badge.value).inc()
+            await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
+            metrics.INSERT_ROWS.labels("score_state").inc(len(score_rows))
+            metrics.INSERT_BATCHES.labels("score_state").inc()
+            metrics.EFFECTS_APPLIED.inc(total - applied.replayed)
+            metrics.EFFECTS_REPLAYED.inc(applied.replayed)
+            return applied
+
+        return self.chain.then(flush)

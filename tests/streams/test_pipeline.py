@@ -56,12 +56,15 @@ class FakeStore:
         self.badges.extend(awards)
         return len(awards)
 
-    def write_scores(self, book: ScoreBook, keys: Iterable[WindowKey], rules: Any) -> int:
+    @staticmethod
+    def score_rows(book: ScoreBook, keys: Iterable[WindowKey], rules: Any) -> list[Any]:
+        return [(k, book.totals[k].thanks_received, book.totals[k].version) for k in keys]
+
+    def write_score_rows(self, rows: Sequence[Any]) -> int:
         self._maybe_fail()
         self.log.append("scores")
-        for k in keys:
-            t = book.totals[k]
-            self.scores[k] = (t.thanks_received, t.version)
+        for k, thanks, version in rows:
+            self.scores[k] = (thanks, version)
         return 0
 
 
@@ -207,3 +210,91 @@ def test_a_stop_request_ends_the_retries() -> None:
             pipeline.retry_forever("t", away, stop_requested=lambda: calls >= 2, first_delay=0.001)
         )
     assert calls == 2
+
+
+class GatedPublisher(FakePublisher):
+    """Holds the first publish until `gate` is set: a slow broker acknowledgement."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(log)
+        self.gate = asyncio.Event()
+        self.calls = 0
+
+    async def publish(self, topic: str, messages: Sequence[tuple[Any, ...]]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            await self.gate.wait()
+        await super().publish(topic, messages)
+
+
+def test_next_batch_is_decided_while_the_previous_flush_waits_and_flushes_keep_order() -> None:
+    store, _, decide, _ = make()
+    pub = GatedPublisher(store.log)
+    decide.publisher = pub
+    codec = default_codec()
+
+    async def scenario() -> None:
+        first = await decide.submit(messages([codec.encode_avro(event())], first=0))
+        second = await decide.submit(messages([codec.encode_avro(event())], first=1))
+        await asyncio.sleep(0.05)
+        # Both batches are decided; neither is stored while the first ack is outstanding.
+        assert decide.states[("collab.events", 0)].next_offset == 2
+        assert store.decisions == [] and not first.done() and not second.done()
+        pub.gate.set()
+        await second
+        assert first.done()
+
+    asyncio.run(scenario())
+    assert [d.record.offset for d in store.decisions] == [0, 1]
+    assert store.log == ["publish:kudos.effects", "decisions"] * 2
+
+
+def test_a_failed_flush_fails_every_later_flush() -> None:
+    store, _, decide, _ = make()
+    codec = default_codec()
+
+    def broken(*_: Any) -> int:
+        raise RuntimeError("rejected")
+
+    store.write_decisions = broken  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        first = await decide.submit(messages([codec.encode_avro(event())], first=0))
+        second = await decide.submit(messages([codec.encode_avro(event())], first=1))
+        for f in (first, second):
+            with pytest.raises(RuntimeError):
+                await f
+
+    asyncio.run(scenario())
+
+
+def test_score_rows_are_a_snapshot_taken_when_the_batch_is_applied() -> None:
+    store, pub, decide, aggregate = make()
+    codec = default_codec()
+    for i, actor in enumerate(("carol", "dave")):  # two batches: two effects messages
+        raw = [codec.encode_avro(event(actor=actor, at=NOW - 1000))]
+        asyncio.run(decide.process(messages(raw, first=i)))
+    effects = [
+        RawMessage("kudos.effects", p or 0, i, None, v)
+        for i, (_, v, p, _) in enumerate(pub.sent["kudos.effects"])
+    ]
+    written: list[int] = []
+    write = store.write_score_rows
+
+    def record(rows: Sequence[Any]) -> int:
+        written.extend(t for k, t, _ in rows if k == ("acme", "all", 0, "bob"))
+        return write(rows)
+
+    store.write_score_rows = record  # type: ignore[method-assign]
+    gated = GatedPublisher(store.log)
+    aggregate.publisher = gated  # the first batch awards a badge: its flush waits
+
+    async def scenario() -> None:
+        first = await aggregate.submit([effects[0]])
+        second = await aggregate.submit(effects[1:])
+        gated.gate.set()
+        await asyncio.gather(first, second)
+
+    asyncio.run(scenario())
+    # The first flush ran after the second batch was applied, and still wrote 1, not 2.
+    assert written == [1, 2]
