@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from sinks.clickhouse import ClickHouse
+from streams.leaders import DEPTH, BoardKey
 from streams.rules import RULE_VERSION, Decision, PartitionState, Reason, RulesLookup
 from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
 from streams.windows import DAY_MS, WindowName
@@ -121,8 +122,10 @@ class LeaderboardEntry:
 class RecognitionStore:
     """Typed access to the kudos tables over any ClickHouse backend."""
 
-    def __init__(self, ch: ClickHouse) -> None:
+    def __init__(self, ch: ClickHouse, leader_depth: int = DEPTH) -> None:
         self.ch = ch
+        # Boards in leader_rows hold every key of any top-N with N <= leader_depth.
+        self.leader_depth = leader_depth
 
     # --- deciding stage ----------------------------------------------------------------
 
@@ -347,14 +350,39 @@ class RecognitionStore:
             return 0
         return self.ch.insert("kudos.score_state", SCORE_COLUMNS, rows)
 
+    def write_leader_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """score_state rows of keys at or above their board's threshold (streams/leaders)."""
+        if not rows:
+            return 0
+        return self.ch.insert("kudos.leader_rows", SCORE_COLUMNS, rows)
+
+    def load_boards(
+        self, boards: Iterable[BoardKey], depth: int
+    ) -> dict[BoardKey, list[tuple[str, int]]]:
+        """The top `depth` (user, score) of each board as stored in `leader_rows`."""
+        out: dict[BoardKey, list[tuple[str, int]]] = {}
+        for org, window, start in boards:
+            out[(org, window, start)] = [
+                (str(user), int(score))
+                for user, score in self.ch.query(
+                    "SELECT user_id, score FROM kudos.leader_rows FINAL "
+                    "WHERE org_id = %(org)s AND window = %(window)s "
+                    "AND window_start = %(start)s ORDER BY score DESC LIMIT %(depth)s",
+                    {"org": org, "window": window, "start": ms_to_dt(start), "depth": depth},
+                )
+            ]
+        return out
+
     # --- reads -------------------------------------------------------------------------
 
     def leaderboard(
         self, org: str, window: WindowName, start_ms: int, top: int
     ) -> list[LeaderboardEntry]:
+        # leader_rows holds every key that can be in such a top-N (streams/leaders.py).
+        source = "kudos.leader_rows FINAL" if top <= self.leader_depth else "kudos.scores"
         rows = self.ch.query(
             "SELECT user_id, score, shares, thanks_given, thanks_received, distinct_thankers, "
-            "reactions_received FROM kudos.scores "
+            f"reactions_received FROM {source} "
             "WHERE org_id = %(org)s AND window = %(window)s AND window_start = %(start)s "
             "ORDER BY score DESC, user_id ASC LIMIT %(top)s",
             {"org": org, "window": window, "start": ms_to_dt(start_ms), "top": top},

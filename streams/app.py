@@ -137,7 +137,7 @@ def create_app(
     web.production_blueprints = []  # type: ignore[misc]  # instance override of a ClassVar
     web.blueprints = type(web.blueprints)(web._enabled_blueprints())
 
-    store = RecognitionStore(clickhouse)
+    store = RecognitionStore(clickhouse, settings.leader_depth)
     stopping = threading.Event()
     blocking = Blocking(stop_requested=stopping.is_set)
     publisher = FaustPublisher(app)
@@ -156,7 +156,12 @@ def create_app(
         ),
     )
     aggregate = AggregateStage(
-        store, rules_for, publisher, blocking, badges_topic=settings.badges_topic
+        store,
+        rules_for,
+        publisher,
+        blocking,
+        badges_topic=settings.badges_topic,
+        leader_depth=settings.leader_depth,
     )
     reads = Blocking("kudos-reads")  # API reads never queue behind a write's retries
     kudos = Kudos(settings, app, clickhouse, store, blocking, reads, decide, aggregate, stopping)

@@ -337,7 +337,10 @@ def leaderboard_data(
     ch = connect(url)
     try:
         return leaderboard_payload(
-            org, w, start, RecognitionStore(ch).leaderboard(org, w, start, top)
+            org,
+            w,
+            start,
+            RecognitionStore(ch, settings.leader_depth).leaderboard(org, w, start, top),
         )
     finally:
         ch.close()

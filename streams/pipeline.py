@@ -20,9 +20,11 @@ from aiokafka.errors import KafkaError
 
 from schemas.codec import DecodeError, EventCodec
 from sinks.clickhouse import ClickHouseUnavailable
-from sinks.store import DeadLetter, RecognitionStore
+from sinks.store import SCORE_COLUMNS, DeadLetter, RecognitionStore
 from streams import metrics
 from streams.breaker import DeadLetterBreaker
+from streams.leaders import DEPTH as LEADER_DEPTH
+from streams.leaders import Boards, select_rows
 from streams.rules import (
     Decision,
     PartitionState,
@@ -353,6 +355,13 @@ class DecideStage:
         await publish(self.publisher, self.dlq_topic, out, self.blocking.stop_requested)
 
 
+_SCORE_AT = SCORE_COLUMNS.index("score")
+
+
+def score_of_row(row: Sequence[Any]) -> int:
+    return int(row[_SCORE_AT])
+
+
 class AggregateStage:
     """Per (org, user): window totals, distinct thankers, badges; stored as absolute rows."""
 
@@ -365,6 +374,7 @@ class AggregateStage:
         *,
         badges_topic: str,
         max_cached_keys: int = 500_000,
+        leader_depth: int = LEADER_DEPTH,
     ) -> None:
         self.store = store
         self.rules_for = rules_for
@@ -373,6 +383,7 @@ class AggregateStage:
         self.badges_topic = badges_topic
         self.max_cached_keys = max_cached_keys
         self.book = ScoreBook()
+        self.boards = Boards(depth=leader_depth)
         self.chain = FlushChain()
 
     def forget(self) -> None:
@@ -400,7 +411,16 @@ class AggregateStage:
             total += len(batch)
         # Rows are taken now, on the loop: the next batch changes the book while these
         # are written, and a row must show one consistent state of its key.
-        score_rows = self.store.score_rows(self.book, applied.dirty, self.rules_for)
+        dirty = list(applied.dirty)
+        score_rows = self.store.score_rows(self.book, dirty, self.rules_for)
+        missing = self.boards.missing({(k[0], k[1], k[2]) for k in dirty})
+        if missing:
+            loaded = await self.blocking.retrying(
+                "leader_rows", self.store.load_boards, missing, self.boards.depth
+            )
+            for board, stored in loaded.items():
+                self.boards.add(board, stored)
+        leader_rows = select_rows(self.boards, dirty, score_rows, score_of_row)
         metrics.WINDOW_KEYS.set(len(self.book.totals))
         metrics.BATCH_SECONDS.labels("aggregate").observe(time.perf_counter() - started)
 
@@ -433,6 +453,8 @@ class AggregateStage:
                 for a in applied.badges:
                     metrics.BADGES_AWARDED.labels(a.badge.value).inc()
             await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
+            await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
+            metrics.INSERT_ROWS.labels("leader_rows").inc(len(leader_rows))
             metrics.INSERT_ROWS.labels("score_state").inc(len(score_rows))
             metrics.INSERT_BATCHES.labels("score_state").inc()
             metrics.EFFECTS_APPLIED.inc(total - applied.replayed)

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="partitions of topics the worker creates")
     replication_factor: int = 1
     batch_max_events: int = Field(5000, ge=1)
+    leader_depth: int = Field(
+        1000, ge=1, description="leaderboards up to this top-N are read from kudos.leader_rows"
+    )
     max_message_bytes: int = Field(
         1 << 20, description="larger events go to the DLQ as too_large (with their bytes)"
     )

@@ -41,6 +41,7 @@ OUTAGE_S = float(os.environ.get("KUDOS_FAULT_OUTAGE_S", "60"))
 SEED = int(os.environ.get("KUDOS_FAULT_SEED", str(int(time.time()) % 100_000)))
 TOPICS = ["collab.events", "collab.events.dlq", "recognition.badges", "kudos.effects"]
 PARTITIONS = 4
+LEADER_DEPTH = 25
 
 
 class Producer(threading.Thread):
@@ -161,6 +162,9 @@ def run_faults(
             KUDOS_PARTITIONS=str(PARTITIONS),
             KUDOS_FAULT_FILE=str(fault_file),
             KUDOS_BATCH_MAX_EVENTS="2000",
+            # A shallow leader table, so admission thresholds rise and are reloaded
+            # across kills: every board's top LEADER_DEPTH is compared below.
+            KUDOS_LEADER_DEPTH=str(LEADER_DEPTH),
         )
 
     sup = Supervisor(make)
@@ -301,6 +305,25 @@ def run_faults(
         got, want = stored.get(key, [0] * 5), expected.get(key, [0] * 5)
         lost += sum(max(0, w - g) for g, w in zip(got, want, strict=True))
         doubled += sum(max(0, g - w) for g, w in zip(got, want, strict=True))
+    # Every board's top-N as the API reads it (leader_rows), against the reference's.
+    leader_rows = query(
+        url,
+        "SELECT org_id, window, toUInt64(toUnixTimestamp(window_start)) * 1000, user_id, "
+        "score FROM kudos.leader_rows FINAL",
+    )
+    boards: dict[tuple[str, str, int], list[tuple[int, str]]] = {}
+    for org, window, start, user, points in leader_rows:
+        boards.setdefault((org, window, int(start)), []).append((-int(points), user))
+    boards_wrong = 0
+    model_boards = {(k[0], k[1], k[2]) for k in model.totals}
+    n_boards = len(model_boards)
+    for board in model_boards:
+        want = [
+            (e["user_id"], e["score"])
+            for e in reference.leaderboard(model, *board, top=LEADER_DEPTH)
+        ]
+        got = [(u, -p) for p, u in sorted(boards.get(board, []))[:LEADER_DEPTH]]
+        boards_wrong += got != want
     awards = query(
         url,
         "SELECT org_id, user_id, badge, toUInt64(toUnixTimestamp(period_start)) "
@@ -339,14 +362,15 @@ def run_faults(
     summary = (
         f"faults[{backend}]: events={len(stream.messages)} kills={kills} sigterms={sigterms} "
         f"rebalances={rebalances} outage_s={outage:.0f} lost={lost} doubled={doubled} "
-        f"dlq={len(dlq_offsets)} dlq_resent={len(dlq) - len(dlq_offsets)} "
+        f"boards_wrong={boards_wrong}/{n_boards} dlq={len(dlq_offsets)} "
+        f"dlq_resent={len(dlq) - len(dlq_offsets)} "
         f"badges={len(got_badges)} badge_msgs_resent={len(badge_ids) - len(set(badge_ids))} "
         f"self_exits={sup.exits} peak_rss_mb={peak_rss >> 20}"
     )
     # Past pytest's capture, so CI's log shows it on every run, passing or not.
     with capsys.disabled():
         print(f"\n{summary}", flush=True)
-    assert lost == 0 and doubled == 0
+    assert lost == 0 and doubled == 0 and boards_wrong == 0
     assert stored == expected
     assert got_badges == sorted(model.badges)
     assert set(badge_ids) == {f"{o}/{u}/{b}/{p}" for o, u, b, p in model.badges}

@@ -43,8 +43,9 @@ def test_migrations_are_numbered_without_gaps_and_explain_why() -> None:
     for m in migrations:
         text = resources.files("sinks.migrations").joinpath(f"{m.name}.sql").read_text()
         assert text.startswith("-- Why:"), m.name
-        # CREATE is guarded; 18.16 cannot guard ALTER ... ADD COLUMN, the runner's record does.
-        assert "IF NOT EXISTS" in m.sql or m.sql.startswith("ALTER TABLE"), m.name
+        # CREATE is guarded; 18.16 cannot guard ALTER ... ADD COLUMN, the runner's record does
+        # (and a backfill INSERT run twice only adds rows ReplacingMergeTree collapses).
+        assert "IF NOT EXISTS" in m.sql or m.sql.startswith(("ALTER TABLE", "INSERT")), m.name
         assert re.search(r"\bkudos\.", m.sql), m.name
         assert "--" not in m.sql, m.name
 
@@ -95,6 +96,7 @@ def test_apply_on_an_empty_server_creates_everything_in_order(
         "badge_award_rows",
         "scores",
         "badge_awards",
+        "leader_rows",
     }
     # The tables survive a second run untouched (IF NOT EXISTS + tracking).
     ch.insert("kudos.thankers", ["org_id", "user_id"], [("o", "u")])
@@ -124,3 +126,43 @@ def test_other_database_names_are_refused() -> None:
 
     with pytest.raises(ValueError, match="kudos"):
         apply_migrations(Unused(), database="other")  # type: ignore[arg-type]
+
+
+def test_leader_rows_backfill_keeps_the_exact_top_1000_of_every_board(ch: ClickHouse) -> None:
+    from datetime import datetime
+
+    from sinks.store import SCORE_COLUMNS
+
+    start = datetime(2026, 11, 23)
+    rows = []
+    for i in range(1005):
+        for version, score in ((1, 0), (2, i % 700)):  # an older row per key, replaced
+            rows.append(
+                (
+                    "acme",
+                    "week",
+                    start,
+                    f"u{i:04d}",
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    score,
+                    [0],
+                    [version],
+                    version,
+                    start,
+                )
+            )
+    rows.append(("globex", "all", datetime(1970, 1, 1), "x", 0, 0, 0, 0, 0, 5, [0], [1], 1, start))
+    ch.insert("kudos.score_state", SCORE_COLUMNS, rows)
+    (backfill,) = [m for m in load_migrations() if m.name == "0009_leader_rows_backfill"]
+    ch.execute(backfill.sql)
+    got = ch.query(
+        "SELECT user_id, score FROM kudos.leader_rows FINAL WHERE org_id = 'acme' "
+        "ORDER BY score DESC, user_id"
+    )
+    truth = sorted(((f"u{i:04d}", i % 700) for i in range(1005)), key=lambda r: (-r[1], r[0]))
+    assert [(str(u), int(s)) for u, s in got] == truth[:1000]
+    assert ch.query("SELECT user_id FROM kudos.leader_rows WHERE org_id = 'globex'") == [("x",)]

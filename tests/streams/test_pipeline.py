@@ -10,7 +10,7 @@ import pytest
 
 from schemas.codec import default_codec
 from sinks.clickhouse import ClickHouseUnavailable
-from sinks.store import DeadLetter, RecognitionStore
+from sinks.store import DeadLetter, RecognitionStore, dt_to_ms
 from streams import pipeline
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
 from streams.rules import Decision, PartitionState, RulesLookup
@@ -56,16 +56,25 @@ class FakeStore:
         self.badges.extend(awards)
         return len(awards)
 
-    @staticmethod
-    def score_rows(book: ScoreBook, keys: Iterable[WindowKey], rules: Any) -> list[Any]:
-        return [(k, book.totals[k].thanks_received, book.totals[k].version) for k in keys]
+    score_rows = staticmethod(RecognitionStore.score_rows)
 
     def write_score_rows(self, rows: Sequence[Any]) -> int:
         self._maybe_fail()
         self.log.append("scores")
-        for k, thanks, version in rows:
-            self.scores[k] = (thanks, version)
+        for row in rows:
+            self.scores[row_key(row)] = (row[6], row[12])  # thanks_received, version
         return 0
+
+    def load_boards(self, boards: Iterable[Any], depth: int) -> dict[Any, list[Any]]:
+        return {b: [] for b in boards}
+
+    def write_leader_rows(self, rows: Sequence[Any]) -> int:
+        self.log.append("leaders")
+        return len(rows)
+
+
+def row_key(row: Sequence[Any]) -> WindowKey:
+    return (row[0], row[1], dt_to_ms(row[2]), row[3])
 
 
 class FakePublisher:
@@ -146,7 +155,14 @@ def test_aggregate_writes_thankers_and_badges_before_totals() -> None:
         RawMessage("kudos.effects", p or 0, i, None, v) for i, (_, v, p, _) in enumerate(effects)
     ]
     applied = asyncio.run(aggregate.process(raw))
-    assert store.log == ["load", "thankers", "publish:recognition.badges", "badges", "scores"]
+    assert store.log == [
+        "load",
+        "thankers",
+        "publish:recognition.badges",
+        "badges",
+        "scores",
+        "leaders",
+    ]
     assert [b.badge.value for b in applied.badges] == ["first_thanks"]
     assert store.scores[("acme", "all", 0, "bob")][0] == 2
     # The same effects again: nothing changes, no badge twice.
@@ -282,7 +298,7 @@ def test_score_rows_are_a_snapshot_taken_when_the_batch_is_applied() -> None:
     write = store.write_score_rows
 
     def record(rows: Sequence[Any]) -> int:
-        written.extend(t for k, t, _ in rows if k == ("acme", "all", 0, "bob"))
+        written.extend(r[6] for r in rows if row_key(r) == ("acme", "all", 0, "bob"))
         return write(rows)
 
     store.write_score_rows = record  # type: ignore[method-assign]
