@@ -8,7 +8,7 @@ which is how a restarted or rebalanced worker carries on exactly where the store
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -68,10 +68,27 @@ BADGE_COLUMNS: Final = (
     "rule_version",
     "evidence",
 )
+# Bytes of ids per `IN (...)` list: statements stay well under max_query_size (256 KiB).
+_IN_LIST_BYTES: Final = 64 * 1024
 # Reasons after which an event id counts as seen (it passed invalid/future/late).
 _SEEN_REASONS: Final = tuple(
     r.value for r in Reason if r not in (Reason.INVALID, Reason.FUTURE, Reason.LATE)
 )
+
+
+def _chunks(ids: Sequence[str], max_bytes: int) -> Iterator[list[str]]:
+    """Consecutive runs of `ids` whose quoted lengths add up to at most `max_bytes`."""
+    chunk: list[str] = []
+    size = 0
+    for i in ids:
+        cost = len(i.encode()) * 2 + 4  # worst case: every byte escaped, quotes, ", "
+        if chunk and size + cost > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(i)
+        size += cost
+    if chunk:
+        yield chunk
 
 
 def ms_to_dt(ms: int) -> datetime:
@@ -234,50 +251,62 @@ class RecognitionStore:
         awarded: set[tuple[str, str, Badge, int]] = set()
         users_loaded: set[tuple[str, str]] = set()
         for org, (users, starts) in by_org.items():
-            params = {
-                "org": org,
-                "users": tuple(sorted(users)),
-                "starts": tuple(ms_to_dt(s) for s in sorted(starts)),
-            }
-            best: dict[WindowKey, tuple[int, tuple[Any, ...]]] = {}
-            for row in self.ch.query(
-                "SELECT window, window_start, user_id, shares, thanks_given, thanks_received, "
-                "reactions_received, hwm_partitions, hwm_offsets, version FROM kudos.score_state "
-                "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
-                params,
-            ):
-                key: WindowKey = (org, _window_name(row[0]), dt_to_ms(row[1]), row[2])
-                if key in wanted and (key not in best or row[9] > best[key][0]):
-                    best[key] = (int(row[9]), row)
-            for key, (_, row) in best.items():
-                t = loaded[key]
-                t.shares, t.thanks_given, t.thanks_received, t.reactions_received = (
-                    int(row[3]),
-                    int(row[4]),
-                    int(row[5]),
-                    int(row[6]),
-                )
-                t.hwm = {int(p): int(o) for p, o in zip(row[7], row[8], strict=True)}
-            for window, start, user, thanker in self.ch.query(
-                "SELECT window, window_start, user_id, thanker_id FROM kudos.thankers "
-                "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
-                params,
-            ):
-                key = (org, _window_name(window), dt_to_ms(start), user)
-                if key in wanted:
-                    loaded[key].thankers.add(thanker)
-            new_users = [u for u in users if (org, u) not in book.users_loaded]
-            if new_users:
-                for user, badge, period in self.ch.query(
-                    "SELECT user_id, badge, period_start FROM kudos.badge_award_rows "
-                    "WHERE org_id = %(org)s AND user_id IN %(users)s",
-                    {"org": org, "users": tuple(new_users)},
-                ):
-                    awarded.add((org, user, Badge(badge), dt_to_ms(period)))
-                users_loaded.update((org, u) for u in new_users)
+            # In chunks: a statement must stay under max_query_size (256 KiB by default).
+            for chunk in _chunks(sorted(users), _IN_LIST_BYTES):
+                self._load_chunk(org, chunk, starts, wanted, loaded)
+                new_users = [u for u in chunk if (org, u) not in book.users_loaded]
+                if new_users:
+                    for user, badge, period in self.ch.query(
+                        "SELECT user_id, badge, period_start FROM kudos.badge_award_rows "
+                        "WHERE org_id = %(org)s AND user_id IN %(users)s",
+                        {"org": org, "users": tuple(new_users)},
+                    ):
+                        awarded.add((org, user, Badge(badge), dt_to_ms(period)))
+                    users_loaded.update((org, u) for u in new_users)
         book.totals.update(loaded)
         book.awarded |= awarded
         book.users_loaded |= users_loaded
+
+    def _load_chunk(
+        self,
+        org: str,
+        users: Sequence[str],
+        starts: set[int],
+        wanted: set[WindowKey],
+        loaded: dict[WindowKey, WindowTotals],
+    ) -> None:
+        params = {
+            "org": org,
+            "users": tuple(users),
+            "starts": tuple(ms_to_dt(s) for s in sorted(starts)),
+        }
+        best: dict[WindowKey, tuple[int, tuple[Any, ...]]] = {}
+        for row in self.ch.query(
+            "SELECT window, window_start, user_id, shares, thanks_given, thanks_received, "
+            "reactions_received, hwm_partitions, hwm_offsets, version FROM kudos.score_state "
+            "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
+            params,
+        ):
+            key: WindowKey = (org, _window_name(row[0]), dt_to_ms(row[1]), row[2])
+            if key in wanted and (key not in best or row[9] > best[key][0]):
+                best[key] = (int(row[9]), row)
+        for key, (_, row) in best.items():
+            t = loaded[key]
+            t.shares, t.thanks_given, t.thanks_received, t.reactions_received = (
+                int(row[3]),
+                int(row[4]),
+                int(row[5]),
+                int(row[6]),
+            )
+            t.hwm = {int(p): int(o) for p, o in zip(row[7], row[8], strict=True)}
+        for window, start, user, thanker in self.ch.query(
+            "SELECT window, window_start, user_id, thanker_id FROM kudos.thankers "
+            "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
+            params,
+        ):
+            key = (org, _window_name(window), dt_to_ms(start), user)
+            if key in wanted:
+                loaded[key].thankers.add(thanker)
 
     def write_thankers(self, rows: Sequence[tuple[WindowKey, str]]) -> int:
         if not rows:

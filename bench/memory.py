@@ -1,0 +1,168 @@
+"""Peak RSS of one `kudos worker` while 1,000,000 active users' events go through it.
+
+Preloads one THANKS per user (from another user, so every user both gives and receives)
+and a SHARE for every third user, all within the last hour: 1,333,334 events, 1,000,000
+users in 3 orgs, 4 windows each, so 8,000,000 window keys are touched and 1,333,334 event
+ids must be remembered for deduplication. The worker drains them; the bench samples its
+resident memory every 0.25 s and reads the kernel's peak (VmHWM) at the end.
+
+Baseline in the same run: the same worker's RSS once started and joined, before it reads.
+The ClickHouse backend is Debian's server when installed (so the figure is the worker's
+own memory), else chdb (whose engine then lives inside the worker and is counted).
+
+    .venv/bin/python -m bench.memory [USERS=1000000]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from bench.throughput import TOPIC, metric
+from schemas.codec import default_codec
+from schemas.event import CollaborationEvent, EventType, Visibility
+from streams.broker import EmbeddedBroker, ensure_topics
+from tests.e2e.worker import WorkerProcess
+
+ORGS = ("acme", "globex", "initech")
+
+
+def events(users: int, now_ms: int) -> list[CollaborationEvent]:
+    out = []
+    per_org = users // len(ORGS)
+    for i in range(users):
+        org, n = ORGS[i % len(ORGS)], i // len(ORGS)
+        user = f"{org}-{n:07d}"
+        actor = f"{org}-{(n * 7919 + 1) % per_org:07d}"
+        at = now_ms - 3_000_000 + (i * 3_000_000) // users  # over the last 50 minutes
+        out.append(
+            CollaborationEvent(
+                f"mem-{i:08d}-thanks-0000-000000000000",
+                EventType.THANKS,
+                org,
+                actor,
+                (user,),
+                None,
+                None,
+                Visibility.PUBLIC,
+                at,
+                "bench",
+            )
+        )
+        if i % 3 == 0:
+            out.append(
+                CollaborationEvent(
+                    f"mem-{i:08d}-share-00000-000000000000",
+                    EventType.SHARE,
+                    org,
+                    user,
+                    (),
+                    f"doc-{i}",
+                    "#eng",
+                    Visibility.PUBLIC,
+                    at,
+                    "bench",
+                )
+            )
+    return out
+
+
+async def preload(bootstrap: str, batch: list[CollaborationEvent]) -> None:
+    codec = default_codec()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        futures = []
+        for ev in batch:
+            futures.append(
+                await producer.send(TOPIC, codec.encode_avro(ev), key=ev.actor_id.encode())
+            )
+            if len(futures) >= 20_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main(users: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        server = None
+        if shutil.which("clickhouse-server"):
+            from tests.services.clickhouse_server import ClickHouseServer
+
+            server = ClickHouseServer(work / "server")
+            server.start()
+            url, backend = server.url, "ClickHouse server (outside the worker)"
+        else:
+            url, backend = f"chdb://{work / 'chdb'}", "chdb (inside the worker)"
+        try:
+            with EmbeddedBroker(log_path=work / "tansu.log") as broker:
+                ensure_topics(broker.bootstrap, [TOPIC], partitions=4)
+                batch = events(users, int(time.time() * 1000))
+                asyncio.run(preload(broker.bootstrap, batch))
+                # The worker joins with nothing to read yet: its baseline RSS.
+                worker = WorkerProcess(
+                    broker.bootstrap,
+                    url,
+                    work / "worker.log",
+                    KUDOS_PARTITIONS="4",
+                    KUDOS_LOG_LEVEL="warning",
+                    KUDOS_GROUP_ID="kudos-memory",
+                )
+                worker.start()
+                try:
+                    worker.wait_ready(120)
+                    assert worker.proc is not None
+                    pid = worker.proc.pid
+                    baseline = status(pid, "VmRSS")
+                    peak_keys = 0.0
+                    last = -1.0
+                    stable_since = time.monotonic()
+                    while True:
+                        _, text = worker.get("/metrics")
+                        applied = metric(text, "kudos_effects_applied_total")
+                        consumed = metric(text, "kudos_events_consumed_total")
+                        peak_keys = max(peak_keys, metric(text, "kudos_window_keys"))
+                        if applied != last:
+                            last, stable_since = applied, time.monotonic()
+                        elif consumed >= len(batch) and time.monotonic() - stable_since > 2:
+                            break
+                        time.sleep(0.25)
+                    peak = status(pid, "VmHWM")
+                    end = status(pid, "VmRSS")
+                except Exception:
+                    print(worker.log_tail(3000), file=sys.stderr)
+                    raise
+                finally:
+                    worker.stop()
+        finally:
+            if server is not None:
+                server.close()
+    print(f"users: {users:,} in {len(ORGS)} orgs, events: {len(batch):,}, backend: {backend}")
+    print(f"worker RSS joined, before reading   {baseline / 2**20:8.0f} MB  (baseline)")
+    print(
+        f"worker peak RSS (VmHWM)             {peak / 2**20:8.0f} MB  "
+        f"({peak / baseline:.1f}x baseline)"
+    )
+    print(f"worker RSS after the drain          {end / 2**20:8.0f} MB")
+    print(f"window keys held at most            {peak_keys:10,.0f}  (KUDOS max cached keys)")
+    print(f"effects applied                     {last:10,.0f}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)

@@ -1,0 +1,181 @@
+"""Leaderboard read latency of `/api/leaderboard` with a large history, against a baseline.
+
+Generates, straight into ClickHouse, the `kudos.score_state` rows that 100,000,000 events
+by 1,000,000 users of one org over 28 days leave behind (a long tail: the busiest user
+has ~15,000x the events of the quietest; every user is on the all-time and weekly boards,
+a third on each day's, 5% on each of the last 48 hours'), then fills `kudos.leader_rows`
+with the backfill migration's statement. A `kudos worker` then serves
+`GET /api/leaderboard?top=10` for hour/day/week/all to 1 and to 10 concurrent clients
+(keep-alive HTTP, each sending its next request when the last is answered).
+
+Baseline, same run, same data: the same worker with `KUDOS_LEADER_DEPTH=1`, so top-10 is
+read from the `kudos.scores` view (FINAL over the whole board), as before leader_rows.
+
+Runs on chdb, and on Debian's ClickHouse server when `clickhouse-server` is installed.
+
+    .venv/bin/python -m bench.reads [SECONDS_PER_CELL=5] [USERS=1000000] [EVENTS=100000000]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+from sinks.clickhouse import ClickHouse, connect
+from sinks.migrate import apply_migrations, load_migrations
+from streams.broker import EmbeddedBroker
+from streams.windows import DAY_MS, HOUR_MS, window_start
+from tests.e2e.worker import WorkerProcess
+
+ORG = "bench"
+WINDOWS = ("hour", "day", "week", "all")
+ZIPF = 0.7
+DAYS = 28
+HOURS = 48
+
+
+def generate(ch: ClickHouse, users: int, events: int, now_ms: int) -> int:
+    """score_state rows for `events` events by `users` users; returns the row count."""
+    norm = sum((i + 1) ** -ZIPF for i in range(users))
+    per_user = f"({events} / {norm} * pow(number + 1, -{ZIPF}))"
+    boards: list[tuple[str, int, float, str]] = [("all", 0, 1.0, "1")]
+    weeks = {window_start("week", now_ms - d * DAY_MS) for d in range(DAYS)}
+    boards += [("week", w, 1 / len(weeks), "1") for w in sorted(weeks)]
+    today = window_start("day", now_ms)
+    boards += [("day", today - d * DAY_MS, 3 / DAYS, f"number % 3 = {d % 3}") for d in range(DAYS)]
+    hour = window_start("hour", now_ms)
+    boards += [
+        ("hour", hour - h * HOUR_MS, 20 / (DAYS * 24), f"number % 20 = {h % 20}")
+        for h in range(HOURS)
+    ]
+    at = datetime.fromtimestamp(now_ms // 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    for window, start_ms, share, active in boards:
+        start = datetime.fromtimestamp(start_ms // 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        n = f"toUInt64({per_user} * {share} + cityHash64(number, {start_ms}) % 3)"
+        ch.execute(
+            "INSERT INTO kudos.score_state SELECT org_id, `window`, window_start, user_id, "
+            "shares, thanks_given, thanks_received, least(thanks_received, 40), "
+            "reactions_received, 2 * shares + thanks_given + 3 * thanks_received "
+            "+ reactions_received, [0], [toInt64(n)], n, toDateTime('" + at + "', 'UTC') "
+            f"FROM (SELECT '{ORG}' AS org_id, '{window}' AS `window`, "
+            f"toDateTime('{start}', 'UTC') AS window_start, "
+            "concat('u', toString(1000000 + number)) AS user_id, "
+            f"{n} AS n, toUInt64(n * 3 / 10) AS shares, toUInt64(n * 3 / 10) AS thanks_given, "
+            "toUInt64(n * 3 / 10) AS thanks_received, n - 3 * toUInt64(n * 3 / 10) "
+            "AS reactions_received FROM (SELECT number FROM system.numbers "
+            f"LIMIT {users}) WHERE {active})"
+        )
+    (backfill,) = [m for m in load_migrations() if m.name == "0009_leader_rows_backfill"]
+    ch.execute(backfill.sql)
+    return int(ch.query("SELECT count() FROM kudos.score_state")[0][0])
+
+
+async def load(base: str, window: str, clients: int, seconds: float, at: str) -> list[float]:
+    url = f"{base}/api/leaderboard?org={ORG}&window={window}&top=10&at={at}"
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            async with session.get(url) as r:
+                body = await r.json()
+            latencies.append(time.perf_counter() - started)
+            assert r.status == 200 and len(body["entries"]) == 10, body
+
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await client(session)  # one request to warm up, not counted
+        latencies.clear()
+        deadline = time.perf_counter() + seconds
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+    return latencies
+
+
+def quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
+
+
+def measure(
+    bootstrap: str, url: str, work: Path, depth: int | None, seconds: float, at: str
+) -> dict[tuple[str, int], tuple[float, float, int]]:
+    env = {"KUDOS_LOG_LEVEL": "warning"}
+    if depth is not None:
+        env["KUDOS_LEADER_DEPTH"] = str(depth)
+    worker = WorkerProcess(bootstrap, url, work / f"worker-{depth}.log", **env)
+    worker.start(migrate=False)
+    out: dict[tuple[str, int], tuple[float, float, int]] = {}
+    try:
+        worker.wait_ready(120)
+        for clients in (1, 10):
+            for window in WINDOWS:
+                lat = asyncio.run(load(worker.base, window, clients, seconds, at))
+                out[(window, clients)] = (
+                    quantile(lat, 0.5) * 1000,
+                    quantile(lat, 0.99) * 1000,
+                    len(lat),
+                )
+    finally:
+        worker.stop()
+    return out
+
+
+def run_backend(name: str, url: str, work: Path, users: int, events: int, seconds: float) -> None:
+    now = int(time.time() * 1000)
+    at = datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ch = connect(url)
+    try:
+        apply_migrations(ch)
+        started = time.perf_counter()
+        rows = generate(ch, users, events, now)
+        print(
+            f"[{name}] generated {rows:,} score_state rows ({users:,} users, "
+            f"{events:,} events, {DAYS} days) in {time.perf_counter() - started:.0f}s",
+            flush=True,
+        )
+    finally:
+        ch.close()
+    with EmbeddedBroker(log_path=work / f"tansu-{name}.log") as broker:
+        fast = measure(broker.bootstrap, url, work, None, seconds, at)
+        base = measure(broker.bootstrap, url, work, 1, seconds, at)
+    print(f"[{name}] GET /api/leaderboard top=10, ms: kudos (leader_rows) vs baseline (scores)")
+    print(
+        f"  {'window':<6} {'clients':>7} {'p50':>8} {'p99':>8} {'n':>6}   "
+        f"{'base p50':>9} {'base p99':>9} {'n':>5}   {'p99 ratio':>9}"
+    )
+    for (window, clients), (p50, p99, n) in fast.items():
+        b50, b99, bn = base[(window, clients)]
+        print(
+            f"  {window:<6} {clients:>7} {p50:8.2f} {p99:8.2f} {n:6d}   "
+            f"{b50:9.1f} {b99:9.1f} {bn:5d}   {b99 / p99:8.0f}x",
+            flush=True,
+        )
+
+
+def main(seconds: float, users: int, events: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        run_backend("chdb", f"chdb://{work / 'chdb'}", work, users, events, seconds)
+        if shutil.which("clickhouse-server"):
+            from tests.services.clickhouse_server import ClickHouseServer
+
+            with ClickHouseServer(work / "server") as server:
+                run_backend("server", server.url, work, users, events, seconds)
+        else:
+            print("clickhouse-server is not installed: server figures skipped")
+
+
+if __name__ == "__main__":
+    main(
+        float(sys.argv[1]) if len(sys.argv) > 1 else 5.0,
+        int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000,
+        int(sys.argv[3]) if len(sys.argv) > 3 else 100_000_000,
+    )

@@ -1,0 +1,50 @@
+"""RecognitionStore on both backends: state round trips at scale, leaderboard sources."""
+
+from __future__ import annotations
+
+from sinks.clickhouse import ClickHouse
+from sinks.store import RecognitionStore
+from streams.rules import RulesLookup
+from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
+
+WEEK = 1_795_132_800_000  # Monday 2026-11-23 00:00 UTC
+
+
+def test_many_long_user_ids_load_back_exactly(ch: ClickHouse) -> None:
+    """A batch can touch thousands of new users: one IN (...) list of them all would pass
+    ClickHouse's max_query_size (256 KiB), which a 1M-user benchmark hit."""
+    store = RecognitionStore(ch)
+    users = [f"user-{i:05d}-" + "x" * 120 for i in range(3000)]
+    book = ScoreBook()
+    keys: list[WindowKey] = []
+    for i, user in enumerate(users):
+        for window, start in (("week", WEEK), ("all", 0)):
+            key: WindowKey = ("acme", window, start, user)
+            book.totals[key] = WindowTotals(
+                shares=i % 5, thanks_received=i % 7, thankers={f"t{i % 3}"}, hwm={0: i, 2: 7}
+            )
+            keys.append(key)
+    store.write_scores(book, keys, RulesLookup())
+    store.write_thankers([(k, t) for k in keys for t in book.totals[k].thankers])
+    store.write_badges([BadgeAward("acme", users[-1], Badge.SHARER, WEEK, 1, "ten shares")])
+
+    loaded = ScoreBook()
+    store.load_keys(keys, loaded)
+    assert loaded.totals == {k: book.totals[k] for k in keys}
+    assert loaded.awarded == {("acme", users[-1], Badge.SHARER, WEEK)}
+
+
+def test_leaderboards_up_to_the_depth_read_leader_rows_and_deeper_ones_scores(
+    ch: ClickHouse,
+) -> None:
+    store = RecognitionStore(ch, leader_depth=2)
+    book = ScoreBook()
+    keys: list[WindowKey] = [("acme", "all", 0, u) for u in ("a", "b", "c")]
+    for n, key in enumerate(keys):
+        book.totals[key] = WindowTotals(thanks_received=n + 1, hwm={0: n})
+    rows = store.score_rows(book, keys, RulesLookup())
+    store.write_score_rows(rows)
+    store.write_leader_rows(rows[1:])  # "a" was below the board's threshold
+    assert [e.user_id for e in store.leaderboard("acme", "all", 0, 2)] == ["c", "b"]
+    assert [e.user_id for e in store.leaderboard("acme", "all", 0, 3)] == ["c", "b", "a"]
+    assert store.load_boards([("acme", "all", 0)], 5) == {("acme", "all", 0): [("c", 9), ("b", 6)]}
