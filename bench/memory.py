@@ -16,7 +16,9 @@ own memory), else chdb (whose engine then lives inside the worker and is counted
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -130,14 +132,31 @@ def main(users: int) -> None:
                     assert worker.proc is not None
                     pid = worker.proc.pid
                     baseline = status(pid, "VmRSS")
-                    peak_keys = 0.0
+                    if os.environ.get("KUDOS_BENCH_PYSPY"):
+                        subprocess.Popen(
+                            [
+                                str(Path(sys.executable).with_name("py-spy")),
+                                "record",
+                                "--format",
+                                "raw",
+                                "-o",
+                                os.environ["KUDOS_BENCH_PYSPY"],
+                                "-p",
+                                str(pid),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    peak_keys = slowest = 0.0
                     last = -1.0
                     stable_since = time.monotonic()
                     while True:
+                        asked = time.monotonic()
                         _, text = worker.get("/metrics")
+                        slowest = max(slowest, time.monotonic() - asked)
                         applied = metric(text, "kudos_effects_applied_total")
                         consumed = metric(text, "kudos_events_consumed_total")
-                        peak_keys = max(peak_keys, metric(text, "kudos_window_keys"))
+                        peak_keys = max(peak_keys, metric(text, "kudos_window_state_keys"))
                         if applied != last:
                             last, stable_since = applied, time.monotonic()
                         elif consumed >= len(batch) and time.monotonic() - stable_since > 2:
@@ -161,6 +180,7 @@ def main(users: int) -> None:
     )
     print(f"worker RSS after the drain          {end / 2**20:8.0f} MB")
     print(f"window keys held at most            {peak_keys:10,.0f}  (KUDOS max cached keys)")
+    print(f"slowest /metrics answer during it   {slowest:8.1f} s")
     print(f"effects applied                     {last:10,.0f}")
 
 

@@ -16,7 +16,15 @@ from typing import Any, Final
 
 from sinks.clickhouse import ClickHouse
 from streams.leaders import DEPTH, BoardKey
-from streams.rules import RULE_VERSION, Decision, PartitionState, Reason, RulesLookup
+from streams.rules import (
+    RULE_VERSION,
+    Decision,
+    PartitionState,
+    Reason,
+    RulesLookup,
+    remember,
+    retained_pair,
+)
 from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
 from streams.windows import DAY_MS, WindowName
 
@@ -228,11 +236,11 @@ class RecognitionStore:
         )
         counted_pairs: dict[tuple[str, str, str, int], set[str]] = defaultdict(set)
         for org, event_id, event_type, actor, recipient, reason, occurred in rows:
-            state.seen.setdefault((org, event_id), int(occurred))
+            remember(state, org, event_id, int(occurred))
             if event_type == "THANKS" and reason == Reason.COUNTED.value:
                 day = int(occurred) - int(occurred) % DAY_MS
                 counted_pairs[(org, actor, recipient, day)].add(event_id)
-        state.pair_counts = {k: len(v) for k, v in counted_pairs.items()}
+        state.pair_counts = {retained_pair(k): len(v) for k, v in counted_pairs.items()}
         return state
 
     # --- aggregating stage -------------------------------------------------------------

@@ -126,7 +126,7 @@ def create_app(
         stream_buffer_maxsize=max(settings.batch_max_events * 2, 4096),
     )
     routes = {
-        name: BatchRoute(name, settings.batch_max_events)
+        name: BatchRoute(name, settings.batch_max_events, settings.batch_max_bytes)
         for name in (settings.events_topic, settings.effects_topic)
     }
     # Set before the app creates its consumer (at start), on this app's transport only.
@@ -162,6 +162,7 @@ def create_app(
         blocking,
         badges_topic=settings.badges_topic,
         leader_depth=settings.leader_depth,
+        max_cached_keys=settings.max_state_keys,
     )
     reads = Blocking("kudos-reads")  # API reads never queue behind a write's retries
     kudos = Kudos(settings, app, clickhouse, store, blocking, reads, decide, aggregate, stopping)

@@ -40,22 +40,35 @@ Submit = Callable[[list[RawMessage]], Awaitable["asyncio.Future[Any]"]]
 class BatchRoute:
     """One topic's hand-over point from the drain loop to its stage."""
 
-    def __init__(self, topic: str, max_events: int, max_pending: int = 2) -> None:
+    def __init__(
+        self, topic: str, max_events: int, max_bytes: int = 1 << 20, max_pending: int = 2
+    ) -> None:
         self.topic = topic
         self.max_events = max_events
+        # Bytes bound a batch too: one kudos.effects message carries the points of a whole
+        # deciding batch, so a backlog of them must not become one huge aggregation.
+        self.max_bytes = max_bytes
         self.max_pending = max_pending
-        self._queue: asyncio.Queue[list[RawMessage]] | None = None
+        self._queue: asyncio.Queue[tuple[list[RawMessage], int]] | None = None
         self.busy = False
 
     @property
-    def queue(self) -> asyncio.Queue[list[RawMessage]]:
+    def queue(self) -> asyncio.Queue[tuple[list[RawMessage], int]]:
         if self._queue is None:  # created on the running loop
             self._queue = asyncio.Queue(self.max_pending)
         return self._queue
 
     async def deliver(self, messages: list[RawMessage]) -> None:
-        for i in range(0, len(messages), self.max_events):
-            await self.queue.put(messages[i : i + self.max_events])
+        chunk: list[RawMessage] = []
+        size = 0
+        for m in messages:
+            if chunk and (len(chunk) >= self.max_events or size >= self.max_bytes):
+                await self.queue.put((chunk, size))
+                chunk, size = [], 0
+            chunk.append(m)
+            size += len(m.value)
+        if chunk:
+            await self.queue.put((chunk, size))
 
     def clear(self) -> None:
         """Drop batches not yet started: after a rebalance faust re-reads from the
@@ -86,7 +99,7 @@ class BatchRoute:
         ClickHouse's latency. A failure raises out of here (the worker exits)."""
         q = self.queue
         in_flight: deque[tuple[asyncio.Future[Any], list[RawMessage]]] = deque()
-        get: asyncio.Future[list[RawMessage]] | None = None
+        get: asyncio.Future[tuple[list[RawMessage], int]] | None = None
         try:
             while True:
                 if get is None:
@@ -100,10 +113,11 @@ class BatchRoute:
                     done.result()  # a failed flush raises here
                     ack(batch)
                 if get.done():
-                    batch, get = get.result(), None
+                    (batch, size), get = get.result(), None
                     self.busy = True
-                    while len(batch) < self.max_events and not q.empty():
-                        batch = batch + q.get_nowait()
+                    while len(batch) < self.max_events and size < self.max_bytes and not q.empty():
+                        more, more_size = q.get_nowait()
+                        batch, size = batch + more, size + more_size
                     while len(in_flight) >= max_in_flight:
                         done, oldest = in_flight.popleft()
                         await done

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="partitions of topics the worker creates")
     replication_factor: int = 1
     batch_max_events: int = Field(5000, ge=1)
+    batch_max_bytes: int = Field(
+        1 << 20, ge=1, description="a batch ends at this many bytes of message values too"
+    )
+    max_state_keys: int = Field(
+        200_000,
+        ge=1,
+        description="window keys the aggregating stage caches (about 650 bytes each); "
+        "past it the cache is dropped and keys reload from ClickHouse as they come",
+    )
     leader_depth: int = Field(
         1000, ge=1, description="leaderboards up to this top-N are read from kudos.leader_rows"
     )

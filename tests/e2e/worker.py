@@ -48,7 +48,7 @@ class WorkerProcess:
 
     def get(self, path: str) -> tuple[int, Any]:
         try:
-            with urllib.request.urlopen(self.base + path, timeout=10) as r:
+            with urllib.request.urlopen(self.base + path, timeout=60) as r:
                 body = r.read()
                 return r.status, json.loads(body) if body[:1] in b"{[" else body.decode()
         except urllib.error.HTTPError as exc:

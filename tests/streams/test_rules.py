@@ -7,8 +7,9 @@ from streams.rules import (
     RulesLookup,
     decide_batch,
     effects_of,
+    seen_key,
 )
-from streams.windows import DAY_MS
+from streams.windows import DAY_MS, HOUR_MS
 from tests.streams.factories import event, ms, records
 
 NOW = ms("2026-11-23T12:00:00")
@@ -168,12 +169,13 @@ def test_per_org_rule_overrides() -> None:
 def test_prune_forgets_only_what_cannot_matter() -> None:
     state = PartitionState()
     t = ms("2026-11-23T10:00:00")
-    decide_batch(
-        records([event(event_id="old", at=t - 8 * DAY_MS - 1), event(at=t)]), state, t, RULES
-    )
+    # Ids are kept until the end of their hour passes the horizon (t - grace - 1 day).
+    kept, gone = t - 8 * DAY_MS - HOUR_MS + 1, t - 8 * DAY_MS - HOUR_MS
+    events = [event(event_id="kept", at=kept), event(event_id="gone", at=gone), event(at=t)]
+    decide_batch(records(events), state, t, RULES)
     state.prune(DEFAULT_RULES.grace_ms)
-    assert ("acme", "old") not in state.seen
-    assert len(state.seen) == 1
+    assert seen_key("acme", "gone") not in state.seen and seen_key("acme", "kept") in state.seen
+    assert len(state.seen) == 2
 
 
 def test_score_formula() -> None:
