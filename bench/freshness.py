@@ -3,7 +3,9 @@
 Starts Tansu and one `kudos worker` (chdb, or KUDOS_CLICKHOUSE), publishes synthetic
 traffic at RATE events/s for SECONDS, and every 0.2 s a sentinel THANKS to a new user of
 org `sentinel`. A poller reads the sentinel board every 50 ms and notes when each sentinel
-first shows. Prints p50/p99/max of produce -> visible, and how many never showed. Run:
+first shows. Baseline in the same run: a bare consumer of collab.events (kafka-python, same
+fetch wait) noting when each sentinel arrives: the broker's share of the latency. Prints
+p50/p99/max of both, and how many sentinels never showed. Run:
 
     .venv/bin/python -m bench.freshness [RATE] [SECONDS]
 """
@@ -21,7 +23,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from schemas.codec import default_codec
 from schemas.event import CollaborationEvent, EventType, Visibility
@@ -51,6 +53,7 @@ def main(rate: float, seconds: float) -> None:
     codec = default_codec()
     sent_at: dict[str, float] = {}
     seen_at: dict[str, float] = {}
+    consumed_at: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         work = Path(tmp)
         ensure_topics(broker.bootstrap, TOPICS, 4)
@@ -80,8 +83,28 @@ def main(rate: float, seconds: float) -> None:
                         pass
                     time.sleep(0.05)
 
+            def bare() -> None:
+                """Baseline: a bare consumer of collab.events, noting each sentinel."""
+                consumer = KafkaConsumer(
+                    bootstrap_servers=broker.bootstrap, group_id=None, fetch_max_wait_ms=100
+                )
+                tps = [TopicPartition("collab.events", p) for p in range(4)]
+                consumer.assign(tps)
+                consumer.seek_to_end(*tps)
+                while not stop.is_set():
+                    for records in consumer.poll(timeout_ms=100).values():
+                        now = time.monotonic()
+                        for r in records:
+                            if r.key and r.key.startswith(b"giver-"):
+                                ev = codec.decode(r.value)
+                                consumed_at.setdefault(ev.recipient_ids[0], now)
+                consumer.close()
+
             poller = threading.Thread(target=poll, daemon=True)
             poller.start()
+            baseline = threading.Thread(target=bare, daemon=True)
+            baseline.start()
+            time.sleep(1)
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=2)
             traffic = SyntheticTraffic(seed=5).stream()
             started = time.monotonic()
@@ -110,6 +133,7 @@ def main(rate: float, seconds: float) -> None:
             time.sleep(10)
             stop.set()
             poller.join()
+            baseline.join()
             producer.close()
         finally:
             worker.stop()
@@ -120,12 +144,14 @@ def main(rate: float, seconds: float) -> None:
         f"rate asked {rate:,.0f}/s, produced {achieved:,.0f}/s for {seconds:.0f}s; "
         f"sentinels {len(sent_at)}, never visible {missing}"
     )
-    if lat:
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-        print(
-            f"produce -> /api/leaderboard: p50 {statistics.median(lat) * 1000:.0f} ms, "
-            f"p99 {p99 * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms"
-        )
+    base = sorted(consumed_at[u] - t for u, t in sent_at.items() if u in consumed_at)
+    for name, values in (("produce -> /api/leaderboard", lat), ("baseline: bare consumer", base)):
+        if values:
+            p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+            print(
+                f"{name:<28} p50 {statistics.median(values) * 1000:6.0f} ms, "
+                f"p99 {p99 * 1000:6.0f} ms, max {values[-1] * 1000:6.0f} ms  (n={len(values)})"
+            )
 
 
 if __name__ == "__main__":

@@ -34,9 +34,10 @@ EXIT_BAD_INPUT = 3
 def fatal(message: str, code: int) -> NoReturn:
     """Crash-only: exit at once, without acking or committing the batch in hand.
 
-    faust acks a `take_events` batch when the loop moves on, even after an exception, and
-    would then commit past events that were never stored. Exiting here instead makes the
-    next start replay them, which the stages are built to do without double counting.
+    Raising would let faust's commit loop go on committing what other batches acked, and a
+    stage's later batches are already decided on the state of the failed one. Exiting here
+    instead makes the next start replay from the last commit, which the stages are built to
+    do without double counting.
     """
     (log.warning if code == 0 else log.critical)("%s (exit %d)", message, code)
     logging.shutdown()
