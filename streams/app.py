@@ -124,7 +124,6 @@ def create_app(
         producer_acks=-1,
         producer_max_request_size=settings.max_transport_bytes,
         consumer_max_fetch_size=settings.max_transport_bytes,
-        stream_buffer_maxsize=max(settings.batch_max_events * 2, 4096),
     )
     routes = {
         name: BatchRoute(name, settings.batch_max_events, settings.batch_max_bytes)

@@ -91,15 +91,21 @@ class BatchRoute:
         ack: Callable[[Sequence[RawMessage]], None],
         max_in_flight: int = 2,
     ) -> None:
-        """Forever: take a batch (merging what else is waiting, up to `max_events`) and
-        submit it to the stage, which prepares it at once and queues its flush behind the
-        previous batch's; acknowledge each batch when its flush has finished, so faust
-        commits only past stored batches. While batch N is being flushed, batch N+1 is
-        already being decided: the stage's CPU work overlaps the broker's and
-        ClickHouse's latency. A failure raises out of here (the worker exits)."""
+        """Forever: gather batches and submit them to the stage, which prepares each at
+        once and queues its flush behind the previous one; acknowledge each batch when its
+        flush has finished, so faust commits only past stored batches.
+
+        A batch is submitted when it is full (`max_events` or `max_bytes`) or when no flush
+        is in flight. So under load the stage decides batch N+1 while batch N is being
+        flushed (its CPU work overlaps the broker's and ClickHouse's latency), and under a
+        light load what arrives during a flush becomes the next batch (group commit):
+        inserts stay few and large, and an event waits for about two flushes at most.
+        A failure raises out of here (the worker exits)."""
         q = self.queue
         in_flight: deque[tuple[asyncio.Future[Any], list[RawMessage]]] = deque()
         get: asyncio.Future[tuple[list[RawMessage], int]] | None = None
+        batch: list[RawMessage] = []
+        size = 0
         try:
             while True:
                 if get is None:
@@ -109,24 +115,30 @@ class BatchRoute:
                     waiting.add(in_flight[0][0])
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 while in_flight and in_flight[0][0].done():
-                    done, batch = in_flight.popleft()
+                    done, flushed = in_flight.popleft()
                     done.result()  # a failed flush raises here
-                    ack(batch)
+                    ack(flushed)
                 if get.done():
-                    (batch, size), get = get.result(), None
-                    self.busy = True
-                    while len(batch) < self.max_events and size < self.max_bytes and not q.empty():
+                    more, more_size = get.result()
+                    get = None
+                    batch, size = batch + more, size + more_size
+                    while not self._full(batch, size) and not q.empty():
                         more, more_size = q.get_nowait()
                         batch, size = batch + more, size + more_size
+                if batch and (self._full(batch, size) or not in_flight):
                     while len(in_flight) >= max_in_flight:
-                        done, oldest = in_flight.popleft()
+                        done, flushed = in_flight.popleft()
                         await done
-                        ack(oldest)
+                        ack(flushed)
                     in_flight.append((await submit(batch), batch))
-                self.busy = bool(in_flight)
+                    batch, size = [], 0
+                self.busy = bool(in_flight or batch)
         finally:
             if get is not None:
                 get.cancel()
+
+    def _full(self, batch: list[RawMessage], size: int) -> bool:
+        return len(batch) >= self.max_events or size >= self.max_bytes
 
 
 def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> type[Any]:

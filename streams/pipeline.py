@@ -9,6 +9,7 @@ under faust, under a plain consumer loop in a benchmark, and in unit tests with 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -358,6 +359,21 @@ class DecideStage:
 _SCORE_AT = SCORE_COLUMNS.index("score")
 
 
+def evict_oldest(book: ScoreBook, keep: int) -> None:
+    """Drop the keys loaded longest ago (dicts keep insertion order) down to `keep`.
+
+    Everything dropped is stored (the caller waits for pending flushes first) and reloads
+    on its next effect. Old hour and day windows go first, as nothing touches them again.
+    Badges already awarded are kept per user; past `keep` users they are dropped too.
+    """
+    totals = book.totals
+    for key in list(itertools.islice(totals, max(len(totals) - keep, 0))):
+        del totals[key]
+    if len(book.users_loaded) > keep:
+        book.awarded.clear()
+        book.users_loaded.clear()
+
+
 def score_of_row(row: Sequence[Any]) -> int:
     return int(row[_SCORE_AT])
 
@@ -400,7 +416,7 @@ class AggregateStage:
         started = time.perf_counter()
         if len(self.book.totals) > self.max_cached_keys:
             await self.chain.wait()  # what is reloaded must be stored first
-            self.book = ScoreBook()
+            evict_oldest(self.book, self.max_cached_keys * 3 // 4)
         batches = [decode_effects(m.value) for m in messages]
         keys = keys_needed((e for b in batches for e in b), self.rules_for)
         await self.blocking.retrying("score_state", self.store.load_keys, keys, self.book)

@@ -71,10 +71,16 @@ class Settings(BaseSettings):
         1 << 20, ge=1, description="a batch ends at this many bytes of message values too"
     )
     max_state_keys: int = Field(
-        200_000,
+        500_000,
         ge=1,
         description="window keys the aggregating stage caches (about 650 bytes each); "
-        "past it the cache is dropped and keys reload from ClickHouse as they come",
+        "past it the oldest quarter is dropped and reloads from ClickHouse when touched",
+    )
+    read_cache_ms: int = Field(
+        100,
+        ge=0,
+        description="leaderboard answers younger than this are served from memory; up to "
+        "10x as old while a background read refreshes them (0: always read)",
     )
     leader_depth: int = Field(
         1000, ge=1, description="leaderboards up to this top-N are read from kudos.leader_rows"

@@ -11,6 +11,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sinks.store import LeaderboardEntry, iso
+from streams.readcache import ReadCache
 from streams.windows import WINDOWS, WindowName, window_start
 
 if TYPE_CHECKING:
@@ -79,6 +80,10 @@ def register_views(kudos: Kudos) -> None:
     app = kudos.app
     store = kudos.store
     blocking = kudos.reads
+    fresh_s = kudos.settings.read_cache_ms / 1000
+    boards: ReadCache[tuple[str, str, int, int], list[LeaderboardEntry]] = ReadCache(
+        fresh_s, 10 * fresh_s
+    )
 
     @app.page("/api/leaderboard")
     class LeaderboardView(View):
@@ -93,7 +98,10 @@ def register_views(kudos: Kudos) -> None:
                 top = parse_top(q.get("top"))
             except BadRequest as exc:
                 return self.json({"error": str(exc)}, status=400)
-            entries = await blocking.run(store.leaderboard, org, window, start, top)
+            entries = await boards.get(
+                (org, window, start, top),
+                lambda: blocking.run(store.leaderboard, org, window, start, top),
+            )
             return self.json(leaderboard_payload(org, window, start, entries))
 
     @app.page("/api/badges")

@@ -165,6 +165,8 @@ def run_faults(
             # A shallow leader table, so admission thresholds rise and are reloaded
             # across kills: every board's top LEADER_DEPTH is compared below.
             KUDOS_LEADER_DEPTH=str(LEADER_DEPTH),
+            # A small cache: keys are evicted and reloaded from ClickHouse all the time.
+            KUDOS_MAX_STATE_KEYS="3000",
         )
 
     sup = Supervisor(make)

@@ -30,14 +30,16 @@ def test_batches_end_at_the_event_count_or_the_byte_bound() -> None:
     assert asyncio.run(scenario()) == [(4, 40), (4, 40), (2, 20), (2, 400), (1, 200)]
 
 
-def test_runner_acks_in_order_only_after_each_flush_and_merges_waiting_batches() -> None:
+def test_runner_group_commits_under_light_load_pipelines_full_batches_and_acks_in_order() -> None:
     acked: list[list[int]] = []
     gates: list[asyncio.Event] = []
+    submitted: list[list[int]] = []
 
     async def scenario() -> None:
         route = BatchRoute("t", max_events=10, max_bytes=1 << 20, max_pending=10)
 
         async def submit(batch: list[RawMessage]) -> asyncio.Future[Any]:
+            submitted.append([m.offset for m in batch])
             gate = asyncio.Event()
             gates.append(gate)
             return asyncio.ensure_future(gate.wait())
@@ -49,15 +51,20 @@ def test_runner_acks_in_order_only_after_each_flush_and_merges_waiting_batches()
         await route.deliver(msgs(3, 1, first=3))  # waiting: merged with the first
         runner = asyncio.ensure_future(route.run(submit, ack))
         await asyncio.sleep(0.01)
+        # A flush is in flight: a small batch waits and gathers what comes meanwhile.
         await route.deliver(msgs(2, 1, first=6))
         await asyncio.sleep(0.01)
-        assert len(gates) == 2 and acked == [] and route.busy
+        assert submitted == [[0, 1, 2, 3, 4, 5]] and route.busy
+        # A full batch is decided at once, while the first flush is still running.
+        await route.deliver(msgs(10, 1, first=8))
+        await asyncio.sleep(0.01)
+        assert submitted[1] == list(range(6, 18))
         gates[1].set()  # the later flush cannot be acked before the earlier one
         await asyncio.sleep(0.01)
         assert acked == []
         gates[0].set()
         await asyncio.sleep(0.01)
-        assert acked == [[0, 1, 2, 3, 4, 5], [6, 7]] and not route.busy
+        assert acked == submitted and not route.busy
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):
             await runner

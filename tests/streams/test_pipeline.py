@@ -314,3 +314,17 @@ def test_score_rows_are_a_snapshot_taken_when_the_batch_is_applied() -> None:
     asyncio.run(scenario())
     # The first flush ran after the second batch was applied, and still wrote 1, not 2.
     assert written == [1, 2]
+
+
+def test_eviction_drops_the_oldest_keys_and_keeps_badges_per_user() -> None:
+    from streams.pipeline import evict_oldest
+    from streams.scorebook import Badge, WindowTotals
+
+    book = ScoreBook()
+    for i in range(10):
+        book.totals[("acme", "hour", i, "bob")] = WindowTotals()
+    book.awarded.add(("acme", "bob", Badge.FIRST_THANKS, 0))
+    book.users_loaded.add(("acme", "bob"))
+    evict_oldest(book, 4)
+    assert [k[2] for k in book.totals] == [6, 7, 8, 9]
+    assert book.users_loaded == {("acme", "bob")} and book.awarded
