@@ -245,6 +245,9 @@ class DecideStage:
     async def _state(self, topic: str, partition: int) -> PartitionState:
         state = self.states.get((topic, partition))
         if state is None:
+            # Load what is stored only once this stage's own pending flushes are stored
+            # (after a rebalance some may still hold decisions of this partition).
+            await self.chain.wait()
             grace = self.rules_for.max_grace_ms()
             state = await self.blocking.retrying(
                 "decisions", self.store.load_partition_state, topic, partition, grace
@@ -401,10 +404,15 @@ class AggregateStage:
         self.book = ScoreBook()
         self.boards = Boards(depth=leader_depth)
         self.chain = FlushChain()
+        self.stale = False
 
     def forget(self) -> None:
-        """After a rebalance another worker may own some users: reload from ClickHouse."""
-        self.book = ScoreBook()
+        """After a rebalance another worker may own some users: reload from ClickHouse.
+
+        Not at once: a flush may still be writing this book's rows (a rebalance waits for
+        the stage only so long). The next batch drops the book after every pending flush
+        is stored; loading earlier would read rows older than those flushes."""
+        self.stale = True
 
     async def process(self, messages: Sequence[RawMessage]) -> Applied:
         """Aggregate and flush one batch; returns when its rows are stored."""
@@ -414,9 +422,12 @@ class AggregateStage:
         """Apply a batch to the in-memory book now and snapshot the rows it changed; the
         writes run after the flushes submitted before them (see `FlushChain`)."""
         started = time.perf_counter()
-        if len(self.book.totals) > self.max_cached_keys:
+        if self.stale or len(self.book.totals) > self.max_cached_keys:
             await self.chain.wait()  # what is reloaded must be stored first
-            evict_oldest(self.book, self.max_cached_keys * 3 // 4)
+            if self.stale:
+                self.book, self.stale = ScoreBook(), False
+            else:
+                evict_oldest(self.book, self.max_cached_keys * 3 // 4)
         batches = [decode_effects(m.value) for m in messages]
         keys = keys_needed((e for b in batches for e in b), self.rules_for)
         await self.blocking.retrying("score_state", self.store.load_keys, keys, self.book)

@@ -328,3 +328,31 @@ def test_eviction_drops_the_oldest_keys_and_keeps_badges_per_user() -> None:
     evict_oldest(book, 4)
     assert [k[2] for k in book.totals] == [6, 7, 8, 9]
     assert book.users_loaded == {("acme", "bob")} and book.awarded
+
+
+def test_after_a_rebalance_keys_reload_only_once_pending_flushes_are_stored() -> None:
+    store, pub, decide, aggregate = make()
+    codec = default_codec()
+    for i, actor in enumerate(("carol", "dave")):
+        raw = [codec.encode_avro(event(actor=actor, at=NOW - 1000))]
+        asyncio.run(decide.process(messages(raw, first=i)))
+    effects = [
+        RawMessage("kudos.effects", p or 0, i, None, v)
+        for i, (_, v, p, _) in enumerate(pub.sent["kudos.effects"])
+    ]
+    gated = GatedPublisher(store.log)
+    aggregate.publisher = gated  # the first batch's flush waits on its badge
+
+    async def scenario() -> None:
+        first = await aggregate.submit([effects[0]])
+        aggregate.forget()  # a rebalance that did not wait for the flush
+        store.log.clear()
+        second = asyncio.ensure_future(aggregate.submit(effects[1:]))
+        await asyncio.sleep(0.05)
+        assert "load" not in store.log  # not before the first flush is stored
+        gated.gate.set()
+        await first
+        await (await second)
+
+    asyncio.run(scenario())
+    assert store.log.index("scores") < store.log.index("load")
