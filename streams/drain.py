@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -232,6 +233,9 @@ def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> typ
                 last = offset
             if not batch:
                 return
+            # What faust's stream sensor records per event: its livelock check reads it
+            # and would otherwise log "Stream has not started processing" every few minutes.
+            self.app.monitor.stream_inbound_time[tp] = time.monotonic()
             # Rebalance while the route is full: give up this batch, faust seeks back.
             await self.wait_first(route.deliver(batch), self.suspend_flow.wait())
             if self.flow_active:
