@@ -24,11 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.codec import DecodeError, default_codec
+from schemas.event import CollaborationEvent
 from sinks.clickhouse import connect
 from streams.broker import EmbeddedBroker, ensure_topics
 from streams.synthetic import SyntheticTraffic, TrafficShape
@@ -38,17 +40,21 @@ TOPIC = "collab.events"
 
 
 async def preload(bootstrap: str, n: int, users: int) -> None:
-    codec = default_codec()
     shape = TrafficShape()
     traffic = SyntheticTraffic(
         TrafficShape(users_per_org=max(users // len(shape.orgs), 1)), seed=11
     )
-    now = int(time.time() * 1000)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_000_000)
+    await produce_avro(bootstrap, traffic.stream(n, at_ms=int(time.time() * 1000)))
+
+
+async def produce_avro(bootstrap: str, events: Iterable[CollaborationEvent]) -> None:
+    """Confluent-framed Avro to the events topic, keyed by actor, acknowledged."""
+    codec = default_codec()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     try:
         futures = []
-        for ev in traffic.stream(n, at_ms=now):
+        for ev in events:
             futures.append(
                 await producer.send(TOPIC, codec.encode_avro(ev), key=ev.actor_id.encode())
             )
