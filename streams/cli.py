@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from schemas.codec import default_codec
 from schemas.event import CollaborationEvent
+from streams.entry import exit_during_startup
 from streams.settings import Settings, get_settings
 from streams.windows import WINDOWS
 
@@ -48,11 +49,6 @@ def _until_clickhouse_answers(call: Callable[[], T]) -> T:
             delay = min(delay * 2, 10.0)
 
 
-def _exit_during_startup(signum: int, frame: object) -> None:
-    log.warning("stop requested during start-up (signal %d)", signum)
-    raise SystemExit(0)
-
-
 def _run_worker(
     settings: Settings, bootstrap: str, *, migrate: bool, demo_rate: float = 0.0
 ) -> int:
@@ -64,7 +60,7 @@ def _run_worker(
 
     # Until faust installs its own handlers, a stop request ends the start-up at once
     # (nothing has been consumed yet, so there is nothing to flush).
-    signal.signal(signal.SIGTERM, _exit_during_startup)
+    signal.signal(signal.SIGTERM, exit_during_startup)
 
     counts = ensure_topics(
         bootstrap,

@@ -38,7 +38,7 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, migrate: bool = True) -> WorkerProcess:
-        args = [sys.executable, "-m", "streams.cli", "worker"] + (["--migrate"] if migrate else [])
+        args = [sys.executable, "-m", "streams", "worker"] + (["--migrate"] if migrate else [])
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self

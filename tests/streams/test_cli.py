@@ -21,7 +21,7 @@ from streams.synthetic import SyntheticTraffic
 from tests.e2e.test_end_to_end import consume_all
 from tests.e2e.worker import WorkerProcess
 
-KUDOS = [sys.executable, "-m", "streams.cli"]
+KUDOS = [sys.executable, "-m", "streams"]
 
 
 def run_kudos(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
