@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import date
 from importlib import resources
@@ -154,6 +155,8 @@ def _avro_dir() -> resources.abc.Traversable:
 # --- Avro plans --------------------------------------------------------------------------
 
 _SCHEMA_ID = struct.Struct(">I")
+# How long an id the resolver did not know is taken as unknown without asking again.
+UNKNOWN_ID_TTL_S = 60.0
 _HEADER = struct.Struct(">BI")
 _HEADER_SIZE: Final = _HEADER.size
 
@@ -424,7 +427,7 @@ class EventCodec:
     written by newer or older compatible versions decode alike.
     """
 
-    __slots__ = ("_max_message_bytes", "_plans", "_reader", "_resolver")
+    __slots__ = ("_max_message_bytes", "_plans", "_reader", "_resolver", "_unknown")
 
     def __init__(
         self,
@@ -440,6 +443,10 @@ class EventCodec:
         self._max_message_bytes = max_message_bytes
         self._reader = _decoding_form(reader_schema)
         self._plans: dict[int, _AvroPlan] = {}
+        # Ids the resolver did not know, until when to believe it: garbage with random ids
+        # must not cost a registry round trip per message, yet an id registered a little
+        # later must be found.
+        self._unknown: dict[int, float] = {}
 
     @property
     def max_message_bytes(self) -> int:
@@ -506,7 +513,38 @@ class EventCodec:
             "too_large", f"{size} bytes exceeds the limit of {self._max_message_bytes}"
         )
 
+    def unresolved_ids(self, raws: Iterable[bytes]) -> set[int]:
+        """Schema ids of Confluent-framed messages whose writer schema is not prepared yet
+        (nor known to be unknown): what `resolve` must look up before decoding."""
+        plans, unknown = self._plans, self._unknown
+        out: set[int] = set()
+        for raw in raws:
+            if len(raw) >= _HEADER_SIZE and raw[0] == CONFLUENT_MAGIC_BYTE:
+                schema_id = _SCHEMA_ID.unpack_from(raw, 1)[0]
+                if schema_id not in plans and schema_id not in unknown:
+                    out.add(schema_id)
+        if unknown:
+            now = time.monotonic()
+            for schema_id, until in list(unknown.items()):
+                if until <= now:
+                    del unknown[schema_id]
+        return out
+
+    def resolve(self, schema_ids: Iterable[int]) -> None:
+        """Look up and prepare these writer schemas, so that decoding needs no lookup.
+
+        Blocking (a registry is asked over the network): call it off the event loop. An id
+        the resolver does not know is remembered as unknown for `UNKNOWN_ID_TTL_S`; any
+        other failure of the resolver propagates (the message is not at fault)."""
+        for schema_id in schema_ids:
+            try:
+                self._plan_for(schema_id)
+            except DecodeError:
+                self._unknown[schema_id] = time.monotonic() + UNKNOWN_ID_TTL_S
+
     def _plan_for(self, schema_id: int, *, strict: bool = True) -> _AvroPlan:
+        if schema_id in self._unknown and strict:
+            raise DecodeError("unknown_schema_id", f"no schema registered under id {schema_id}")
         try:
             schema = self._resolver.writer_schema(schema_id)
         except UnknownSchemaId:

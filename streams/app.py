@@ -5,21 +5,25 @@ web views. All rule logic lives in `rules`/`scorebook`; all I/O shapes in `pipel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 import faust
 from faust.types import TP
 
-from schemas.codec import default_codec
+from schemas.registry import codec_for
 from sinks.clickhouse import ClickHouse
 from sinks.store import RecognitionStore
+from streams import metrics
 from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.drain import BatchRoute, batch_consumer
+from streams.health import ProgressTracker
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
 from streams.settings import Settings
 from streams.web import register_views
@@ -98,6 +102,8 @@ class Kudos:
     decide: DecideStage
     aggregate: AggregateStage
     stopping: threading.Event
+    progress: ProgressTracker
+    joined: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def create_app(
@@ -126,8 +132,11 @@ def create_app(
         consumer_max_fetch_size=settings.max_transport_bytes,
     )
     routes = {
-        name: BatchRoute(name, settings.batch_max_events, settings.batch_max_bytes)
-        for name in (settings.events_topic, settings.effects_topic)
+        name: BatchRoute(name, settings.batch_max_events, settings.batch_max_bytes, stage=stage)
+        for name, stage in (
+            (settings.events_topic, "decide"),
+            (settings.effects_topic, "aggregate"),
+        )
     }
     # Set before the app creates its consumer (at start), on this app's transport only.
     app.transport.Consumer = batch_consumer(routes, settings.fetch_max_wait_ms)  # type: ignore[misc]
@@ -144,7 +153,7 @@ def create_app(
     rules_for = settings.rules_lookup()
     decide = DecideStage(
         store,
-        default_codec(settings.max_message_bytes),
+        codec_for(settings),
         rules_for,
         publisher,
         blocking,
@@ -165,7 +174,10 @@ def create_app(
         max_cached_keys=settings.max_state_keys,
     )
     reads = Blocking("kudos-reads")  # API reads never queue behind a write's retries
-    kudos = Kudos(settings, app, clickhouse, store, blocking, reads, decide, aggregate, stopping)
+    progress = ProgressTracker(settings.stall_seconds)
+    kudos = Kudos(
+        settings, app, clickhouse, store, blocking, reads, decide, aggregate, stopping, progress
+    )
 
     events_topic, effects_topic = (
         app.topic(
@@ -217,12 +229,67 @@ def create_app(
         for route in routes.values():
             await route.idle(settings.session_timeout_s / 2)
         await app.consumer.commit()
+        cast(Any, app.consumer).forget_positions(revoked)
         decide.forget([(tp.topic, tp.partition) for tp in revoked])
         if any(tp.topic == settings.effects_topic for tp in revoked):
             aggregate.forget()
 
+    async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned: set[TP] = args[0] if args else kwargs["assigned"]
+        metrics.REBALANCES.inc()
+        ours = [tp for tp in assigned if tp.topic in routes]
+        for name in routes:
+            metrics.ASSIGNED_PARTITIONS.labels(name).set(sum(tp.topic == name for tp in ours))
+        kept = {(tp.topic, tp.partition) for tp in ours}
+        for topic, partition in set(progress.partitions) - kept:
+            # Another worker reports these now: stale series would read as ours.
+            _drop(metrics.CONSUMER_LAG, topic, str(partition))
+            _drop(metrics.PARTITION_STALLED, topic, str(partition))
+            if topic == settings.events_topic:
+                _drop(metrics.WATERMARK_LAG, str(partition))
+                _drop(metrics.STREAM_TIME, str(partition))
+        progress.assign(((tp.topic, tp.partition) for tp in ours), time.monotonic())
+        kudos.joined.set()
+
     # faust types receivers with a positional-only sender; ours is compatible at run time.
     app.on_partitions_revoked.connect(cast(Any, on_revoked))
+    app.on_partitions_assigned.connect(cast(Any, on_assigned))
+
+    async def watch_progress() -> None:
+        observe_progress(kudos, routes)
+
+    app.timer(settings.progress_interval_s)(watch_progress)
 
     register_views(kudos)
     return kudos
+
+
+def _drop(metric: Any, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)
+
+
+def observe_progress(kudos: Kudos, routes: dict[str, BatchRoute]) -> None:
+    """Lag, stalls and watermark lag of the assigned partitions, into the gauges."""
+    consumer = cast(Any, kudos.app.consumer)
+    progress = kudos.progress
+    now = time.monotonic()
+    positions = consumer.positions()
+    for tp in consumer.assignment():
+        if tp.topic not in routes:
+            continue
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # not fetched yet, or the consumer is being rebuilt
+            highwater = None
+        progress.observe((tp.topic, tp.partition), positions.get(tp), highwater, now)
+    stalled = set(progress.stalled(now))
+    for tp, p in progress.partitions.items():
+        labels = (tp[0], str(tp[1]))
+        if p.lag is not None:
+            metrics.CONSUMER_LAG.labels(*labels).set(p.lag)
+        metrics.PARTITION_STALLED.labels(*labels).set(1 if tp in stalled else 0)
+    wall = time.time()
+    for (_topic, partition), state in kudos.decide.states.items():
+        if state.stream_time_ms is not None:
+            metrics.WATERMARK_LAG.labels(str(partition)).set(wall - state.stream_time_ms / 1000)

@@ -24,12 +24,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams import metrics
 from streams.pipeline import RawMessage
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,31 @@ class BatchRoute:
     """One topic's hand-over point from the drain loop to its stage."""
 
     def __init__(
-        self, topic: str, max_events: int, max_bytes: int = 1 << 20, max_pending: int = 2
+        self,
+        topic: str,
+        max_events: int,
+        max_bytes: int = 1 << 20,
+        max_pending: int = 2,
+        stage: str = "",
+        max_in_flight: int = 2,
     ) -> None:
         self.topic = topic
+        self.stage = stage or topic
         self.max_events = max_events
         # Bytes bound a batch too: one kudos.effects message carries the points of a whole
         # deciding batch, so a backlog of them must not become one huge aggregation.
         self.max_bytes = max_bytes
         self.max_pending = max_pending
+        self.max_in_flight = max_in_flight
+        # Messages read and not yet stored: queued, gathering, or being flushed.
+        self.buffered = 0
+        self._buffer_gauge = metrics.WRITE_BUFFER.labels(self.stage)
+        self._paused_gauge = metrics.CONSUMPTION_PAUSED.labels(self.stage)
+        # Queued chunks and the one waiting to be queued (each up to max_events), the
+        # batch gathering and those in flight (each under 2 x max_events).
+        metrics.WRITE_BUFFER_LIMIT.labels(self.stage).set(
+            (max_pending + 1 + 2 * (max_in_flight + 1)) * max_events
+        )
         self._queue: asyncio.Queue[tuple[list[RawMessage], int]] | None = None
         self.busy = False
 
@@ -64,20 +82,38 @@ class BatchRoute:
         size = 0
         for m in messages:
             if chunk and (len(chunk) >= self.max_events or size >= self.max_bytes):
-                await self.queue.put((chunk, size))
+                await self._put(chunk, size)
                 chunk, size = [], 0
             chunk.append(m)
             size += len(m.value)
         if chunk:
-            await self.queue.put((chunk, size))
+            await self._put(chunk, size)
+
+    async def _put(self, chunk: list[RawMessage], size: int) -> None:
+        q = self.queue
+        if q.full():
+            # The stage is behind (or a write is being retried): fetching waits here.
+            self._paused_gauge.set(1)
+            try:
+                await q.put((chunk, size))
+            finally:
+                self._paused_gauge.set(0)
+        else:
+            q.put_nowait((chunk, size))
+        self._count(len(chunk))
+
+    def _count(self, n: int) -> None:
+        self.buffered += n
+        self._buffer_gauge.set(self.buffered)
 
     def clear(self) -> None:
         """Drop batches not yet started: after a rebalance faust re-reads from the
         committed offsets, so they would only be decided again (harmlessly, but twice)."""
         q = self.queue
         while not q.empty():
-            q.get_nowait()
+            chunk, _ = q.get_nowait()
             q.task_done()
+            self._count(-len(chunk))
 
     async def idle(self, timeout: float) -> None:
         """Wait until the batch in hand, if any, is finished."""
@@ -90,7 +126,6 @@ class BatchRoute:
         self,
         submit: Submit,
         ack: Callable[[Sequence[RawMessage]], None],
-        max_in_flight: int = 2,
     ) -> None:
         """Forever: gather batches and submit them to the stage, which prepares each at
         once and queues its flush behind the previous one; acknowledge each batch when its
@@ -103,6 +138,12 @@ class BatchRoute:
         inserts stay few and large, and an event waits for about two flushes at most.
         A failure raises out of here (the worker exits)."""
         q = self.queue
+        max_in_flight = self.max_in_flight
+
+        def stored(flushed: list[RawMessage]) -> None:
+            ack(flushed)
+            self._count(-len(flushed))
+
         in_flight: deque[tuple[asyncio.Future[Any], list[RawMessage]]] = deque()
         get: asyncio.Future[tuple[list[RawMessage], int]] | None = None
         batch: list[RawMessage] = []
@@ -118,7 +159,7 @@ class BatchRoute:
                 while in_flight and in_flight[0][0].done():
                     done, flushed = in_flight.popleft()
                     done.result()  # a failed flush raises here
-                    ack(flushed)
+                    stored(flushed)
                 if get.done():
                     more, more_size = get.result()
                     get = None
@@ -130,7 +171,7 @@ class BatchRoute:
                     while len(in_flight) >= max_in_flight:
                         done, flushed = in_flight.popleft()
                         await done
-                        ack(flushed)
+                        stored(flushed)
                     in_flight.append((await submit(batch), batch))
                     batch, size = [], 0
                 self.busy = bool(in_flight or batch)
@@ -158,12 +199,37 @@ def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> typ
             return consumer
 
     class Consumer(faust_aiokafka.Consumer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Next offset to process per partition, as far as this process has seen:
+            # the first offset handed to a stage, then one past each stored batch.
+            self.processed_next: dict[TP, int] = {}
+
+        def positions(self) -> dict[TP, int]:
+            """Next offset to process per assigned partition, where it is known: past the
+            stored batches, the committed offset, or where delivery resumed."""
+            out: dict[TP, int] = {}
+            for tp in self.assignment():
+                known = [
+                    v
+                    for v in (self._committed_offset.get(tp), self.processed_next.get(tp))
+                    if v is not None
+                ]
+                if known:
+                    out[tp] = max(known)
+            return out
+
+        def forget_positions(self, tps: Iterable[TP]) -> None:
+            for tp in tps:
+                self.processed_next.pop(tp, None)
+
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return Thread(self, loop=self.loop, beacon=self.beacon)
 
         def ack_batch(self, messages: Sequence[RawMessage]) -> None:
             """`Consumer.ack` for a whole batch, without per-message `Message` objects."""
             acks_enabled_for = self.app.topics.acks_enabled_for
+            processed = self.processed_next
             for m in messages:
                 if not acks_enabled_for(m.topic):
                     continue
@@ -171,6 +237,8 @@ def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> typ
                 committed = self._committed_offset[tp]
                 if committed is not None and m.offset < committed:
                     continue
+                if processed.get(tp, -1) <= m.offset:
+                    processed[tp] = m.offset + 1
                 index = self._acked_index[tp]
                 if m.offset not in index:
                     index.add(m.offset)
@@ -233,6 +301,7 @@ def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> typ
                 last = offset
             if not batch:
                 return
+            self.processed_next.setdefault(tp, batch[0].offset)
             # What faust's stream sensor records per event: its livelock check reads it
             # and would otherwise log "Stream has not started processing" every few minutes.
             self.app.monitor.stream_inbound_time[tp] = time.monotonic()

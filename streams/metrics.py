@@ -56,3 +56,56 @@ WRITE_BLOCKED = Gauge(
 )
 # Share of undecodable messages among the last messages seen (the circuit breaker's input).
 BAD_INPUT_RATIO = Gauge("kudos_bad_input_ratio", "Undecodable share of recent input messages")
+
+# --- Progress and health (issue 5) ----------------------------------------------------------
+# Messages behind the end of each assigned partition: the broker's high watermark minus the
+# next offset this worker will process. `topic` is one of kudos' two input topics.
+CONSUMER_LAG = Gauge(
+    "kudos_consumer_lag",
+    "Messages not yet processed, per assigned partition",
+    ["topic", "partition"],
+)
+# Seconds from an input partition's stream time (largest occurred_at seen) to now. Grows while
+# the partition is idle or behind; a steady large value on a busy partition means old events.
+WATERMARK_LAG = Gauge(
+    "kudos_watermark_lag_seconds",
+    "Wall clock minus stream time, per input partition",
+    ["partition"],
+)
+# Seconds from an event's occurred_at to its points being stored in ClickHouse (kudos.scores),
+# observed once per applied point when its batch is stored.
+FRESHNESS = Histogram(
+    "kudos_freshness_seconds",
+    "Event time to visible in kudos.scores",
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400),
+)
+# ClickHouse insert attempts made after a failed attempt (each retry), by table.
+INSERT_RETRIES = Counter(
+    "kudos_clickhouse_insert_retries", "ClickHouse insert attempts that retry a failure", ["table"]
+)
+# Messages read from Kafka and not yet stored and committed, per stage (`decide`, `aggregate`),
+# and the most the stage holds before it stops taking new batches.
+WRITE_BUFFER = Gauge(
+    "kudos_write_buffer_messages", "Messages read and not yet stored, per stage", ["stage"]
+)
+WRITE_BUFFER_LIMIT = Gauge(
+    "kudos_write_buffer_limit_messages", "Most messages a stage holds before pausing", ["stage"]
+)
+# 1 while a stage takes no new batch (its buffer is full or a write is being retried), so the
+# consumer stops fetching that topic.
+CONSUMPTION_PAUSED = Gauge(
+    "kudos_consumption_paused", "1 while a stage is not taking new batches", ["stage"]
+)
+# Partition assignments this worker received (each consumer-group rebalance it took part in).
+REBALANCES = Counter("kudos_rebalances", "Consumer group rebalances this worker took part in")
+# Partitions currently assigned to this worker, per topic.
+ASSIGNED_PARTITIONS = Gauge(
+    "kudos_assigned_partitions", "Partitions assigned to this worker", ["topic"]
+)
+# 1 while an assigned partition has lag but its processed offset has not moved for
+# KUDOS_STALL_SECONDS (also reported by /health/ready).
+PARTITION_STALLED = Gauge(
+    "kudos_partition_stalled",
+    "1 while a partition with lag makes no progress",
+    ["topic", "partition"],
+)

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from aiokafka.errors import KafkaError
 
 from schemas.codec import DecodeError, EventCodec
+from schemas.registry import SchemaRegistryError
 from sinks.clickhouse import ClickHouseUnavailable
 from sinks.store import SCORE_COLUMNS, DeadLetter, RecognitionStore
 from streams import metrics
@@ -49,6 +50,7 @@ T = TypeVar("T")
 # Failures worth waiting out: the service is away, not the request wrong.
 TRANSIENT: tuple[type[BaseException], ...] = (
     ClickHouseUnavailable,
+    SchemaRegistryError,
     KafkaError,
     ConnectionError,
     TimeoutError,
@@ -98,6 +100,7 @@ class Blocking:
             table,
             lambda: self._timed(table, fn, *args),
             on_failure=lambda: metrics.INSERT_FAILURES.labels(table).inc(),
+            on_retry=lambda: metrics.INSERT_RETRIES.labels(table).inc(),
             stop_requested=self.stop_requested,
         )
 
@@ -120,6 +123,7 @@ async def retry_forever(
     attempt: Callable[[], Awaitable[T]],
     *,
     on_failure: Callable[[], None] | None = None,
+    on_retry: Callable[[], None] | None = None,
     stop_requested: Callable[[], bool] = _never,
     first_delay: float = 0.2,
     max_delay: float = 30.0,
@@ -153,6 +157,8 @@ async def retry_forever(
                 raise StopRequested(f"stopping while {what} is unavailable") from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
+            if on_retry is not None:
+                on_retry()
         else:
             if failures:
                 metrics.WRITE_BLOCKED.labels(what).set(0)
@@ -271,6 +277,7 @@ class DecideStage:
         decisions: list[Decision] = []
         undecodable: list[DeadLetter] = []
         dead: list[tuple[RawMessage, str, str]] = []
+        await self._resolve_schemas(messages)
         now = self.clock()
         for (topic, partition), msgs in by_tp.items():
             state = await self._state(topic, partition)
@@ -342,6 +349,22 @@ class DecideStage:
 
         return self.chain.then(flush)
 
+    async def _resolve_schemas(self, messages: Sequence[RawMessage]) -> None:
+        """Look up writer schemas new to this worker before decoding, off the event loop.
+
+        A Schema Registry that is down is not the messages' fault: the batch waits here
+        (consumption pauses, `kudos_write_blocked{target="schema_registry"}` is 1) and is
+        decoded once the registry answers, instead of being dead-lettered or crashing."""
+        ids = self.codec.unresolved_ids(m.value for m in messages)
+        if not ids:
+            return
+        loop = asyncio.get_running_loop()
+        await retry_forever(
+            "schema_registry",
+            lambda: loop.run_in_executor(None, self.codec.resolve, ids),
+            stop_requested=self.blocking.stop_requested,
+        )
+
     async def _dead_letters(self, dead: Sequence[tuple[RawMessage, str, str]]) -> None:
         if not dead:
             return
@@ -360,6 +383,14 @@ class DecideStage:
 
 
 _SCORE_AT = SCORE_COLUMNS.index("score")
+
+
+def observe_freshness(event_times_ms: Sequence[int], stored_at_s: float) -> None:
+    """Event time to stored, once per point: what the freshness SLO is measured on."""
+    observe = metrics.FRESHNESS.observe
+    stored_ms = stored_at_s * 1000
+    for t in event_times_ms:
+        observe(max(stored_ms - t, 0) / 1000)
 
 
 def evict_oldest(book: ScoreBook, keep: int) -> None:
@@ -486,6 +517,7 @@ class AggregateStage:
             metrics.INSERT_BATCHES.labels("score_state").inc()
             metrics.EFFECTS_APPLIED.inc(total - applied.replayed)
             metrics.EFFECTS_REPLAYED.inc(applied.replayed)
+            observe_freshness(applied.event_times, time.time())
             return applied
 
         return self.chain.then(flush)

@@ -97,6 +97,8 @@ class Applied:
     new_thankers: list[tuple[WindowKey, str]] = field(default_factory=list)
     badges: list[BadgeAward] = field(default_factory=list)
     replayed: int = 0
+    # occurred_at of every effect applied for the first time (for the freshness metric).
+    event_times: list[int] = field(default_factory=list)
 
 
 def streak_days_needed(day_ms: int, streak: int) -> list[int]:
@@ -145,6 +147,8 @@ def apply_effects(
                 if window == "all":
                     applied.replayed += 1
                 continue  # applied before: a replay
+            if window == "all":
+                applied.event_times.append(e.occurred_at)
             if hwm.get(partition, -1) < offset:
                 hwm[partition] = offset
             was_zero_thanks = totals.thanks_received == 0

@@ -55,7 +55,19 @@ class Settings(BaseSettings):
         description="chdb:///path or clickhouse://user:password@host:9000/kudos "
         "(empty: chdb in data_dir)",
     )
-    schema_registry: str = ""
+    # Schema Registry (schemas/registry.py). The URL may carry credentials, so it is a
+    # SecretStr like the auth; neither is ever logged (shown URLs have userinfo as ***).
+    schema_registry: SecretStr = Field(
+        SecretStr(""),
+        description="http(s)://[user:pass@]host:port[,...] of a Confluent-compatible "
+        "Schema Registry; empty: the schemas shipped in schemas/avro",
+    )
+    schema_registry_auth: SecretStr = Field(
+        SecretStr(""), description="basic auth as user:password, if not in the URL"
+    )
+    schema_registry_ca_file: Path | None = Field(
+        None, description="PEM CA bundle trusted for an https registry (default: the system's)"
+    )
     http_port: int = 6066
     http_host: str = "0.0.0.0"
     data_dir: Path = Path("var")
@@ -98,6 +110,15 @@ class Settings(BaseSettings):
     dlq_min_messages: int = Field(1000, ge=1, description="messages seen before the ratio counts")
     fault_file: Path | None = Field(
         None, description="tests only: ClickHouse calls fail while this file exists"
+    )
+    stall_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="a partition with lag whose offset has not moved this long is stalled "
+        "(/health/ready fails, kudos_partition_stalled is 1)",
+    )
+    progress_interval_s: float = Field(
+        2.0, gt=0, description="how often lag, stalls and watermark lag are measured"
     )
     session_timeout_s: float = 10.0
     fetch_max_wait_ms: int = Field(

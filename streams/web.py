@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from importlib import resources
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from streams.app import Kudos
 
 MAX_TOP = 1000
+HEALTH_TIMEOUT_S = 2.0
 
 
 class BadRequest(ValueError):
@@ -114,22 +116,50 @@ def register_views(kudos: Kudos) -> None:
             rows = await blocking.run(store.badges, org, user)
             return self.json({"org": org, "user": user, "badges": rows})
 
+    async def readiness() -> tuple[bool, dict[str, Any]]:
+        try:
+            await asyncio.wait_for(blocking.run(store.ch.query, "SELECT 1"), HEALTH_TIMEOUT_S)
+            clickhouse = "ok"
+        except Exception as exc:  # health reports, never raises
+            clickhouse = f"error: {type(exc).__name__}"
+        stalled = [f"{t}[{p}]" for t, p in kudos.progress.stalled(time.monotonic())]
+        joined = kudos.joined.is_set()
+        ready = clickhouse == "ok" and joined and not stalled
+        return ready, {
+            "status": "ok" if ready else "degraded",
+            "live": True,
+            "ready": ready,
+            "clickhouse": clickhouse,
+            "joined": joined,
+            "assigned": sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment()),
+            "stalled": stalled,
+            "lag": {f"{t}[{p}]": lag for (t, p), lag in sorted(kudos.progress.lags().items())},
+        }
+
     @app.page("/health")
     class HealthView(View):
+        """Everything at once; 200 when ready (as /health/ready), else 503."""
+
         async def get(self, request: Request) -> Response:
-            try:
-                await blocking.run(store.ch.query, "SELECT 1")
-                clickhouse = "ok"
-            except Exception as exc:  # health reports, never raises
-                clickhouse = f"error: {type(exc).__name__}"
-            assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment())
-            ok = clickhouse == "ok"
-            body = {
-                "status": "ok" if ok else "degraded",
-                "clickhouse": clickhouse,
-                "assigned": assigned,
-            }
-            return self.json(body, status=200 if ok else 503)
+            ready, body = await readiness()
+            return self.json(body, status=200 if ready else 503)
+
+    @app.page("/health/live")
+    class LiveView(View):
+        """Liveness: the process and its event loop answer. A ClickHouse outage or a stalled
+        partition is not a reason to restart the worker, so they do not fail this."""
+
+        async def get(self, request: Request) -> Response:
+            return self.json({"live": True})
+
+    @app.page("/health/ready")
+    class ReadyView(View):
+        """Readiness: ClickHouse answers, the worker has joined its consumer group, and no
+        assigned partition is stalled (lag, and no progress for KUDOS_STALL_SECONDS)."""
+
+        async def get(self, request: Request) -> Response:
+            ready, body = await readiness()
+            return self.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")
     class MetricsView(View):

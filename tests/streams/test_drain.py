@@ -70,3 +70,40 @@ def test_runner_group_commits_under_light_load_pipelines_full_batches_and_acks_i
             await runner
 
     asyncio.run(scenario())
+
+
+def test_write_buffer_counts_messages_until_stored_and_pauses_when_full() -> None:
+    from streams import metrics
+
+    buffered = metrics.WRITE_BUFFER.labels("buffer-test")
+    paused = metrics.CONSUMPTION_PAUSED.labels("buffer-test")
+    seen_paused: list[float] = []
+
+    async def scenario() -> None:
+        route = BatchRoute("t", max_events=5, max_pending=1, stage="buffer-test")
+        gate = asyncio.Event()
+
+        async def submit(batch: list[RawMessage]) -> asyncio.Future[Any]:
+            return asyncio.ensure_future(gate.wait())
+
+        await route.deliver(msgs(5, 1))
+        assert buffered._value.get() == 5
+        # The queue holds one chunk: the next delivery waits, and says so.
+        blocked = asyncio.ensure_future(route.deliver(msgs(5, 1, first=5)))
+        await asyncio.sleep(0.01)
+        seen_paused.append(paused._value.get())
+        runner = asyncio.ensure_future(route.run(submit, lambda batch: None))
+        await blocked
+        seen_paused.append(paused._value.get())
+        await asyncio.sleep(0.01)
+        assert buffered._value.get() == 10  # read, not stored
+        gate.set()
+        await asyncio.sleep(0.05)
+        assert buffered._value.get() == 0
+        route.clear()
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(scenario())
+    assert seen_paused == [1, 0]

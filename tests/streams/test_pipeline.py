@@ -356,3 +356,53 @@ def test_after_a_rebalance_keys_reload_only_once_pending_flushes_are_stored() ->
 
     asyncio.run(scenario())
     assert store.log.index("scores") < store.log.index("load")
+
+
+class FlakyRegistry:
+    """A resolver whose registry is down for the first `down` lookups."""
+
+    def __init__(self, down: int) -> None:
+        from schemas.codec import ShippedSchemas
+
+        self.shipped = ShippedSchemas()
+        self.down = down
+        self.lookups: list[int] = []
+
+    def writer_schema(self, schema_id: int) -> Any:
+        from schemas.registry import SchemaRegistryError
+
+        self.lookups.append(schema_id)
+        if self.down > 0:
+            self.down -= 1
+            raise SchemaRegistryError("registry at http://***@registry:8081 is down", 503)
+        return self.shipped.writer_schema(schema_id)
+
+
+def test_a_registry_outage_holds_the_batch_instead_of_dead_lettering_it(monkeypatch: Any) -> None:
+    from schemas.codec import EventCodec
+    from streams import metrics
+
+    blocked: list[float] = []
+    gauge = metrics.WRITE_BLOCKED.labels("schema_registry")
+
+    async def watch_sleep(_: float) -> None:
+        blocked.append(gauge._value.get())
+
+    monkeypatch.setattr(pipeline.asyncio, "sleep", watch_sleep)
+    store, pub, decide, _ = make()
+    registry = FlakyRegistry(down=3)
+    decide.codec = EventCodec(registry)
+    codec = default_codec()
+    raw = [codec.encode_avro(event(at=NOW - 1000)) for _ in range(5)] + [
+        b"\x00\x00\x00\x03\xe7hello"  # id 999: not registered, dead-lettered
+    ]
+    decisions = asyncio.run(decide.process(messages(raw)))
+    assert len(decisions) == 5
+    assert [dict(h)["kudos.dlq.reason"] for *_, h in pub.sent["collab.events.dlq"]] == [
+        b"unknown_schema_id"
+    ]
+    assert blocked == [1, 1, 1] and gauge._value.get() == 0
+    # Resolved once: later batches, and the unknown id, cost no lookup.
+    before = len(registry.lookups)
+    asyncio.run(decide.process(messages(raw, first=6)))
+    assert len(registry.lookups) == before
