@@ -389,7 +389,7 @@ def test_a_registry_outage_holds_the_batch_instead_of_dead_lettering_it(monkeypa
         blocked.append(gauge._value.get())
 
     monkeypatch.setattr(pipeline.asyncio, "sleep", watch_sleep)
-    store, pub, decide, _ = make()
+    _, pub, decide, _ = make()
     registry = FlakyRegistry(down=3)
     decide.codec = EventCodec(registry)
     codec = default_codec()
