@@ -169,11 +169,32 @@ def test_promql_reader() -> None:
     assert grouping == {"le", "stage", "job"}
 
 
+def rules() -> Iterator[dict[str, Any]]:
+    """Every rule (alerting and recording) in alerts.yml."""
+    for group in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]:
+        yield from group["rules"]
+
+
+def rule_expressions() -> Iterator[tuple[str, str]]:
+    for rule in rules():
+        yield rule.get("alert") or rule["record"], rule["expr"]
+
+
 def alert_expressions() -> Iterator[tuple[str, str]]:
-    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            yield rule.get("alert") or rule["record"], rule["expr"]
+    for rule in rules():
+        if "alert" in rule:
+            yield rule["alert"], rule["expr"]
+
+
+def recorded_series() -> dict[str, frozenset[str]]:
+    """Series the recording rules create, with the labels their aggregation keeps."""
+    recorded = {}
+    for rule in rules():
+        if "record" in rule:
+            _, grouping = promql_names(rule["expr"])
+            assert grouping, f"{rule['record']}: aggregate `by (...)` so its labels are known"
+            recorded[rule["record"]] = frozenset(grouping)
+    return recorded
 
 
 def dashboard_targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -190,14 +211,19 @@ def dashboard_prometheus_expressions() -> Iterator[tuple[str, str]]:
             if datasource.get("type", "prometheus") == "prometheus" and "expr" in target:
                 yield f"{path.name}: {title}", target["expr"]
         for variable in dashboard.get("templating", {}).get("list", []):
-            if variable.get("type") == "query" and variable.get("definition"):
+            var_ds = variable.get("datasource") or {}
+            if (
+                variable.get("type") == "query"
+                and variable.get("definition")
+                and var_ds.get("type", "prometheus") == "prometheus"
+            ):
                 definition = variable["definition"]
                 inner = re.fullmatch(r"label_values\((.*),\s*\w+\)", definition)
                 yield f"{path.name}: ${variable['name']}", inner.group(1) if inner else definition
 
 
 def _check_names(where: str, expr: str) -> list[str]:
-    known = {**exported_series(), **PROMETHEUS_SERIES}
+    known = {**exported_series(), **PROMETHEUS_SERIES, **recorded_series()}
     selectors, grouping = promql_names(expr)
     problems = []
     allowed_grouping = set(TARGET_LABELS)
@@ -219,7 +245,7 @@ def _check_names(where: str, expr: str) -> list[str]:
 
 
 def test_alerts_use_only_exported_metrics_and_labels() -> None:
-    expressions = list(alert_expressions())
+    expressions = list(rule_expressions())
     assert expressions, "no rules in alerts.yml"
     problems = [p for name, expr in expressions for p in _check_names(f"alert {name}", expr)]
     assert not problems, "\n".join(problems)
@@ -232,14 +258,59 @@ def test_dashboards_use_only_exported_metrics_and_labels() -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_the_first_alerts_exist() -> None:
+def test_the_alerts_of_issue_5_exist() -> None:
     names = {name for name, _ in alert_expressions()}
     assert {
         "KudosWorkerDown",
         "KudosDLQMessagesIncreasing",
         "KudosClickHouseInsertFailures",
         "KudosDecisionsRefusedSpike",
+        "KudosConsumerLagGrowing",
+        "KudosFreshnessSLOBurnFast",
+        "KudosFreshnessSLOBurnSlow",
+        "KudosDLQRatioHigh",
+        "KudosPartitionStalled",
     } <= names
+
+
+def test_every_alert_has_a_severity_and_explains_itself() -> None:
+    text = (PROMETHEUS / "alerts.yml").read_text()
+    for rule in rules():
+        if "alert" not in rule:
+            continue
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in ("warning", "critical"), name
+        assert {"summary", "description"} <= set(rule["annotations"]), name
+        # A comment explaining the rule and its thresholds sits right under `- alert:`.
+        after = text.split(f"- alert: {name}\n", 1)[1].lstrip(" ")
+        assert after.startswith("#"), f"{name}: no comment explaining the rule"
+
+
+# Matchers on a histogram's `le` label must name a bound the histogram exports; the text
+# format writes bounds as Go floats (le="10.0", not le="10").
+_LE_MATCHER = re.compile(r'([a-zA-Z_:][\w:]*_bucket)\s*\{[^}]*\ble\s*=\s*"([^"]*)"')
+
+
+def _exported_bucket_bounds() -> dict[str, set[str]]:
+    bounds: dict[str, set[str]] = {}
+    for m in vars(streams.metrics).values():
+        if isinstance(m, prometheus_client.Histogram):
+            bounds[m._name + "_bucket"] = {
+                prometheus_client.utils.floatToGoString(b) for b in m._upper_bounds
+            }
+    return bounds
+
+
+def test_histogram_bucket_matchers_name_exported_bounds() -> None:
+    bounds = _exported_bucket_bounds()
+    assert "10.0" in bounds["kudos_freshness_seconds_bucket"]
+    exprs = list(rule_expressions()) + list(dashboard_prometheus_expressions())
+    found = 0
+    for where, expr in exprs:
+        for name, le in _LE_MATCHER.findall(expr):
+            found += 1
+            assert le in bounds.get(name, set()), f"{where}: {name} has no bucket le={le!r}"
+    assert found, "no le= matcher checked (the freshness SLO rules use one)"
 
 
 # --- promtool -------------------------------------------------------------------------------
@@ -261,15 +332,15 @@ def test_promtool_rule_unit_tests() -> None:
 
 
 def test_alert_unit_tests_cover_every_alert() -> None:
+    """Every alert has a unit test where it fires and one where it stays quiet."""
     tests = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())
-    tested = {
-        case["alertname"]
-        for test in tests["tests"]
-        for case in test.get("alert_rule_test", [])
-        if case.get("exp_alerts")
-    }
-    untested = {name for name, _ in alert_expressions()} - tested
-    assert not untested, f"alerts without a firing unit test: {sorted(untested)}"
+    cases = [case for test in tests["tests"] for case in test.get("alert_rule_test", [])]
+    firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
+    quiet = {case["alertname"] for case in cases if not case.get("exp_alerts")}
+    alerts = {name for name, _ in alert_expressions()}
+    assert not alerts - firing, f"alerts without a firing unit test: {sorted(alerts - firing)}"
+    assert not alerts - quiet, f"alerts without a quiet unit test: {sorted(alerts - quiet)}"
+    assert not (firing | quiet) - alerts, f"tests of unknown alerts: {(firing | quiet) - alerts}"
 
 
 # --- docker-compose -------------------------------------------------------------------------
@@ -409,13 +480,22 @@ def test_dashboards_use_provisioned_datasources() -> None:
                     assert by_uid.get(ds["uid"]) == ds["type"], f"{path.name}: {title}: {ds}"
 
 
+def clickhouse_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, SQL) of every ClickHouse panel target and ClickHouse template variable."""
+    for title, target in dashboard_targets(dashboard):
+        if target.get("rawSql") is not None:
+            yield title, target["rawSql"]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        ds = variable.get("datasource") or {}
+        if variable.get("type") == "query" and ds.get("type") == "grafana-clickhouse-datasource":
+            query = variable["query"]
+            yield f"${variable['name']}", query if isinstance(query, str) else query["rawSql"]
+
+
 def test_clickhouse_panels_read_only_the_public_views() -> None:
     """BI-facing SQL goes through kudos.scores and kudos.badge_awards (the contract)."""
     for path in DASHBOARDS:
-        for title, target in dashboard_targets(json.loads(path.read_text())):
-            sql = target.get("rawSql")
-            if sql is None:
-                continue
+        for title, sql in clickhouse_queries(json.loads(path.read_text())):
             tables = set(re.findall(r"\b(?:FROM|JOIN)\s+([\w.`]+)", sql, flags=re.IGNORECASE))
             assert tables, f"{path.name}: {title}: no table in {sql!r}"
             assert tables <= {"kudos.scores", "kudos.badge_awards"}, f"{title}: {tables}"
