@@ -20,7 +20,7 @@ from faust.types import TP
 from schemas.registry import codec_for
 from sinks.clickhouse import ClickHouse
 from sinks.store import RecognitionStore
-from streams import metrics
+from streams import metrics, security
 from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.drain import BatchRoute, batch_consumer
 from streams.health import ProgressTracker
@@ -112,6 +112,7 @@ def create_app(
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()],
+        broker_credentials=security.faust_credentials(settings),  # TLS/SASL, streams/security
         autodiscover=False,
         store="memory://",
         web_host=settings.http_host,

@@ -9,9 +9,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
@@ -114,17 +115,24 @@ def ensure_topics(
     partitions: int,
     replication: int = 1,
     timeout: float = 30.0,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, int]:
     """Create the topics that are missing; returns every topic's actual partition count.
 
     Existing topics are left as they are: the pipeline routes by the count it finds.
+    `client_kwargs` go to the kafka-python clients: TLS and SASL from
+    `streams.security.kafka_python_kwargs`.
     """
+    extra = dict(client_kwargs or {})
     names = list(names)
     deadline = time.monotonic() + timeout
     while True:
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap, client_id="kudos-admin", request_timeout_ms=10_000
+                bootstrap_servers=bootstrap,
+                client_id="kudos-admin",
+                request_timeout_ms=10_000,
+                **extra,
             )
             break
         except Exception as exc:
@@ -141,11 +149,15 @@ def ensure_topics(
             log.info("created topic %s (%d partitions)", name, partitions)
     finally:
         admin.close()
-    return {name: partition_count(bootstrap, name, deadline) for name in names}
+    return {name: partition_count(bootstrap, name, deadline, extra) for name in names}
 
 
-def partition_count(bootstrap: str, topic: str, deadline: float) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="kudos-admin")
+def partition_count(
+    bootstrap: str, topic: str, deadline: float, client_kwargs: Mapping[str, Any] | None = None
+) -> int:
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, client_id="kudos-admin", **dict(client_kwargs or {})
+    )
     try:
         while True:
             found = consumer.partitions_for_topic(topic)

@@ -57,6 +57,7 @@ def _run_worker(
     from sinks.migrate import apply_migrations, pending_migrations
     from streams.app import KudosWorker, create_app
     from streams.broker import ensure_topics
+    from streams.security import kafka_python_kwargs
 
     # Until faust installs its own handlers, a stop request ends the start-up at once
     # (nothing has been consumed yet, so there is nothing to flush).
@@ -67,6 +68,7 @@ def _run_worker(
         [settings.events_topic, settings.dlq_topic, settings.badges_topic, settings.effects_topic],
         settings.partitions,
         settings.replication_factor,
+        client_kwargs=kafka_python_kwargs(settings),
     )
     ch = _until_clickhouse_answers(lambda: connect(settings.clickhouse_url()))
     if settings.fault_file is not None:
@@ -174,6 +176,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         broker = EmbeddedBroker(log_path=settings.data_dir / "tansu.log").start()
         bootstrap = broker.bootstrap
         log.info("embedded broker (Tansu, in-memory) at %s", bootstrap)
+        if settings.kafka_security_protocol != "PLAINTEXT":
+            # KUDOS_KAFKA_* security is for a real cluster; the embedded broker is loopback
+            # plaintext only.
+            log.warning("embedded broker: ignoring KUDOS_KAFKA_SECURITY_PROTOCOL")
+            settings = settings.model_copy(update={"kafka_security_protocol": "PLAINTEXT"})
     try:
         rate = args.rate if args.demo else 0.0
         return _run_worker(settings, bootstrap, migrate=True, demo_rate=rate)
@@ -202,7 +209,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     _setup_logging(settings)
     ch = connect(settings.clickhouse_url())
     try:
-        applied = apply_migrations(ch)
+        applied = apply_migrations(ch, cluster=args.cluster)
+    except ValueError as exc:  # a cluster or database this run must not touch
+        log.error("%s", exc)
+        return 2
     finally:
         ch.close()
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
@@ -235,6 +245,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     _setup_logging(settings)
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines bury the output
     bootstrap = args.bootstrap or settings.kafka
     if not bootstrap:
         log.error("set KUDOS_KAFKA or --bootstrap")
@@ -247,8 +258,26 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
         events = SyntheticTraffic(seed=args.seed).stream(args.synthetic)
     encode = codec.encode_avro if args.encoding == "avro" else codec.encode_json
+    from tqdm import tqdm
+
+    # A progress bar on a terminal; nothing while piped or redirected (disable=None).
+    progress = tqdm(
+        total=args.synthetic or None,
+        unit="ev",
+        unit_scale=True,
+        desc="produce",
+        file=sys.stderr,
+        disable=None if args.progress is None else not args.progress,
+        mininterval=0.25,
+    )
+    from streams.security import kafka_python_kwargs
+
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, client_id="kudos-produce"
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        client_id="kudos-produce",
+        **kafka_python_kwargs(settings),  # TLS and SASL from KUDOS_KAFKA_*
     )
     sent = 0
     started = time.monotonic()
@@ -258,6 +287,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
                 args.topic or settings.events_topic, key=ev.actor_id.encode(), value=encode(ev)
             )
             sent += 1
+            progress.update()
             if args.rate:
                 ahead = sent / args.rate - (time.monotonic() - started)
                 if ahead > 0:
@@ -265,6 +295,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         producer.flush()
     finally:
         producer.close()
+        progress.close()
     print(f"produced {sent} events in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return 0
 
@@ -367,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     mig = sub.add_parser("migrate", help="apply the numbered ClickHouse migrations")
+    mig.add_argument(
+        "--cluster",
+        metavar="NAME",
+        default=None,
+        help="create replicated and Distributed tables ON CLUSTER NAME "
+        "(see deploy/clickhouse/README.md); default: one node",
+    )
     mig.set_defaults(func=cmd_migrate)
 
     prod = sub.add_parser("produce", help="publish events as a platform team would")
@@ -378,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("--seed", type=int, default=None)
     prod.add_argument("--topic", default=None)
     prod.add_argument("--bootstrap", default=None)
+    prod.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: only when stderr is a terminal)",
+    )
     prod.set_defaults(func=cmd_produce)
 
     lb = sub.add_parser("leaderboard", help="print a leaderboard")

@@ -45,11 +45,30 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KUDOS_",
         toml_file=os.environ.get("KUDOS_CONFIG", "kudos.toml"),
+        # A file named like a variable (KUDOS_KAFKA_SASL_PASSWORD, KUDOS_CLICKHOUSE, ...) in
+        # this directory supplies that setting (a mounted Kubernetes Secret, Docker secrets).
+        secrets_dir=os.environ.get("KUDOS_SECRETS_DIR") or None,
         frozen=True,
         extra="ignore",
     )
 
     kafka: str = Field("", description="bootstrap servers; empty = start the embedded Tansu broker")
+    # Kafka security (streams/security.py turns these into faust, kafka-python and
+    # confluent-kafka settings). Secrets are SecretStr: never in repr, logs or dumps. Any
+    # of them may come from a file in KUDOS_SECRETS_DIR named like its variable.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_ca_file: Path | None = Field(
+        None, description="PEM CA bundle that signs the brokers' certificates (default: system)"
+    )
+    kafka_ssl_cert_file: Path | None = Field(None, description="client certificate (mTLS), PEM")
+    kafka_ssl_key_file: Path | None = Field(None, description="client private key (mTLS), PEM")
+    kafka_ssl_key_password: SecretStr = SecretStr("")
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="check that the broker certificate names the host connected to"
+    )
     clickhouse: SecretStr = Field(
         SecretStr(""),
         description="chdb:///path or clickhouse://user:password@host:9000/kudos "

@@ -106,8 +106,10 @@ def test_prometheus_scrapes_the_worker_and_health_reports_stalls(
         assert prom.value("sum(kudos_dlq_messages_total)") == len(scenario.GARBAGE)
         eventually(
             "lag back to 0 on every partition of both topics",
-            lambda: len(prom.query("kudos_consumer_lag == 0")) == 2 * PARTITIONS
-            and prom.value("sum(kudos_consumer_lag)") == 0,
+            lambda: (
+                len(prom.query("kudos_consumer_lag == 0")) == 2 * PARTITIONS
+                and prom.value("sum(kudos_consumer_lag)") == 0
+            ),
         )
         applied = eventually(
             "points applied", lambda: prom.value("kudos_effects_applied_total") or None
@@ -152,10 +154,12 @@ def test_prometheus_scrapes_the_worker_and_health_reports_stalls(
         assert worker.get("/health/live")[0] == 200  # not a reason to restart
         eventually(
             "Prometheus sees the stall, the lag and the blocked write",
-            lambda: prom.value("max(kudos_partition_stalled)") == 1
-            and (prom.value("sum(kudos_consumer_lag)") or 0) > 0
-            and prom.value("max(kudos_write_blocked)") == 1
-            and (prom.value("sum(kudos_clickhouse_insert_retries_total)") or 0) > 0,
+            lambda: (
+                prom.value("max(kudos_partition_stalled)") == 1
+                and (prom.value("sum(kudos_consumer_lag)") or 0) > 0
+                and prom.value("max(kudos_write_blocked)") == 1
+                and (prom.value("sum(kudos_clickhouse_insert_retries_total)") or 0) > 0
+            ),
             timeout=30,
         )
 
@@ -166,9 +170,11 @@ def test_prometheus_scrapes_the_worker_and_health_reports_stalls(
         )
         eventually(
             "caught up, nothing stalled",
-            lambda: prom.value("kudos_events_consumed_total") == sent + len(more)
-            and prom.value("sum(kudos_consumer_lag)") == 0
-            and prom.value("max(kudos_partition_stalled)") == 0,
+            lambda: (
+                prom.value("kudos_events_consumed_total") == sent + len(more)
+                and prom.value("sum(kudos_consumer_lag)") == 0
+                and prom.value("max(kudos_partition_stalled)") == 0
+            ),
         )
         assert worker.stop() == 0, worker.log_tail()
     finally:

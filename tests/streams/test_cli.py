@@ -180,3 +180,41 @@ def test_up_demo_shows_a_live_leaderboard(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
     assert code == 0, view.log_tail()
+
+
+@pytest.mark.kafka
+def test_produce_shows_progress_on_a_terminal_and_is_quiet_when_piped(
+    tansu: EmbeddedBroker,
+) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    args = [*KUDOS, "produce", "--synthetic", "300", "--bootstrap", tansu.bootstrap]
+    args += ["--topic", "cli.progress", "--seed", "2"]
+    # On a terminal: a progress bar that reaches the total.
+    pid, fd = pty.fork()
+    if pid == 0:  # the child becomes `kudos produce` on a 24 x 80 terminal
+        # (a new pty reports 0 x 0, where tqdm hides its bar)
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.execv(sys.executable, args)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    text = out.decode(errors="replace")
+    assert "300/300" in text and "produced 300 events" in text, text
+    # Piped: only the summary line.
+    piped = run_kudos(*args[3:])
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stderr.strip().splitlines()[-1].startswith("produced 300 events")
+    assert "300/300" not in piped.stderr and "\r" not in piped.stderr
+    assert len(consume_all(tansu.bootstrap, "cli.progress", 600)) == 600
