@@ -18,15 +18,17 @@ from sinks.clickhouse import ClickHouse
 from streams.leaders import DEPTH, BoardKey
 from streams.rules import (
     RULE_VERSION,
+    STATE_MARGIN_MS,
     Decision,
     PartitionState,
     Reason,
     RulesLookup,
+    giver_periods_at,
     remember,
     retained_pair,
 )
 from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
-from streams.windows import DAY_MS, WindowName
+from streams.windows import WEEK_MS, WindowName
 
 DECISION_COLUMNS: Final = (
     "org_id",
@@ -214,7 +216,9 @@ class RecognitionStore:
             )
         return self.ch.insert("kudos.decisions", DECISION_COLUMNS, rows)
 
-    def load_partition_state(self, topic: str, partition: int, grace_ms: int) -> PartitionState:
+    def load_partition_state(
+        self, topic: str, partition: int, rules_for: RulesLookup
+    ) -> PartitionState:
         """Rebuild the deciding state of one input partition from its stored decisions."""
         state = PartitionState()
         head = self.ch.query(
@@ -227,20 +231,29 @@ class RecognitionStore:
         max_offset, stream_time, _ = head[0]
         state.next_offset = int(max_offset) + 1
         state.stream_time_ms = int(stream_time)
-        horizon = int(stream_time) - grace_ms - DAY_MS
+        horizon = int(stream_time) - rules_for.max_grace_ms() - STATE_MARGIN_MS
+        if rules_for.any_weekly_budget():
+            horizon -= WEEK_MS  # a week's budget counts from the week's start
         rows = self.ch.query(
             "SELECT org_id, event_id, event_type, actor_id, recipient_id, reason, occurred_at_ms "
             "FROM kudos.decisions WHERE src_topic = %(topic)s AND src_partition = %(p)s "
             "AND occurred_at_ms >= %(horizon)s AND reason IN %(reasons)s",
             {"topic": topic, "p": partition, "horizon": horizon, "reasons": _SEEN_REASONS},
         )
+        # Sets of (event, recipient): a decision stored twice (a replayed insert) counts once.
         counted_pairs: dict[tuple[str, str, str, int], set[str]] = defaultdict(set)
+        given: dict[tuple[str, str, str, int], set[tuple[str, str]]] = defaultdict(set)
         for org, event_id, event_type, actor, recipient, reason, occurred in rows:
-            remember(state, org, event_id, int(occurred))
+            at = int(occurred)
+            remember(state, org, event_id, at)
             if event_type == "THANKS" and reason == Reason.COUNTED.value:
-                day = int(occurred) - int(occurred) % DAY_MS
+                rules = rules_for(org)
+                day = rules.calendar.day_start(at)
                 counted_pairs[(org, actor, recipient, day)].add(event_id)
+                for period in giver_periods_at(org, actor, at, rules):
+                    given[period].add((event_id, recipient))
         state.pair_counts = {retained_pair(k): len(v) for k, v in counted_pairs.items()}
+        state.giver_counts = {k: len(v) for k, v in given.items()}
         return state
 
     # --- aggregating stage -------------------------------------------------------------

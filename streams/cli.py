@@ -342,8 +342,7 @@ def _format_table(org: str, window: str, entries: Sequence[Any], start: str = ""
 def leaderboard_data(
     settings: Settings, org: str, window: str, at: str | None, top: int, api: str | None
 ) -> dict[str, Any]:
-    from streams.web import leaderboard_payload, parse_at, parse_window
-    from streams.windows import window_start
+    from streams.web import leaderboard_payload, org_window_start, parse_at, parse_window
 
     url = settings.clickhouse.get_secret_value()
     if api or not url.startswith("clickhouse"):
@@ -360,7 +359,7 @@ def leaderboard_data(
     from sinks.store import RecognitionStore
 
     w = parse_window(window)
-    start = window_start(w, parse_at(at))
+    start = org_window_start(settings.rules_lookup(), org, w, parse_at(at))
     ch = connect(url)
     try:
         return leaderboard_payload(

@@ -254,9 +254,8 @@ class DecideStage:
             # Load what is stored only once this stage's own pending flushes are stored
             # (after a rebalance some may still hold decisions of this partition).
             await self.chain.wait()
-            grace = self.rules_for.max_grace_ms()
             state = await self.blocking.retrying(
-                "decisions", self.store.load_partition_state, topic, partition, grace
+                "decisions", self.store.load_partition_state, topic, partition, self.rules_for
             )
             self.states[(topic, partition)] = state
             log.info("partition %s[%d]: resuming at offset %d", topic, partition, state.next_offset)

@@ -6,7 +6,8 @@ explicit `PartitionState`. Given the same state and the same batch it always ret
 same decisions, which is what lets the worker replay a batch after a crash.
 
 Order of the checks for one event (the first that applies is the reason):
-invalid -> future -> late -> duplicate -> private -> (per recipient) self -> pair_daily_cap.
+invalid -> future -> late -> duplicate -> private -> (per recipient) self -> pair_daily_cap
+-> giver_budget (rules v2; off in v1).
 Only events that pass invalid/future/late enter the seen set and advance stream time, so a
 bogus future timestamp cannot make the rest of the stream late.
 """
@@ -21,7 +22,7 @@ from hashlib import blake2b
 from typing import Final
 
 from schemas.event import CollaborationEvent, EventType, Visibility
-from streams.windows import DAY_MS, HOUR_MS, day_start
+from streams.windows import DAY_MS, HOUR_MS, Calendar, calendar
 
 RULE_VERSION: Final = 1
 
@@ -32,6 +33,7 @@ class Reason(StrEnum):
     SELF = "self"
     PRIVATE = "private"
     PAIR_DAILY_CAP = "pair_daily_cap"
+    GIVER_BUDGET = "giver_budget"
     LATE = "late"
     FUTURE = "future"
     INVALID = "invalid"
@@ -52,6 +54,10 @@ class RuleConfig:
     grace_ms: int = 7 * DAY_MS
     future_tolerance_ms: int = 5 * 60_000
     pair_daily_cap: int = 3
+    # Giver budgets: at most this many counted thanks given per actor per local day / week
+    # (each recipient of a THANKS is one); 0 = no budget (rules v1).
+    giver_daily_budget: int = 0
+    giver_weekly_budget: int = 0
     weight_thanks_received: int = 3
     weight_thanks_given: int = 1
     weight_shares: int = 2
@@ -59,6 +65,17 @@ class RuleConfig:
     helper_distinct_thankers: int = 5
     sharer_weekly_shares: int = 10
     streak_days: int = 5
+    # The org's calendar: IANA time zone and first day of the week for hour/day/week
+    # windows, the pair cap's day and streak days.
+    timezone: str = "UTC"
+    week_start: str = "monday"
+
+    def __post_init__(self) -> None:
+        calendar(self.timezone, self.week_start)  # a bad zone or weekday fails at start
+
+    @property
+    def calendar(self) -> Calendar:
+        return calendar(self.timezone, self.week_start)
 
     def score(self, shares: int, thanks_given: int, thanks_received: int, reactions: int) -> int:
         return (
@@ -115,6 +132,10 @@ class Effect:
 
 
 PairDay = tuple[str, str, str, int]  # org, actor, recipient, day start ms
+GiverPeriod = tuple[str, str, str, int]  # org, actor, "day" | "week", period start ms
+# State about a day is kept while any event of that day can still arrive within grace: a
+# local day may have begun up to 25 hours before its last instant.
+STATE_MARGIN_MS: Final = 2 * DAY_MS
 
 
 @dataclass(slots=True)
@@ -122,8 +143,10 @@ class PartitionState:
     """What the rules read for one input partition. Rebuilt from stored decisions on recovery.
 
     `seen` maps `seen_key(org, event_id)` to the end of the event's hour, for events accepted
-    within grace (pruning drops it once that is older than stream time - grace - 1 day).
-    `pair_counts` counts counted THANKS per (org, actor, recipient, UTC day).
+    within grace (pruning drops it once that is older than stream time - grace - 2 days).
+    `pair_counts` counts counted THANKS per (org, actor, recipient, local day).
+    `giver_counts` counts counted THANKS given per (org, actor, "day" | "week", start), kept
+    only for orgs with a giver budget.
     `next_offset` is the first offset not yet decided; earlier offsets are skipped on replay.
     """
 
@@ -131,10 +154,11 @@ class PartitionState:
     next_offset: int = 0
     seen: dict[bytes, int] = field(default_factory=dict)
     pair_counts: dict[PairDay, int] = field(default_factory=dict)
+    giver_counts: dict[GiverPeriod, int] = field(default_factory=dict)
     pruned_at: int | None = None
 
     def prune(self, grace_ms: int) -> None:
-        """Forget what can no longer matter: anything older than stream time - grace - 1 day.
+        """Forget what can no longer matter: anything older than stream time - grace - 2 days.
 
         Runs at most once per hour of stream time; what it keeps meanwhile is harmless.
         """
@@ -143,9 +167,14 @@ class PartitionState:
         if self.pruned_at is not None and self.stream_time_ms - self.pruned_at < HOUR_MS:
             return
         self.pruned_at = self.stream_time_ms
-        horizon = self.stream_time_ms - grace_ms - DAY_MS
+        horizon = self.stream_time_ms - grace_ms - STATE_MARGIN_MS
         self.seen = {k: t for k, t in self.seen.items() if t >= horizon}
         self.pair_counts = {k: n for k, n in self.pair_counts.items() if k[3] >= horizon}
+        if self.giver_counts:
+            week_horizon = horizon - 7 * DAY_MS
+            self.giver_counts = {
+                k: n for k, n in self.giver_counts.items() if k[3] >= week_horizon
+            }
 
 
 # --- the rules, one small function each -------------------------------------------------
@@ -213,8 +242,9 @@ def retained_pair(key: PairDay) -> PairDay:
     return (sys.intern(org), sys.intern(actor), sys.intern(recipient), _shared(day))
 
 
-def pair_day(event: CollaborationEvent, recipient_id: str) -> PairDay:
-    return (event.org_id, event.actor_id, recipient_id, day_start(event.occurred_at))
+def pair_day(event: CollaborationEvent, recipient_id: str, rules: RuleConfig) -> PairDay:
+    day = rules.calendar.day_start(event.occurred_at)
+    return (event.org_id, event.actor_id, recipient_id, day)
 
 
 def targets(event: CollaborationEvent) -> tuple[str, ...]:
@@ -273,12 +303,42 @@ def _target_reason(
     if is_self(event, target):
         return Reason.SELF
     if event.event_type is EventType.THANKS:
-        key = pair_day(event, target)
+        key = pair_day(event, target, rules)
         counted = state.pair_counts.get(key, 0)
         if counted >= rules.pair_daily_cap:
             return Reason.PAIR_DAILY_CAP
+        periods = giver_periods(event, rules)
+        if over_giver_budget(periods, state.giver_counts, rules):
+            return Reason.GIVER_BUDGET
         state.pair_counts[key if counted else retained_pair(key)] = counted + 1
+        for period in periods:
+            state.giver_counts[period] = state.giver_counts.get(period, 0) + 1
     return Reason.COUNTED
+
+
+def giver_periods(event: CollaborationEvent, rules: RuleConfig) -> list[GiverPeriod]:
+    """The budget periods a thank-you given at this time counts against."""
+    return giver_periods_at(event.org_id, event.actor_id, event.occurred_at, rules)
+
+
+def giver_periods_at(org: str, actor: str, at_ms: int, rules: RuleConfig) -> list[GiverPeriod]:
+    out: list[GiverPeriod] = []
+    if rules.giver_daily_budget > 0:
+        out.append((org, actor, "day", rules.calendar.day_start(at_ms)))
+    if rules.giver_weekly_budget > 0:
+        out.append((org, actor, "week", rules.calendar.window_start("week", at_ms)))
+    return out
+
+
+def over_giver_budget(
+    periods: Sequence[GiverPeriod], counts: dict[GiverPeriod, int], rules: RuleConfig
+) -> bool:
+    """Has the actor already given a full budget of counted thanks in one of the periods?"""
+    for period in periods:
+        budget = rules.giver_daily_budget if period[2] == "day" else rules.giver_weekly_budget
+        if counts.get(period, 0) >= budget:
+            return True
+    return False
 
 
 def decide_batch(
@@ -332,5 +392,11 @@ class RulesLookup:
     def __call__(self, org_id: str) -> RuleConfig:
         return self.per_org.get(org_id, self.default)
 
+    def all(self) -> list[RuleConfig]:
+        return [self.default, *self.per_org.values()]
+
     def max_grace_ms(self) -> int:
-        return max([self.default.grace_ms, *(r.grace_ms for r in self.per_org.values())])
+        return max(r.grace_ms for r in self.all())
+
+    def any_weekly_budget(self) -> bool:
+        return any(r.giver_weekly_budget > 0 for r in self.all())

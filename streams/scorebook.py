@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from streams.rules import Effect, Metric, RuleConfig, RulesLookup
-from streams.windows import DAY_MS, WindowName, day_start, window_starts
+from streams.windows import UTC_CALENDAR, Calendar, WindowName
 
 WindowKey = tuple[str, WindowName, int, str]  # org, window, window start ms, user
 
@@ -101,20 +101,21 @@ class Applied:
     event_times: list[int] = field(default_factory=list)
 
 
-def streak_days_needed(day_ms: int, streak: int) -> list[int]:
+def streak_days_needed(day_ms: int, streak: int, cal: Calendar = UTC_CALENDAR) -> list[int]:
     """Days whose shares decide every streak that a share on `day_ms` can complete."""
-    return [day_ms + i * DAY_MS for i in range(-(streak - 1), streak)]
+    return [cal.shift_days(day_ms, i) for i in range(-(streak - 1), streak)]
 
 
 def keys_needed(effects: Iterable[Effect], rules_for: RulesLookup) -> set[WindowKey]:
     """Every window key `apply_effects` reads for these effects."""
     keys: set[WindowKey] = set()
     for e in effects:
-        for window, start in window_starts(e.occurred_at):
+        rules = rules_for(e.org_id)
+        cal = rules.calendar
+        for window, start in cal.starts(e.occurred_at):
             keys.add((e.org_id, window, start, e.user_id))
         if e.metric is Metric.SHARES:
-            streak = rules_for(e.org_id).streak_days
-            for d in streak_days_needed(day_start(e.occurred_at), streak):
+            for d in streak_days_needed(cal.day_start(e.occurred_at), rules.streak_days, cal):
                 keys.add((e.org_id, "day", d, e.user_id))
     return keys
 
@@ -134,7 +135,7 @@ def apply_effects(
         rules = rules_for(e.org_id)
         partition, offset, metric = e.partition, e.offset, e.metric
         badge_relevant = metric is Metric.THANKS_RECEIVED or metric is Metric.SHARES
-        for window, start in window_starts(e.occurred_at):
+        for window, start in rules.calendar.starts(e.occurred_at):
             key: WindowKey = (e.org_id, window, start, e.user_id)
             totals = all_totals.get(key)
             if totals is None:
@@ -226,7 +227,7 @@ def _streaks_through(
 ) -> None:
     """Award streak_5 for every day E such that days E-4..E all have a counted share."""
     n = rules.streak_days
-    days = streak_days_needed(day, n)
+    days = streak_days_needed(day, n, rules.calendar)
     active = [
         (t := book.totals.get((org, "day", d, user))) is not None and t.shares > 0 for d in days
     ]

@@ -23,6 +23,8 @@ class RuleOverrides(BaseModel):
 
     model_config = {"frozen": True, "extra": "forbid"}
 
+    # Rules that differ from v1 should say so: decisions and badges carry the version.
+    version: int | None = None
     grace_ms: int | None = None
     future_tolerance_ms: int | None = None
     pair_daily_cap: int | None = None
@@ -33,6 +35,10 @@ class RuleOverrides(BaseModel):
     helper_distinct_thankers: int | None = None
     sharer_weekly_shares: int | None = None
     streak_days: int | None = None
+    giver_daily_budget: int | None = Field(None, ge=0)
+    giver_weekly_budget: int | None = Field(None, ge=0)
+    timezone: str | None = Field(None, description="IANA time zone of the org's windows")
+    week_start: str | None = Field(None, description="first day of the week, e.g. sunday")
 
     def apply(self, base: RuleConfig) -> RuleConfig:
         from dataclasses import replace

@@ -13,7 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sinks.store import LeaderboardEntry, iso
 from streams.readcache import ReadCache
-from streams.windows import WINDOWS, WindowName, window_start
+from streams.rules import RulesLookup
+from streams.windows import WINDOWS, WindowName
 
 if TYPE_CHECKING:
     from streams.app import Kudos
@@ -55,6 +56,11 @@ def parse_top(value: str | None, default: int = 10) -> int:
     return int(value)
 
 
+def org_window_start(rules_for: RulesLookup, org: str, window: WindowName, at_ms: int) -> int:
+    """Start of the org's window containing `at_ms`, in the org's time zone and week."""
+    return rules_for(org).calendar.window_start(window, at_ms)
+
+
 def leaderboard_payload(
     org: str, window: WindowName, start_ms: int, entries: list[LeaderboardEntry]
 ) -> dict[str, Any]:
@@ -83,6 +89,7 @@ def register_views(kudos: Kudos) -> None:
     store = kudos.store
     blocking = kudos.reads
     fresh_s = kudos.settings.read_cache_ms / 1000
+    rules_for = kudos.decide.rules_for
     boards: ReadCache[tuple[str, str, int, int], list[LeaderboardEntry]] = ReadCache(
         fresh_s, 10 * fresh_s
     )
@@ -96,7 +103,7 @@ def register_views(kudos: Kudos) -> None:
                 if not org:
                     raise BadRequest("'org' is required")
                 window = parse_window(q.get("window", "week"))
-                start = window_start(window, parse_at(q.get("at")))
+                start = org_window_start(rules_for, org, window, parse_at(q.get("at")))
                 top = parse_top(q.get("top"))
             except BadRequest as exc:
                 return self.json({"error": str(exc)}, status=400)

@@ -1,10 +1,13 @@
-"""Event-time windows, UTC: hour, day, week (Monday 00:00 UTC) and all.
+"""Event-time windows: hour, day, week and all; UTC with Monday weeks unless an org's
+`Calendar` says otherwise.
 
 Window starts are epoch milliseconds. `all` starts at 0 (1970-01-01T00:00:00Z).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Final, Literal
 
 WindowName = Literal["hour", "day", "week", "all"]
@@ -43,3 +46,107 @@ def window_start(window: WindowName, ms: int) -> int:
 def window_starts(ms: int) -> tuple[tuple[WindowName, int], ...]:
     """Every window an event at `ms` belongs to, as (window, start) pairs."""
     return (("hour", hour_start(ms)), ("day", day_start(ms)), ("week", week_start(ms)), ("all", 0))
+
+
+# --- calendars: windows in an org's time zone and week start -------------------------------
+
+WEEKDAYS: Final = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_QUARTER_MS: Final = 15 * 60_000
+
+
+class Calendar:
+    """Where an org's hours, days and weeks begin: its IANA time zone and first weekday.
+
+    Window starts stay UTC epoch milliseconds (the instant the local hour, day or week
+    begins), so stored rows and every reader are unchanged; only the boundaries move. A
+    local day lasts 23 or 25 hours across a daylight-saving change, and a day whose
+    midnight does not exist begins at the first instant it does.
+
+    Fast: every UTC offset and every transition lies on a quarter hour, so each UTC
+    quarter hour has one set of starts, computed once and cached.
+    """
+
+    __slots__ = ("_cache", "_zone", "timezone", "week_start")
+
+    def __init__(self, timezone: str = "UTC", week_start: str = "monday") -> None:
+        from zoneinfo import ZoneInfo
+
+        if week_start not in WEEKDAYS:
+            raise ValueError(f"week_start must be one of {', '.join(WEEKDAYS)}: {week_start!r}")
+        self.timezone = timezone
+        self.week_start = week_start
+        self._zone = ZoneInfo(timezone)  # raises ZoneInfoNotFoundError for a bad name
+        self._cache: dict[int, tuple[int, int, int]] = {}
+
+    @property
+    def is_utc_monday(self) -> bool:
+        return self.timezone in ("UTC", "Etc/UTC") and self.week_start == "monday"
+
+    def __repr__(self) -> str:
+        return f"Calendar({self.timezone!r}, {self.week_start!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Calendar)
+            and (self.timezone, self.week_start) == (other.timezone, other.week_start)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.timezone, self.week_start))
+
+    def _local_midnight(self, d: date) -> int:
+        """The first instant of local date `d`, in epoch ms."""
+        local = datetime(d.year, d.month, d.day, tzinfo=self._zone)
+        return int(local.timestamp() * 1000)
+
+    def _quarter(self, ms: int) -> tuple[int, int, int]:
+        q = ms - ms % _QUARTER_MS
+        hit = self._cache.get(q)
+        if hit is None:
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            at = datetime.fromtimestamp(q / 1000, UTC).astimezone(self._zone)
+            offset = at.utcoffset()
+            offset_ms = int(offset.total_seconds() * 1000) if offset is not None else 0
+            hour = q - (q + offset_ms) % HOUR_MS
+            day = self._local_midnight(at.date())
+            back = (at.weekday() - WEEKDAYS.index(self.week_start)) % 7
+            week = self._local_midnight(at.date() - timedelta(days=back))
+            hit = self._cache[q] = (hour, day, week)
+        return hit
+
+    def starts(self, ms: int) -> tuple[tuple[WindowName, int], ...]:
+        """Every window an event at `ms` belongs to, as (window, start) pairs."""
+        if self.is_utc_monday:
+            return window_starts(ms)
+        hour, day, week = self._quarter(ms)
+        return (("hour", hour), ("day", day), ("week", week), ("all", 0))
+
+    def window_start(self, window: WindowName, ms: int) -> int:
+        if self.is_utc_monday:
+            return window_start(window, ms)
+        if window == "all":
+            return 0
+        hour, day, week = self._quarter(ms)
+        return hour if window == "hour" else day if window == "day" else week
+
+    def day_start(self, ms: int) -> int:
+        return day_start(ms) if self.is_utc_monday else self._quarter(ms)[1]
+
+    def shift_days(self, day: int, n: int) -> int:
+        """The start of the local day `n` days after the day starting at `day`."""
+        if self.is_utc_monday:
+            return day + n * DAY_MS
+        local = datetime.fromtimestamp(day / 1000, UTC).astimezone(self._zone).date()
+        return self._local_midnight(local + timedelta(days=n))
+
+
+UTC_CALENDAR: Final = Calendar()
+
+
+@lru_cache(maxsize=256)
+def calendar(timezone: str = "UTC", week_start: str = "monday") -> Calendar:
+    """One shared `Calendar` per (time zone, week start)."""
+    if timezone in ("UTC", "Etc/UTC") and week_start == "monday":
+        return UTC_CALENDAR
+    return Calendar(timezone, week_start)

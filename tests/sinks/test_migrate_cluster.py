@@ -35,7 +35,7 @@ from sinks.migrate import (
     pending_migrations,
 )
 from sinks.store import RecognitionStore
-from streams.rules import RULE_VERSION, Decision, Reason, RulesLookup
+from streams.rules import RULE_VERSION, Decision, Reason, RuleConfig, RulesLookup
 from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
 from streams.windows import WindowName
 from tests.services.clickhouse_cluster import CLUSTER, ClickHouseCluster
@@ -359,7 +359,9 @@ def test_decisions_keep_each_source_partition_on_one_shard(hosts: list[ClickHous
     assert shards[0] | shards[1] == {(p,) for p in range(4)}
     for ch in (other, writer):
         for partition in range(4):
-            state = RecognitionStore(ch).load_partition_state("collab.events", partition, 0)
+            state = RecognitionStore(ch).load_partition_state(
+                "collab.events", partition, RulesLookup(RuleConfig(grace_ms=0))
+            )
             assert state.next_offset == 100 * partition + 5
             assert sum(state.pair_counts.values()) == 5
 

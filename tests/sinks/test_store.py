@@ -48,3 +48,51 @@ def test_leaderboards_up_to_the_depth_read_leader_rows_and_deeper_ones_scores(
     assert [e.user_id for e in store.leaderboard("acme", "all", 0, 2)] == ["c", "b"]
     assert [e.user_id for e in store.leaderboard("acme", "all", 0, 3)] == ["c", "b", "a"]
     assert store.load_boards([("acme", "all", 0)], 5) == {("acme", "all", 0): [("c", 9), ("b", 6)]}
+
+
+def test_deciding_state_rebuilt_from_decisions_equals_the_live_state(ch: ClickHouse) -> None:
+    """Caps, giver budgets and dedupe ids survive a restart, in the org's calendar."""
+    import random
+
+    from streams.rules import PartitionState, RuleConfig, decide_batch
+    from streams.windows import HOUR_MS
+    from tests.streams.factories import event, ms, records
+
+    rules = RulesLookup(
+        RuleConfig(),
+        {
+            "kolkata": RuleConfig(
+                version=2,
+                pair_daily_cap=2,
+                giver_daily_budget=3,
+                giver_weekly_budget=8,
+                timezone="Asia/Kolkata",
+                week_start="sunday",
+            )
+        },
+    )
+    rng = random.Random(4)
+    start = ms("2026-11-20T00:00:00")
+    people = ["ann", "bo", "cy", "di", "ed"]
+    events = [
+        event(
+            "THANKS",
+            rng.choice(people),
+            tuple(rng.sample(people, rng.randint(1, 2))),
+            at=start + i * HOUR_MS // 3,
+            org=rng.choice(["kolkata", "utc"]),
+        )
+        for i in range(400)
+    ]
+    live = PartitionState()
+    now = start + 200 * HOUR_MS
+    decisions = decide_batch(records(events, partition=2), live, now, rules)
+    store = RecognitionStore(ch)
+    store.write_decisions(decisions[:250], [])
+    store.write_decisions(decisions[200:], [])  # a replayed insert: rows stored twice
+    loaded = store.load_partition_state("collab.events", 2, rules)
+    assert loaded.next_offset == live.next_offset
+    assert loaded.stream_time_ms == live.stream_time_ms
+    assert loaded.pair_counts == live.pair_counts
+    assert loaded.giver_counts == live.giver_counts and live.giver_counts
+    assert set(loaded.seen) == set(live.seen)

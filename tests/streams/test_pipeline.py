@@ -34,7 +34,9 @@ class FakeStore:
             self.fail_times -= 1
             raise ClickHouseUnavailable("ClickHouse is away")
 
-    def load_partition_state(self, topic: str, partition: int, grace: int) -> PartitionState:
+    def load_partition_state(
+        self, topic: str, partition: int, rules_for: RulesLookup
+    ) -> PartitionState:
         return PartitionState()
 
     def write_decisions(self, decisions: Sequence[Decision], dead: Sequence[DeadLetter]) -> int:

@@ -169,8 +169,8 @@ def test_per_org_rule_overrides() -> None:
 def test_prune_forgets_only_what_cannot_matter() -> None:
     state = PartitionState()
     t = ms("2026-11-23T10:00:00")
-    # Ids are kept until the end of their hour passes the horizon (t - grace - 1 day).
-    kept, gone = t - 8 * DAY_MS - HOUR_MS + 1, t - 8 * DAY_MS - HOUR_MS
+    # Ids are kept until the end of their hour passes the horizon (t - grace - 2 days).
+    kept, gone = t - 9 * DAY_MS - HOUR_MS + 1, t - 9 * DAY_MS - HOUR_MS
     events = [event(event_id="kept", at=kept), event(event_id="gone", at=gone), event(at=t)]
     decide_batch(records(events), state, t, RULES)
     state.prune(DEFAULT_RULES.grace_ms)
@@ -182,3 +182,162 @@ def test_score_formula() -> None:
     assert DEFAULT_RULES.score(shares=2, thanks_given=1, thanks_received=3, reactions=4) == (
         3 * 3 + 1 + 2 * 2 + 4
     )
+
+
+# --- giver budgets and org calendars (rules v2 options) -------------------------------
+
+from collections import Counter  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from zoneinfo import ZoneInfo  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def test_giver_daily_budget_refuses_thanks_past_the_budget() -> None:
+    rules = RulesLookup(RuleConfig(version=2, giver_daily_budget=2))
+    ds, state = decide(
+        [
+            event("THANKS", "alice", ("bob", "carol")),  # 2 counted: the budget is spent
+            event("THANKS", "alice", ("dave",)),  # refused
+            event("THANKS", "alice", ("alice",)),  # self: refused as self, costs nothing
+            event("THANKS", "erin", ("dave",)),  # another giver: counted
+            event("THANKS", "alice", ("dave",), at="2026-11-24T01:00:00"),  # next day
+        ],
+        rules=rules,
+        now=ms("2026-11-24T02:00:00"),
+    )
+    assert reasons(ds) == [
+        ("bob", Reason.COUNTED),
+        ("carol", Reason.COUNTED),
+        ("dave", Reason.GIVER_BUDGET),
+        ("alice", Reason.SELF),
+        ("dave", Reason.COUNTED),
+        ("dave", Reason.COUNTED),
+    ]
+    assert {d.rule_version for d in ds} == {2}
+    # A refused thank-you gives no points to either side: alice gives 3 (2 + 1 next day).
+    given = [e for e in effects_of(ds) if e.metric is Metric.THANKS_GIVEN and e.user_id == "alice"]
+    assert len(given) == 3
+    assert sum(e.user_id == "dave" for e in effects_of(ds)) == 2  # from erin, and next day
+    assert state.giver_counts == {
+        ("acme", "alice", "day", ms("2026-11-23T00:00:00")): 2,
+        ("acme", "alice", "day", ms("2026-11-24T00:00:00")): 1,
+        ("acme", "erin", "day", ms("2026-11-23T00:00:00")): 1,
+    }
+
+
+def test_pair_cap_refusals_do_not_spend_the_giver_budget() -> None:
+    rules = RulesLookup(RuleConfig(version=2, pair_daily_cap=1, giver_daily_budget=2))
+    ds, _ = decide(
+        [event("THANKS", "alice", ("bob",)) for _ in range(3)]
+        + [event("THANKS", "alice", ("carol",))],
+        rules=rules,
+    )
+    assert [r for _, r in reasons(ds)] == [
+        Reason.COUNTED,
+        Reason.PAIR_DAILY_CAP,
+        Reason.PAIR_DAILY_CAP,
+        Reason.COUNTED,
+    ]
+
+
+def test_giver_weekly_budget_follows_the_org_week() -> None:
+    # Weeks start on Sunday in New York: Sat 2026-11-28 and Sun 2026-11-29 (local) differ.
+    rules = RulesLookup(
+        RuleConfig(
+            version=2, giver_weekly_budget=1, timezone="America/New_York", week_start="sunday"
+        )
+    )
+    sat = ms("2026-11-29T03:00:00")  # Saturday 22:00 in New York
+    sun = ms("2026-11-29T06:00:00")  # Sunday 01:00 in New York
+    ds, _ = decide(
+        [
+            event("THANKS", "alice", ("bob",), at=sat),
+            event("THANKS", "alice", ("carol",), at=sat + 1),
+            event("THANKS", "alice", ("carol",), at=sun),
+        ],
+        rules=rules,
+        now=sun,
+    )
+    assert [r for _, r in reasons(ds)] == [Reason.COUNTED, Reason.GIVER_BUDGET, Reason.COUNTED]
+
+
+def test_pair_cap_day_is_the_org_day() -> None:
+    # 23:30 and 00:30 UTC are the same day in New York (18:30, 19:30): cap 1 applies.
+    ny = RulesLookup(RuleConfig(version=2, pair_daily_cap=1, timezone="America/New_York"))
+    evs = [
+        event("THANKS", "alice", ("bob",), at="2026-11-23T23:30:00"),
+        event("THANKS", "alice", ("bob",), at="2026-11-24T00:30:00"),
+    ]
+    ds, _ = decide(evs, rules=ny, now=ms("2026-11-24T01:00:00"))
+    assert [r for _, r in reasons(ds)] == [Reason.COUNTED, Reason.PAIR_DAILY_CAP]
+    utc = RulesLookup(RuleConfig(pair_daily_cap=1))
+    ds, _ = decide(evs, rules=utc, now=ms("2026-11-24T01:00:00"))
+    assert [r for _, r in reasons(ds)] == [Reason.COUNTED, Reason.COUNTED]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ann", "bo", "cy"]),
+            st.lists(st.sampled_from(["ann", "bo", "cy", "di"]), min_size=1, max_size=3),
+            st.integers(min_value=0, max_value=20 * 24),  # hours after the start
+        ),
+        max_size=60,
+    ),
+    st.integers(min_value=1, max_value=4),
+    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=0, max_value=6),
+    st.sampled_from(["UTC", "Asia/Kolkata", "America/Los_Angeles"]),
+)
+def test_budgets_and_caps_match_a_brute_force_count(
+    raw: list[tuple[str, list[str], int]],
+    cap: int,
+    daily: int,
+    weekly: int,
+    timezone: str,
+) -> None:
+    config = RuleConfig(
+        version=2,
+        pair_daily_cap=cap,
+        giver_daily_budget=daily,
+        giver_weekly_budget=weekly,
+        timezone=timezone,
+        grace_ms=60 * DAY_MS,
+    )
+    start = ms("2026-11-01T00:00:00")
+    evs = sorted(
+        (event("THANKS", a, tuple(rs), at=start + h * HOUR_MS) for a, rs, h in raw),
+        key=lambda e: e.occurred_at,
+    )
+    ds, _ = decide(evs, rules=RulesLookup(config), now=start + 30 * DAY_MS)
+    # Brute force with the standard library's calendar, in event order.
+    zone = ZoneInfo(timezone)
+
+    def local(at: int) -> datetime:
+        return datetime.fromtimestamp(at / 1000, UTC).astimezone(zone)
+
+    pairs: Counter[tuple[str, str, object]] = Counter()
+    days: Counter[tuple[str, object]] = Counter()
+    weeks: Counter[tuple[str, object]] = Counter()
+    expected = []
+    for e in evs:
+        d = local(e.occurred_at).date()
+        week = d.isocalendar()[:2]
+        for r in dict.fromkeys(e.recipient_ids):
+            if r == e.actor_id:
+                expected.append(Reason.SELF)
+            elif pairs[(e.actor_id, r, d)] >= cap:
+                expected.append(Reason.PAIR_DAILY_CAP)
+            elif (daily and days[(e.actor_id, d)] >= daily) or (
+                weekly and weeks[(e.actor_id, week)] >= weekly
+            ):
+                expected.append(Reason.GIVER_BUDGET)
+            else:
+                expected.append(Reason.COUNTED)
+                pairs[(e.actor_id, r, d)] += 1
+                days[(e.actor_id, d)] += 1
+                weeks[(e.actor_id, week)] += 1
+    assert [d.reason for d in ds] == expected
