@@ -172,9 +172,7 @@ class PartitionState:
         self.pair_counts = {k: n for k, n in self.pair_counts.items() if k[3] >= horizon}
         if self.giver_counts:
             week_horizon = horizon - 7 * DAY_MS
-            self.giver_counts = {
-                k: n for k, n in self.giver_counts.items() if k[3] >= week_horizon
-            }
+            self.giver_counts = {k: n for k, n in self.giver_counts.items() if k[3] >= week_horizon}
 
 
 # --- the rules, one small function each -------------------------------------------------
