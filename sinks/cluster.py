@@ -51,12 +51,16 @@ REPLICA_NAME: Final = "{replica}"
 #   each partition's rows of a batch in one insert block on one shard, so "the stored
 #   decisions of a partition are a prefix of its offsets" still holds after a crash, and
 #   partitions spread round-robin over the shards.
+# * directory: ReplacingMergeTree(version) over (org_id, user_id), read by argMax per person;
+#   on the same shard as that person's scores.
 SHARDING_KEYS: Final[Mapping[str, str]] = {
     "decisions": "src_partition",
     "score_state": "cityHash64(org_id, user_id)",
     "thankers": "cityHash64(org_id, user_id)",
     "badge_award_rows": "cityHash64(org_id, user_id)",
     "leader_rows": "cityHash64(org_id, user_id)",
+    "replay_scores": "cityHash64(org_id, user_id)",
+    "directory": "cityHash64(org_id, user_id)",
 }
 
 _CLUSTER_NAME: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

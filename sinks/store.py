@@ -27,7 +27,7 @@ from streams.rules import (
     remember,
     retained_pair,
 )
-from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
+from streams.scorebook import BadgeAward, ScoreBook, WindowKey, WindowTotals
 from streams.windows import WEEK_MS, WindowName
 
 DECISION_COLUMNS: Final = (
@@ -67,7 +67,12 @@ SCORE_COLUMNS: Final = (
     "hwm_offsets",
     "version",
     "updated_at",
+    "decay_value",
+    "decay_at_ms",
+    "decay_half_life_s",
 )
+# kudos.leader_rows has score_state's columns but the decayed score's: the first ones.
+LEADER_COLUMNS: Final = SCORE_COLUMNS[: SCORE_COLUMNS.index("decay_value")]
 THANKER_COLUMNS: Final = ("org_id", "window", "window_start", "user_id", "thanker_id")
 BADGE_COLUMNS: Final = (
     "org_id",
@@ -144,6 +149,7 @@ class LeaderboardEntry:
     thanks_received: int
     distinct_thankers: int
     reactions_received: int
+    display_name: str | None = None  # from the user directory; None when unknown
 
 
 class RecognitionStore:
@@ -269,7 +275,7 @@ class RecognitionStore:
         wanted = set(missing)
         # Build aside and merge at the end: a failed load leaves `book` untouched for a retry.
         loaded = {k: WindowTotals() for k in missing}
-        awarded: set[tuple[str, str, Badge, int]] = set()
+        awarded: set[tuple[str, str, str, int]] = set()
         users_loaded: set[tuple[str, str]] = set()
         for org, (users, starts) in by_org.items():
             # In chunks: a statement must stay under max_query_size (256 KiB by default).
@@ -282,7 +288,7 @@ class RecognitionStore:
                         "WHERE org_id = %(org)s AND user_id IN %(users)s",
                         {"org": org, "users": tuple(new_users)},
                     ):
-                        awarded.add((org, user, Badge(badge), dt_to_ms(period)))
+                        awarded.add((org, user, str(badge), dt_to_ms(period)))
                     users_loaded.update((org, u) for u in new_users)
         book.totals.update(loaded)
         book.awarded |= awarded
@@ -304,7 +310,8 @@ class RecognitionStore:
         best: dict[WindowKey, tuple[int, tuple[Any, ...]]] = {}
         for row in self.ch.query(
             "SELECT window, window_start, user_id, shares, thanks_given, thanks_received, "
-            "reactions_received, hwm_partitions, hwm_offsets, version FROM kudos.score_state "
+            "reactions_received, hwm_partitions, hwm_offsets, version, decay_value, "
+            "decay_at_ms FROM kudos.score_state "
             "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
             params,
         ):
@@ -320,6 +327,7 @@ class RecognitionStore:
                 int(row[6]),
             )
             t.hwm = {int(p): int(o) for p, o in zip(row[7], row[8], strict=True)}
+            t.decay, t.decay_at = float(row[10]), int(row[11])
         for window, start, user, thanker in self.ch.query(
             "SELECT window, window_start, user_id, thanker_id FROM kudos.thankers "
             "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
@@ -349,7 +357,7 @@ class RecognitionStore:
                 (
                     a.org_id,
                     a.user_id,
-                    a.badge.value,
+                    a.badge,
                     ms_to_dt(a.period_start),
                     at,
                     a.rule_version,
@@ -374,6 +382,7 @@ class RecognitionStore:
         for key in keys:
             org, window, start, user = key
             t = book.totals[key]
+            rules = rules_for(org)
             parts = sorted(t.hwm)
             rows.append(
                 (
@@ -386,11 +395,14 @@ class RecognitionStore:
                     t.thanks_received,
                     t.distinct_thankers,
                     t.reactions_received,
-                    t.score(rules_for(org)),
+                    t.score(rules),
                     parts,
                     [t.hwm[p] for p in parts],
                     t.version,
                     at,
+                    t.decay,
+                    t.decay_at,
+                    rules.decay_half_life_ms / 1000,
                 )
             )
         return rows
@@ -404,7 +416,8 @@ class RecognitionStore:
         """score_state rows of keys at or above their board's threshold (streams/leaders)."""
         if not rows:
             return 0
-        return self.ch.insert("kudos.leader_rows", SCORE_COLUMNS, rows)
+        n = len(LEADER_COLUMNS)
+        return self.ch.insert("kudos.leader_rows", LEADER_COLUMNS, [r[:n] for r in rows])
 
     def load_boards(
         self, boards: Iterable[BoardKey], depth: int
@@ -428,18 +441,39 @@ class RecognitionStore:
     def leaderboard(
         self, org: str, window: WindowName, start_ms: int, top: int
     ) -> list[LeaderboardEntry]:
-        # leader_rows holds every key that can be in such a top-N (streams/leaders.py).
-        source = "kudos.leader_rows FINAL" if top <= self.leader_depth else "kudos.scores"
+        from sinks.directory import OPTED_OUT_SQL, opted_out_users, people
+
+        # Opted-out users never appear (sinks/directory.py); ranks close up over the rest.
+        # leader_rows holds every key that can be in a top-D of the full board, D =
+        # leader_depth (streams/leaders.py), so the top-N of the others is exact there
+        # while N + (opted-out users of the org) <= D; else read kudos.scores.
+        hidden = opted_out_users(self.ch, org, self.leader_depth + 1)
+        params = {"org": org, "window": window, "start": ms_to_dt(start_ms), "top": top}
+        if top + len(hidden) <= self.leader_depth:
+            source, shown = "kudos.leader_rows FINAL", ""
+            if hidden:
+                shown, params["hidden"] = "AND user_id NOT IN %(hidden)s ", tuple(hidden)
+        else:
+            source, shown = "kudos.scores", f"AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL}) "
         rows = self.ch.query(
             "SELECT user_id, score, shares, thanks_given, thanks_received, distinct_thankers, "
             f"reactions_received FROM {source} "
             "WHERE org_id = %(org)s AND window = %(window)s AND window_start = %(start)s "
-            "ORDER BY score DESC, user_id ASC LIMIT %(top)s",
-            {"org": org, "window": window, "start": ms_to_dt(start_ms), "top": top},
+            f"{shown}ORDER BY score DESC, user_id ASC LIMIT %(top)s",
+            params,
         )
+        names = people(self.ch, org, [r[0] for r in rows]) if rows else {}
         return [
             LeaderboardEntry(
-                i + 1, r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6])
+                i + 1,
+                r[0],
+                int(r[1]),
+                int(r[2]),
+                int(r[3]),
+                int(r[4]),
+                int(r[5]),
+                int(r[6]),
+                names[r[0]].display_name if r[0] in names else None,
             )
             for i, r in enumerate(rows)
         ]
@@ -449,6 +483,9 @@ class RecognitionStore:
             "SELECT user_id, badge, period_start, awarded_at FROM kudos.badge_awards "
             "WHERE org_id = %(org)s"
         )
+        from sinks.directory import OPTED_OUT_SQL
+
+        sql += f" AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL})"  # opted out: never shown
         params: dict[str, Any] = {"org": org}
         if user is not None:
             sql += " AND user_id = %(user)s"

@@ -17,16 +17,19 @@ from typing import Any, NoReturn, cast
 import faust
 from faust.types import TP
 
+from schemas.directory import directory_codec_for
 from schemas.registry import codec_for
 from sinks.clickhouse import ClickHouse
+from sinks.directory import DirectoryStore
 from sinks.store import RecognitionStore
 from streams import metrics, security
 from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
+from streams.directory import DirectoryStage
 from streams.drain import BatchRoute, batch_consumer
 from streams.health import ProgressTracker
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
 from streams.settings import Settings
-from streams.web import register_views
+from streams.web import register_directory_views, register_views
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,7 @@ class Kudos:
     stopping: threading.Event
     progress: ProgressTracker
     joined: asyncio.Event = field(default_factory=asyncio.Event)
+    directory: DirectoryStage | None = None  # the user directory (streams/directory.py)
 
 
 def create_app(
@@ -137,6 +141,7 @@ def create_app(
         for name, stage in (
             (settings.events_topic, "decide"),
             (settings.effects_topic, "aggregate"),
+            (settings.directory_topic, "directory"),
         )
     }
     # Set before the app creates its consumer (at start), on this app's transport only.
@@ -174,13 +179,21 @@ def create_app(
         leader_depth=settings.leader_depth,
         max_cached_keys=settings.max_state_keys,
     )
+    directory = DirectoryStage(
+        DirectoryStore(clickhouse, settings.team_min_size),
+        directory_codec_for(settings),
+        publisher,
+        blocking,
+        dlq_topic=settings.dlq_topic,
+    )
     reads = Blocking("kudos-reads")  # API reads never queue behind a write's retries
     progress = ProgressTracker(settings.stall_seconds)
     kudos = Kudos(
         settings, app, clickhouse, store, blocking, reads, decide, aggregate, stopping, progress
     )
+    kudos.directory = directory
 
-    events_topic, effects_topic = (
+    events_topic, effects_topic, directory_topic = (
         app.topic(
             name,
             partitions=settings.partitions,
@@ -189,10 +202,10 @@ def create_app(
             value_serializer="raw",
             key_serializer="raw",
         )
-        for name in (settings.events_topic, settings.effects_topic)
+        for name in (settings.events_topic, settings.effects_topic, settings.directory_topic)
     )
 
-    for topic in (events_topic, effects_topic):
+    for topic in (events_topic, effects_topic, directory_topic):
         app.topics.add(topic)  # subscribed; records reach the stages through `routes`
 
     def fail(stage: str, exc: BaseException) -> NoReturn:
@@ -218,8 +231,15 @@ def create_app(
         except Exception as exc:
             fail("aggregating", exc)
 
+    async def run_directory() -> None:
+        try:
+            await routes[settings.directory_topic].run(directory.submit, ack)
+        except Exception as exc:
+            fail("directory", exc)
+
     app.task(run_decide)
     app.task(run_aggregate)
+    app.task(run_directory)
 
     async def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs["revoked"]
@@ -262,6 +282,7 @@ def create_app(
     app.timer(settings.progress_interval_s)(watch_progress)
 
     register_views(kudos)
+    register_directory_views(kudos)
     return kudos
 
 

@@ -1,4 +1,4 @@
-"""`kudos` command line: up, worker, migrate, produce, leaderboard."""
+"""`kudos` command line: up, worker, migrate, produce, leaderboard, replay."""
 
 from __future__ import annotations
 
@@ -65,7 +65,13 @@ def _run_worker(
 
     counts = ensure_topics(
         bootstrap,
-        [settings.events_topic, settings.dlq_topic, settings.badges_topic, settings.effects_topic],
+        [
+            settings.events_topic,
+            settings.dlq_topic,
+            settings.badges_topic,
+            settings.effects_topic,
+            settings.directory_topic,
+        ],
         settings.partitions,
         settings.replication_factor,
         client_kwargs=kafka_python_kwargs(settings),
@@ -382,6 +388,65 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- replay ------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Recompute a time range's scores under the rules of a TOML file (streams/replay.py)."""
+    from sinks.clickhouse import connect
+    from sinks.history import DecisionHistory
+    from streams import replay
+    from streams.replay import ReplayError
+
+    settings = get_settings()
+    _setup_logging(settings)
+    try:
+        start, end = replay.parse_time(args.from_), replay.parse_time(args.to)
+        rules_path = Path(args.rules)
+        new_rules = replay.load_rules(rules_path, settings)
+        rules_text = rules_path.read_bytes()
+    except (ReplayError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    from tqdm import tqdm
+
+    progress = tqdm(
+        unit="ev",
+        unit_scale=True,
+        desc="replay",
+        file=sys.stderr,
+        disable=None if args.progress is None else not args.progress,
+        mininterval=0.25,
+    )
+
+    def set_total(n: int) -> None:
+        progress.total = n
+        progress.refresh()
+
+    ch = connect(settings.clickhouse_url())
+    try:
+        data = replay.run_replay(
+            DecisionHistory(ch),
+            settings.rules_lookup(),
+            new_rules,
+            start,
+            end,
+            args.org,
+            apply_as=replay.replay_id(rules_text, start, end, args.org) if args.apply else None,
+            rules_text=rules_text.decode(errors="replace"),
+            progress=progress.update,
+            total=set_total,
+        )
+    except ReplayError as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        progress.close()
+        ch.close()
+    print(replay.dumps(data) if args.format == "json" else replay.format_table(data))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kudos", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -431,6 +496,31 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--format", choices=("table", "json"), default="table")
     lb.add_argument("--api", default=None, help="read through a worker's HTTP API at this URL")
     lb.set_defaults(func=cmd_leaderboard)
+
+    rp = sub.add_parser(
+        "replay",
+        help="recompute a time range's scores under other rules and print the diff",
+        description="Replays the stored decisions of events that occurred in [--from, --to) "
+        "under the rules of --rules and prints, per user and window, old -> new scores and "
+        "the decisions that changed. Touches nothing unless --apply.",
+    )
+    rp.add_argument("--rules", required=True, help="TOML with [rules] / [org_rules.ORG]")
+    rp.add_argument("--from", dest="from_", required=True, help="RFC 3339, inclusive")
+    rp.add_argument("--to", required=True, help="RFC 3339, exclusive")
+    rp.add_argument("--org", default=None, help="report this org only (default: every org)")
+    rp.add_argument(
+        "--apply",
+        action="store_true",
+        help="also write the recomputed totals to kudos.replay_scores (never to the live tables)",
+    )
+    rp.add_argument("--format", choices=("table", "json"), default="table")
+    rp.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: only when stderr is a terminal)",
+    )
+    rp.set_defaults(func=cmd_replay)
     return p
 
 

@@ -109,3 +109,7 @@ PARTITION_STALLED = Gauge(
     "1 while a partition with lag makes no progress",
     ["topic", "partition"],
 )
+# Directory messages (records and tombstones from directory.users) decoded and stored.
+DIRECTORY_APPLIED = Counter(
+    "kudos_directory_messages_applied", "Directory messages (records, tombstones) stored"
+)

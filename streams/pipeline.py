@@ -508,7 +508,7 @@ class AggregateStage:
                     "badge_award_rows", self.store.write_badges, applied.badges
                 )
                 for a in applied.badges:
-                    metrics.BADGES_AWARDED.labels(a.badge.value).inc()
+                    metrics.BADGES_AWARDED.labels(a.badge).inc()
             await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
             await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
             metrics.INSERT_ROWS.labels("leader_rows").inc(len(leader_rows))

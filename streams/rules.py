@@ -18,10 +18,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from hashlib import blake2b
 from typing import Final
 
 from schemas.event import CollaborationEvent, EventType, Visibility
+from streams.badges import BadgeRule, badges_by_change, v1_badges
 from streams.windows import DAY_MS, HOUR_MS, Calendar, calendar
 
 RULE_VERSION: Final = 1
@@ -46,9 +48,12 @@ class Metric(StrEnum):
     REACTIONS_RECEIVED = "reactions_received"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RuleConfig:
-    """Per-org rule parameters. Defaults are DESIGN.md's rules v1."""
+    """Per-org rule parameters. Defaults are DESIGN.md's rules v1.
+
+    Derived values the hot loops read per effect (calendar, badge rules and their index)
+    are computed once per config (`cached_property`, hence no `slots`)."""
 
     version: int = RULE_VERSION
     grace_ms: int = 7 * DAY_MS
@@ -69,11 +74,43 @@ class RuleConfig:
     # windows, the pair cap's day and streak days.
     timezone: str = "UTC"
     week_start: str = "monday"
+    # Time-decayed score beside the window totals: each point weighs half as much after
+    # every half-life (kudos.decayed_scores).
+    decay_half_life_days: float = 7.0
+    # Badge rules (streams/badges.py); None: rules v1's four, from the parameters above.
+    badges: tuple[BadgeRule, ...] | None = None
 
     def __post_init__(self) -> None:
         calendar(self.timezone, self.week_start)  # a bad zone or weekday fails at start
+        if not self.decay_half_life_days > 0:
+            raise ValueError("decay_half_life_days must be positive")
 
-    @property
+    @cached_property
+    def badge_rules(self) -> tuple[BadgeRule, ...]:
+        if self.badges is not None:
+            return self.badges
+        return v1_badges(self.helper_distinct_thankers, self.sharer_weekly_shares, self.streak_days)
+
+    @cached_property
+    def badge_index(self) -> dict[tuple[str, str], tuple[BadgeRule, ...]]:
+        """(window, effect metric) -> badge rules an effect there can newly satisfy."""
+        return badges_by_change(self.badge_rules)
+
+    @cached_property
+    def decay_half_life_ms(self) -> float:
+        return self.decay_half_life_days * DAY_MS
+
+    def weight(self, metric: Metric) -> int:
+        """Points one unit of `metric` adds to the score."""
+        if metric is Metric.THANKS_RECEIVED:
+            return self.weight_thanks_received
+        if metric is Metric.THANKS_GIVEN:
+            return self.weight_thanks_given
+        if metric is Metric.SHARES:
+            return self.weight_shares
+        return self.weight_reactions_received
+
+    @cached_property
     def calendar(self) -> Calendar:
         return calendar(self.timezone, self.week_start)
 

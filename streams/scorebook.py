@@ -15,8 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from streams.badges import BadgeRule, streak_ends
 from streams.rules import Effect, Metric, RuleConfig, RulesLookup
-from streams.windows import UTC_CALENDAR, Calendar, WindowName
+from streams.windows import Calendar, WindowName
 
 WindowKey = tuple[str, WindowName, int, str]  # org, window, window start ms, user
 
@@ -38,6 +39,9 @@ class WindowTotals:
     reactions_received: int = 0
     thankers: set[str] = field(default_factory=set)
     hwm: dict[int, int] = field(default_factory=dict)
+    # Time-decayed score: its value as of `decay_at` (epoch ms, the latest point's time).
+    decay: float = 0.0
+    decay_at: int = 0
 
     @property
     def distinct_thankers(self) -> int:
@@ -52,6 +56,24 @@ class WindowTotals:
         return rules.score(
             self.shares, self.thanks_given, self.thanks_received, self.reactions_received
         )
+
+    def add_decayed(self, points: int, at_ms: int, half_life_ms: float) -> None:
+        """Add `points` earned at `at_ms` to the decayed score.
+
+        Kept as the value at the latest point's time, so it stays in range however long a
+        key lives; the value at any later time t is decay * 2 ** (-(t - decay_at) / half
+        life). Order of points changes the result only by float rounding (~1e-15)."""
+        if self.decay == 0.0 and self.decay_at == 0:
+            self.decay, self.decay_at = float(points), at_ms
+        elif at_ms >= self.decay_at:
+            fade = 2.0 ** (-(at_ms - self.decay_at) / half_life_ms)
+            self.decay, self.decay_at = self.decay * fade + points, at_ms
+        else:
+            self.decay += points * 2.0 ** (-(self.decay_at - at_ms) / half_life_ms)
+
+    def decayed_at(self, at_ms: int, half_life_ms: float) -> float:
+        """The decayed score as of `at_ms` (not before the latest point)."""
+        return float(self.decay * 2.0 ** (-max(at_ms - self.decay_at, 0) / half_life_ms))
 
     def add(self, metric: Metric, actor_id: str) -> bool:
         """Apply one point; returns True when a new distinct thanker appeared."""
@@ -73,10 +95,11 @@ class WindowTotals:
 class BadgeAward:
     org_id: str
     user_id: str
-    badge: Badge
+    badge: str  # a BadgeRule's name (v1: the `Badge` names)
     period_start: int  # epoch ms; 0 for period `all`
     rule_version: int
     evidence: str
+    period: WindowName | None = None  # the window period_start refers to (None: v1's)
 
 
 @dataclass(slots=True)
@@ -84,7 +107,7 @@ class ScoreBook:
     """The state of the aggregating stage: totals per key and badges already awarded."""
 
     totals: dict[WindowKey, WindowTotals] = field(default_factory=dict)
-    awarded: set[tuple[str, str, Badge, int]] = field(default_factory=set)
+    awarded: set[tuple[str, str, str, int]] = field(default_factory=set)
     # Users whose awarded badges have been loaded (badges are loaded per user).
     users_loaded: set[tuple[str, str]] = field(default_factory=set)
 
@@ -101,11 +124,6 @@ class Applied:
     event_times: list[int] = field(default_factory=list)
 
 
-def streak_days_needed(day_ms: int, streak: int, cal: Calendar = UTC_CALENDAR) -> list[int]:
-    """Days whose shares decide every streak that a share on `day_ms` can complete."""
-    return [cal.shift_days(day_ms, i) for i in range(-(streak - 1), streak)]
-
-
 def keys_needed(effects: Iterable[Effect], rules_for: RulesLookup) -> set[WindowKey]:
     """Every window key `apply_effects` reads for these effects."""
     keys: set[WindowKey] = set()
@@ -115,8 +133,11 @@ def keys_needed(effects: Iterable[Effect], rules_for: RulesLookup) -> set[Window
         for window, start in cal.starts(e.occurred_at):
             keys.add((e.org_id, window, start, e.user_id))
         if e.metric is Metric.SHARES:
-            for d in streak_days_needed(cal.day_start(e.occurred_at), rules.streak_days, cal):
-                keys.add((e.org_id, "day", d, e.user_id))
+            day = cal.day_start(e.occurred_at)
+            for rule in rules.badge_rules:
+                if rule.kind == "streak":
+                    for d in streak_days_around(day, rule, cal):
+                        keys.add((e.org_id, "day", d, e.user_id))
     return keys
 
 
@@ -134,7 +155,7 @@ def apply_effects(
     for e in effects:
         rules = rules_for(e.org_id)
         partition, offset, metric = e.partition, e.offset, e.metric
-        badge_relevant = metric is Metric.THANKS_RECEIVED or metric is Metric.SHARES
+        by_change = rules.badge_index
         for window, start in rules.calendar.starts(e.occurred_at):
             key: WindowKey = (e.org_id, window, start, e.user_id)
             totals = all_totals.get(key)
@@ -152,15 +173,14 @@ def apply_effects(
                 applied.event_times.append(e.occurred_at)
             if hwm.get(partition, -1) < offset:
                 hwm[partition] = offset
-            was_zero_thanks = totals.thanks_received == 0
             was_zero_shares = totals.shares == 0
             if totals.add(metric, e.actor_id):
                 applied.new_thankers.append((key, e.actor_id))
+            totals.add_decayed(rules.weight(metric), e.occurred_at, rules.decay_half_life_ms)
             dirty.add(key)
-            if badge_relevant:
-                _badges_after(
-                    key, totals, e, was_zero_thanks, was_zero_shares, book, rules, applied
-                )
+            badge_rules = by_change.get((window, metric.value))
+            if badge_rules:
+                _badges_after(key, totals, e, was_zero_shares, badge_rules, book, rules, applied)
 
 
 def _award(
@@ -168,78 +188,94 @@ def _award(
     applied: Applied,
     org: str,
     user: str,
-    badge: Badge,
+    rule: BadgeRule,
     period: int,
     rules: RuleConfig,
     evidence: str,
 ) -> None:
-    ident = (org, user, badge, period)
+    ident = (org, user, rule.name, period)
     if ident in book.awarded:
         return
     book.awarded.add(ident)
-    applied.badges.append(BadgeAward(org, user, badge, period, rules.version, evidence))
+    applied.badges.append(
+        BadgeAward(org, user, rule.name, period, rules.version, evidence, rule.period)
+    )
+
+
+def badge_value(totals: WindowTotals, metric: str, rules: RuleConfig) -> int:
+    if metric == "distinct_thankers":
+        return totals.distinct_thankers
+    if metric == "score":
+        return totals.score(rules)
+    return int(getattr(totals, metric))
 
 
 def _badges_after(
     key: WindowKey,
     totals: WindowTotals,
     e: Effect,
-    was_zero_thanks: bool,
     was_zero_shares: bool,
+    badge_rules: tuple[BadgeRule, ...],
     book: ScoreBook,
     rules: RuleConfig,
     applied: Applied,
 ) -> None:
     """Badges are monotonic in the totals, so the set awarded does not depend on order."""
-    org, window, start, user = key
-    if e.metric is Metric.THANKS_RECEIVED:
-        if window == "all" and was_zero_thanks:
+    org, _window, start, user = key
+    for rule in badge_rules:
+        if (org, user, rule.name, 0 if rule.kind == "first" else start) in book.awarded:
+            continue
+        if rule.kind == "streak":
+            if was_zero_shares:
+                _streaks_through(org, user, start, book, rules, rule, applied)
+            continue
+        value = badge_value(totals, rule.metric, rules)
+        if rule.kind == "first":
             _award(
                 book,
                 applied,
                 org,
                 user,
-                Badge.FIRST_THANKS,
+                rule,
                 0,
                 rules,
-                f"first counted thanks from event at {e.partition}:{e.offset}",
+                f"first counted {rule.metric} from event at {e.partition}:{e.offset}",
             )
-        if window == "week" and totals.distinct_thankers >= rules.helper_distinct_thankers:
-            _award(
-                book,
-                applied,
-                org,
-                user,
-                Badge.HELPER,
-                start,
-                rules,
-                f"{totals.distinct_thankers} distinct thankers",
-            )
-    elif e.metric is Metric.SHARES:
-        if window == "week" and totals.shares >= rules.sharer_weekly_shares:
-            _award(book, applied, org, user, Badge.SHARER, start, rules, f"{totals.shares} shares")
-        if window == "day" and was_zero_shares:
-            _streaks_through(org, user, start, book, rules, applied)
+        elif value >= rule.threshold:
+            _award(book, applied, org, user, rule, start, rules, f"{value} {rule.metric}")
+
+
+def streak_days_around(day: int, rule: BadgeRule, cal: Calendar) -> list[int]:
+    """The local days whose shares decide every streak through `day` (centre entry)."""
+    span = rule.span_days
+    return [cal.shift_days(day, i) for i in range(-(span - 1), span)]
 
 
 def _streaks_through(
-    org: str, user: str, day: int, book: ScoreBook, rules: RuleConfig, applied: Applied
+    org: str,
+    user: str,
+    day: int,
+    book: ScoreBook,
+    rules: RuleConfig,
+    rule: BadgeRule,
+    applied: Applied,
 ) -> None:
-    """Award streak_5 for every day E such that days E-4..E all have a counted share."""
-    n = rules.streak_days
-    days = streak_days_needed(day, n, rules.calendar)
+    """Award the streak badge for every day that ends a streak through `day`."""
+    cal = rules.calendar
+    days = streak_days_around(day, rule, cal)
     active = [
         (t := book.totals.get((org, "day", d, user))) is not None and t.shares > 0 for d in days
     ]
-    for end in range(n - 1, len(days)):
-        if all(active[end - n + 1 : end + 1]):
-            _award(
-                book,
-                applied,
-                org,
-                user,
-                Badge.STREAK_5,
-                days[end],
-                rules,
-                f"counted shares on {n} consecutive days",
-            )
+    weeks = [cal.window_start("week", d) for d in days]
+    for end in streak_ends(active, weeks, rule.span_days - 1, rule):
+        freezes = "" if rule.freezes_per_week == 0 else " (with freeze days)"
+        _award(
+            book,
+            applied,
+            org,
+            user,
+            rule,
+            days[end],
+            rules,
+            f"counted shares on {rule.days} days{freezes}",
+        )

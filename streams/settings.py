@@ -15,6 +15,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from streams.badges import BadgeRule
 from streams.rules import DEFAULT_RULES, RuleConfig, RulesLookup
 
 
@@ -39,11 +40,19 @@ class RuleOverrides(BaseModel):
     giver_weekly_budget: int | None = Field(None, ge=0)
     timezone: str | None = Field(None, description="IANA time zone of the org's windows")
     week_start: str | None = Field(None, description="first day of the week, e.g. sunday")
+    decay_half_life_days: float | None = Field(None, gt=0)
+    # The org's badges, replacing v1's four (streams/badges.py): [[org_rules.X.badges]].
+    badges: tuple[BadgeRule, ...] | None = None
 
     def apply(self, base: RuleConfig) -> RuleConfig:
         from dataclasses import replace
 
-        changes = {k: v for k, v in self.model_dump().items() if v is not None}
+        changes = {k: v for k, v in self.model_dump(exclude={"badges"}).items() if v is not None}
+        if self.badges is not None:
+            names = [b.name for b in self.badges]
+            if len(set(names)) != len(names):
+                raise ValueError(f"badge names must be unique: {names}")
+            changes["badges"] = self.badges
         return replace(base, **changes)
 
 
@@ -101,6 +110,14 @@ class Settings(BaseSettings):
     dlq_topic: str = "collab.events.dlq"
     badges_topic: str = "recognition.badges"
     effects_topic: str = "kudos.effects"
+    # The user directory (compacted; key org_id/user_id; schemas/directory.py).
+    directory_topic: str = "directory.users"
+    team_min_size: int = Field(
+        5,
+        ge=1,
+        description="team and department boards show groups of at least this many "
+        "visible (not opted-out) members",
+    )
     partitions: int = Field(4, ge=1, description="partitions of topics the worker creates")
     replication_factor: int = 1
     batch_max_events: int = Field(5000, ge=1)

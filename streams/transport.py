@@ -49,12 +49,14 @@ def decode_effects(raw: bytes) -> list[Effect]:
 
 def badge_id(award: BadgeAward) -> str:
     """Deterministic id: consumers of recognition.badges deduplicate on it."""
-    return f"{award.org_id}/{award.user_id}/{award.badge.value}/{award.period_start}"
+    return f"{award.org_id}/{award.user_id}/{award.badge}/{award.period_start}"
 
 
 def period_window(award: BadgeAward) -> WindowName:
+    if award.period is not None:
+        return award.period
     return {"first_thanks": "all", "helper": "week", "sharer": "week"}.get(  # type: ignore[return-value]
-        award.badge.value, "day"
+        award.badge, "day"
     )
 
 
@@ -64,7 +66,7 @@ def encode_badge(award: BadgeAward, awarded_at_ms: int) -> bytes:
             "badge_id": badge_id(award),
             "org_id": award.org_id,
             "user_id": award.user_id,
-            "badge": award.badge.value,
+            "badge": award.badge,
             "period": period_window(award),
             "period_start": award.period_start,
             "awarded_at": awarded_at_ms,

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sinks.history import DecisionHistory
 from sinks.store import LeaderboardEntry, iso
+from streams.explain import explain_user, parse_limit
 from streams.readcache import ReadCache
 from streams.rules import RulesLookup
 from streams.windows import WINDOWS, WindowName
@@ -72,6 +74,7 @@ def leaderboard_payload(
             {
                 "rank": e.rank,
                 "user_id": e.user_id,
+                "display_name": e.display_name,
                 "score": e.score,
                 "shares": e.shares,
                 "thanks_given": e.thanks_given,
@@ -112,6 +115,31 @@ def register_views(kudos: Kudos) -> None:
                 lambda: blocking.run(store.leaderboard, org, window, start, top),
             )
             return self.json(leaderboard_payload(org, window, start, entries))
+
+    history = DecisionHistory(store.ch)
+
+    @app.page("/api/users/{user}/explain")
+    class ExplainView(View):
+        """Every point of a user's score in a window, with its event, rule and rule version
+        (streams/explain.py)."""
+
+        async def get(self, request: Request, user: str) -> Response:
+            q = request.query
+            try:
+                org = q.get("org") or ""
+                if not org:
+                    raise BadRequest("'org' is required")
+                window = parse_window(q.get("window", "week"))
+                at = parse_at(q.get("at"))
+                limit = parse_limit(q.get("limit"))
+            except ValueError as exc:  # BadRequest, or parse_limit's
+                return self.json({"error": str(exc)}, status=400)
+            if not user:
+                return self.json({"error": "a user is required"}, status=400)
+            body = await blocking.run(
+                explain_user, history, kudos.decide.rules_for, org, user, window, at, limit
+            )
+            return self.json(body)
 
     @app.page("/api/badges")
     class BadgesView(View):
@@ -178,3 +206,127 @@ def register_views(kudos: Kudos) -> None:
         async def get(self, request: Request) -> Response:
             html = resources.files("streams").joinpath("static/index.html").read_text()
             return self.html(html)
+
+
+# --- people and teams (the user directory, sinks/directory.py) ----------------------------
+
+_SPAN_MS = {"hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
+
+
+def window_bounds(
+    rules_for: RulesLookup, org: str, window: WindowName, at_ms: int
+) -> tuple[int, int | None]:
+    """[start, end) of the org's window containing `at_ms`; end None for `all`. The end is
+    the next window's start, found half a window past the nominal length, so local days
+    of 23 or 25 hours end where the org's calendar says."""
+    start = org_window_start(rules_for, org, window, at_ms)
+    if window == "all":
+        return start, None
+    span = _SPAN_MS[window]
+    return start, org_window_start(rules_for, org, window, start + span + span // 2)
+
+
+def register_directory_views(kudos: Kudos) -> None:
+    """Team and department boards, bridging thanks, give/receive balance (privacy rules:
+    sinks/directory.py)."""
+    from sinks.directory import DirectoryStore
+
+    app = kudos.app
+    directory = DirectoryStore(kudos.store.ch, kudos.settings.team_min_size)
+    blocking = kudos.reads
+    rules_for = kudos.decide.rules_for
+    k = directory.team_min_size
+
+    def common(request: Request) -> tuple[str, WindowName, int, int | None]:
+        q = request.query
+        org = q.get("org") or ""
+        if not org:
+            raise BadRequest("'org' is required")
+        window = parse_window(q.get("window", "week"))
+        start, end = window_bounds(rules_for, org, window, parse_at(q.get("at")))
+        return org, window, start, end
+
+    @app.page("/api/teams/leaderboard")
+    class TeamBoardView(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                org, window, start, _ = common(request)
+                by = request.query.get("by", "team")
+                if by not in ("team", "department"):
+                    raise BadRequest("'by' must be team or department")
+                top = parse_top(request.query.get("top"))
+            except BadRequest as exc:
+                return self.json({"error": str(exc)}, status=400)
+            entries = await blocking.run(directory.team_board, org, window, start, by, top)
+            return self.json(
+                {
+                    "org": org,
+                    "window": window,
+                    "window_start": iso(start),
+                    "by": by,
+                    "min_members": k,
+                    "entries": [
+                        {
+                            "rank": e.rank,
+                            "group": e.group,
+                            "members": e.members,
+                            "score": e.score,
+                            "shares": e.shares,
+                            "thanks_given": e.thanks_given,
+                            "thanks_received": e.thanks_received,
+                            "reactions_received": e.reactions_received,
+                        }
+                        for e in entries
+                    ],
+                }
+            )
+
+    @app.page("/api/teams/bridging")
+    class BridgingView(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                org, window, start, end = common(request)
+            except BadRequest as exc:
+                return self.json({"error": str(exc)}, status=400)
+            teams = await blocking.run(directory.bridging, org, start, end)
+            return self.json(
+                {
+                    "org": org,
+                    "window": window,
+                    "window_start": iso(start),
+                    "min_members": k,
+                    "teams": [
+                        {
+                            "team": t.team,
+                            "members": t.members,
+                            "given_across": t.given_across,
+                            "received_across": t.received_across,
+                        }
+                        for t in teams
+                    ],
+                }
+            )
+
+    @app.page("/api/users/{user}/balance")
+    class BalanceView(View):
+        async def get(self, request: Request, user: str) -> Response:
+            try:
+                org, window, start, _ = common(request)
+            except BadRequest as exc:
+                return self.json({"error": str(exc)}, status=400)
+            found = await blocking.run(directory.balance, org, window, start, user)
+            if found is None:  # opted out: as if unknown to the public API
+                return self.json({"error": "no such user"}, status=404)
+            return self.json(
+                {
+                    "org": org,
+                    "window": window,
+                    "window_start": iso(start),
+                    "user_id": found.user_id,
+                    "display_name": found.display_name,
+                    "team": found.team,
+                    "thanks_given": found.thanks_given,
+                    "thanks_received": found.thanks_received,
+                    "balance": found.balance,
+                }
+            )

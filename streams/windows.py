@@ -86,9 +86,9 @@ class Calendar:
         return f"Calendar({self.timezone!r}, {self.week_start!r})"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Calendar)
-            and (self.timezone, self.week_start) == (other.timezone, other.week_start)
+        return isinstance(other, Calendar) and (self.timezone, self.week_start) == (
+            other.timezone,
+            other.week_start,
         )
 
     def __hash__(self) -> int:

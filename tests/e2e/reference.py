@@ -39,7 +39,7 @@ class Model:
     refused: Counter[str]
 
 
-def run(events: list[dict[str, Any]], now_ms: int) -> Model:
+def run(events: list[dict[str, Any]], now_ms: int, pair_cap: int = 3) -> Model:
     seen: set[tuple[str, str]] = set()
     stream_time: dict[str, int] = {}  # per actor: a lower bound of the partition's stream time
     pairs: Counter[tuple[str, str, str, int]] = Counter()
@@ -99,7 +99,7 @@ def run(events: list[dict[str, Any]], now_ms: int) -> Model:
                 point(org, r, "reactions_received", at)
                 continue
             day = at - at % DAY
-            if pairs[(org, actor, r, day)] >= 3:
+            if pairs[(org, actor, r, day)] >= pair_cap:
                 refused["pair_daily_cap"] += 1
                 continue
             pairs[(org, actor, r, day)] += 1
@@ -139,6 +139,7 @@ def leaderboard(model: Model, org: str, window: str, start: int, top: int) -> li
         {
             "rank": i + 1,
             "user_id": user,
+            "display_name": None,  # no user directory in these scenarios
             "score": score(t),
             "shares": t["shares"],
             "thanks_given": t["thanks_given"],

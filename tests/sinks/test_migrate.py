@@ -97,6 +97,9 @@ def test_apply_on_an_empty_server_creates_everything_in_order(
         "scores",
         "badge_awards",
         "leader_rows",
+        "decayed_scores",
+        "directory",
+        "replay_scores",
     }
     # The tables survive a second run untouched (IF NOT EXISTS + tracking).
     ch.insert("kudos.thankers", ["org_id", "user_id"], [("o", "u")])
@@ -131,7 +134,7 @@ def test_other_database_names_are_refused() -> None:
 def test_leader_rows_backfill_keeps_the_exact_top_1000_of_every_board(ch: ClickHouse) -> None:
     from datetime import datetime
 
-    from sinks.store import SCORE_COLUMNS
+    from sinks.store import LEADER_COLUMNS
 
     start = datetime(2026, 11, 23)
     rows = []
@@ -156,7 +159,7 @@ def test_leader_rows_backfill_keeps_the_exact_top_1000_of_every_board(ch: ClickH
                 )
             )
     rows.append(("globex", "all", datetime(1970, 1, 1), "x", 0, 0, 0, 0, 0, 5, [0], [1], 1, start))
-    ch.insert("kudos.score_state", SCORE_COLUMNS, rows)
+    ch.insert("kudos.score_state", LEADER_COLUMNS, rows)  # the columns 0009 copies
     (backfill,) = [m for m in load_migrations() if m.name == "0009_leader_rows_backfill"]
     ch.execute(backfill.sql)
     got = ch.query(

@@ -96,3 +96,29 @@ def test_deciding_state_rebuilt_from_decisions_equals_the_live_state(ch: ClickHo
     assert loaded.pair_counts == live.pair_counts
     assert loaded.giver_counts == live.giver_counts and live.giver_counts
     assert set(loaded.seen) == set(live.seen)
+
+
+def test_decayed_score_round_trips_and_the_view_decays_it_to_now(ch: ClickHouse) -> None:
+    import time
+
+    from streams.rules import RuleConfig
+
+    store = RecognitionStore(ch)
+    now = int(time.time() * 1000)
+    day = 86_400_000
+    book = ScoreBook()
+    key: WindowKey = ("acme", "all", 0, "bob")
+    book.totals[key] = WindowTotals(
+        thanks_received=3, hwm={0: 4}, decay=8.0, decay_at=now - 2 * day
+    )
+    rules = RulesLookup(RuleConfig(), {"acme": RuleConfig(version=2, decay_half_life_days=1)})
+    store.write_score_rows(store.score_rows(book, [key], rules))
+    loaded = ScoreBook()
+    store.load_keys([key], loaded)
+    assert loaded.totals[key] == book.totals[key]
+    ((value, half_life),) = ch.query(
+        "SELECT decayed_score, decay_half_life_s FROM kudos.decayed_scores "
+        "WHERE org_id = 'acme' AND user_id = 'bob'"
+    )
+    assert half_life == 86_400
+    assert abs(float(value) - 2.0) < 0.01  # two half-lives ago: a quarter of 8

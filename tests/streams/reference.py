@@ -27,4 +27,4 @@ def run_pure(
         for k, t in book.totals.items()
         if (t.shares, t.thanks_given, t.thanks_received, t.reactions_received) != (0, 0, 0, 0)
     }
-    return totals, {(a[0], a[1], a[2].value, a[3]) for a in book.awarded}
+    return totals, {(a[0], a[1], str(a[2]), a[3]) for a in book.awarded}

@@ -165,7 +165,7 @@ def test_aggregate_writes_thankers_and_badges_before_totals() -> None:
         "scores",
         "leaders",
     ]
-    assert [b.badge.value for b in applied.badges] == ["first_thanks"]
+    assert [b.badge for b in applied.badges] == ["first_thanks"]
     assert store.scores[("acme", "all", 0, "bob")][0] == 2
     # The same effects again: nothing changes, no badge twice.
     store.log.clear()

@@ -53,9 +53,9 @@ def test_badges_first_thanks_helper_sharer() -> None:
     evs += [event("SHARE", "carol", at=f"2026-11-24T1{i}:00:00") for i in range(10)]
     _, awarded = run_pure(evs, NOW)
     week = week_start(ms("2026-11-24T00:00:00"))
-    assert ("acme", "bob", Badge.FIRST_THANKS.value, 0) in awarded
-    assert ("acme", "bob", Badge.HELPER.value, week) in awarded
-    assert ("acme", "carol", Badge.SHARER.value, week) in awarded
+    assert ("acme", "bob", Badge.FIRST_THANKS, 0) in awarded
+    assert ("acme", "bob", Badge.HELPER, week) in awarded
+    assert ("acme", "carol", Badge.SHARER, week) in awarded
     assert len(awarded) == 3
 
 
@@ -169,3 +169,48 @@ def test_feeding_any_event_twice_changes_nothing(evs, data) -> None:  # type: ig
     j = data.draw(st.integers(i, len(evs)))
     twice = [*evs[:j], evs[i], *evs[j:]]
     assert run_pure(twice, now) == expected
+
+
+# --- time-decayed score ----------------------------------------------------------------
+
+from streams.rules import RuleConfig  # noqa: E402
+from streams.scorebook import WindowTotals  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 5), st.integers(0, 400 * DAY_MS)), min_size=1, max_size=40),
+    st.floats(min_value=0.5, max_value=60),
+    st.randoms(use_true_random=False),
+)
+def test_decayed_score_is_the_sum_of_halved_points_in_any_order(points, half_life_days, rnd):  # type: ignore[no-untyped-def]
+    half_life = half_life_days * DAY_MS
+    at = max(t for _, t in points) + 3 * DAY_MS
+    truth = sum(p * 2.0 ** (-(at - t) / half_life) for p, t in points)
+    for order in (points, rnd.sample(points, len(points))):
+        totals = WindowTotals()
+        for p, t in order:
+            totals.add_decayed(p, t, half_life)
+        assert abs(totals.decayed_at(at, half_life) - truth) <= 1e-9 * max(truth, 1e-300)
+
+
+def test_decayed_score_follows_the_orgs_weights_and_half_life() -> None:
+    rules = RulesLookup(RuleConfig(), {"fast": RuleConfig(version=2, decay_half_life_days=1)})
+    t0 = ms("2026-11-20T12:00:00")
+    effects = [
+        Effect("acme", "bob", Metric.THANKS_RECEIVED, "ann", t0, 0, 1),  # weight 3
+        Effect("acme", "bob", Metric.SHARES, "bob", t0 + DAY_MS, 0, 2),  # weight 2
+        Effect("fast", "bob", Metric.THANKS_RECEIVED, "ann", t0, 0, 3),
+    ]
+    book = ScoreBook()
+    apply_effects(effects, book, rules, Applied())
+    week = 7 * DAY_MS
+    acme = book.totals[("acme", "all", 0, "bob")]
+    assert acme.decay_at == t0 + DAY_MS
+    assert abs(acme.decayed_at(t0 + DAY_MS, week) - (3 * 2 ** (-1 / 7) + 2)) < 1e-12
+    fast = book.totals[("fast", "all", 0, "bob")]
+    assert abs(fast.decayed_at(t0 + 2 * DAY_MS, DAY_MS) - 3 / 4) < 1e-12
+    # A replayed effect changes nothing, the decayed score included.
+    before = (acme.decay, acme.decay_at)
+    apply_effects(effects[:1], book, rules, Applied())
+    assert (acme.decay, acme.decay_at) == before

@@ -1,0 +1,114 @@
+"""The explain response, pure parts: roles, points, totals, truncation, window bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from sinks.history import DecisionGroup, DecisionRow
+from streams.explain import (
+    entries_of,
+    explain_payload,
+    metrics_for,
+    parse_limit,
+    rfc3339,
+    window_bounds,
+)
+from streams.rules import Metric, RuleConfig
+from streams.windows import DAY_MS, HOUR_MS, calendar
+from tests.streams.factories import ms
+
+NOW = ms("2026-11-25T12:34:56")  # a Wednesday
+RULES = RuleConfig()
+
+
+def row(
+    kind: str, actor: str, recipient: str, reason: str = "counted", offset: int = 1
+) -> DecisionRow:
+    return DecisionRow(
+        "acme", f"ev-{offset}", kind, actor, recipient, reason == "counted", reason, 1,
+        NOW, "PUBLIC", "", "test", "collab.events", 2, offset, NOW,
+    )  # fmt: skip
+
+
+def test_roles_give_the_metrics_of_the_contract() -> None:
+    assert metrics_for("THANKS", False, True) == (Metric.THANKS_RECEIVED,)
+    assert metrics_for("THANKS", True, False) == (Metric.THANKS_GIVEN,)
+    assert metrics_for("THANKS", True, True) == (Metric.THANKS_RECEIVED, Metric.THANKS_GIVEN)
+    assert metrics_for("REACTION", False, True) == (Metric.REACTIONS_RECEIVED,)
+    assert metrics_for("REACTION", True, False) == ()  # reacting gives the actor nothing
+    assert metrics_for("SHARE", True, False) == (Metric.SHARES,)
+
+
+def test_entries_carry_points_reason_version_and_lineage() -> None:
+    (entry,) = entries_of(row("THANKS", "alice", "bob", offset=7), "bob", RULES)
+    assert entry == {
+        "event_id": "ev-7",
+        "event_type": "THANKS",
+        "occurred_at": "2026-11-25T12:34:56Z",
+        "actor_id": "alice",
+        "recipient_id": "bob",
+        "metric": "thanks_received",
+        "points": 3,
+        "counted": True,
+        "reason": "counted",
+        "rule_version": 1,
+        "lineage": {"topic": "collab.events", "partition": 2, "offset": 7},
+    }
+    (given,) = entries_of(row("THANKS", "alice", "bob", "pair_daily_cap"), "alice", RULES)
+    assert (given["metric"], given["points"], given["counted"]) == ("thanks_given", 0, False)
+    self_thanks = entries_of(row("THANKS", "bob", "bob", "self"), "bob", RULES)
+    assert [e["metric"] for e in self_thanks] == ["thanks_received", "thanks_given"]
+    (share,) = entries_of(row("SHARE", "bob", ""), "bob", RULES)
+    assert share["recipient_id"] is None and share["points"] == 2
+    assert entries_of(row("REACTION", "bob", "carol"), "bob", RULES) == []
+
+
+def test_totals_and_score_count_every_decision_and_the_list_is_bounded() -> None:
+    groups = [
+        DecisionGroup("THANKS", "counted", True, False, 4, 3),
+        DecisionGroup("THANKS", "pair_daily_cap", True, False, 2, 1),
+        DecisionGroup("THANKS", "counted", False, True, 5, 1),
+        DecisionGroup("THANKS", "self", True, True, 1, 1),
+        DecisionGroup("SHARE", "counted", False, True, 2, 1),
+        DecisionGroup("REACTION", "counted", False, True, 9, 1),  # bob reacted: nothing
+    ]
+    rows = [row("THANKS", "alice", "bob", offset=i) for i in range(3)]
+    body = explain_payload("acme", "bob", "day", (0, DAY_MS), RULES, rows, groups, limit=2)
+    assert body["totals"] == {
+        "shares": 2,
+        "thanks_given": 5,
+        "thanks_received": 4,
+        "distinct_thankers": 3,
+        "reactions_received": 0,
+    }
+    assert body["score"] == 3 * 4 + 5 + 2 * 2
+    assert body["refused"] == {"pair_daily_cap": 2, "self": 2}
+    assert body["count"] == 4 + 2 + 5 + 2 + 2
+    assert body["truncated"] is True and len(body["entries"]) == 2
+    assert body["window_start"] == "1970-01-01T00:00:00Z"
+    empty = explain_payload("acme", "nobody", "all", (0, None), RULES, [], [], limit=10)
+    assert (empty["score"], empty["entries"], empty["truncated"], empty["window_end"]) == (
+        0,
+        [],
+        False,
+        None,
+    )
+
+
+def test_window_bounds_follow_the_org_calendar() -> None:
+    utc = calendar()
+    assert window_bounds("hour", NOW, utc) == (ms("2026-11-25T12:00:00"), ms("2026-11-25T13:00:00"))
+    assert window_bounds("day", NOW, utc) == (ms("2026-11-25T00:00:00"), ms("2026-11-26T00:00:00"))
+    assert window_bounds("week", NOW, utc) == (ms("2026-11-23T00:00:00"), ms("2026-11-30T00:00:00"))
+    assert window_bounds("all", NOW, utc) == (0, None)
+    # A 25-hour local day: Europe/Paris leaves summer time on 2026-10-25.
+    start, end = window_bounds("day", ms("2026-10-25T12:00:00"), calendar("Europe/Paris"))
+    assert end - start == 25 * HOUR_MS
+
+
+def test_limit_and_timestamps() -> None:
+    assert parse_limit(None) == 1000 and parse_limit("5") == 5
+    for bad in ("0", "-1", "x", "10001"):
+        with pytest.raises(ValueError):
+            parse_limit(bad)
+    assert rfc3339(NOW + 7) == "2026-11-25T12:34:56.007Z"
