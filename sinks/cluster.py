@@ -60,6 +60,7 @@ SHARDING_KEYS: Final[Mapping[str, str]] = {
     "badge_award_rows": "cityHash64(org_id, user_id)",
     "leader_rows": "cityHash64(org_id, user_id)",
     "replay_scores": "cityHash64(org_id, user_id)",
+    "erasures": "cityHash64(org_id, request_id)",
     "directory": "cityHash64(org_id, user_id)",
 }
 

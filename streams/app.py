@@ -178,6 +178,8 @@ def create_app(
         badges_topic=settings.badges_topic,
         leader_depth=settings.leader_depth,
         max_cached_keys=settings.max_state_keys,
+        effects_topic=settings.effects_topic,
+        effects_partitions=effects_partitions,
     )
     directory = DirectoryStage(
         DirectoryStore(clickhouse, settings.team_min_size),

@@ -388,6 +388,75 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- forget ------------------------------------------------------------------------------
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Erase a person (GDPR): ask the worker that owns them, wait until it is done."""
+    import uuid
+
+    from kafka import KafkaProducer
+
+    from streams.broker import partition_count
+    from streams.security import kafka_python_kwargs
+    from streams.transport import Control, effects_partition, encode_control
+
+    settings = get_settings()
+    _setup_logging(settings)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    bootstrap = args.bootstrap or settings.kafka
+    if not bootstrap:
+        log.error("set KUDOS_KAFKA or --bootstrap")
+        return 2
+    if "/" in args.org:
+        log.error("org ids cannot contain '/'")
+        return 2
+    request_id = uuid.uuid4().hex
+    client = kafka_python_kwargs(settings)
+    deadline = time.monotonic() + args.timeout
+    partitions = partition_count(bootstrap, settings.effects_topic, deadline, client)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **client)
+    try:
+        # To the partition of the person's effects: the worker that owns them applies
+        # everything sent before first, and erases before anything sent after.
+        producer.send(
+            settings.effects_topic,
+            value=encode_control(Control("forget", args.org, args.user, request_id)),
+            partition=effects_partition(args.org, args.user, partitions),
+        ).get(timeout=30)
+    finally:
+        producer.close()
+    print(f"erasure requested ({request_id}); waiting for the worker", file=sys.stderr)
+    while time.monotonic() < deadline:
+        rows = _erasure_status(settings, request_id, args.api)
+        if rows is not None:
+            print(json.dumps({"request_id": request_id, "org": args.org, "rows": rows}))
+            return 0
+        time.sleep(0.5)
+    log.error("no worker finished erasure %s within %ss: is one running?", request_id, args.timeout)
+    return 1
+
+
+def _erasure_status(settings: Settings, request_id: str, api: str | None) -> int | None:
+    url = settings.clickhouse.get_secret_value()
+    if api or not url.startswith("clickhouse"):
+        base = api or f"http://127.0.0.1:{settings.http_port}"
+        try:
+            with urllib.request.urlopen(f"{base}/api/erasures/{request_id}", timeout=10) as r:
+                body = json.load(r)
+        except OSError:
+            return None  # the worker is (re)starting
+        return int(body["rows"]) if body.get("done") else None
+    from sinks.clickhouse import connect
+    from sinks.erase import erasure_done
+
+    ch = connect(url)
+    try:
+        return erasure_done(ch, request_id)
+    finally:
+        ch.close()
+
+
 # --- replay ------------------------------------------------------------------------------
 
 
@@ -487,6 +556,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress bar on stderr (default: only when stderr is a terminal)",
     )
     prod.set_defaults(func=cmd_produce)
+
+    fg = sub.add_parser("forget", help="erase a person from ClickHouse and worker state (GDPR)")
+    fg.add_argument("user")
+    fg.add_argument("--org", required=True)
+    fg.add_argument("--bootstrap", default=None)
+    fg.add_argument("--timeout", type=float, default=300.0)
+    fg.add_argument("--api", default=None, help="a worker's HTTP API (with chdb)")
+    fg.set_defaults(func=cmd_forget)
 
     lb = sub.add_parser("leaderboard", help="print a leaderboard")
     lb.add_argument("--org", required=True)

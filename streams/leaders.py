@@ -91,6 +91,11 @@ class Boards:
         self._boards.move_to_end(key)
         return board.admit(user, score, self.depth)
 
+    def drop_org(self, org: str) -> None:
+        """Forget an org's boards: they reload from leader_rows when next needed."""
+        for key in [k for k in self._boards if k[0] == org]:
+            del self._boards[key]
+
     def __len__(self) -> int:
         return len(self._boards)
 

@@ -113,3 +113,6 @@ PARTITION_STALLED = Gauge(
 DIRECTORY_APPLIED = Counter(
     "kudos_directory_messages_applied", "Directory messages (records, tombstones) stored"
 )
+
+# People erased with `kudos forget` (each request counted once per run of its erasure).
+ERASURES = Counter("kudos_erasures", "People erased from ClickHouse and worker state")

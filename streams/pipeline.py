@@ -22,7 +22,8 @@ from aiokafka.errors import KafkaError
 from schemas.codec import DecodeError, EventCodec
 from schemas.registry import SchemaRegistryError
 from sinks.clickhouse import ClickHouseUnavailable
-from sinks.store import SCORE_COLUMNS, DeadLetter, RecognitionStore
+from sinks.erase import erase_person, new_token, rebuild_org_boards, record_erasure
+from sinks.store import LEADER_COLUMNS, SCORE_COLUMNS, DeadLetter, RecognitionStore
 from streams import metrics
 from streams.breaker import DeadLetterBreaker
 from streams.leaders import DEPTH as LEADER_DEPTH
@@ -38,10 +39,14 @@ from streams.rules import (
 )
 from streams.scorebook import Applied, ScoreBook, apply_effects, keys_needed
 from streams.transport import (
+    Control,
     badge_id,
+    decode_control,
     decode_effects,
     encode_badge,
+    encode_control,
     encode_effects,
+    is_control,
     route_effects,
 )
 
@@ -424,12 +429,16 @@ class AggregateStage:
         badges_topic: str,
         max_cached_keys: int = 500_000,
         leader_depth: int = LEADER_DEPTH,
+        effects_topic: str = "kudos.effects",
+        effects_partitions: int = 1,
     ) -> None:
         self.store = store
         self.rules_for = rules_for
         self.publisher = publisher
         self.blocking = blocking
         self.badges_topic = badges_topic
+        self.effects_topic = effects_topic
+        self.effects_partitions = effects_partitions
         self.max_cached_keys = max_cached_keys
         self.book = ScoreBook()
         self.boards = Boards(depth=leader_depth)
@@ -450,7 +459,95 @@ class AggregateStage:
 
     async def submit(self, messages: Sequence[RawMessage]) -> asyncio.Future[Applied]:
         """Apply a batch to the in-memory book now and snapshot the rows it changed; the
-        writes run after the flushes submitted before them (see `FlushChain`)."""
+        writes run after the flushes submitted before them (see `FlushChain`).
+
+        Control messages (`streams.transport.Control`) split the batch: what came before
+        one is applied first, what comes after it later."""
+        if not any(is_control(m.value) for m in messages):
+            return await self._submit_effects(messages)
+        future: asyncio.Future[Applied] | None = None
+        chunk: list[RawMessage] = []
+        for m in messages:
+            if not is_control(m.value):
+                chunk.append(m)
+                continue
+            if chunk:
+                future, chunk = await self._submit_effects(chunk), []
+            future = await self._control(decode_control(m.value))
+        if chunk:
+            future = await self._submit_effects(chunk)
+        assert future is not None
+        return future
+
+    async def _control(self, control: Control) -> asyncio.Future[Applied]:
+        await self.chain.wait()  # the book holds what is stored, nothing in flight
+        org, user = control.org_id, control.user_id
+        if control.action == "forget":
+            book = self.book
+            for key in [k for k in book.totals if k[0] == org and k[3] == user]:
+                del book.totals[key]
+            book.awarded = {a for a in book.awarded if not (a[0] == org and a[1] == user)}
+            book.users_loaded.discard((org, user))
+            self.boards.drop_org(org)
+            token = new_token()
+
+            async def erase() -> Applied:
+                touched = await self.blocking.retrying(
+                    "erase", erase_person, self.store.ch, org, user, token
+                )
+                await self.blocking.retrying(
+                    "leader_rows",
+                    rebuild_org_boards,
+                    self.store.ch,
+                    org,
+                    self.boards.depth,
+                    LEADER_COLUMNS,
+                )
+                # Every worker's boards of the org must forget what they knew.
+                reset = encode_control(Control("reset_boards", org))
+                await publish(
+                    self.publisher,
+                    self.effects_topic,
+                    [(None, reset, p, []) for p in range(self.effects_partitions)],
+                    self.blocking.stop_requested,
+                )
+                await self.blocking.retrying(
+                    "erasures",
+                    record_erasure,
+                    self.store.ch,
+                    control.request_id,
+                    org,
+                    sum(touched.values()),
+                )
+                metrics.ERASURES.inc()
+                log.info("erased a person of org %s (request %s)", org, control.request_id)
+                return Applied()
+
+            done = self.chain.then(erase)
+            # Nothing after the forget may load the person's keys before they are erased.
+            await asyncio.shield(done)
+            return done
+        # reset_boards: reload the org's boards, and rewrite leader rows of the keys held
+        # here that belong on them now (a board may have moved while ours was stale).
+        self.boards.drop_org(org)
+        keys = [k for k in self.book.totals if k[0] == org]
+        rows = self.store.score_rows(self.book, keys, self.rules_for)
+        missing = self.boards.missing({(k[0], k[1], k[2]) for k in keys})
+        if missing:
+            loaded = await self.blocking.retrying(
+                "leader_rows", self.store.load_boards, missing, self.boards.depth
+            )
+            for board, stored in loaded.items():
+                self.boards.add(board, stored)
+        leader_rows = select_rows(self.boards, keys, rows, score_of_row)
+
+        async def rewrite() -> Applied:
+            await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
+            return Applied()
+
+        return self.chain.then(rewrite)
+
+    async def _submit_effects(self, messages: Sequence[RawMessage]) -> asyncio.Future[Applied]:
         started = time.perf_counter()
         if self.stale or len(self.book.totals) > self.max_cached_keys:
             await self.chain.wait()  # what is reloaded must be stored first

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from streams.rules import Effect, Metric
 from streams.scorebook import BadgeAward
@@ -75,3 +77,45 @@ def encode_badge(award: BadgeAward, awarded_at_ms: int) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
+
+
+# --- control messages on kudos.effects ---------------------------------------------------
+#
+# Effects messages are JSON arrays; a control message is a JSON object. It travels in the
+# same partition as the effects it must be ordered with, so the aggregating stage that owns
+# a user applies everything before it first, and everything after it later.
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """`forget`: erase (org, user) from memory and ClickHouse (owner's partition).
+    `reset_boards`: forget what is known of an org's boards (every partition)."""
+
+    action: Literal["forget", "reset_boards"]
+    org_id: str
+    user_id: str = ""
+    request_id: str = ""
+
+
+def is_control(raw: bytes) -> bool:
+    return raw[:1] == b"{"
+
+
+def encode_control(control: Control) -> bytes:
+    return json.dumps(
+        {
+            "kudos_control": control.action,
+            "org_id": control.org_id,
+            "user_id": control.user_id,
+            "request_id": control.request_id,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_control(raw: bytes) -> Control:
+    obj = json.loads(raw)
+    action = obj["kudos_control"]
+    if action not in ("forget", "reset_boards"):
+        raise ValueError(f"unknown control message {action!r}")
+    return Control(action, obj["org_id"], obj.get("user_id", ""), obj.get("request_id", ""))

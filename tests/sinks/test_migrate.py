@@ -100,6 +100,7 @@ def test_apply_on_an_empty_server_creates_everything_in_order(
         "decayed_scores",
         "directory",
         "replay_scores",
+        "erasures",
     }
     # The tables survive a second run untouched (IF NOT EXISTS + tracking).
     ch.insert("kudos.thankers", ["org_id", "user_id"], [("o", "u")])

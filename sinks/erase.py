@@ -1,0 +1,184 @@
+"""Erasing a person (`kudos forget USER --org ORG`, GDPR): what ClickHouse holds of them.
+
+Run by the aggregating stage that owns the person, in order with its own writes (see
+`streams.pipeline.AggregateStage`), so nothing it loads afterwards can bring their rows
+back. Every step is idempotent: a replayed forget finds nothing left to erase.
+
+What goes, table by table:
+
+* their window totals, leader rows, thanker sets and badges (score_state, leader_rows,
+  thankers, badge_award_rows), their directory record and replay rows: deleted;
+* decisions where they were the recipient: replaced by placeholders that keep the lineage
+  (partition, offset, stream time) but name nobody, reason `erased`. The deciding stage
+  resumes from the highest stored offset of each partition; deleting the row that holds it
+  would make a restart decide that event again;
+* decisions where they acted: the actor becomes an opaque token (random per erasure, not
+  derived from the id); their own SHARE points are marked `erased`. Thanks and reactions
+  they gave keep counting for the people who received them, whose scores do not change;
+* thanker sets of other people that name them: the token instead, so others' distinct
+  thanker counts stay what they were.
+
+Not here, and documented: the input topics keep their events until retention removes them
+(Kafka cannot delete a record), and recognition.badges keeps the badge messages sent.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Final
+
+from sinks.clickhouse import ClickHouse
+
+DATABASE: Final = "kudos"
+ERASED: Final = "erased"
+MUTATION_TIMEOUT_S: Final = 300.0
+
+
+def new_token() -> str:
+    """What replaces a person's id where a row must stay: random, unlinkable to the id."""
+    return "erased:" + secrets.token_hex(8)
+
+
+def _cluster_of(ch: ClickHouse, table: str) -> str | None:
+    """The cluster name when `kudos.<table>` is a Distributed table (`migrate --cluster`)."""
+    rows = ch.query(
+        "SELECT engine, engine_full FROM system.tables WHERE database = %(db)s AND name = %(t)s",
+        {"db": DATABASE, "t": table},
+    )
+    if not rows or rows[0][0] != "Distributed":
+        return None
+    full = str(rows[0][1])
+    return full[full.index("(") + 1 :].split(",")[0].strip().strip("'")
+
+
+def _mutate(ch: ClickHouse, table: str, action: str, params: dict[str, Any]) -> None:
+    """`ALTER TABLE ... DELETE/UPDATE` on the table that holds the data, and wait for it."""
+    cluster = _cluster_of(ch, table)
+    if cluster is None:
+        ch.execute(f"ALTER TABLE {DATABASE}.{table} {action}", params)
+        target = table
+    else:
+        target = table + "_local"
+        ch.execute(f"ALTER TABLE {DATABASE}.{target} ON CLUSTER `{cluster}` {action}", params)
+    deadline = time.monotonic() + MUTATION_TIMEOUT_S
+    while True:
+        pending = ch.query(
+            "SELECT count() FROM system.mutations "
+            "WHERE database = %(db)s AND table = %(t)s AND is_done = 0",
+            {"db": DATABASE, "t": target},
+        )
+        if not pending or not int(pending[0][0]):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"mutation on {DATABASE}.{target} did not finish")
+        time.sleep(0.05)
+
+
+def _has_table(ch: ClickHouse, table: str) -> bool:
+    rows = ch.query(
+        "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(t)s",
+        {"db": DATABASE, "t": table},
+    )
+    return bool(rows and int(rows[0][0]))
+
+
+def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, int]:
+    """Erase (org, user) from every kudos table; returns rows touched per table."""
+    p = {"org": org, "user": user, "token": token, "erased": ERASED}
+    touched: dict[str, int] = {}
+
+    def count(table: str, where: str) -> int:
+        rows = ch.query(f"SELECT count() FROM {DATABASE}.{table} WHERE {where}", p)
+        return int(rows[0][0]) if rows else 0
+
+    mine = "org_id = %(org)s AND user_id = %(user)s"
+    for table in ("score_state", "leader_rows", "badge_award_rows", "directory", "replay_scores"):
+        if not _has_table(ch, table):
+            continue
+        n = count(table, mine)
+        if n:
+            _mutate(ch, table, f"DELETE WHERE {mine}", p)
+        touched[table] = n
+
+    # Thanker sets: their own go; in other people's sets they become the token.
+    theirs = "org_id = %(org)s AND thanker_id = %(user)s"
+    n_own, n_named = count("thankers", mine), count("thankers", theirs)
+    if n_named:
+        ch.execute(
+            f"INSERT INTO {DATABASE}.thankers (org_id, `window`, window_start, user_id, "
+            "thanker_id) SELECT org_id, `window`, window_start, user_id, %(token)s "
+            f"FROM {DATABASE}.thankers WHERE {theirs}",
+            p,
+        )
+    if n_own or n_named:
+        _mutate(ch, "thankers", f"DELETE WHERE {mine} OR ({theirs})", p)
+    touched["thankers"] = n_own + n_named
+
+    # Decisions: placeholders for what they received, the token for what they gave.
+    received = "org_id = %(org)s AND recipient_id = %(user)s"
+    acted = "org_id = %(org)s AND actor_id = %(user)s"
+    n_received, n_acted = count("decisions", received), count("decisions", acted)
+    if n_received:
+        ch.execute(
+            f"INSERT INTO {DATABASE}.decisions (org_id, event_id, event_type, actor_id, "
+            "recipient_id, counted, reason, rule_version, occurred_at, occurred_at_ms, "
+            "stream_time_ms, source, channel, visibility, src_topic, src_partition, "
+            "src_offset, decided_at, error) "
+            "SELECT org_id, event_id, event_type, "
+            "if(actor_id = %(user)s, %(token)s, actor_id), %(token)s, 0, %(erased)s, "
+            "rule_version, occurred_at, occurred_at_ms, stream_time_ms, '', '', visibility, "
+            "src_topic, src_partition, src_offset, decided_at, '' "
+            f"FROM {DATABASE}.decisions WHERE {received}",
+            p,
+        )
+        _mutate(ch, "decisions", f"DELETE WHERE {received}", p)
+    if n_acted:
+        _mutate(
+            ch,
+            "decisions",
+            "UPDATE actor_id = %(token)s, counted = if(recipient_id = '', 0, counted), "
+            "reason = if(recipient_id = '', %(erased)s, reason), source = '', channel = '' "
+            f"WHERE {acted}",
+            p,
+        )
+    touched["decisions"] = n_received + n_acted
+    return touched
+
+
+def rebuild_org_boards(ch: ClickHouse, org: str, depth: int, columns: tuple[str, ...]) -> None:
+    """Copy every board's exact top `depth` of an org from score_state to leader_rows.
+
+    After a person is erased the k-th score of a board can fall, so people ranked just
+    below the old threshold may have no leader row yet (streams/leaders.py): this gives
+    them one, as migration 0009 does for all orgs."""
+    cols = ", ".join(f"`{c}`" for c in columns)
+    ch.execute(
+        f"INSERT INTO {DATABASE}.leader_rows ({cols}) SELECT {cols} FROM "
+        f"(SELECT * FROM {DATABASE}.score_state FINAL WHERE org_id = %(org)s "
+        "ORDER BY org_id, `window`, window_start, score DESC, user_id "
+        "LIMIT %(depth)s BY org_id, `window`, window_start)",
+        {"org": org, "depth": depth},
+    )
+
+
+def record_erasure(ch: ClickHouse, request_id: str, org: str, rows: int) -> None:
+    from datetime import UTC, datetime
+
+    at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    ch.insert(
+        f"{DATABASE}.erasures",
+        ("request_id", "org_id", "rows_touched", "erased_at"),
+        [(request_id, org, rows, at)],
+    )
+
+
+def erasure_done(ch: ClickHouse, request_id: str) -> int | None:
+    """Rows touched by a finished erasure request, or None while it is not done."""
+    rows = ch.query(
+        f"SELECT max(rows_touched), count() FROM {DATABASE}.erasures WHERE request_id = %(r)s",
+        {"r": request_id},
+    )
+    if not rows or not int(rows[0][1]):
+        return None
+    return int(rows[0][0])

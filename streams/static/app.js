@@ -1,0 +1,287 @@
+// kudos live page. No dependencies. Every piece of data (user ids, names, teams) is
+// untrusted: it only ever reaches the page through textContent or SVG attributes.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const BADGES = {first_thanks: "First thanks", helper: "Helper", sharer: "Sharer", streak_5: "5-day streak"};
+const WINDOW_WORDS = {hour: "hour", day: "day", week: "week", all: "all time"};
+const SVG = "http://www.w3.org/2000/svg";
+
+const state = {source: null, key: "", last: null, user: null, announceQueue: [], announceTimer: 0, historySeq: 0};
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (cls) node.className = cls;
+  return node;
+}
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = String(text);
+  return node;
+}
+
+function when(iso, withTime) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  return withTime ? d.toLocaleString([], {dateStyle: "medium", timeStyle: "short"}) : d.toLocaleDateString([], {dateStyle: "medium"});
+}
+
+function settings() {
+  return {org: $("org").value.trim(), window: $("window").value, view: $("view").value, top: $("top").value};
+}
+
+function status(text, problem) {
+  $("status").textContent = text;
+  $("status").classList.toggle("problem", Boolean(problem));
+}
+
+// Polite and not chatty: only new badges and a new leader, batched, at most every 4 s.
+function announce(message) {
+  state.announceQueue.push(message);
+  if (state.announceTimer) return;
+  state.announceTimer = setTimeout(() => {
+    $("announce").textContent = state.announceQueue.slice(-3).join(" ");
+    state.announceQueue = [];
+    state.announceTimer = 0;
+  }, 4000);
+}
+
+function nameOf(entry) {
+  return entry.display_name || entry.user_id;
+}
+
+function movementCell(entry) {
+  const td = el("td", null, "chg");
+  const m = entry.movement;
+  let shown = "";
+  let spoken = "";
+  if (m === "up" || m === "down") {
+    const by = entry.previous_rank === null ? null : Math.abs(entry.previous_rank - entry.rank);
+    shown = (m === "up" ? "▲" : "▼") + (by === null ? "" : by);
+    spoken = (m === "up" ? "up " : "down ") + (by === null ? "" : by + (by === 1 ? " place" : " places"));
+  } else if (m === "same") {
+    shown = "–"; spoken = "no change";
+  } else if (m === "new") {
+    shown = "new"; spoken = "new this " + WINDOW_WORDS[state.last ? state.last.window : "week"];
+  }
+  const visible = el("span", shown, m || "");
+  visible.setAttribute("aria-hidden", "true");
+  td.append(visible, el("span", spoken, "sr-only"));
+  return td;
+}
+
+function renderPeople(board, previous) {
+  const table = $("people");
+  const hasPrev = board.previous_window_start !== null;
+  table.classList.toggle("no-prev", !hasPrev);
+  const word = WINDOW_WORDS[board.window];
+  $("people-caption").textContent = board.window === "all"
+    ? `Top ${board.entries.length} people in ${board.org}, all time.`
+    : `Top ${board.entries.length} people in ${board.org}, ${word} from ${when(board.window_start, true)}. ` +
+      `Change compares ranks with the previous ${word}.`;
+  const before = new Map((previous ? previous.entries : []).map((e) => [e.user_id, e.score]));
+  const rows = board.entries.map((e) => {
+    const tr = el("tr");
+    tr.dataset.user = e.user_id;
+    if (previous && before.get(e.user_id) !== e.score) tr.className = "changed";
+    tr.append(el("td", e.rank, "num rank"), movementCell(e));
+    const name = el("td", null, "name");
+    const button = el("button", nameOf(e), "who");
+    button.type = "button";
+    button.setAttribute("aria-pressed", String(e.user_id === state.user));
+    button.title = "Show score over time";
+    button.addEventListener("click", () => selectUser(e.user_id));
+    name.append(button, partsInline([[e.thanks_received, "received"], [e.distinct_thankers, "thankers"],
+      [e.thanks_given, "given"], [e.shares, "shares"], [e.reactions_received, "reactions"]]));
+    const score = el("td", null, "num score");
+    score.append(el("span", e.score, "total"));
+    tr.append(name, score);
+    for (const v of [e.thanks_received, e.distinct_thankers, e.thanks_given, e.shares, e.reactions_received]) {
+      tr.append(el("td", v, "num part"));
+    }
+    return tr;
+  });
+  $("people-rows").replaceChildren(...rows);
+  setTimeout(() => { for (const tr of rows) tr.classList.remove("changed"); }, 1500);
+  showEmpty(board.entries.length === 0, "No points in this window yet.");
+}
+
+function renderTeams(board) {
+  $("teams-caption").textContent = `Top ${board.entries.length} teams in ${board.org}, ` +
+    (board.window === "all" ? "all time" : `${WINDOW_WORDS[board.window]} from ${when(board.window_start, true)}`) +
+    `. Teams with at least ${board.min_members} visible members.`;
+  $("teams-rows").replaceChildren(...board.entries.map((e) => {
+    const tr = el("tr");
+    const group = el("td", e.group, "name");
+    group.append(partsInline([[e.thanks_received, "received"], [e.thanks_given, "given"],
+      [e.shares, "shares"], [e.reactions_received, "reactions"]]));
+    tr.append(el("td", e.rank, "num"), group, el("td", e.members, "num"), el("td", e.score, "num"));
+    for (const v of [e.thanks_received, e.thanks_given, e.shares, e.reactions_received]) tr.append(el("td", v, "num part"));
+    return tr;
+  }));
+  showEmpty(board.entries.length === 0, "No team has enough visible members to be shown.");
+}
+
+// Phones show the parts under the name (their columns are hidden there); zeros left out.
+function partsInline(parts) {
+  const word = (n, what) => (n === 1 ? what.replace(/s$/, "") : what);
+  return el("span", parts.filter(([n]) => n).map(([n, what]) => `${n} ${word(n, what)}`).join(" · "), "parts-inline");
+}
+
+function showEmpty(empty, text) {
+  $("empty").hidden = !empty;
+  $("empty").textContent = empty ? text : "";
+}
+
+function badgeKey(b) {
+  return `${b.user_id}\u0000${b.badge}\u0000${b.period_start}`;
+}
+
+function renderBadges(feed, previous) {
+  const items = feed.badges.map((b) => {
+    const li = el("li");
+    li.append(el("span", nameOf(b)), document.createTextNode(" earned "),
+      el("span", BADGES[b.badge] || b.badge, "badge"));
+    const t = el("time", when(b.awarded_at, true));
+    t.dateTime = b.awarded_at;
+    li.append(t);
+    return li;
+  });
+  $("badges").replaceChildren(...items);
+  $("no-badges").hidden = items.length > 0;
+  if (previous) {
+    const seen = new Set(previous.badges.map(badgeKey));
+    for (const b of feed.badges) {
+      if (!seen.has(badgeKey(b))) announce(`${nameOf(b)} earned ${BADGES[b.badge] || b.badge}.`);
+    }
+  }
+}
+
+function render(snap) {
+  const previous = state.last && !state.last.error ? state.last : null;
+  state.last = snap;
+  const teamsOption = $("view").querySelector('option[value="teams"]');
+  teamsOption.disabled = !snap.has_teams && $("view").value !== "teams";
+  teamsOption.textContent = snap.has_teams ? "Teams" : "Teams (none yet)";
+  $("people").hidden = snap.view !== "people";
+  $("teams").hidden = snap.view !== "teams";
+  if (snap.leaderboard) {
+    renderPeople(snap.leaderboard, previous && previous.leaderboard);
+    const lead = snap.leaderboard.entries[0];
+    const was = previous && previous.leaderboard && previous.leaderboard.entries[0];
+    if (lead && was && lead.user_id !== was.user_id) announce(`${nameOf(lead)} is now first.`);
+  }
+  if (snap.teams) renderTeams(snap.teams);
+  renderBadges(snap.badges, previous && previous.badges);
+  status(`Live · updated ${new Date().toLocaleTimeString()}`);
+  if (state.user) loadHistory();
+}
+
+function connect() {
+  const s = settings();
+  if (!s.org) { status("Enter an organisation.", true); return; }
+  const q = new URLSearchParams(s);
+  const key = q.toString();
+  const url = new URL(location.href);
+  for (const [k, v] of q) url.searchParams.set(k, v);
+  if (state.user) url.searchParams.set("user", state.user); else url.searchParams.delete("user");
+  history.replaceState(null, "", url);
+  if (state.source && state.key === key) return;
+  if (state.source) state.source.close();
+  state.key = key;
+  state.last = null;
+  status("Connecting…");
+  const source = new EventSource("/api/live?" + key);
+  state.source = source;
+  source.addEventListener("snapshot", (ev) => {
+    const snap = JSON.parse(ev.data);
+    if (snap.error) { status(`${snap.error} — showing the last data received.`, true); return; }
+    render(snap);
+  });
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) {
+      status("Disconnected — retrying…", true);
+      setTimeout(() => { if (state.source === source) { state.source = null; connect(); } }, 2000);
+    } else {
+      status("Reconnecting…", true);
+    }
+  });
+}
+
+function selectUser(user) {
+  state.user = user;
+  for (const b of document.querySelectorAll("button.who")) {
+    b.setAttribute("aria-pressed", String(b.closest("tr").dataset.user === user));
+  }
+  const url = new URL(location.href);
+  url.searchParams.set("user", user);
+  history.replaceState(null, "", url);
+  loadHistory();
+}
+
+async function loadHistory() {
+  const seq = ++state.historySeq;
+  const s = settings();
+  const window = s.window === "all" ? "day" : s.window;
+  const q = new URLSearchParams({org: s.org, window, points: "14"});
+  try {
+    const r = await fetch(`/api/users/${encodeURIComponent(state.user)}/history?` + q);
+    if (seq !== state.historySeq) return;
+    if (!r.ok) {
+      $("chart-figure").hidden = true;
+      $("chart-hint").hidden = false;
+      $("chart-hint").textContent = r.status === 404 ? "This person is not shown." : "The history could not be loaded.";
+      return;
+    }
+    drawChart(await r.json());
+  } catch (err) {
+    if (seq === state.historySeq) $("chart-hint").textContent = "The history could not be loaded.";
+  }
+}
+
+function drawChart(h) {
+  const W = 320, H = 150, L = 30, R = 10, T = 12, B = 26;
+  const pts = h.points;
+  const max = Math.max(1, ...pts.map((p) => p.score));
+  const x = (i) => L + (pts.length < 2 ? 0 : (i * (W - L - R)) / (pts.length - 1));
+  const y = (v) => T + (H - T - B) * (1 - v / max);
+  const chart = $("chart");
+  const parts = [
+    svg("line", {x1: L, y1: y(0), x2: W - R, y2: y(0), class: "axis"}),
+    svg("line", {x1: L, y1: T, x2: L, y2: y(0), class: "axis"}),
+    svg("text", {x: L - 4, y: y(max) + 4, "text-anchor": "end"}, max),
+    svg("text", {x: L - 4, y: y(0) + 4, "text-anchor": "end"}, 0),
+    svg("polyline", {points: pts.map((p, i) => `${x(i)},${y(p.score)}`).join(" "), class: "line"}),
+  ];
+  pts.forEach((p, i) => parts.push(svg("circle", {cx: x(i), cy: y(p.score), r: 3, class: "dot"})));
+  if (pts.length) {
+    parts.push(svg("text", {x: L, y: H - 6}, when(pts[0].window_start, h.window === "hour")));
+    parts.push(svg("text", {x: W - R, y: H - 6, "text-anchor": "end"}, when(pts[pts.length - 1].window_start, h.window === "hour")));
+  }
+  chart.replaceChildren(...parts);
+  const name = h.display_name || h.user_id;
+  const last = pts.length ? pts[pts.length - 1].score : 0;
+  const best = Math.max(0, ...pts.map((p) => p.score));
+  $("chart-caption").textContent = `${name}: score per ${h.window}, last ${pts.length} ${h.window}s. ` +
+    `Now ${last}; highest ${best}.`;
+  $("chart-figure").hidden = false;
+  $("chart-hint").hidden = true;
+}
+
+function start() {
+  const params = new URLSearchParams(location.search);
+  for (const k of ["org", "window", "view", "top"]) {
+    const v = params.get(k);
+    if (v && [...($(k).options || [])].every((o) => o.value !== v) && k !== "org") continue;
+    if (v) $(k).value = v;
+  }
+  state.user = params.get("user");
+  $("controls").addEventListener("submit", (ev) => { ev.preventDefault(); connect(); });
+  $("controls").addEventListener("change", () => { connect(); if (state.user) loadHistory(); });
+  connect();
+}
+
+document.addEventListener("DOMContentLoaded", start);
