@@ -481,6 +481,8 @@ class AggregateStage:
 
     async def _control(self, control: Control) -> asyncio.Future[Applied]:
         await self.chain.wait()  # the book holds what is stored, nothing in flight
+        if self.stale:  # after a rebalance: keys held here may belong to others now
+            self.book, self.stale = ScoreBook(), False
         org, user = control.org_id, control.user_id
         if control.action == "forget":
             book = self.book

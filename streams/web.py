@@ -143,6 +143,11 @@ def register_views(kudos: Kudos) -> None:
                 return self.json({"error": str(exc)}, status=400)
             if not user:
                 return self.json({"error": "a user is required"}, status=400)
+            from sinks.directory import people
+
+            found = await blocking.run(people, store.ch, org, [user])
+            if user in found and found[user].opted_out:  # as if unknown to the public API
+                return self.json({"error": "no such user"}, status=404)
             body = await blocking.run(
                 explain_user, history, kudos.decide.rules_for, org, user, window, at, limit
             )

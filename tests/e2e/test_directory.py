@@ -209,6 +209,11 @@ def test_directory_opt_outs_teams_and_bridging(broker: EmbeddedBroker, tmp_path:
         assert balance["display_name"] == "Red1" and balance["team"] == "red"
         assert balance["balance"] == red1["thanks_given"] - red1["thanks_received"]
         assert worker.get(f"/api/users/red5/balance?org={ORG}&window=all")[0] == 404
+        # Explain over HTTP: every point of red1's score; nothing of the opted-out red5.
+        status, explained = worker.get(f"/api/users/red1/explain?org={ORG}&window=all")
+        assert status == 200 and explained["score"] == red1["score"]
+        assert sum(e["points"] for e in explained["entries"]) == red1["score"]
+        assert worker.get(f"/api/users/red5/explain?org={ORG}&window=all")[0] == 404
         assert worker.get(f"/api/teams/leaderboard?org={ORG}&by=floor")[0] == 400
     finally:
         assert worker.stop() == 0, worker.log_tail()

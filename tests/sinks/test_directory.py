@@ -20,7 +20,7 @@ from streams.windows import DAY_MS
 
 pytestmark = pytest.mark.clickhouse
 
-WEEK = 1_795_132_800_000  # Monday 2026-11-23 00:00 UTC
+WEEK = 1_795_392_000_000  # Monday 2026-11-23 00:00 UTC
 ORG = "acme"
 
 

@@ -7,7 +7,7 @@ from sinks.store import RecognitionStore
 from streams.rules import RulesLookup
 from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
 
-WEEK = 1_795_132_800_000  # Monday 2026-11-23 00:00 UTC
+WEEK = 1_795_392_000_000  # Monday 2026-11-23 00:00 UTC
 
 
 def test_many_long_user_ids_load_back_exactly(ch: ClickHouse) -> None:
