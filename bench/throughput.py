@@ -177,7 +177,12 @@ def cpu_seconds(worker: WorkerProcess) -> float:
 def worker_drain(bootstrap: str, n: int, workdir: Path) -> tuple[float, float, float]:
     url = os.environ.get("KUDOS_CLICKHOUSE") or f"chdb://{workdir / 'chdb'}"
     worker = WorkerProcess(
-        bootstrap, url, workdir / "worker.log", KUDOS_PARTITIONS="4", KUDOS_LOG_LEVEL="warning"
+        bootstrap,
+        url,
+        workdir / "worker.log",
+        KUDOS_PARTITIONS="4",
+        KUDOS_LOG_LEVEL="warning",
+        KUDOS_PROGRESS_INTERVAL_S="0.2",
     )
     started = time.perf_counter()
     worker.start()
@@ -210,9 +215,22 @@ def worker_drain(bootstrap: str, n: int, workdir: Path) -> tuple[float, float, f
             applied = metric(text, "kudos_effects_applied_total")
             if first_seen is None and consumed > 0:
                 first_seen = now
+            # Done when every message of both topics is stored and committed (lag 0 on
+            # every partition) -- a pause in the applied count alone can be a slow flush.
+            lags = [
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("kudos_consumer_lag{")
+            ]
             if applied != applied_before:
                 last_change = now
-            elif consumed >= n and last_change is not None and now - last_change > 1.0:
+            elif (
+                consumed >= n
+                and last_change is not None
+                and now - last_change > 1.0
+                and len(lags) == 8
+                and not any(lags)
+            ):
                 assert first_seen is not None
                 # From the first event consumed to the last point applied (within 0.25 s).
                 return first_seen - started, last_change - first_seen, cpu_seconds(worker)
