@@ -116,10 +116,12 @@ def ensure_topics(
     replication: int = 1,
     timeout: float = 30.0,
     client_kwargs: Mapping[str, Any] | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, int]:
     """Create the topics that are missing; returns every topic's actual partition count.
 
     Existing topics are left as they are: the pipeline routes by the count it finds.
+    `configs` are topic configs for topics it creates (e.g. `cleanup.policy=compact`).
     `client_kwargs` go to the kafka-python clients: TLS and SASL from
     `streams.security.kafka_python_kwargs`.
     """
@@ -145,7 +147,16 @@ def ensure_topics(
             if name in existing:
                 continue
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, partitions, replication)])
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            name,
+                            partitions,
+                            replication,
+                            topic_configs=dict((configs or {}).get(name, {})),
+                        )
+                    ]
+                )
             log.info("created topic %s (%d partitions)", name, partitions)
     finally:
         admin.close()

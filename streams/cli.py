@@ -75,6 +75,8 @@ def _run_worker(
         settings.partitions,
         settings.replication_factor,
         client_kwargs=kafka_python_kwargs(settings),
+        # The directory is a table of people: Kafka keeps each person's latest record.
+        configs={settings.directory_topic: {"cleanup.policy": "compact"}},
     )
     ch = _until_clickhouse_answers(lambda: connect(settings.clickhouse_url()))
     if settings.fault_file is not None:
@@ -321,28 +323,24 @@ _COLUMNS = (
 
 
 def _format_table(org: str, window: str, entries: Sequence[Any], start: str = "") -> str:
-    rows = [
-        [str(getattr(e, c) if not isinstance(e, dict) else e[c]) for c in _COLUMNS] for e in entries
-    ]
-    widths = [
-        max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(_COLUMNS)
-    ]
+    def value(e: Any, column: str) -> Any:
+        return e.get(column) if isinstance(e, dict) else getattr(e, column, None)
+
+    columns = list(_COLUMNS)
+    if any(value(e, "display_name") for e in entries):  # names from the user directory
+        columns.insert(2, "display_name")
+    text = {"user_id", "display_name"}  # left-aligned; numbers right-aligned
+    rows = [["" if value(e, c) is None else str(value(e, c)) for c in columns] for e in entries]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if c in text else v.rjust(w)
+            for v, w, c in zip(cells, widths, columns, strict=True)
+        ).rstrip()
+
     head = f"{org} · {window}" + (f" from {start}" if start else "")
-    lines = [
-        head,
-        "  ".join(
-            c.rjust(w) if i != 1 else c.ljust(w)
-            for i, (c, w) in enumerate(zip(_COLUMNS, widths, strict=True))
-        ),
-    ]
-    for r in rows:
-        lines.append(
-            "  ".join(
-                v.rjust(w) if i != 1 else v.ljust(w)
-                for i, (v, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-    return "\n".join(lines)
+    return "\n".join([head, line(columns), *(line(r) for r in rows)])
 
 
 def leaderboard_data(

@@ -113,6 +113,13 @@ def test_leaderboard_table_is_aligned() -> None:
     assert lines[0] == "acme · week from 2026-11-23T00:00:00Z"
     assert len({len(line) for line in lines[1:]}) == 1
     assert lines[2].split()[:3] == ["1", "ann", "120"]
+    # With names from the directory, a name column (blank where unknown), still aligned.
+    entries[0]["display_name"] = "Ann Archer"
+    entries[1]["display_name"] = None
+    named = _format_table("acme", "week", entries).splitlines()
+    assert named[1].split()[:3] == ["rank", "user_id", "display_name"]
+    assert named[2].split()[:5] == ["1", "ann", "Ann", "Archer", "120"]
+    assert named[2].index("120") + 3 == named[3].index("  7") + 3  # right-aligned scores
 
 
 def test_up_refuses_several_workers_on_chdb(tmp_path: Path) -> None:
