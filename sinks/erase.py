@@ -61,14 +61,28 @@ def _mutate(ch: ClickHouse, table: str, action: str, params: dict[str, Any]) -> 
     else:
         target = table + "_local"
         ch.execute(f"ALTER TABLE {DATABASE}.{target} ON CLUSTER `{cluster}` {action}", params)
+    # A mutation runs on every replica of every shard: wait until none is left anywhere.
+    sources = ["system.mutations"]
+    if cluster is not None:
+        sources = [
+            f"remote('{host}:{int(port)}', system, mutations)"
+            for host, port in ch.query(
+                "SELECT host_address, port FROM system.clusters WHERE cluster = %(c)s",
+                {"c": cluster},
+            )
+        ]
     deadline = time.monotonic() + MUTATION_TIMEOUT_S
     while True:
-        pending = ch.query(
-            "SELECT count() FROM system.mutations "
-            "WHERE database = %(db)s AND table = %(t)s AND is_done = 0",
-            {"db": DATABASE, "t": target},
+        pending = sum(
+            int(row[0])
+            for source in sources
+            for row in ch.query(
+                f"SELECT count() FROM {source} "
+                "WHERE database = %(db)s AND table = %(t)s AND is_done = 0",
+                {"db": DATABASE, "t": target},
+            )
         )
-        if not pending or not int(pending[0][0]):
+        if not pending:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"mutation on {DATABASE}.{target} did not finish")

@@ -391,3 +391,52 @@ def test_shipped_example_config_names_what_kudos_needs() -> None:
     assert {m.tag for m in macros.findall("macros/*")} == {"shard", "replica"}
     profile = ET.parse(base / "users.d" / "kudos-profile.xml").getroot()
     assert profile.findtext("profiles/default/insert_distributed_sync") == "1"
+
+
+@pytest.mark.clickhouse
+def test_a_person_is_erased_on_every_shard(hosts: list[ClickHouse]) -> None:
+    """`kudos forget` on a cluster: mutations ON CLUSTER on the local tables of every host,
+    waited for everywhere; nothing of the person is left on any shard."""
+    from sinks.erase import erase_person, rebuild_org_boards
+    from sinks.store import LEADER_COLUMNS
+
+    writer = hosts[0]
+    users = [f"gdpr-{i:02d}" for i in range(30)]
+    victim = users[3]
+    book = ScoreBook()
+    keys: list[WindowKey] = []
+    for i, user in enumerate(users):
+        key: WindowKey = ("erase", "all", 0, user)
+        book.totals[key] = WindowTotals(
+            thanks_received=i + 1, thankers={victim, "z"}, hwm={0: i + 1}
+        )
+        keys.append(key)
+    store = RecognitionStore(writer, leader_depth=5)
+    store.write_scores(book, keys, RulesLookup())
+    rows = store.score_rows(book, keys, RulesLookup())
+    store.write_leader_rows(rows)
+    store.write_thankers([(k, t) for k in keys for t in book.totals[k].thankers])
+    decisions = [
+        Decision(r, "x", Reason.COUNTED, 1, RULE_VERSION)
+        for r in records([event(actor=victim, recipients=("x",), org="erase")], partition=1)
+    ]
+    store.write_decisions(decisions, [])
+
+    touched = erase_person(writer, "erase", victim, "erased:t")
+    rebuild_org_boards(writer, "erase", 5, LEADER_COLUMNS)
+    # Their own set (2 rows) and their name in everyone's set (30, their own included).
+    assert touched["score_state"] == 1 and touched["thankers"] == 2 + len(users)
+    for ch in hosts:
+        for table, column in (
+            ("score_state_local", "user_id"),
+            ("leader_rows_local", "user_id"),
+            ("thankers_local", "user_id"),
+            ("thankers_local", "thanker_id"),
+            ("decisions_local", "actor_id"),
+        ):
+            n = ch.query(f"SELECT count() FROM kudos.{table} WHERE {column} = %(u)s", {"u": victim})
+            assert n == [(0,)], (table, column)
+        board = RecognitionStore(ch, leader_depth=5).leaderboard("erase", "all", 0, 5)
+        assert [e.user_id for e in board] == users[::-1][:5]  # victim was not on top
+        # Everyone keeps their distinct thankers (the victim became the token).
+        assert board[0].distinct_thankers == 2
