@@ -56,28 +56,39 @@ def _run_worker(
     from sinks.clickhouse import connect
     from sinks.migrate import apply_migrations, pending_migrations
     from streams.app import KudosWorker, create_app
-    from streams.broker import ensure_topics
+    from streams.broker import BrokerError, ensure_topics
     from streams.security import kafka_python_kwargs
 
     # Until faust installs its own handlers, a stop request ends the start-up at once
     # (nothing has been consumed yet, so there is nothing to flush).
     signal.signal(signal.SIGTERM, exit_during_startup)
 
-    counts = ensure_topics(
-        bootstrap,
-        [
-            settings.events_topic,
-            settings.dlq_topic,
-            settings.badges_topic,
-            settings.effects_topic,
-            settings.directory_topic,
-        ],
-        settings.partitions,
-        settings.replication_factor,
-        client_kwargs=kafka_python_kwargs(settings),
-        # The directory is a table of people: Kafka keeps each person's latest record.
-        configs={settings.directory_topic: {"cleanup.policy": "compact"}},
-    )
+    # The rules first: a wrong time zone or badge rule must stop the start, not a batch.
+    try:
+        settings.rules_lookup()
+    except Exception as exc:  # ValueError, ZoneInfoNotFoundError (a KeyError)
+        log.error("invalid rules configuration: %s: %s", type(exc).__name__, exc)
+        return 2
+
+    try:
+        counts = ensure_topics(
+            bootstrap,
+            [
+                settings.events_topic,
+                settings.dlq_topic,
+                settings.badges_topic,
+                settings.effects_topic,
+                settings.directory_topic,
+            ],
+            settings.partitions,
+            settings.replication_factor,
+            client_kwargs=kafka_python_kwargs(settings),
+            # The directory is a table of people: Kafka keeps each person's latest record.
+            configs={settings.directory_topic: {"cleanup.policy": "compact"}},
+        )
+    except BrokerError as exc:  # an operator's problem, not a crash: no traceback
+        log.error("%s", exc)
+        return 1
     ch = _until_clickhouse_answers(lambda: connect(settings.clickhouse_url()))
     if settings.fault_file is not None:
         from sinks.faults import SwitchableClickHouse

@@ -225,3 +225,17 @@ def test_produce_shows_progress_on_a_terminal_and_is_quiet_when_piped(
     assert piped.stderr.strip().splitlines()[-1].startswith("produced 300 events")
     assert "300/300" not in piped.stderr and "\r" not in piped.stderr
     assert len(consume_all(tansu.bootstrap, "cli.progress", 600)) == 600
+
+
+def test_worker_refuses_invalid_rules_before_connecting(tmp_path: Path) -> None:
+    config = tmp_path / "kudos.toml"
+    config.write_text('[org_rules.acme]\nversion = 2\ntimezone = "Mars/Olympus_Mons"\n')
+    started = time.monotonic()
+    out = run_kudos(
+        "worker",
+        env={"KUDOS_CONFIG": str(config), "KUDOS_KAFKA": "127.0.0.1:1"},  # nothing listens
+    )
+    assert out.returncode == 2, out.stderr
+    assert "invalid rules configuration" in out.stderr and "Mars/Olympus_Mons" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert time.monotonic() - started < 20  # did not wait for Kafka
