@@ -17,7 +17,14 @@ from typing import Protocol
 from schemas.directory import DirectoryCodec, DirectoryDecodeError
 from sinks.directory import DirectoryRow
 from streams import metrics
-from streams.pipeline import Blocking, FlushChain, Publisher, RawMessage, publish, retry_forever
+from streams.pipeline import (
+    Blocking,
+    FlushChain,
+    Publisher,
+    RawMessage,
+    dead_letter,
+    resolve_schemas,
+)
 
 
 class DirectoryWriter(Protocol):
@@ -51,7 +58,7 @@ class DirectoryStage:
         """Decode now; the flush (DLQ, then the insert) runs after earlier flushes. The
         future completes when the batch is stored: only then may it be acked."""
         started = time.perf_counter()
-        await self._resolve_schemas(messages)
+        await resolve_schemas(self.codec, messages, self.blocking.stop_requested)
         # Within a batch only the latest record and the latest tombstone of a person
         # matter: the table keeps exactly those per (org_id, user_id, deleted).
         latest: dict[tuple[str, str, bool], DirectoryRow] = {}
@@ -70,7 +77,7 @@ class DirectoryStage:
         metrics.BATCH_SECONDS.labels("directory").observe(time.perf_counter() - started)
 
         async def flush() -> int:
-            await self._dead_letters(dead)
+            await dead_letter(self.publisher, self.dlq_topic, dead, self.blocking.stop_requested)
             if rows:
                 await self.blocking.retrying("directory", self.store.write, rows)
                 metrics.INSERT_BATCHES.labels("directory").inc()
@@ -79,32 +86,3 @@ class DirectoryStage:
             return len(rows)
 
         return self.chain.then(flush)
-
-    async def _resolve_schemas(self, messages: Sequence[RawMessage]) -> None:
-        """Writer schemas new to this worker, looked up off the loop; a registry that is
-        down makes the batch wait (as for events), it does not dead-letter it."""
-        ids = self.codec.unresolved_ids(m.value for m in messages)
-        if not ids:
-            return
-        loop = asyncio.get_running_loop()
-        await retry_forever(
-            "schema_registry",
-            lambda: loop.run_in_executor(None, self.codec.resolve, ids),
-            stop_requested=self.blocking.stop_requested,
-        )
-
-    async def _dead_letters(self, dead: Sequence[tuple[RawMessage, str, str]]) -> None:
-        if not dead:
-            return
-        out = []
-        for m, reason, detail in dead:
-            headers = [
-                ("kudos.dlq.reason", reason.encode()),
-                ("kudos.dlq.error", detail[:1000].encode()),
-                ("kudos.dlq.topic", m.topic.encode()),
-                ("kudos.dlq.partition", str(m.partition).encode()),
-                ("kudos.dlq.offset", str(m.offset).encode()),
-            ]
-            out.append((m.key, m.value, None, headers))
-            metrics.DLQ_MESSAGES.labels(reason).inc()
-        await publish(self.publisher, self.dlq_topic, out, self.blocking.stop_requested)

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -188,6 +188,58 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class ResolvesSchemas(Protocol):
+    """A codec whose writer schemas may come from a Schema Registry."""
+
+    def unresolved_ids(self, raws: Iterable[bytes]) -> set[int]: ...
+
+    def resolve(self, schema_ids: Iterable[int]) -> None: ...
+
+
+async def resolve_schemas(
+    codec: ResolvesSchemas,
+    messages: Sequence[RawMessage],
+    stop_requested: Callable[[], bool] = _never,
+) -> None:
+    """Look up writer schemas new to this worker before decoding, off the event loop.
+
+    A Schema Registry that is down is not the messages' fault: the batch waits here
+    (consumption pauses, `kudos_write_blocked{target="schema_registry"}` is 1) and is
+    decoded once the registry answers, instead of being dead-lettered or crashing."""
+    ids = codec.unresolved_ids(m.value for m in messages)
+    if not ids:
+        return
+    loop = asyncio.get_running_loop()
+    await retry_forever(
+        "schema_registry",
+        lambda: loop.run_in_executor(None, codec.resolve, ids),
+        stop_requested=stop_requested,
+    )
+
+
+async def dead_letter(
+    publisher: Publisher,
+    dlq_topic: str,
+    dead: Sequence[tuple[RawMessage, str, str]],
+    stop_requested: Callable[[], bool] = _never,
+) -> None:
+    """Send messages to the dead-letter topic, original bytes and key, with why in headers."""
+    if not dead:
+        return
+    out = []
+    for m, reason, detail in dead:
+        headers = [
+            ("kudos.dlq.reason", reason.encode()),
+            ("kudos.dlq.error", detail[:1000].encode()),
+            ("kudos.dlq.topic", m.topic.encode()),
+            ("kudos.dlq.partition", str(m.partition).encode()),
+            ("kudos.dlq.offset", str(m.offset).encode()),
+        ]
+        out.append((m.key, m.value, None, headers))
+        metrics.DLQ_MESSAGES.labels(reason).inc()
+    await publish(publisher, dlq_topic, out, stop_requested)
+
+
 class FlushChain:
     """Runs each batch's flush after the previous batch's flush, in submission order.
 
@@ -281,7 +333,7 @@ class DecideStage:
         decisions: list[Decision] = []
         undecodable: list[DeadLetter] = []
         dead: list[tuple[RawMessage, str, str]] = []
-        await self._resolve_schemas(messages)
+        await resolve_schemas(self.codec, messages, self.blocking.stop_requested)
         now = self.clock()
         for (topic, partition), msgs in by_tp.items():
             state = await self._state(topic, partition)
@@ -331,7 +383,7 @@ class DecideStage:
         async def flush() -> list[Decision]:
             # In this order, then the caller acks the offsets: DLQ and effects are
             # acknowledged by the broker before the decisions that say "done" are stored.
-            await self._dead_letters(dead)
+            await dead_letter(self.publisher, self.dlq_topic, dead, self.blocking.stop_requested)
             await publish(self.publisher, self.effects_topic, effects, self.blocking.stop_requested)
             if decisions or undecodable:
                 await self.blocking.retrying(
@@ -352,38 +404,6 @@ class DecideStage:
             return decisions
 
         return self.chain.then(flush)
-
-    async def _resolve_schemas(self, messages: Sequence[RawMessage]) -> None:
-        """Look up writer schemas new to this worker before decoding, off the event loop.
-
-        A Schema Registry that is down is not the messages' fault: the batch waits here
-        (consumption pauses, `kudos_write_blocked{target="schema_registry"}` is 1) and is
-        decoded once the registry answers, instead of being dead-lettered or crashing."""
-        ids = self.codec.unresolved_ids(m.value for m in messages)
-        if not ids:
-            return
-        loop = asyncio.get_running_loop()
-        await retry_forever(
-            "schema_registry",
-            lambda: loop.run_in_executor(None, self.codec.resolve, ids),
-            stop_requested=self.blocking.stop_requested,
-        )
-
-    async def _dead_letters(self, dead: Sequence[tuple[RawMessage, str, str]]) -> None:
-        if not dead:
-            return
-        out = []
-        for m, reason, detail in dead:
-            headers = [
-                ("kudos.dlq.reason", reason.encode()),
-                ("kudos.dlq.error", detail[:1000].encode()),
-                ("kudos.dlq.topic", m.topic.encode()),
-                ("kudos.dlq.partition", str(m.partition).encode()),
-                ("kudos.dlq.offset", str(m.offset).encode()),
-            ]
-            out.append((m.key, m.value, None, headers))
-            metrics.DLQ_MESSAGES.labels(reason).inc()
-        await publish(self.publisher, self.dlq_topic, out, self.blocking.stop_requested)
 
 
 _SCORE_AT = SCORE_COLUMNS.index("score")
