@@ -303,8 +303,13 @@ _JSON_TYPE_NAMES: Final[dict[type, str]] = {
 }
 
 
+def json_type_name(value: object) -> str:
+    """How JSON calls the type of a decoded value, for error details."""
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 def _wrong_type(field: str, expected: str, value: object) -> DecodeError:
-    got = _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+    got = json_type_name(value)
     return DecodeError("wrong_type", f"{field}: expected {expected}, got {got}")
 
 

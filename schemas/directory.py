@@ -41,6 +41,7 @@ from schemas.codec import (
     UnknownSchemaId,
     _decoding_form,
     _rfc3339_millis,
+    json_type_name,
 )
 
 __all__ = [
@@ -145,19 +146,10 @@ class ShippedDirectorySchemas:
 _HEADER = struct.Struct(">BI")
 _HEADER_SIZE: Final = _HEADER.size
 _OPEN_BRACE: Final = 0x7B
-_JSON_NAMES: Final[dict[type, str]] = {
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    list: "array",
-    dict: "object",
-    type(None): "null",
-}
 
 
 def _wrong_type(field: str, expected: str, value: object) -> DirectoryDecodeError:
-    got = _JSON_NAMES.get(type(value), type(value).__name__)
+    got = json_type_name(value)
     return DirectoryDecodeError("wrong_type", f"{field}: expected {expected}, got {got}")
 
 

@@ -52,7 +52,6 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any, Final
@@ -72,7 +71,7 @@ from streams.rules import (
 )
 from streams.scorebook import Applied, ScoreBook, WindowKey, WindowTotals, apply_effects
 from streams.settings import RuleOverrides, Settings
-from streams.windows import DAY_MS, WindowName
+from streams.windows import DAY_MS, WindowName, rfc3339_ms
 
 # Beyond the largest grace: a local week (giver budgets) plus the worker's state margin.
 SEED_MARGIN_MS: Final = 9 * DAY_MS
@@ -90,15 +89,10 @@ class ReplayError(ValueError):
 
 def parse_time(value: str) -> int:
     """RFC 3339 (or epoch millis) to epoch millis; a time without zone is UTC."""
-    if value.lstrip("-").isdigit():
-        return int(value)
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        return rfc3339_ms(value)
     except ValueError as exc:
         raise ReplayError(f"not an RFC 3339 timestamp: {value!r}") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
 
 
 def load_rules(path: Path, base: Settings) -> RulesLookup:

@@ -6,8 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,7 +20,7 @@ from sinks.store import LeaderboardEntry, iso
 from streams.explain import explain_user, parse_limit
 from streams.readcache import ReadCache
 from streams.rules import RulesLookup
-from streams.windows import WINDOWS, WindowName
+from streams.windows import WINDOWS, WindowName, rfc3339_ms
 
 if TYPE_CHECKING:
     from streams.app import Kudos
@@ -40,15 +39,10 @@ def parse_at(value: str | None) -> int:
     """RFC 3339 timestamp (or epoch millis) to epoch millis; default now."""
     if not value:
         return int(time.time() * 1000)
-    if value.lstrip("-").isdigit():
-        return int(value)
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        return rfc3339_ms(value)
     except ValueError as exc:
         raise BadRequest(f"'at' is not an RFC 3339 timestamp: {value!r}") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
 
 
 def parse_window(value: str | None) -> WindowName:
@@ -63,6 +57,32 @@ def parse_top(value: str | None, default: int = 10) -> int:
     if not value.isdigit() or not 1 <= int(value) <= MAX_TOP:
         raise BadRequest(f"'top' must be an integer from 1 to {MAX_TOP}")
     return int(value)
+
+
+def team_board_payload(
+    org: str, window: WindowName, start_ms: int, by: str, min_members: int, entries: Sequence[Any]
+) -> dict[str, Any]:
+    """The body of /api/teams/leaderboard (also the live page's team board)."""
+    return {
+        "org": org,
+        "window": window,
+        "window_start": iso(start_ms),
+        "by": by,
+        "min_members": min_members,
+        "entries": [
+            {
+                "rank": e.rank,
+                "group": e.group,
+                "members": e.members,
+                "score": e.score,
+                "shares": e.shares,
+                "thanks_given": e.thanks_given,
+                "thanks_received": e.thanks_received,
+                "reactions_received": e.reactions_received,
+            }
+            for e in entries
+        ],
+    }
 
 
 def org_window_start(rules_for: RulesLookup, org: str, window: WindowName, at_ms: int) -> int:
@@ -282,28 +302,7 @@ def register_directory_views(kudos: Kudos) -> None:
             except BadRequest as exc:
                 return self.json({"error": str(exc)}, status=400)
             entries = await blocking.run(directory.team_board, org, window, start, by, top)
-            return self.json(
-                {
-                    "org": org,
-                    "window": window,
-                    "window_start": iso(start),
-                    "by": by,
-                    "min_members": k,
-                    "entries": [
-                        {
-                            "rank": e.rank,
-                            "group": e.group,
-                            "members": e.members,
-                            "score": e.score,
-                            "shares": e.shares,
-                            "thanks_given": e.thanks_given,
-                            "thanks_received": e.thanks_received,
-                            "reactions_received": e.reactions_received,
-                        }
-                        for e in entries
-                    ],
-                }
-            )
+            return self.json(team_board_payload(org, window, start, by, k, entries))
 
     @app.page("/api/teams/bridging")
     class BridgingView(View):
@@ -586,26 +585,7 @@ def register_page_views(kudos: Kudos) -> None:
             (org, window, start, top),
             lambda: blocking.run(directory.team_board, org, window, start, "team", top),
         )
-        return {
-            "org": org,
-            "window": window,
-            "window_start": iso(start),
-            "by": "team",
-            "min_members": directory.team_min_size,
-            "entries": [
-                {
-                    "rank": e.rank,
-                    "group": e.group,
-                    "members": e.members,
-                    "score": e.score,
-                    "shares": e.shares,
-                    "thanks_given": e.thanks_given,
-                    "thanks_received": e.thanks_received,
-                    "reactions_received": e.reactions_received,
-                }
-                for e in entries
-            ],
-        }
+        return team_board_payload(org, window, start, "team", directory.team_min_size, entries)
 
     async def snapshot(key: LiveKey) -> dict[str, Any]:
         org, window, top, view = key

@@ -33,6 +33,17 @@ def week_start(ms: int) -> int:
     return shifted - shifted % WEEK_MS - _MONDAY_OFFSET_MS
 
 
+def rfc3339_ms(value: str) -> int:
+    """An RFC 3339 timestamp (or epoch millis) as epoch millis; without a zone it is UTC.
+    Raises ValueError for anything else."""
+    if value.lstrip("-").isdigit():
+        return int(value)
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
 def window_start(window: WindowName, ms: int) -> int:
     if window == "hour":
         return hour_start(ms)

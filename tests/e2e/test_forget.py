@@ -22,6 +22,7 @@ import pytest
 
 from schemas.event import EventType
 from sinks.clickhouse import ClickHouse
+from sinks.directory import DIRECTORY_COLUMNS
 from sinks.erase import erasure_done
 from sinks.store import RecognitionStore
 from streams.pipeline import AggregateStage, Blocking, RawMessage
@@ -65,20 +66,7 @@ def test_forget_erases_a_person_and_nothing_else(ch: ClickHouse) -> None:
     run_pipeline(ch, events)
     ch.insert(
         "kudos.directory",
-        (
-            "org_id",
-            "user_id",
-            "display_name",
-            "team",
-            "department",
-            "opted_out",
-            "deleted",
-            "updated_at_ms",
-            "version",
-            "src_partition",
-            "src_offset",
-            "stored_at",
-        ),
+        DIRECTORY_COLUMNS,
         [("fg", victim, "Victim Name", "team-a", "dep", 0, 0, 1, 1, 0, 0, datetime(2026, 1, 1))],
     )
     store = RecognitionStore(ch, leader_depth=DEPTH)
