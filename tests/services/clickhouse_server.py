@@ -28,6 +28,8 @@ from types import TracebackType
 
 from clickhouse_driver import Client
 
+from tests.services.process import end_process
+
 SERVER_BINARY = os.environ.get("KUDOS_TEST_CLICKHOUSE_SERVER", "/usr/sbin/clickhouse-server")
 PACKAGED_CONFIG_DIR = Path("/etc/clickhouse-server")
 START_TIMEOUT_S = 60.0
@@ -230,16 +232,7 @@ class ClickHouseServer:
         self._signal(signal.SIGKILL)
 
     def _signal(self, signum: signal.Signals) -> None:
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signum)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT_S)
+        end_process(self._process, signum, STOP_TIMEOUT_S)
         self._process = None
 
     def close(self) -> None:

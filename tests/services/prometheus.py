@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from streams.broker import free_port
+from tests.services.process import end_process
 
 BINARY = os.environ.get("KUDOS_TEST_PROMETHEUS", "/usr/bin/prometheus")
 
@@ -108,13 +109,7 @@ class PrometheusServer:
         return [t["health"] for t in body["data"]["activeTargets"]]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        end_process(self.proc, timeout=20)
         self.proc = None
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.services.clickhouse_server import _die_with_parent, free_port
+from tests.services.process import end_process
 
 JAVA = os.environ.get("KUDOS_TEST_JAVA", "/usr/bin/java")
 ZOOKEEPER_JAR = Path(os.environ.get("KUDOS_TEST_ZOOKEEPER_JAR", "/usr/share/java/zookeeper.jar"))
@@ -130,16 +131,7 @@ class ZooKeeper:
         return b"".join(chunks).decode(errors="replace").strip()
 
     def stop(self) -> None:
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT_S)
+        end_process(self._process, signal.SIGTERM, STOP_TIMEOUT_S)
         self._process = None
 
     def close(self) -> None:
