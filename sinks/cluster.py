@@ -62,6 +62,8 @@ SHARDING_KEYS: Final[Mapping[str, str]] = {
     "replay_scores": "cityHash64(org_id, user_id)",
     "erasures": "cityHash64(org_id, request_id)",
     "directory": "cityHash64(org_id, user_id)",
+    "reversals": "src_partition",
+    "audits": "cityHash64(org_id)",
 }
 
 _CLUSTER_NAME: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

@@ -346,6 +346,22 @@ class RecognitionStore:
             [(org, w, ms_to_dt(s), user, thanker) for (org, w, s, user), thanker in rows],
         )
 
+    def delete_thankers(self, rows: Sequence[tuple[WindowKey, str]]) -> None:
+        """Delete (key, thanker) rows a collusion audit took out, and wait for it."""
+        from sinks.erase import _mutate as mutate  # TODO public after erase.py settles
+
+        by_org: dict[str, set[str]] = defaultdict(set)
+        for (org, window, start, user), thanker in rows:
+            by_org[org].add(f"{user}\x00{thanker}\x00{window}\x00{start // 1000}")
+        for org, keys in by_org.items():
+            mutate(
+                self.ch,
+                "thankers",
+                "DELETE WHERE org_id = %(org)s AND concat(user_id, '\\0', thanker_id, '\\0', "
+                "`window`, '\\0', toString(toUInt32(window_start))) IN %(keys)s",
+                {"org": org, "keys": tuple(sorted(keys))},
+            )
+
     def write_badges(self, awards: Sequence[BadgeAward]) -> int:
         if not awards:
             return 0

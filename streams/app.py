@@ -23,6 +23,7 @@ from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
 from sinks.store import RecognitionStore
 from streams import metrics, security
+from streams.audit import Auditor
 from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.directory import DirectoryStage
 from streams.drain import BatchRoute, batch_consumer
@@ -282,6 +283,31 @@ def create_app(
         observe_progress(kudos, routes)
 
     app.timer(settings.progress_interval_s)(watch_progress)
+
+    def holds_effects_zero() -> bool:
+        """The collusion audit runs on the worker that holds kudos.effects partition 0."""
+        try:
+            assignment = app.consumer.assignment()
+        except Exception:  # the consumer is not started yet, or is being rebuilt
+            return False
+        return any(tp.topic == settings.effects_topic and tp.partition == 0 for tp in assignment)
+
+    auditor = Auditor(
+        clickhouse,
+        rules_for,
+        publisher,
+        events_topic=settings.events_topic,
+        effects_topic=settings.effects_topic,
+        effects_partitions=effects_partitions,
+        leader_depth=settings.leader_depth,
+        interval_s=settings.audit_interval_s,
+        leads=holds_effects_zero,
+    )
+
+    async def audit() -> None:
+        await auditor.tick()
+
+    app.timer(settings.audit_interval_s)(audit)
 
     register_views(kudos)
     register_directory_views(kudos)

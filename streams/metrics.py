@@ -116,3 +116,21 @@ DIRECTORY_APPLIED = Counter(
 
 # People erased with `kudos forget` (each request counted once per run of its erasure).
 ERASURES = Counter("kudos_erasures", "People erased from ClickHouse and worker state")
+
+# The collusion audit (streams/audit.py), which only the worker holding effects partition 0
+# runs. `rule` is reciprocal, clique or recap (a cap re-decided once collusion is removed).
+# Decisions the audit made stop counting, by rule.
+REVERSALS = Counter(
+    "kudos_reversals", "Counted decisions reversed by the collusion audit", ["rule"]
+)
+# Decisions a cap had refused that count once the colluding thanks are reversed.
+REINSTATEMENTS = Counter(
+    "kudos_reinstatements", "Refused decisions counted after a collusion reversal"
+)
+# Org weeks audited (once each), and collusive groups found in them.
+AUDITS = Counter("kudos_audits", "Org weeks audited for collusion")
+COLLUSIVE_GROUPS = Counter("kudos_collusive_groups", "Collusive groups found by the audit")
+# The audit's watermark: every events partition has decided events up to this time (epoch s).
+AUDIT_WATERMARK = Gauge(
+    "kudos_audit_watermark_seconds", "Event time every events partition has passed"
+)

@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from schemas.codec import DecodeError, EventCodec
 from schemas.registry import SchemaRegistryError
+from sinks import audit as audit_sql
 from sinks.clickhouse import ClickHouseUnavailable
 from sinks.erase import erase_person, new_token, rebuild_org_boards, record_erasure
 from sinks.store import LEADER_COLUMNS, SCORE_COLUMNS, DeadLetter, RecognitionStore
@@ -30,6 +31,7 @@ from streams.leaders import DEPTH as LEADER_DEPTH
 from streams.leaders import Boards, select_rows
 from streams.rules import (
     Decision,
+    Metric,
     PartitionState,
     Reason,
     RulesLookup,
@@ -37,12 +39,20 @@ from streams.rules import (
     decide_batch,
     effects_of,
 )
-from streams.scorebook import Applied, ScoreBook, apply_effects, keys_needed
+from streams.scorebook import (
+    Adjustment,
+    Applied,
+    ScoreBook,
+    apply_adjustments,
+    apply_effects,
+    keys_needed,
+)
 from streams.transport import (
     Control,
     badge_id,
     decode_control,
     decode_effects,
+    effects_partition,
     encode_badge,
     encode_control,
     encode_effects,
@@ -493,17 +503,19 @@ class AggregateStage:
                 continue
             if chunk:
                 future, chunk = await self._submit_effects(chunk), []
-            future = await self._control(decode_control(m.value))
+            future = await self._control(decode_control(m.value), m.partition)
         if chunk:
             future = await self._submit_effects(chunk)
         assert future is not None
         return future
 
-    async def _control(self, control: Control) -> asyncio.Future[Applied]:
+    async def _control(self, control: Control, partition: int) -> asyncio.Future[Applied]:
         await self.chain.wait()  # the book holds what is stored, nothing in flight
         if self.stale:  # after a rebalance: keys held here may belong to others now
             self.book, self.stale = ScoreBook(), False
         org, user = control.org_id, control.user_id
+        if control.action == "audit":
+            return await self._audit(org, control.at_ms, partition)
         if control.action == "forget":
             book = self.book
             for key in [k for k in book.totals if k[0] == org and k[3] == user]:
@@ -601,41 +613,106 @@ class AggregateStage:
         metrics.BATCH_SECONDS.labels("aggregate").observe(time.perf_counter() - started)
 
         async def flush() -> Applied:
-            # Order matters for recovery: thankers and badges before totals, whose
-            # high-water marks say "applied". A crash in between re-applies effects; sets
-            # absorb that.
-            await self.blocking.retrying(
-                "thankers", self.store.write_thankers, applied.new_thankers
-            )
-            if applied.badges:
-                at = now_ms()
-                await publish(
-                    self.publisher,
-                    self.badges_topic,
-                    [
-                        (
-                            a.user_id.encode(),
-                            encode_badge(a, at),
-                            None,
-                            [("kudos.badge_id", badge_id(a).encode())],
-                        )
-                        for a in applied.badges
-                    ],
-                    self.blocking.stop_requested,
-                )
-                await self.blocking.retrying(
-                    "badge_award_rows", self.store.write_badges, applied.badges
-                )
-                for a in applied.badges:
-                    metrics.BADGES_AWARDED.labels(a.badge).inc()
-            await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
-            await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
-            metrics.INSERT_ROWS.labels("leader_rows").inc(len(leader_rows))
-            metrics.INSERT_ROWS.labels("score_state").inc(len(score_rows))
-            metrics.INSERT_BATCHES.labels("score_state").inc()
+            await self._write(applied, score_rows, leader_rows)
             metrics.EFFECTS_APPLIED.inc(total - applied.replayed)
             metrics.EFFECTS_REPLAYED.inc(applied.replayed)
             observe_freshness(applied.event_times, time.time())
+            return applied
+
+        return self.chain.then(flush)
+
+    async def _write(
+        self,
+        applied: Applied,
+        score_rows: Sequence[tuple[Any, ...]],
+        leader_rows: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """Store what applying a batch (or an audit) changed.
+
+        Order matters for recovery: thankers and badges before totals, whose high-water
+        marks say "applied". A crash in between re-applies the batch; sets absorb that."""
+        if applied.dropped_thankers:
+            await self.blocking.retrying(
+                "thankers", self.store.delete_thankers, applied.dropped_thankers
+            )
+        await self.blocking.retrying("thankers", self.store.write_thankers, applied.new_thankers)
+        if applied.badges:
+            at = now_ms()
+            await publish(
+                self.publisher,
+                self.badges_topic,
+                [
+                    (
+                        a.user_id.encode(),
+                        encode_badge(a, at),
+                        None,
+                        [("kudos.badge_id", badge_id(a).encode())],
+                    )
+                    for a in applied.badges
+                ],
+                self.blocking.stop_requested,
+            )
+            await self.blocking.retrying(
+                "badge_award_rows", self.store.write_badges, applied.badges
+            )
+            for a in applied.badges:
+                metrics.BADGES_AWARDED.labels(a.badge).inc()
+        await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
+        await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
+        metrics.INSERT_ROWS.labels("leader_rows").inc(len(leader_rows))
+        metrics.INSERT_ROWS.labels("score_state").inc(len(score_rows))
+        metrics.INSERT_BATCHES.labels("score_state").inc()
+
+    async def _audit(self, org: str, week_start: int, partition: int) -> asyncio.Future[Applied]:
+        """Apply a collusion audit's stored changes to this partition's users (streams/audit).
+
+        Scores go down here, which leader rows cannot follow incrementally: every changed
+        key gets its leader row rewritten (a lower score must not stay on a board), and the
+        auditor rebuilds the org's boards once every partition has applied the audit."""
+        rows = await self.blocking.retrying(
+            "reversals", audit_sql.reversal_rows, self.store.ch, org, week_start
+        )
+        n = self.effects_partitions
+        adjustments: list[Adjustment] = []
+        for r in rows:
+            if effects_partition(org, r.recipient_id, n) == partition:
+                adjustments.append(
+                    Adjustment(
+                        org,
+                        r.recipient_id,
+                        Metric.THANKS_RECEIVED,
+                        r.actor_id,
+                        r.occurred_at,
+                        r.delta,
+                        frozenset(r.drop_thanker),
+                    )
+                )
+            if effects_partition(org, r.actor_id, n) == partition:
+                adjustments.append(
+                    Adjustment(
+                        org, r.actor_id, Metric.THANKS_GIVEN, r.actor_id, r.occurred_at, r.delta
+                    )
+                )
+        cal = self.rules_for(org).calendar
+        keys = {(org, w, s, a.user_id) for a in adjustments for w, s in cal.starts(a.occurred_at)}
+        await self.blocking.retrying("score_state", self.store.load_keys, keys, self.book)
+        applied = Applied()
+        apply_adjustments(adjustments, week_start, self.book, self.rules_for, applied)
+        score_rows = self.store.score_rows(self.book, list(applied.dirty), self.rules_for)
+        self.boards.drop_org(org)  # reloaded once the auditor has rebuilt them
+
+        async def flush() -> Applied:
+            await self._write(applied, score_rows, score_rows)
+            await self.blocking.retrying(
+                "audits",
+                audit_sql.write_step,
+                self.store.ch,
+                org,
+                week_start,
+                0,
+                audit_sql.APPLIED,
+                partition,
+            )
             return applied
 
         return self.chain.then(flush)

@@ -39,6 +39,9 @@ class Reason(StrEnum):
     LATE = "late"
     FUTURE = "future"
     INVALID = "invalid"
+    # Never decided by the deciding stage: a counted THANKS reversed by the weekly
+    # collusion audit (streams/collusion.py), recorded in kudos.reversals.
+    COLLUSION = "collusion"
 
 
 class Metric(StrEnum):
@@ -79,11 +82,23 @@ class RuleConfig:
     decay_half_life_days: float = 7.0
     # Badge rules (streams/badges.py); None: rules v1's four, from the parameters above.
     badges: tuple[BadgeRule, ...] | None = None
+    # Collusion audit (streams/collusion.py), once per closed org week; 0 = off (rules v1).
+    # A group of 2..collusion_max_group people in which everyone gave everyone else at
+    # least collusion_min_each counted thanks that week, and where each member received
+    # more than collusion_ratio times as many counted thanks from inside the group as from
+    # everyone else, has those thanks reversed.
+    collusion_min_each: int = 0
+    collusion_ratio: float = 3.0
+    collusion_max_group: int = 4
 
     def __post_init__(self) -> None:
         calendar(self.timezone, self.week_start)  # a bad zone or weekday fails at start
         if not self.decay_half_life_days > 0:
             raise ValueError("decay_half_life_days must be positive")
+        if self.collusion_min_each < 0 or self.collusion_ratio < 0:
+            raise ValueError("collusion_min_each and collusion_ratio must not be negative")
+        if self.collusion_max_group < 2:
+            raise ValueError("collusion_max_group must be at least 2")
 
     @cached_property
     def badge_rules(self) -> tuple[BadgeRule, ...]:
@@ -432,6 +447,9 @@ class RulesLookup:
 
     def max_grace_ms(self) -> int:
         return max(r.grace_ms for r in self.all())
+
+    def any_collusion_audit(self) -> bool:
+        return any(r.collusion_min_each > 0 for r in self.all())
 
     def any_weekly_budget(self) -> bool:
         return any(r.giver_weekly_budget > 0 for r in self.all())

@@ -75,6 +75,17 @@ class WindowTotals:
         """The decayed score as of `at_ms` (not before the latest point)."""
         return float(self.decay * 2.0 ** (-max(at_ms - self.decay_at, 0) / half_life_ms))
 
+    def take_back(self, metric: Metric, actor_id: str, drop_thanker: bool) -> bool:
+        """Undo one point (a reversal); returns True when `actor_id` left the thankers."""
+        if metric is Metric.THANKS_GIVEN:
+            self.thanks_given = max(self.thanks_given - 1, 0)
+        elif metric is Metric.THANKS_RECEIVED:
+            self.thanks_received = max(self.thanks_received - 1, 0)
+            if drop_thanker and actor_id in self.thankers:
+                self.thankers.discard(actor_id)
+                return True
+        return False
+
     def add(self, metric: Metric, actor_id: str) -> bool:
         """Apply one point; returns True when a new distinct thanker appeared."""
         if metric is Metric.SHARES:
@@ -122,6 +133,8 @@ class Applied:
     replayed: int = 0
     # occurred_at of every effect applied for the first time (for the freshness metric).
     event_times: list[int] = field(default_factory=list)
+    # Thankers a collusion audit took out of a key's set (deleted from kudos.thankers).
+    dropped_thankers: list[tuple[WindowKey, str]] = field(default_factory=list)
 
 
 def keys_needed(effects: Iterable[Effect], rules_for: RulesLookup) -> set[WindowKey]:
@@ -279,3 +292,70 @@ def _streaks_through(
             rules,
             f"counted shares on {rule.days} days{freezes}",
         )
+
+
+# The high-water-mark namespace of collusion audits: an audit's adjustments are applied
+# once per key, with the week start of the audit as their "offset". Org weeks are audited
+# in order, so the marks grow. Far above any real partition number (hwm_partitions is UInt32).
+AUDIT_PARTITION = 2**31
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """One point a collusion audit takes back (delta -1) or gives (delta +1), for one user.
+
+    `drop_thanker`: the windows in which, for a thanks_received point taken back, the actor
+    no longer counts among the user's distinct thankers."""
+
+    org_id: str
+    user_id: str
+    metric: Metric
+    actor_id: str
+    occurred_at: int
+    delta: int
+    drop_thanker: frozenset[str] = frozenset()
+
+
+def apply_adjustments(
+    adjustments: Sequence[Adjustment],
+    audit_offset: int,
+    book: ScoreBook,
+    rules_for: RulesLookup,
+    applied: Applied,
+) -> None:
+    """Apply one audit's adjustments; a key that has applied this audit before skips it.
+
+    A point given back earns badges as any point does; badges already awarded stay."""
+    before: dict[WindowKey, int] = {}
+    for a in adjustments:
+        rules = rules_for(a.org_id)
+        for window, start in rules.calendar.starts(a.occurred_at):
+            key: WindowKey = (a.org_id, window, start, a.user_id)
+            totals = book.totals.get(key)
+            if totals is None:
+                totals = book.totals[key] = WindowTotals()
+            mark = before.get(key)
+            if mark is None:
+                mark = before[key] = totals.hwm.get(AUDIT_PARTITION, -1)
+            if audit_offset <= mark:
+                continue  # this audit was applied to the key before
+            totals.hwm[AUDIT_PARTITION] = audit_offset
+            applied.dirty.add(key)
+            totals.add_decayed(
+                a.delta * rules.weight(a.metric), a.occurred_at, rules.decay_half_life_ms
+            )
+            if a.delta < 0:
+                if totals.take_back(a.metric, a.actor_id, window in a.drop_thanker):
+                    applied.dropped_thankers.append((key, a.actor_id))
+                continue
+            was_zero_shares = totals.shares == 0
+            if totals.add(a.metric, a.actor_id):
+                applied.new_thankers.append((key, a.actor_id))
+            badge_rules = rules.badge_index.get((window, a.metric.value))
+            if badge_rules:
+                effect = Effect(
+                    a.org_id, a.user_id, a.metric, a.actor_id, a.occurred_at, AUDIT_PARTITION, 0
+                )
+                _badges_after(
+                    key, totals, effect, was_zero_shares, badge_rules, book, rules, applied
+                )

@@ -41,6 +41,9 @@ class RuleOverrides(BaseModel):
     timezone: str | None = Field(None, description="IANA time zone of the org's windows")
     week_start: str | None = Field(None, description="first day of the week, e.g. sunday")
     decay_half_life_days: float | None = Field(None, gt=0)
+    collusion_min_each: int | None = Field(None, ge=0)
+    collusion_ratio: float | None = Field(None, ge=0)
+    collusion_max_group: int | None = Field(None, ge=2, le=8)
     # The org's badges, replacing v1's four (streams/badges.py): [[org_rules.X.badges]].
     badges: tuple[BadgeRule, ...] | None = None
 
@@ -161,6 +164,12 @@ class Settings(BaseSettings):
     )
     progress_interval_s: float = Field(
         2.0, gt=0, description="how often lag, stalls and watermark lag are measured"
+    )
+    audit_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="how often the collusion audit looks for org weeks that have closed "
+        "(only when some org's rules enable it)",
     )
     session_timeout_s: float = 10.0
     fetch_max_wait_ms: int = Field(

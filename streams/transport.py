@@ -89,12 +89,15 @@ def encode_badge(award: BadgeAward, awarded_at_ms: int) -> bytes:
 @dataclass(frozen=True, slots=True)
 class Control:
     """`forget`: erase (org, user) from memory and ClickHouse (owner's partition).
-    `reset_boards`: forget what is known of an org's boards (every partition)."""
+    `reset_boards`: forget what is known of an org's boards (every partition).
+    `audit`: apply the stored changes of the collusion audit of the org week starting at
+    `at_ms` to the users of this partition (every partition; streams/audit.py)."""
 
-    action: Literal["forget", "reset_boards"]
+    action: Literal["forget", "reset_boards", "audit"]
     org_id: str
     user_id: str = ""
     request_id: str = ""
+    at_ms: int = 0
 
 
 def is_control(raw: bytes) -> bool:
@@ -108,6 +111,7 @@ def encode_control(control: Control) -> bytes:
             "org_id": control.org_id,
             "user_id": control.user_id,
             "request_id": control.request_id,
+            "at_ms": control.at_ms,
         },
         separators=(",", ":"),
     ).encode()
@@ -116,6 +120,12 @@ def encode_control(control: Control) -> bytes:
 def decode_control(raw: bytes) -> Control:
     obj = json.loads(raw)
     action = obj["kudos_control"]
-    if action not in ("forget", "reset_boards"):
+    if action not in ("forget", "reset_boards", "audit"):
         raise ValueError(f"unknown control message {action!r}")
-    return Control(action, obj["org_id"], obj.get("user_id", ""), obj.get("request_id", ""))
+    return Control(
+        action,
+        obj["org_id"],
+        obj.get("user_id", ""),
+        obj.get("request_id", ""),
+        int(obj.get("at_ms", 0)),
+    )

@@ -1,0 +1,196 @@
+"""The collusion audit: once per closed org week, in the stream (rule: streams/collusion.py).
+
+Run on a timer by the one worker that holds partition 0 of `kudos.effects`. Every step is
+stored before the next begins and is idempotent, so a worker that dies anywhere, or two
+that briefly both hold partition 0 during a rebalance, leave the same result:
+
+1. **Close.** The watermark is the least stream time over the events partitions (from the
+   stored decisions). An org week is closed once the watermark has passed its end plus the
+   org's grace: from then on every event of that week is refused as late, so all its
+   counted thanks are stored in `kudos.decisions`.
+2. **Decide.** Read the week's THANKS decisions, apply the rule, and store one
+   `kudos.reversals` row per changed decision (reversed, or re-decided by a cap), then the
+   audit's `decided` step with its counts (`kudos.audits`). The metrics count them here.
+3. **Apply.** Send an `audit` control message to every partition of `kudos.effects`,
+   after the week's effects there. Each aggregating stage applies the changes of its own
+   users once (`streams.scorebook.apply_adjustments`) and stores an `applied` step.
+4. **Boards.** Reversals lower scores, which the incremental leader rows cannot follow:
+   once every partition has applied the audit, the org's boards are rebuilt from
+   `kudos.score_state` and every worker reloads them (as `kudos forget` does); `done`.
+
+Weeks are audited in order per org. An events partition that has never had an event does
+not hold the watermark back (it has no stream time); an event it later accepts for an
+audited week counts and is not audited.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from sinks import audit as sql
+from sinks.clickhouse import ClickHouse
+from sinks.erase import rebuild_org_boards
+from sinks.store import LEADER_COLUMNS
+from streams import metrics
+from streams.collusion import Change, audit_week, collusive_groups, thanker_drops
+from streams.pipeline import TRANSIENT, Blocking, Publisher, publish
+from streams.rules import RulesLookup
+from streams.transport import Control, encode_control
+
+log = logging.getLogger(__name__)
+# Org weeks decided per tick at most: a backlog is worked off over several ticks.
+MAX_WEEKS_PER_TICK = 20
+
+
+def week_bounds(rules_for: RulesLookup, org: str, at_ms: int) -> tuple[int, int]:
+    """[start, end) of the org's calendar week that contains `at_ms`."""
+    cal = rules_for(org).calendar
+    start = cal.window_start("week", at_ms)
+    return start, cal.shift_days(start, 7)
+
+
+def count_changes(changes: Sequence[Change]) -> tuple[int, int]:
+    """(reversed, reinstated): decisions that stop counting, and that count now."""
+    reversed_ = sum(1 for c in changes if c.delta < 0)
+    return reversed_, len(changes) - reversed_
+
+
+class Auditor:
+    def __init__(
+        self,
+        ch: ClickHouse,
+        rules_for: RulesLookup,
+        publisher: Publisher,
+        *,
+        events_topic: str,
+        effects_topic: str,
+        effects_partitions: int,
+        leader_depth: int,
+        interval_s: float,
+        leads: Callable[[], bool],
+        blocking: Blocking | None = None,
+    ) -> None:
+        self.ch = ch
+        self.rules_for = rules_for
+        self.publisher = publisher
+        self.events_topic = events_topic
+        self.effects_topic = effects_topic
+        self.effects_partitions = effects_partitions
+        self.leader_depth = leader_depth
+        self.interval_s = interval_s
+        self.leads = leads
+        self.blocking = blocking or Blocking("kudos-audit")
+
+    async def tick(self) -> None:
+        """One round; ClickHouse or Kafka being away only postpones it to the next."""
+        if not self.rules_for.any_collusion_audit() or not self.leads():
+            return
+        try:
+            await self.run_once()
+        except TRANSIENT as exc:
+            log.warning("collusion audit postponed: %s: %s", type(exc).__name__, exc)
+
+    async def run_once(self) -> None:
+        run = self.blocking.run
+        for audit in await run(sql.open_audits, self.ch):
+            await self._finish(audit)
+        mark = await run(sql.watermark, self.ch, self.events_topic)
+        if mark is None:
+            return
+        metrics.AUDIT_WATERMARK.set(mark / 1000)
+        for _ in range(MAX_WEEKS_PER_TICK):
+            due = await self._due(mark)
+            if not due:
+                return
+            org, start, end = due
+            await self._decide(org, start, end)
+
+    async def _due(self, mark: int) -> tuple[str, int, int] | None:
+        """The earliest closed, unaudited org week with counted thanks, if any."""
+        done = await self.blocking.run(sql.audited_through, self.ch)
+        first = await self.blocking.run(sql.next_thanks, self.ch, done, mark)
+        closed = []
+        for org, at in first.items():
+            rules = self.rules_for(org)
+            if rules.collusion_min_each <= 0:
+                continue
+            start, end = week_bounds(self.rules_for, org, at)
+            if end + rules.grace_ms <= mark:
+                closed.append((start, org, end))
+        if not closed:
+            return None
+        start, org, end = min(closed)
+        return org, start, end
+
+    async def _decide(self, org: str, start: int, end: int) -> None:
+        run = self.blocking.run
+        rules = self.rules_for(org)
+        decisions = await run(sql.week_decisions, self.ch, org, start, end)
+        changes = audit_week(decisions, rules)
+        groups = collusive_groups(decisions, rules)
+        lost = sorted(
+            {(c.decision.actor_id, c.decision.recipient_id) for c in changes if c.delta < 0}
+        )
+        elsewhere = await run(sql.counted_elsewhere, self.ch, org, start, end, lost)
+        drops = thanker_drops(decisions, changes, rules, elsewhere)
+        await run(sql.write_reversals, self.ch, org, start, changes, drops, rules)
+        reversed_, reinstated = count_changes(changes)
+        await run(
+            sql.write_step,
+            self.ch,
+            org,
+            start,
+            end,
+            sql.DECIDED,
+            -1,
+            (reversed_, reinstated, len(groups)),
+        )
+        metrics.AUDITS.inc()
+        metrics.COLLUSIVE_GROUPS.inc(len(groups))
+        for c in changes:
+            if c.delta < 0:
+                metrics.REVERSALS.labels(c.rule).inc()
+            else:
+                metrics.REINSTATEMENTS.inc()
+        log.info(
+            "audited org %s week %d: %d collusive groups, %d reversed, %d reinstated",
+            org,
+            start,
+            len(groups),
+            reversed_,
+            reinstated,
+        )
+        if changes:
+            await self._send(org, start, range(self.effects_partitions))
+        else:
+            await run(sql.write_step, self.ch, org, start, end, sql.DONE)
+
+    async def _send(self, org: str, start: int, partitions: Sequence[int] | range) -> None:
+        control = encode_control(Control("audit", org, at_ms=start))
+        await publish(
+            self.publisher, self.effects_topic, [(None, control, p, []) for p in partitions]
+        )
+
+    async def _finish(self, audit: sql.OpenAudit) -> None:
+        """Rebuild the boards once every partition applied the audit; resend it to the
+        partitions that have not, if it is taking long (its message may have been lost with
+        a worker that died between storing and sending it)."""
+        missing = [p for p in range(self.effects_partitions) if p not in audit.applied]
+        if missing:
+            if time.time() * 1000 - audit.decided_at_ms > 2 * self.interval_s * 1000:
+                await self._send(audit.org_id, audit.week_start, missing)
+            return
+        await self.blocking.run(
+            rebuild_org_boards, self.ch, audit.org_id, self.leader_depth, LEADER_COLUMNS
+        )
+        reset = encode_control(Control("reset_boards", audit.org_id))
+        await publish(
+            self.publisher,
+            self.effects_topic,
+            [(None, reset, p, []) for p in range(self.effects_partitions)],
+        )
+        await self.blocking.run(
+            sql.write_step, self.ch, audit.org_id, audit.week_start, audit.week_end, sql.DONE
+        )
