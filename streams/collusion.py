@@ -40,7 +40,7 @@ never been given. For every member of a collusive group, all their thanks of the
 were counted, `pair_daily_cap` or `giver_budget` -- except those to people they colluded
 with -- are decided again, per input partition (deciding state is per partition), from an
 empty state, in offset order (within one event: the recipients that were counted first,
-then by recipient id), with the deciding stage's own rule (`rules._target_reason`): pair
+then by recipient id), with the deciding stage's own rule (`rules.target_reason`): pair
 cap per (giver, recipient, org day), then the giver's daily and weekly budgets. Caps and
 budgets never reach outside one org week (a day lies within its week), so the week's
 decisions are the whole state they need. Only a change between counted and not counted is
@@ -59,7 +59,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from schemas.event import CollaborationEvent, EventType, Visibility
-from streams.rules import PartitionState, Reason, RuleConfig, _target_reason
+from streams.rules import PartitionState, Reason, RuleConfig, target_reason
 
 # Reasons the recap re-decides: the outcomes of the pair cap and giver budget checks.
 _RECAP_REASONS = frozenset({Reason.COUNTED, Reason.PAIR_DAILY_CAP, Reason.GIVER_BUDGET})
@@ -229,7 +229,7 @@ def recap_changes(
         )
         state = PartitionState()
         for d in rows:
-            now = _target_reason(_as_event(d), d.recipient_id, state, rules)
+            now = target_reason(_as_event(d), d.recipient_id, state, rules)
             if (now is Reason.COUNTED) != d.counted:
                 out.append(Change(d, now, "recap", ()))
     out.sort(key=lambda c: c.decision.key)

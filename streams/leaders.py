@@ -17,10 +17,14 @@ written with its exact score. The boards need no state of their own to be correc
 dropping one (rebalance, memory bound) and loading it again from `leader_rows` gives a
 threshold that is just as valid, because the facts it rests on are facts about the table.
 
-What would break it: a score that decreases (issue 6's reversals, not built yet) or a
-stored row that is deleted. `kudos forget` deletes rows, so it rebuilds the org's boards
-from score_state (sinks/erase.rebuild_org_boards) and has every worker drop its boards of
-the org and rewrite its keys' leader rows (control `reset_boards`, streams/pipeline.py).
+What would break it: a score that decreases or a stored row that is deleted. `kudos
+forget` deletes rows, so it rebuilds the org's boards from score_state
+(sinks/erase.rebuild_org_boards) and has every worker drop its boards of the org and
+rewrite its keys' leader rows (control `reset_boards`, streams/pipeline.py). A collusion
+audit lowers scores: every key it changes gets its leader row rewritten at once (a lower
+score is never left standing on a board), and once every partition has applied the audit
+the org's boards are rebuilt the same way (streams/audit.py); until then a board may miss
+someone who rose into its top-N because others fell.
 """
 
 from __future__ import annotations

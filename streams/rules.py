@@ -339,15 +339,18 @@ def decide_event(
     for target in targets(event):
         why = reason
         if why is None:
-            why = _target_reason(event, target, state, rules)
+            why = target_reason(event, target, state, rules)
         out.append(Decision(record, target, why, stream_time, rules.version))
     state.next_offset = max(state.next_offset, record.offset + 1)
     return out
 
 
-def _target_reason(
+def target_reason(
     event: CollaborationEvent, target: str, state: PartitionState, rules: RuleConfig
 ) -> Reason:
+    """The per-recipient checks of an accepted event (self, pair cap, giver budget); a
+    counted THANKS updates the pair and budget counts. Also used by the collusion audit to
+    re-decide caps (streams/collusion.py)."""
     if event.event_type is EventType.SHARE:
         return Reason.COUNTED
     if is_self(event, target):

@@ -18,29 +18,36 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 from prometheus_client import REGISTRY
 
 from schemas.codec import default_codec
 from sinks.clickhouse import ClickHouse
 from sinks.store import RecognitionStore
 from streams.audit import Auditor
+from streams.broker import ensure_topics
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
 from streams.rules import RuleConfig, RulesLookup
 from streams.windows import DAY_MS, HOUR_MS, WINDOWS, week_start, window_start
 from tests.e2e import scenario
 from tests.e2e.test_explain_replay import PARTITIONS, MemoryPublisher
+from tests.e2e.worker import WorkerProcess
+from tests.services.tansu import start_tansu
 
 pytestmark = [pytest.mark.clickhouse, pytest.mark.e2e]
 
 ORG = "cx"
 DEPTH = 3
+TOPICS = ["collab.events", "collab.events.dlq", "recognition.badges", "kudos.effects"]
 CAP, BUDGET, MIN_EACH, RATIO = 3, 4, 3, 3.0
 RULES = RuleConfig(
     version=2,
@@ -412,6 +419,92 @@ def test_collusion_reversed_and_caps_recomputed(ch: ClickHouse) -> None:
         assert {str(s): int(n) for s, n in steps} == {"applied": 1, "decided": 2, "done": 2}
     finally:
         pipe.blocking.shutdown()
+
+
+@pytest.mark.kafka
+def test_collusion_audit_in_a_real_worker(tmp_path: Path) -> None:
+    """The same events through Tansu and a real `kudos worker` (chdb): its timer audits the
+    closed weeks, and /api/leaderboard (both read paths) and /metrics show the result."""
+    now = int(time.time() * 1000)
+    events = plan(now)
+    want = model(events, now)
+    at = events[0]["occurred_at"]
+    config = tmp_path / "kudos.toml"
+    config.write_text(
+        f"""[org_rules.{ORG}]
+version = 2
+grace_ms = {DAY_MS}
+pair_daily_cap = {CAP}
+giver_daily_budget = {BUDGET}
+collusion_min_each = {MIN_EACH}
+collusion_ratio = {RATIO}
+"""
+    )
+    broker = start_tansu(tmp_path)
+    try:
+        ensure_topics(broker.bootstrap, TOPICS, partitions=PARTITIONS)
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        for e in events:  # keyed by actor, on the partition the model assumes
+            producer.send(
+                "collab.events",
+                key=e["actor_id"].encode(),
+                value=json.dumps(e).encode(),
+                partition=partition_of(e["actor_id"]),
+            )
+        producer.flush()
+        producer.close()
+        worker = WorkerProcess(
+            broker.bootstrap,
+            f"chdb://{tmp_path / 'chdb'}",
+            tmp_path / "w.log",
+            KUDOS_CONFIG=str(config),
+            KUDOS_AUDIT_INTERVAL_S="1",
+            KUDOS_LEADER_DEPTH=str(DEPTH),
+        )
+        worker.start()
+        try:
+            worker.wait_ready()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at / 1000))
+            deadline = time.monotonic() + 90
+            got: dict[tuple[str, int], dict[str, tuple[int, ...]]] = {}
+            expected = {
+                (w, n): want[w] if n > DEPTH else top(want[w], n)
+                for w in WINDOWS
+                for n in (100, DEPTH)
+            }
+            while time.monotonic() < deadline:
+                for window, n in expected:
+                    _, body = worker.get(
+                        f"/api/leaderboard?org={ORG}&window={window}&at={stamp}&top={n}"
+                    )
+                    got[(window, n)] = {
+                        e["user_id"]: (
+                            e["score"],
+                            e["shares"],
+                            e["thanks_given"],
+                            e["thanks_received"],
+                            e["distinct_thankers"],
+                        )
+                        for e in body.get("entries", [])
+                    }
+                if got == expected:
+                    break
+                time.sleep(1)
+            assert got == expected, worker.log_tail()
+            _, text = worker.get("/metrics")
+            assert 'kudos_reversals_total{rule="reciprocal"} 6.0' in text
+            assert 'kudos_reversals_total{rule="clique"} 18.0' in text
+            assert "kudos_reinstatements_total 1.0" in text
+            assert "kudos_audits_total 2.0" in text
+            # Explain sums to the board after the audit, reversed points included.
+            for user in ("m1", "g2", "c1"):
+                _, body = worker.get(f"/api/users/{user}/explain?org={ORG}&window=week&at={stamp}")
+                assert body["score"] == want["week"][user][0], user
+                assert sum(e["points"] for e in body["entries"]) == body["score"], user
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
+    finally:
+        broker.stop()
 
 
 def _watermark(ch: ClickHouse) -> int | None:

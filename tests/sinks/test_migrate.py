@@ -101,6 +101,8 @@ def test_apply_on_an_empty_server_creates_everything_in_order(
         "directory",
         "replay_scores",
         "erasures",
+        "reversals",
+        "audits",
     }
     # The tables survive a second run untouched (IF NOT EXISTS + tracking).
     ch.insert("kudos.thankers", ["org_id", "user_id"], [("o", "u")])
