@@ -59,18 +59,29 @@ _AUDITED_REASONS: Final = (
 
 
 def watermark(ch: ClickHouse, events_topic: str) -> int | None:
-    """The event time every events partition with a stored decision has passed.
+    """The event time every events partition with a stored stream time has passed.
 
-    A partition's stream time only grows, and its stored decisions are a prefix of its
-    offsets: once it passes an org week's end plus grace, every later event of that week
-    there is refused as late, so the week's counted thanks are all stored."""
+    A partition's stream time only grows, and the deciding stage stores it only after the
+    decisions that reached it (kudos.stream_times): once it passes an org week's end plus
+    grace, every later event of that week there is refused as late, so the week's counted
+    thanks are all stored."""
     rows = ch.query(
-        "SELECT src_partition, max(stream_time_ms) FROM kudos.decisions "
+        "SELECT src_partition, max(stream_time_ms) FROM kudos.stream_times "
         "WHERE src_topic = %(t)s GROUP BY src_partition",
         {"t": events_topic},
     )
     times = [int(r[1]) for r in rows]
     return min(times) if times else None
+
+
+def write_stream_times(ch: ClickHouse, rows: Sequence[tuple[str, int, int]]) -> int:
+    """(topic, partition, stream time ms) of partitions whose decisions are stored."""
+    at = now_utc()
+    return ch.insert(
+        "kudos.stream_times",
+        ("src_topic", "src_partition", "stream_time_ms", "at"),
+        [(t, p, ms, at) for t, p, ms in rows],
+    )
 
 
 def audited_through(ch: ClickHouse) -> dict[str, int]:

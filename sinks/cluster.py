@@ -64,6 +64,7 @@ SHARDING_KEYS: Final[Mapping[str, str]] = {
     "directory": "cityHash64(org_id, user_id)",
     "reversals": "src_partition",
     "audits": "cityHash64(org_id)",
+    "stream_times": "src_partition",
 }
 
 _CLUSTER_NAME: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

@@ -42,6 +42,11 @@ from streams.transport import Control, encode_control
 log = logging.getLogger(__name__)
 # Org weeks decided per tick at most: a backlog is worked off over several ticks.
 MAX_WEEKS_PER_TICK = 20
+# Finding the next org week scans the counted thanks of kudos.decisions. When none is due,
+# the auditor knows the watermark the earliest candidate needs and does not look again
+# before it is reached, or this long (a new org, or one with a shorter grace, may close a
+# week earlier: it is audited at most this much later).
+QUIET_S = 600.0
 
 
 def week_bounds(rules_for: RulesLookup, org: str, at_ms: int) -> tuple[int, int]:
@@ -82,6 +87,8 @@ class Auditor:
         self.interval_s = interval_s
         self.leads = leads
         self.blocking = blocking or Blocking("kudos-audit")
+        # (watermark, monotonic deadline): nothing is due before either is reached.
+        self.quiet: tuple[float, float] | None = None
 
     async def tick(self) -> None:
         """One round; ClickHouse or Kafka being away only postpones it to the next."""
@@ -100,31 +107,37 @@ class Auditor:
         if mark is None:
             return
         metrics.AUDIT_WATERMARK.set(mark / 1000)
+        if self.quiet is not None and mark < self.quiet[0] and time.monotonic() < self.quiet[1]:
+            return
+        self.quiet = None
         for _ in range(MAX_WEEKS_PER_TICK):
-            due = await self._due(mark)
+            due = await self.next_due(mark)
             if not due:
                 return
             org, start, end = due
-            await self._decide(org, start, end)
+            await self.decide_week(org, start, end)
 
-    async def _due(self, mark: int) -> tuple[str, int, int] | None:
+    async def next_due(self, mark: int) -> tuple[str, int, int] | None:
         """The earliest closed, unaudited org week with counted thanks, if any."""
         done = await self.blocking.run(sql.audited_through, self.ch)
         first = await self.blocking.run(sql.next_thanks, self.ch, done, mark)
         closed = []
+        closes = float("inf")
         for org, at in first.items():
             rules = self.rules_for(org)
             if rules.collusion_min_each <= 0:
                 continue
             start, end = week_bounds(self.rules_for, org, at)
+            closes = min(closes, end + rules.grace_ms)
             if end + rules.grace_ms <= mark:
                 closed.append((start, org, end))
         if not closed:
+            self.quiet = (closes, time.monotonic() + QUIET_S)
             return None
         start, org, end = min(closed)
         return org, start, end
 
-    async def _decide(self, org: str, start: int, end: int) -> None:
+    async def decide_week(self, org: str, start: int, end: int) -> None:
         run = self.blocking.run
         rules = self.rules_for(org)
         decisions = await run(sql.week_decisions, self.ch, org, start, end)

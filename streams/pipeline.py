@@ -59,6 +59,7 @@ from streams.transport import (
     is_control,
     route_effects,
 )
+from streams.windows import HOUR_MS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -309,11 +310,32 @@ class DecideStage:
         self.clock = clock
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.chain = FlushChain()
+        # The hour of stream time last stored per partition for the collusion audit.
+        self.reported_hours: dict[tuple[str, int], int] = {}
 
     def forget(self, partitions: Sequence[tuple[str, int]]) -> None:
         """Drop state of partitions this worker no longer owns; it reloads if they return."""
         for tp in partitions:
             self.states.pop(tp, None)
+            self.reported_hours.pop(tp, None)
+
+    def stream_times_to_report(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> list[tuple[str, int, int]]:
+        """Stream times that entered a new hour, for kudos.stream_times (streams/audit.py);
+        none unless some org's rules enable the collusion audit."""
+        if not self.rules_for.any_collusion_audit():
+            return []
+        out = []
+        for tp in partitions:
+            state = self.states.get(tp)
+            if state is None or state.stream_time_ms is None:
+                continue
+            hour = state.stream_time_ms // HOUR_MS
+            if hour > self.reported_hours.get(tp, -1):
+                self.reported_hours[tp] = hour
+                out.append((tp[0], tp[1], state.stream_time_ms))
+        return out
 
     async def _state(self, topic: str, partition: int) -> PartitionState:
         state = self.states.get((topic, partition))
@@ -382,6 +404,7 @@ class DecideStage:
             state.prune(self.rules_for.max_grace_ms())
             if state.stream_time_ms is not None:
                 metrics.STREAM_TIME.labels(str(partition)).set(state.stream_time_ms / 1000)
+        stream_times = self.stream_times_to_report(by_tp)
         self.breaker.record(len(messages), len(undecodable))
         metrics.BAD_INPUT_RATIO.set(self.breaker.ratio)
         effects: list[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]] = [
@@ -401,6 +424,10 @@ class DecideStage:
                 )
                 metrics.INSERT_BATCHES.labels("decisions").inc()
                 metrics.INSERT_ROWS.labels("decisions").inc(len(decisions) + len(undecodable))
+            if stream_times:  # after the decisions that reached them
+                await self.blocking.retrying(
+                    "stream_times", audit_sql.write_stream_times, self.store.ch, stream_times
+                )
             counted = 0
             refused: dict[str, int] = {}
             for d in decisions:

@@ -352,9 +352,9 @@ def test_collusion_reversed_and_caps_recomputed(ch: ClickHouse) -> None:
         # the worker dies before sending anything.
         done = await pipe.blocking.run(pipe.store.ch.query, "SELECT count() FROM kudos.audits")
         assert int(done[0][0]) == 0
-        due = await pipe.auditor._due(await pipe.blocking.run(_watermark, ch))
+        due = await pipe.auditor.next_due(await pipe.blocking.run(_watermark, ch))
         assert due is not None and due[0] == ORG
-        await pipe.auditor._decide(*due)
+        await pipe.auditor.decide_week(*due)
         pipe.publisher.sent["kudos.effects"] = pipe.publisher.sent["kudos.effects"][
             : pipe.delivered
         ]

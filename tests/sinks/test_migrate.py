@@ -103,6 +103,7 @@ def test_apply_on_an_empty_server_creates_everything_in_order(
         "erasures",
         "reversals",
         "audits",
+        "stream_times",
     }
     # The tables survive a second run untouched (IF NOT EXISTS + tracking).
     ch.insert("kudos.thankers", ["org_id", "user_id"], [("o", "u")])
