@@ -1,9 +1,19 @@
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.event import EventType
 from streams.rules import Effect, Metric, RulesLookup
-from streams.scorebook import Applied, Badge, ScoreBook, apply_effects, keys_needed
+from streams.scorebook import (
+    Adjustment,
+    Applied,
+    Badge,
+    ScoreBook,
+    apply_adjustments,
+    apply_effects,
+    keys_needed,
+)
 from streams.windows import DAY_MS, week_start
 from tests.streams.factories import event, ms
 from tests.streams.reference import run_pure
@@ -214,3 +224,55 @@ def test_decayed_score_follows_the_orgs_weights_and_half_life() -> None:
     before = (acme.decay, acme.decay_at)
     apply_effects(effects[:1], book, rules, Applied())
     assert (acme.decay, acme.decay_at) == before
+
+
+def _thanks(actor: str, recipient: str, at: int, offset: int) -> list[Effect]:
+    return [
+        Effect("acme", recipient, Metric.THANKS_RECEIVED, actor, at, 0, offset),
+        Effect("acme", actor, Metric.THANKS_GIVEN, actor, at, 0, offset),
+    ]
+
+
+def _adjust(actor: str, recipient: str, at: int, delta: int, drop: frozenset[str]) -> list[Any]:
+    return [
+        Adjustment("acme", recipient, Metric.THANKS_RECEIVED, actor, at, delta, drop),
+        Adjustment("acme", actor, Metric.THANKS_GIVEN, actor, at, delta),
+    ]
+
+
+def _state(book: ScoreBook) -> dict[Any, tuple[Any, ...]]:
+    return {
+        k: (t.shares, t.thanks_given, t.thanks_received, sorted(t.thankers), round(t.decay, 9))
+        for k, t in book.totals.items()
+    }
+
+
+def test_an_audit_takes_points_back_once_and_gives_refused_ones() -> None:
+    """Reversing m->b (three times) and reinstating m->g equals applying only what counts
+    after the audit; applying the audit again changes nothing."""
+    at = ms("2026-11-23T10:00:00")
+    audited = ScoreBook()
+    for i in range(3):
+        apply_effects(_thanks("m", "b", at + i, i), audited, RULES, Applied())
+    apply_effects(_thanks("m", "c", at + 3, 3), audited, RULES, Applied())
+    drop = frozenset({"hour", "day", "week", "all"})
+    adjustments = [a for i in range(3) for a in _adjust("m", "b", at + i, -1, drop)]
+    adjustments += _adjust("m", "g", at + 4, +1, frozenset())
+    applied = Applied()
+    apply_adjustments(adjustments, week_start(at), audited, RULES, applied)
+    assert sorted(t for _, t in applied.dropped_thankers) == ["m"] * 4  # b's four windows
+    assert sorted(t for _, t in applied.new_thankers) == ["m"] * 4  # g's four windows
+
+    plain = ScoreBook()
+    apply_effects(_thanks("m", "c", at + 3, 3), plain, RULES, Applied())
+    apply_effects(_thanks("m", "g", at + 4, 4), plain, RULES, Applied())
+    got = {k: v for k, v in _state(audited).items() if k[3] != "b"}
+    assert got == _state(plain)
+    assert all(
+        v[:4] == (0, 0, 0, []) and v[4] == 0 for k, v in _state(audited).items() if k[3] == "b"
+    )
+
+    again = Applied()
+    before = _state(audited)
+    apply_adjustments(adjustments, week_start(at), audited, RULES, again)
+    assert _state(audited) == before and not again.dirty
