@@ -28,6 +28,7 @@ from typing import Any, Final, Literal
 
 from schemas.directory import DirectoryRecord
 from sinks.clickhouse import ClickHouse
+from sinks.history import REVERSAL_KEY, REVERSALS, counted_after_audit
 
 DIRECTORY_COLUMNS: Final = (
     "org_id",
@@ -74,6 +75,24 @@ OPTED_OUT_SQL: Final = (
     "GROUP BY user_id) WHERE dir_opted_out = 1"
 )
 _VISIBLE: Final = "dir_deleted = 0 AND dir_opted_out = 0"
+# THANKS decisions of org %(org)s in [%(start)s, %(end)s) with `e_counted`: whether each
+# counts after the collusion audit (sinks/history.py). Copies of a decision (a retried
+# insert) stay: readers count distinct event ids.
+_THANKS_WHERE: Final = (
+    "org_id = %(org)s AND occurred_at_ms >= %(start)s AND occurred_at_ms < %(end)s"
+)
+_AUDITED_THANKS: Final = (
+    "SELECT event_id, actor_id, recipient_id, "
+    + counted_after_audit("counted")
+    + " AS e_counted FROM (SELECT org_id, event_id, actor_id, recipient_id, src_topic, "
+    "src_partition, src_offset, counted FROM kudos.decisions WHERE "
+    + _THANKS_WHERE
+    + " AND event_type = 'THANKS') AS decided ANY LEFT JOIN ("
+    + REVERSALS.format(where=_THANKS_WHERE)
+    + ") AS reversed USING ("
+    + REVERSAL_KEY
+    + ")"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +281,8 @@ class DirectoryStore:
         """Counted THANKS in [start_ms, end_ms) between visible people of two different
         known teams, per team: given across and received across. Teams below
         `team_min_size` visible members are not listed (their thanks still count on the
-        other side). Ordered by given + received, then team."""
+        other side). Ordered by given + received, then team. Thanks count as the collusion
+        audit left them (kudos.reversals): reversed ones do not, reinstated ones do."""
         visible_team = f"{_VISIBLE} AND dir_team != ''"
         # ANY LEFT JOIN, then '' for "no visible team": one right row per left row on both
         # engines (current ClickHouse's ANY INNER JOIN also keeps one left row per key).
@@ -270,9 +290,8 @@ class DirectoryStore:
             "SELECT a_team, r_team, sum(n) FROM "
             "(SELECT a_team, user_id, n FROM "
             "(SELECT actor_id, recipient_id AS user_id, n FROM "
-            "(SELECT actor_id, recipient_id, uniqExact(event_id) AS n FROM kudos.decisions "
-            "WHERE org_id = %(org)s AND event_type = 'THANKS' AND counted = 1 "
-            "AND occurred_at_ms >= %(start)s AND occurred_at_ms < %(end)s "
+            "(SELECT actor_id, recipient_id, uniqExact(event_id) AS n FROM "
+            f"({_AUDITED_THANKS}) WHERE e_counted = 1 "
             "GROUP BY actor_id, recipient_id)) AS pairs "
             "ANY LEFT JOIN "
             f"(SELECT user_id AS actor_id, dir_team AS a_team FROM ({current_sql()}) "
@@ -299,7 +318,9 @@ class DirectoryStore:
         return entries
 
     def balance(self, org: str, window: str, start_ms: int, user: str) -> Balance | None:
-        """Thanks given and received in the window; None for an opted-out user."""
+        """Thanks given and received in the window; None for an opted-out user. Read from
+        kudos.score_state, the leaderboard's totals, which hold the collusion audit's
+        reversals once the aggregating stage has applied them."""
         person = people(self.ch, org, [user]).get(user)
         if person is not None and person.opted_out:
             return None

@@ -16,7 +16,11 @@ What goes, table by table:
   derived from the id); their own SHARE points are marked `erased`. Thanks and reactions
   they gave keep counting for the people who received them, whose scores do not change;
 * thanker sets of other people that name them: the token instead, so others' distinct
-  thanker counts stay what they were.
+  thanker counts stay what they were;
+* the collusion audit's reversals (kudos.reversals): those of decisions they received go
+  with those decisions (recipient_id is in the sorting key, and the placeholders count for
+  nobody); where they acted, the actor becomes the token, as in their decisions; every
+  mention of them in a group's members becomes the token too. kudos.audits names nobody.
 
 Not here, and documented: the input topics keep their events until retention removes them
 (Kafka cannot delete a record), and recognition.badges keeps the badge messages sent.
@@ -52,7 +56,7 @@ def _cluster_of(ch: ClickHouse, table: str) -> str | None:
     return full[full.index("(") + 1 :].split(",")[0].strip().strip("'")
 
 
-def _mutate(ch: ClickHouse, table: str, action: str, params: dict[str, Any]) -> None:
+def mutate(ch: ClickHouse, table: str, action: str, params: dict[str, Any]) -> None:
     """`ALTER TABLE ... DELETE/UPDATE` on the table that holds the data, and wait for it."""
     cluster = _cluster_of(ch, table)
     if cluster is None:
@@ -112,7 +116,7 @@ def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, i
             continue
         n = count(table, mine)
         if n:
-            _mutate(ch, table, f"DELETE WHERE {mine}", p)
+            mutate(ch, table, f"DELETE WHERE {mine}", p)
         touched[table] = n
 
     # Thanker sets: their own go; in other people's sets they become the token.
@@ -126,7 +130,7 @@ def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, i
             p,
         )
     if n_own or n_named:
-        _mutate(ch, "thankers", f"DELETE WHERE {mine} OR ({theirs})", p)
+        mutate(ch, "thankers", f"DELETE WHERE {mine} OR ({theirs})", p)
     touched["thankers"] = n_own + n_named
 
     # Decisions: placeholders for what they received, the token for what they gave.
@@ -146,9 +150,9 @@ def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, i
             f"FROM {DATABASE}.decisions WHERE {received}",
             p,
         )
-        _mutate(ch, "decisions", f"DELETE WHERE {received}", p)
+        mutate(ch, "decisions", f"DELETE WHERE {received}", p)
     if n_acted:
-        _mutate(
+        mutate(
             ch,
             "decisions",
             "UPDATE actor_id = %(token)s, counted = if(recipient_id = '', 0, counted), "
@@ -157,6 +161,24 @@ def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, i
             p,
         )
     touched["decisions"] = n_received + n_acted
+
+    # Reversals: what they received goes; the token where they acted or were in a group.
+    if _has_table(ch, "reversals"):
+        named = "org_id = %(org)s AND (actor_id = %(user)s OR has(group_members, %(user)s))"
+        n_received = count("reversals", received)
+        if n_received:
+            mutate(ch, "reversals", f"DELETE WHERE {received}", p)
+        n_named = count("reversals", named)
+        if n_named:
+            mutate(
+                ch,
+                "reversals",
+                "UPDATE actor_id = if(actor_id = %(user)s, %(token)s, actor_id), "
+                "group_members = arrayMap(m -> if(m = %(user)s, %(token)s, m), group_members) "
+                f"WHERE {named}",
+                p,
+            )
+        touched["reversals"] = n_received + n_named
     return touched
 
 

@@ -7,6 +7,14 @@ by the table's dedup key (org, event, recipient, source position) and takes the 
 copy's values (`argMax(..., decided_at)`): exact before and after merges, on ClickHouse
 18.16 and on chdb 26.x alike, without relying on FINAL's cross-partition behaviour.
 
+The weekly collusion audit (streams/collusion.py) changes decisions after the fact: each
+change is one row of `kudos.reversals` (migration 0017) naming the decision by its lineage
+(src_topic, src_partition, src_offset, recipient_id) and saying what it is now. The explain
+reads join those in (`REVERSALS` below), so a decision shows what the aggregating stage
+counted for it; `replay_rows` does not: a replay re-decides events from what the deciding
+stage stored. Reversal rows are deduplicated the same way, by the decision they reference,
+newest `audited_at` first.
+
 Nothing here writes to the tables the workers own; `write_replay_scores` writes only
 `kudos.replay_scores`.
 """
@@ -14,7 +22,7 @@ Nothing here writes to the tables the workers own; `write_replay_scores` writes 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from sinks.clickhouse import ClickHouse
@@ -37,6 +45,58 @@ _DEDUPED: Final = (
 _ROW_COLUMNS: Final = (
     "org_id, event_id, d_type, d_actor, recipient_id, d_counted, d_reason, d_version, d_at, "
     "d_visibility, d_channel, d_source, src_topic, src_partition, src_offset, d_decided"
+)
+
+# What the collusion audit made of each decision it changed (kudos.reversals, migration
+# 0017): one row per referenced decision (`REVERSAL_KEY`), whichever of its copies -- a
+# re-run audit stores the same rows again -- was audited last. `r_copies` is 0 on the
+# right side of a LEFT JOIN that found nothing (ClickHouse fills defaults, join_use_nulls
+# is off on both engines), so `r_copies > 0` tells a changed decision. `{where}` may use
+# org_id, actor_id, recipient_id and occurred_at_ms, which the row copies from its decision.
+# Group members are reduced to their number: readers never show who else was in a group.
+REVERSAL_KEY: Final = "org_id, src_topic, src_partition, src_offset, recipient_id"
+REVERSALS: Final = (
+    "SELECT " + REVERSAL_KEY + ", count() AS r_copies, "
+    "argMax(`now`, audited_at) AS r_now, argMax(was, audited_at) AS r_was, "
+    "argMax(delta, audited_at) AS r_delta, argMax(rule, audited_at) AS r_rule, "
+    "argMax(rule_version, audited_at) AS r_version, "
+    "argMax(length(group_members), audited_at) AS r_group "
+    "FROM kudos.reversals WHERE {where} GROUP BY " + REVERSAL_KEY
+)
+
+
+def counted_after_audit(counted: str) -> str:
+    """SQL: whether a decision counts once its reversal (joined from `REVERSALS`) is
+    applied: delta +1 counts, -1 does not, anything else (or no reversal) keeps `counted`."""
+    return f"if(r_copies > 0 AND r_delta != 0, r_delta > 0, {counted})"
+
+
+def reason_after_audit(reason: str) -> str:
+    """SQL: a decision's reason once its reversal is applied (the reversal's `now`)."""
+    return f"if(r_copies > 0, r_now, {reason})"
+
+
+# Deduplicated decisions with their reversals applied: `e_counted`, `e_reason`, and the
+# reversal's r_* columns (r_copies = 0 when the audit did not change the decision).
+_AUDITED_COLUMNS: Final = (
+    "org_id, event_id, d_type, d_actor, recipient_id, e_counted, e_reason, d_version, d_at, "
+    "d_visibility, d_channel, d_source, src_topic, src_partition, src_offset, d_decided, "
+    "r_copies, r_was, r_rule, r_version, r_group, r_delta"
+)
+_AUDITED: Final = (
+    "SELECT org_id, event_id, d_type, d_actor, recipient_id, "
+    + counted_after_audit("d_counted")
+    + " AS e_counted, "
+    + reason_after_audit("d_reason")
+    + " AS e_reason, d_version, d_at, d_visibility, d_channel, d_source, src_topic, "
+    "src_partition, src_offset, d_decided, r_copies, r_was, r_rule, r_version, r_group, "
+    "r_delta FROM ("
+    + _DEDUPED
+    + ") AS decided ANY LEFT JOIN ("
+    + REVERSALS
+    + ") AS reversed USING ("
+    + REVERSAL_KEY
+    + ")"
 )
 # Reasons of rows that hold no event (messages that could not be decoded).
 UNDECODABLE: Final = "undecodable"
@@ -63,8 +123,22 @@ REPLAY_COLUMNS: Final = (
 
 
 @dataclass(frozen=True, slots=True)
+class Audit:
+    """How the collusion audit changed a decision (a kudos.reversals row, without the
+    other members of the group: only how many there were)."""
+
+    was: str  # the reason the deciding stage gave
+    rule: str  # 'reciprocal', 'clique' or 'recap'
+    rule_version: int
+    group_size: int
+    delta: int  # +1: counts now; -1: no longer counts
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionRow:
-    """One stored decision (one event x one target), deduplicated."""
+    """One stored decision (one event x one target), deduplicated. When read with the
+    audit applied (`user_decisions`), `counted` and `reason` are what the decision is now
+    and `audit` says what changed it; `rule_version` stays the deciding stage's."""
 
     org_id: str
     event_id: str
@@ -82,11 +156,14 @@ class DecisionRow:
     src_partition: int
     src_offset: int
     decided_at_ms: int
+    audit: Audit | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionGroup:
-    """How many decisions of one kind touch a user (see `user_decision_groups`)."""
+    """How many decisions of one kind touch a user (see `user_decision_groups`); `reason`
+    is the one after the audit, `reversed` and `reinstated` count the decisions the audit
+    made stop or start counting."""
 
     event_type: str
     reason: str
@@ -94,6 +171,8 @@ class DecisionGroup:
     as_actor: bool
     decisions: int
     distinct_actors: int
+    reversed: int = 0
+    reinstated: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +205,14 @@ def _row(r: Sequence[Any]) -> DecisionRow:
     )
 
 
+def _audited_row(r: Sequence[Any]) -> DecisionRow:
+    """A row of `_AUDITED_COLUMNS`."""
+    base = _row(r[:16])
+    if not int(r[16]):
+        return base
+    return replace(base, audit=Audit(str(r[17]), str(r[18]), int(r[19]), int(r[20]), int(r[21])))
+
+
 def _chunks(items: Sequence[str], size: int = 2000) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -153,30 +240,33 @@ class DecisionHistory:
         self, org: str, user: str, start_ms: int, end_ms: int | None, limit: int
     ) -> list[DecisionRow]:
         """Decisions in [start, end) where `user` is the recipient or the actor, newest
-        first (then by source position), at most `limit` rows."""
+        first (then by source position), at most `limit` rows, as the audit left them."""
         sql = (
-            f"SELECT {_ROW_COLUMNS} FROM ("
-            + _DEDUPED.format(where=self._user_filter(start_ms, end_ms))
+            f"SELECT {_AUDITED_COLUMNS} FROM ("
+            + _AUDITED.format(where=self._user_filter(start_ms, end_ms))
             + ") ORDER BY d_at DESC, src_topic, src_partition, src_offset DESC, recipient_id "
             "LIMIT %(limit)s"
         )
         params = {"org": org, "user": user, "start": start_ms, "end": end_ms, "limit": limit}
-        return [_row(r) for r in self.ch.query(sql, params)]
+        return [_audited_row(r) for r in self.ch.query(sql, params)]
 
     def user_decision_groups(
         self, org: str, user: str, start_ms: int, end_ms: int | None
     ) -> list[DecisionGroup]:
         """Every decision in [start, end) touching `user`, counted per (event type, reason,
-        user is recipient, user is actor), with the distinct actors of each group."""
+        user is recipient, user is actor) as the audit left them, with the distinct actors
+        of each group and how many of them the audit reversed or reinstated."""
         sql = (
-            "SELECT d_type, d_reason, recipient_id = %(user)s AS as_recipient, "
-            "d_actor = %(user)s AS as_actor, count(), uniqExact(d_actor) FROM ("
-            + _DEDUPED.format(where=self._user_filter(start_ms, end_ms))
-            + ") GROUP BY d_type, d_reason, as_recipient, as_actor"
+            "SELECT d_type, e_reason, recipient_id = %(user)s AS as_recipient, "
+            "d_actor = %(user)s AS as_actor, count(), uniqExact(d_actor), "
+            "countIf(r_copies > 0 AND r_delta < 0), countIf(r_copies > 0 AND r_delta > 0) "
+            "FROM ("
+            + _AUDITED.format(where=self._user_filter(start_ms, end_ms))
+            + ") GROUP BY d_type, e_reason, as_recipient, as_actor"
         )
         params = {"org": org, "user": user, "start": start_ms, "end": end_ms}
         return [
-            DecisionGroup(str(r[0]), str(r[1]), bool(r[2]), bool(r[3]), int(r[4]), int(r[5]))
+            DecisionGroup(str(r[0]), str(r[1]), bool(r[2]), bool(r[3]), *(int(n) for n in r[4:8]))
             for r in self.ch.query(sql, params)
         ]
 

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from sinks.clickhouse import ClickHouse
+from sinks.erase import mutate
 from streams.leaders import DEPTH, BoardKey
 from streams.rules import (
     RULE_VERSION,
@@ -348,8 +349,6 @@ class RecognitionStore:
 
     def delete_thankers(self, rows: Sequence[tuple[WindowKey, str]]) -> None:
         """Delete (key, thanker) rows a collusion audit took out, and wait for it."""
-        from sinks.erase import _mutate as mutate  # TODO public after erase.py settles
-
         by_org: dict[str, set[str]] = defaultdict(set)
         for (org, window, start, user), thanker in rows:
             by_org[org].add(f"{user}\x00{thanker}\x00{window}\x00{start // 1000}")

@@ -17,7 +17,17 @@ role, both refused as `self`. Totals and the score are taken over every entry of
 window (not only the listed ones), so `score` equals the sum of every entry's points and
 the user's row of `/api/leaderboard` for the same org, window and `at` -- once the
 aggregating stage has applied what the deciding stage stored (decisions lead scores by
-the pipeline's freshness, about a second).
+the pipeline's freshness, about a second) and what the collusion audit stored (see below).
+
+The weekly collusion audit (streams/collusion.py) changes decisions afterwards, one
+kudos.reversals row each. Such an entry is shown as the audit left it: its new `reason`
+('collusion' for a reversed thank-you; 'counted' for one a giver budget had refused and
+that counts once the colluding thanks are gone), `counted` and `points`, and an `audit`
+object with the audit's `rule` and `rule_version`, the reason it `was` and the
+`group_size` (never who else was in the group). `audit` is null on every other entry;
+`rule_version` stays that of the rules that decided the event. The response's `audit`
+counts the entries the audit reversed and reinstated. Reversals lead the leaderboard until
+the aggregating stages have applied them (kudos.audits, step 'applied').
 
 Pure functions here; the one reading function takes a `DecisionHistory`.
 """
@@ -100,6 +110,7 @@ def entries_of(row: DecisionRow, user: str, rules: RuleConfig) -> list[dict[str,
     """The entries one stored decision gives `user` (none when it does not touch them)."""
     out: list[dict[str, Any]] = []
     counted = row.reason == Reason.COUNTED.value
+    audit = row.audit
     for metric in metrics_for(row.event_type, row.actor_id == user, row.recipient_id == user):
         out.append(
             {
@@ -113,6 +124,14 @@ def entries_of(row: DecisionRow, user: str, rules: RuleConfig) -> list[dict[str,
                 "counted": counted,
                 "reason": row.reason,
                 "rule_version": row.rule_version,
+                "audit": None
+                if audit is None
+                else {
+                    "rule": audit.rule,
+                    "rule_version": audit.rule_version,
+                    "was": audit.was,
+                    "group_size": audit.group_size,
+                },
                 "lineage": {
                     "topic": row.src_topic,
                     "partition": row.src_partition,
@@ -137,11 +156,14 @@ def explain_payload(
     rows) and the per-kind counts of all of them."""
     totals: Counter[Metric] = Counter()
     refused: Counter[str] = Counter()
+    audited: Counter[str] = Counter()
     thankers = 0
     count = 0
     for g in groups:
         for metric in metrics_for(g.event_type, g.as_actor, g.as_recipient):
             count += g.decisions
+            audited["reversed"] += g.reversed
+            audited["reinstated"] += g.reinstated
             if g.reason == Reason.COUNTED.value:
                 totals[metric] += g.decisions
                 if metric is Metric.THANKS_RECEIVED:
@@ -171,6 +193,7 @@ def explain_payload(
         },
         "weights": {m.value: weight(rules, m) for m in METRICS},
         "refused": dict(sorted(refused.items())),
+        "audit": {"reversed": audited["reversed"], "reinstated": audited["reinstated"]},
         "count": count,
         "limit": limit,
         "truncated": len(entries) > limit,

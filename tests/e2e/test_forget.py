@@ -31,6 +31,7 @@ from streams.transport import Control, encode_control, encode_effects
 from streams.windows import WINDOWS
 from tests.e2e import reference, scenario
 from tests.e2e.test_explain_replay import PARTITIONS, MemoryPublisher, run_pipeline
+from tests.sinks.test_history import REVERSAL_COLUMNS
 
 pytestmark = [pytest.mark.clickhouse, pytest.mark.e2e]
 DEPTH = 3
@@ -58,6 +59,34 @@ def mentions(ch: ClickHouse, user: str) -> dict[str, int]:
     return out
 
 
+def add_reversals(ch: ClickHouse, victim: str) -> None:
+    """kudos.reversals rows naming `victim` as recipient, as actor and only as a group
+    member, as a collusion audit would store them (not applied: no audit step is)."""
+    picks = []
+    for where in (
+        "recipient_id = %(u)s AND actor_id != %(u)s",
+        "actor_id = %(u)s AND recipient_id != %(u)s AND recipient_id != ''",
+        "actor_id != %(u)s AND recipient_id != %(u)s AND recipient_id != ''",
+    ):
+        picks.extend(
+            ch.query(
+                "SELECT org_id, event_id, actor_id, recipient_id, src_topic, src_partition, "
+                f"src_offset, occurred_at_ms, reason FROM kudos.decisions WHERE {where} "
+                "AND event_type = 'THANKS' ORDER BY src_partition, src_offset LIMIT 1",
+                {"u": victim},
+            )
+        )
+    assert len(picks) == 3
+    week, audited = datetime(2026, 1, 5), datetime(2026, 1, 12)
+    # pick: org, then event_id, actor, recipient, topic, partition, offset, at, reason (was)
+    tail = ("collusion", -1, "reciprocal")
+    rows = [
+        (org, week, *rest, *tail, [rest[1], rest[2], victim], 1, ["week"], audited)
+        for org, *rest in picks
+    ]
+    ch.insert("kudos.reversals", REVERSAL_COLUMNS, rows + rows[:1])  # a re-run's copy
+
+
 def test_forget_erases_a_person_and_nothing_else(ch: ClickHouse) -> None:
     now = int(time.time() * 1000)
     events = scenario.build("fg", now, seed=5)
@@ -69,8 +98,12 @@ def test_forget_erases_a_person_and_nothing_else(ch: ClickHouse) -> None:
         DIRECTORY_COLUMNS,
         [("fg", victim, "Victim Name", "team-a", "dep", 0, 0, 1, 1, 0, 0, datetime(2026, 1, 1))],
     )
+    add_reversals(ch, victim)
     store = RecognitionStore(ch, leader_depth=DEPTH)
     assert mentions(ch, victim)
+    assert {"reversals.actor_id", "reversals.recipient_id", "reversals.group_members"} <= set(
+        mentions(ch, victim)
+    )
     before_full = boards(store, now, 1000)  # deeper than DEPTH: kudos.scores
     state_before = [
         store.load_partition_state("collab.events", p, RulesLookup()).next_offset

@@ -269,6 +269,73 @@ def test_bridging_counts_counted_thanks_across_visible_teams(ch: ClickHouse) -> 
     assert everything["red"] == expected["red"][0] + 1
 
 
+REVERSAL_COLUMNS = (
+    "org_id",
+    "week_start",
+    "event_id",
+    "actor_id",
+    "recipient_id",
+    "src_partition",
+    "src_offset",
+    "occurred_at_ms",
+    "was",
+    "now",
+    "delta",
+    "rule",
+    "group_members",
+    "rule_version",
+    "audited_at",
+)
+
+
+def _reversal(decision: tuple[Any, ...], now: str, delta: int, org: str = ORG) -> tuple[Any, ...]:
+    """A kudos.reversals row of a `_decision` row (same lineage: partition 0, its offset)."""
+    _org, event, _kind, actor, recipient, _c, was, _when, at, part, offset, _d = decision
+    rule = "reciprocal" if delta < 0 else "recap"
+    return (org, datetime(2026, 11, 23), event, actor, recipient, part, offset, at, was, now,
+            delta, rule, [actor, recipient], 2, datetime(2026, 12, 1))  # fmt: skip
+
+
+def test_bridging_counts_thanks_as_the_collusion_audit_left_them(ch: ClickHouse) -> None:
+    members, _ = _team_setup(ch)
+    at = WEEK + DAY_MS
+    # (actor, recipient, decided counted, audit's delta: -1 reversed, +1 reinstated, 0 none)
+    thanks = [
+        ("red1", "green1", 1, -1),  # reversed: no longer across
+        ("red1", "green1", 1, 0),  # same pair, not reversed: still counts
+        ("green2", "red3", 1, -1),
+        ("green2", "red3", 1, -1),  # both of this pair's thanks reversed
+        ("red2", "green3", 0, 1),  # a budget refused it; counts once reinstated
+        ("green0", "red4", 0, 0),  # refused, not audited
+        ("red0", "green4", 1, 0),
+    ]
+    rows = [_decision(i, a, r, at + i, counted=c) for i, (a, r, c, _) in enumerate(thanks)]
+    reversals = [
+        _reversal(row, "collusion" if delta < 0 else "counted", delta)
+        for row, (*_, delta) in zip(rows, thanks, strict=True)
+        if delta
+    ]
+    # Another org's reversal with the same lineage changes nothing here.
+    reversals.append(_reversal(rows[-1], "collusion", -1, org="other"))
+    ch.insert("kudos.decisions", DECISION_COLUMNS, rows + rows[:3])  # retried inserts
+    ch.insert("kudos.reversals", REVERSAL_COLUMNS, reversals + reversals[:2])  # a re-run
+
+    expected: dict[str, list[int]] = {}
+    for actor, recipient, counted, delta in thanks:
+        if not (delta > 0 or (counted and delta == 0)):
+            continue
+        a, r = members[actor], members[recipient]
+        if a[0] != r[0]:
+            expected.setdefault(a[0], [0, 0])[0] += 1
+            expected.setdefault(r[0], [0, 0])[1] += 1
+    got = DirectoryStore(ch, team_min_size=5).bridging(ORG, WEEK, WEEK + 7 * DAY_MS)
+    assert {e.team: [e.given_across, e.received_across] for e in got if e.team in expected} == (
+        expected
+    )
+    assert expected == {"red": [3, 0], "green": [0, 3]}  # the scenario is what it says
+    assert {e.team for e in got} == {"red", "green"}
+
+
 def test_balance_is_given_minus_received_and_hidden_for_opted_out(ch: ClickHouse) -> None:
     _, totals = _team_setup(ch)
     store = DirectoryStore(ch)

@@ -440,3 +440,80 @@ def test_a_person_is_erased_on_every_shard(hosts: list[ClickHouse]) -> None:
         assert [e.user_id for e in board] == users[::-1][:5]  # victim was not on top
         # Everyone keeps their distinct thankers (the victim became the token).
         assert board[0].distinct_thankers == 2
+
+
+@pytest.mark.clickhouse
+def test_reversals_are_read_and_erased_through_distributed_tables(
+    hosts: list[ClickHouse],
+) -> None:
+    """Explain and bridging join kudos.reversals into kudos.decisions across shards (both
+    sharded by source partition, spread over both shards here); `kudos forget` rewrites
+    the reversals' local tables on every host."""
+    from dataclasses import replace
+
+    from schemas.directory import DirectoryRecord
+    from sinks.directory import DirectoryRow, DirectoryStore
+    from sinks.erase import erase_person
+    from sinks.history import DecisionHistory
+    from streams.explain import explain_user
+    from streams.windows import DAY_MS
+    from tests.sinks import test_history as h
+
+    org = "audited"
+    ds, rs = h.scenario()
+    moved = {d: replace(d, org=org, partition=d.offset % 2) for d in ds if d.org == h.ORG}
+    ds = list(moved.values())
+    rs = [replace(r, d=moved[r.d]) for r in rs if r.d in moved]
+    writer = hosts[0]
+    h.store(writer, ds, rs)
+    teams = {"alice": "t1", "bob": "t2", "carol": "t1", "dave": "t3", "erin": "t3"}
+    DirectoryStore(writer).write(
+        [
+            DirectoryRow(DirectoryRecord(org, user, team=team, updated_at=h.WEEK), 0, i)
+            for i, (user, team) in enumerate(teams.items())
+        ]
+    )
+    counted = {r.d: r.delta > 0 for r in rs}
+    across: dict[str, list[int]] = {}
+    for d in ds:
+        if d.kind != "THANKS" or not h.WEEK <= d.at < h.WEEK + 7 * DAY_MS:
+            continue
+        a, b = teams.get(d.actor), teams.get(d.recipient)
+        if counted.get(d, d.reason == "counted") and a and b and a != b:
+            across.setdefault(a, [0, 0])[0] += 1
+            across.setdefault(b, [0, 0])[1] += 1
+    assert across  # the scenario has thanks across teams after the audit
+    rules = RulesLookup()
+    at = h.WEEK + 2 * DAY_MS
+    for ch in hosts:
+        for user in ("bob", "alice", "carol"):
+            body = explain_user(DecisionHistory(ch), rules, org, user, "week", at)
+            want = h.expected(ds, rs, user, h.WEEK, h.WEEK + 7 * DAY_MS, rules(org), org=org)
+            assert (body["totals"], body["score"], body["refused"], body["audit"]) == (
+                want["totals"],
+                want["score"],
+                want["refused"],
+                want["audit"],
+            ), (ch, user)
+        got = DirectoryStore(ch, team_min_size=1).bridging(org, h.WEEK, h.WEEK + 7 * DAY_MS)
+        assert {e.team: [e.given_across, e.received_across] for e in got if e.team in across} == (
+            across
+        )
+
+    touched = erase_person(writer, org, "alice", "erased:a")
+    assert touched["reversals"] > 0
+    for ch in hosts:
+        rows = ch.query(
+            "SELECT count() FROM kudos.reversals_local WHERE org_id = %(org)s AND "
+            "(actor_id = %(u)s OR recipient_id = %(u)s OR has(group_members, %(u)s))",
+            {"org": org, "u": "alice"},
+        )
+        assert rows == [(0,)]
+    assert {
+        (int(o), str(a))
+        for o, a in writer.query(
+            "SELECT src_offset, actor_id FROM kudos.reversals WHERE org_id = %(org)s "
+            "AND actor_id = 'erased:a'",
+            {"org": org},
+        )
+    } == {(r.d.offset, "erased:a") for r in rs if r.d.actor == "alice" and r.d.recipient != "alice"}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from sinks.history import DecisionGroup, DecisionRow
+from sinks.history import Audit, DecisionGroup, DecisionRow
 from streams.explain import (
     entries_of,
     explain_payload,
@@ -52,6 +54,7 @@ def test_entries_carry_points_reason_version_and_lineage() -> None:
         "counted": True,
         "reason": "counted",
         "rule_version": 1,
+        "audit": None,
         "lineage": {"topic": "collab.events", "partition": 2, "offset": 7},
     }
     (given,) = entries_of(row("THANKS", "alice", "bob", "pair_daily_cap"), "alice", RULES)
@@ -61,6 +64,41 @@ def test_entries_carry_points_reason_version_and_lineage() -> None:
     (share,) = entries_of(row("SHARE", "bob", ""), "bob", RULES)
     assert share["recipient_id"] is None and share["points"] == 2
     assert entries_of(row("REACTION", "bob", "carol"), "bob", RULES) == []
+
+
+def test_an_audited_entry_shows_what_the_audit_made_of_it() -> None:
+    reversed_ = replace(
+        row("THANKS", "alice", "bob", "collusion", offset=3),
+        audit=Audit("counted", "reciprocal", 4, 2, -1),
+    )
+    received, given = (entries_of(reversed_, u, RULES)[0] for u in ("bob", "alice"))
+    for entry in (received, given):
+        assert (entry["reason"], entry["counted"], entry["points"]) == ("collusion", False, 0)
+        assert entry["rule_version"] == 1  # the deciding stage's
+        assert entry["audit"] == {
+            "rule": "reciprocal",
+            "rule_version": 4,
+            "was": "counted",
+            "group_size": 2,
+        }
+    reinstated = replace(
+        row("THANKS", "dave", "bob", offset=4), audit=Audit("giver_budget", "recap", 4, 3, 1)
+    )
+    (entry,) = entries_of(reinstated, "bob", RULES)
+    assert (entry["reason"], entry["counted"], entry["points"]) == ("counted", True, 3)
+    assert entry["audit"]["was"] == "giver_budget"
+    # Totals follow the reasons after the audit; the audit's changes are counted per entry.
+    groups = [
+        DecisionGroup("THANKS", "counted", True, False, 3, 2, 0, 1),
+        DecisionGroup("THANKS", "collusion", True, False, 2, 1, 2, 0),
+        DecisionGroup("THANKS", "collusion", False, True, 1, 1, 1, 0),
+    ]
+    body = explain_payload("acme", "bob", "week", (0, DAY_MS), RULES, [], groups, limit=5)
+    assert body["totals"]["thanks_received"] == 3 and body["totals"]["thanks_given"] == 0
+    assert body["totals"]["distinct_thankers"] == 2
+    assert body["score"] == 3 * 3
+    assert body["refused"] == {"collusion": 3}
+    assert body["audit"] == {"reversed": 3, "reinstated": 1}
 
 
 def test_totals_and_score_count_every_decision_and_the_list_is_bounded() -> None:
