@@ -290,9 +290,10 @@ def open_audits(ch: ClickHouse) -> list[OpenAudit]:
     steps: dict[tuple[str, int], dict[str, Any]] = {}
     for org, week, end, step, part, at in ch.query(
         "SELECT org_id, week_start, week_end_ms, step, part, at FROM kudos.audits "
-        "WHERE org_id IN (SELECT org_id FROM kudos.audits WHERE step = %(d)s) "
+        "WHERE (org_id, week_start) GLOBAL NOT IN "
+        "(SELECT org_id, week_start FROM kudos.audits WHERE step = %(done)s) "
         "ORDER BY org_id, week_start",
-        {"d": DECIDED},
+        {"done": DONE},
     ):
         entry = steps.setdefault(
             (str(org), dt_to_ms(week)),

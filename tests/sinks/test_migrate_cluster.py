@@ -517,3 +517,34 @@ def test_reversals_are_read_and_erased_through_distributed_tables(
             {"org": org},
         )
     } == {(r.d.offset, "erased:a") for r in rs if r.d.actor == "alice" and r.d.recipient != "alice"}
+
+
+@pytest.mark.clickhouse
+def test_collusion_audit_on_a_cluster(hosts: list[ClickHouse]) -> None:
+    """The collusion audit of tests/e2e/test_collusion.py through the Distributed tables:
+    watermark, reversal rows, audit steps, thanker deletions ON CLUSTER, board rebuild;
+    every board (both read paths, read on the other host) equals the independent model."""
+    import asyncio
+    import time
+
+    from tests.e2e import test_collusion as tc
+
+    now = int(time.time() * 1000)
+    events = tc.plan(now)
+    want = tc.model(events, now)
+    pipe = tc.Pipeline(hosts[0])
+
+    async def go() -> None:
+        await pipe.publish(events)
+        await pipe.settle()
+
+    try:
+        asyncio.run(go())
+    finally:
+        pipe.blocking.shutdown()
+    at = events[0]["occurred_at"]
+    reader = RecognitionStore(hosts[1], leader_depth=tc.DEPTH)
+    deep, shallow = tc.boards(reader, at, 1000), tc.boards(reader, at, tc.DEPTH)
+    for window, expected in want.items():
+        assert deep[window] == expected, window
+        assert shallow[window] == tc.top(expected, tc.DEPTH), window
