@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from sinks import audit as sql
 from sinks.clickhouse import ClickHouse
@@ -101,8 +101,10 @@ class Auditor:
 
     async def run_once(self) -> None:
         run = self.blocking.run
+        busy: set[str] = set()
         for audit in await run(sql.open_audits, self.ch):
-            await self._finish(audit)
+            if not await self._finish(audit):
+                busy.add(audit.org_id)
         mark = await run(sql.watermark, self.ch, self.events_topic)
         if mark is None:
             return
@@ -111,33 +113,38 @@ class Auditor:
             return
         self.quiet = None
         for _ in range(MAX_WEEKS_PER_TICK):
-            due = await self.next_due(mark)
+            due = await self.next_due(mark, busy)
             if not due:
                 return
             org, start, end = due
-            await self.decide_week(org, start, end)
+            if await self.decide_week(org, start, end):
+                busy.add(org)
 
-    async def next_due(self, mark: int) -> tuple[str, int, int] | None:
-        """The earliest closed, unaudited org week with counted thanks, if any."""
+    async def next_due(self, mark: int, busy: Collection[str] = ()) -> tuple[str, int, int] | None:
+        """The earliest closed, unaudited org week with counted thanks, if any, of an org
+        not in `busy`. An org whose last audit is not applied everywhere yet waits: the
+        aggregating stages apply an org's audits once each, in week order."""
         done = await self.blocking.run(sql.audited_through, self.ch)
         first = await self.blocking.run(sql.next_thanks, self.ch, done, mark)
         closed = []
         closes = float("inf")
         for org, at in first.items():
             rules = self.rules_for(org)
-            if rules.collusion_min_each <= 0:
+            if rules.collusion_min_each <= 0 or org in busy:
                 continue
             start, end = week_bounds(self.rules_for, org, at)
             closes = min(closes, end + rules.grace_ms)
             if end + rules.grace_ms <= mark:
                 closed.append((start, org, end))
         if not closed:
-            self.quiet = (closes, time.monotonic() + QUIET_S)
+            if not busy:  # a busy org's next week may be due as soon as it is not
+                self.quiet = (closes, time.monotonic() + QUIET_S)
             return None
         start, org, end = min(closed)
         return org, start, end
 
-    async def decide_week(self, org: str, start: int, end: int) -> None:
+    async def decide_week(self, org: str, start: int, end: int) -> bool:
+        """Decide one org week's audit; True while its changes are still to be applied."""
         run = self.blocking.run
         rules = self.rules_for(org)
         decisions = await run(sql.week_decisions, self.ch, org, start, end)
@@ -177,8 +184,9 @@ class Auditor:
         )
         if changes:
             await self._send(org, start, range(self.effects_partitions))
-        else:
-            await run(sql.write_step, self.ch, org, start, end, sql.DONE)
+            return True
+        await run(sql.write_step, self.ch, org, start, end, sql.DONE)
+        return False
 
     async def _send(self, org: str, start: int, partitions: Sequence[int] | range) -> None:
         control = encode_control(Control("audit", org, at_ms=start))
@@ -186,7 +194,7 @@ class Auditor:
             self.publisher, self.effects_topic, [(None, control, p, []) for p in partitions]
         )
 
-    async def _finish(self, audit: sql.OpenAudit) -> None:
+    async def _finish(self, audit: sql.OpenAudit) -> bool:
         """Rebuild the boards once every partition applied the audit; resend it to the
         partitions that have not, if it is taking long (its message may have been lost with
         a worker that died between storing and sending it)."""
@@ -194,7 +202,7 @@ class Auditor:
         if missing:
             if time.time() * 1000 - audit.decided_at_ms > 2 * self.interval_s * 1000:
                 await self._send(audit.org_id, audit.week_start, missing)
-            return
+            return False
         await self.blocking.run(
             rebuild_org_boards, self.ch, audit.org_id, self.leader_depth, LEADER_COLUMNS
         )
@@ -207,3 +215,4 @@ class Auditor:
         await self.blocking.run(
             sql.write_step, self.ch, audit.org_id, audit.week_start, audit.week_end, sql.DONE
         )
+        return True

@@ -64,8 +64,9 @@ def partition_of(actor: str) -> int:
     return zlib.crc32(actor.encode()) % PARTITIONS
 
 
-def plan(now: int) -> list[dict[str, Any]]:
-    """Events in publishing order (time order within each actor)."""
+def plan(now: int, again: int = 1) -> list[dict[str, Any]]:
+    """Events in publishing order (time order within each actor). `again`: how many thanks
+    m1 and m2 give each other the next week (3: they collude again)."""
     week = week_start(now) - 4 * 7 * DAY_MS
     out: list[dict[str, Any]] = []
 
@@ -127,8 +128,8 @@ def plan(now: int) -> list[dict[str, Any]]:
     share("c2", week + 4 * DAY_MS + 11 * HOUR_MS)
     # The next week: one thank-you each way, far below the threshold; it keeps m2 among
     # m1's thankers of all time, and c1 among c2's.
-    thanks("m2", "m1", 7)
-    thanks("m1", "m2", 7)
+    thanks("m2", "m1", 7, again)
+    thanks("m1", "m2", 7, again)
     thanks("c1", "c2", 8)
     # Recent shares in every partition move the watermark past both weeks plus grace.
     ticks = {partition_of(f"t{i}"): f"t{i}" for i in range(50)}
@@ -505,6 +506,48 @@ collusion_ratio = {RATIO}
             assert worker.stop() == 0, worker.log_tail()
     finally:
         broker.stop()
+
+
+def test_an_orgs_next_week_waits_until_its_audit_is_applied_everywhere(ch: ClickHouse) -> None:
+    """m1 and m2 collude two weeks running, so both audits change the same keys (all
+    time). The first audit's message to one partition is lost: the second week must not
+    be decided before the first is applied there (a stage applies an org's audits once
+    each, in week order), and once it is resent both are applied."""
+    now = int(time.time() * 1000)
+    events = plan(now, again=3)
+    want = model(events, now)
+    at = events[0]["occurred_at"]
+    pipe = Pipeline(ch)
+    pipe.auditor.interval_s = 3600.0  # no resend yet
+    lost = partition_of("m1")
+
+    def steps() -> dict[str, int]:
+        rows = ch.query("SELECT step, count(DISTINCT week_start) FROM kudos.audits GROUP BY step")
+        return {str(s): int(n) for s, n in rows}
+
+    async def go() -> None:
+        await pipe.publish(events)
+        await pipe.drain()
+        await pipe.auditor.run_once()
+        sent = pipe.publisher.sent["kudos.effects"]
+        assert len(sent) - pipe.delivered == PARTITIONS  # the first week's audit
+        del sent[pipe.delivered + lost]
+        await pipe.drain()
+        await pipe.auditor.run_once()
+        assert steps() == {"decided": 1, "applied": 1}
+        pipe.auditor.interval_s = 0.0  # now it is resent
+        await pipe.settle()
+
+    try:
+        asyncio.run(go())
+        assert steps() == {"decided": 2, "applied": 2, "done": 2}
+        for window, expected in want.items():
+            assert boards(pipe.store, at, 1000)[window] == expected, window
+            assert boards(pipe.store, at, DEPTH)[window] == top(expected, DEPTH), window
+        all_time = boards(pipe.store, at, 1000)["all"]
+        assert all_time["m1"][3] == 0 and all_time["m2"][3] == 0  # nothing left of either
+    finally:
+        pipe.blocking.shutdown()
 
 
 def _watermark(ch: ClickHouse) -> int | None:
