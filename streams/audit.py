@@ -98,6 +98,11 @@ class Auditor:
             await self.run_once()
         except TRANSIENT as exc:
             log.warning("collusion audit postponed: %s: %s", type(exc).__name__, exc)
+        except Exception:
+            # Every step is stored and idempotent: the next tick starts over. The pipeline
+            # itself carries on; the failure is logged and counted for an alert.
+            metrics.AUDIT_FAILURES.inc()
+            log.exception("collusion audit failed; retrying at the next tick")
 
     async def run_once(self) -> None:
         run = self.blocking.run

@@ -130,6 +130,8 @@ REINSTATEMENTS = Counter(
 # Org weeks audited (once each), and collusive groups found in them.
 AUDITS = Counter("kudos_audits", "Org weeks audited for collusion")
 COLLUSIVE_GROUPS = Counter("kudos_collusive_groups", "Collusive groups found by the audit")
+# Audit rounds that failed with an unexpected error (each is retried at the next tick).
+AUDIT_FAILURES = Counter("kudos_audit_failures", "Collusion audit rounds that failed")
 # The audit's watermark: every events partition has decided events up to this time (epoch s).
 AUDIT_WATERMARK = Gauge(
     "kudos_audit_watermark_seconds", "Event time every events partition has passed"
