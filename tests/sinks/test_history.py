@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sinks.audit import REVERSAL_COLUMNS
 from sinks.clickhouse import ClickHouse
 from sinks.history import DecisionHistory
 from sinks.store import DECISION_COLUMNS
@@ -26,25 +27,6 @@ WEEK = 1_795_392_000_000  # Monday 2026-11-23 00:00 UTC
 ORG = "acme"
 TOPIC = "collab.events"
 SECRET = "secret-sam"  # in a group's members only: must never be shown
-REVERSAL_COLUMNS = (
-    "org_id",
-    "week_start",
-    "event_id",
-    "actor_id",
-    "recipient_id",
-    "src_topic",
-    "src_partition",
-    "src_offset",
-    "occurred_at_ms",
-    "was",
-    "now",
-    "delta",
-    "rule",
-    "group_members",
-    "rule_version",
-    "drop_thanker",
-    "audited_at",
-)
 
 
 def _dt(ms: int) -> datetime:
