@@ -31,7 +31,7 @@ from kafka import KafkaProducer
 from prometheus_client import REGISTRY
 
 from schemas.codec import default_codec
-from sinks.clickhouse import ClickHouse
+from sinks.clickhouse import ClickHouse, connect
 from sinks.store import RecognitionStore
 from streams.audit import Auditor
 from streams.broker import ensure_topics
@@ -422,6 +422,72 @@ def test_collusion_reversed_and_caps_recomputed(ch: ClickHouse) -> None:
         pipe.blocking.shutdown()
 
 
+CONFIG = f"""[org_rules.{ORG}]
+version = 2
+grace_ms = {DAY_MS}
+pair_daily_cap = {CAP}
+giver_daily_budget = {BUDGET}
+collusion_min_each = {MIN_EACH}
+collusion_ratio = {RATIO}
+"""
+
+
+def produce(bootstrap: str, events: Sequence[dict[str, Any]]) -> None:
+    """Keyed by actor, on the partition the model assumes."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for e in events:
+        producer.send(
+            "collab.events",
+            key=e["actor_id"].encode(),
+            value=json.dumps(e).encode(),
+            partition=partition_of(e["actor_id"]),
+        )
+    producer.flush()
+    producer.close()
+
+
+def audit_worker(bootstrap: str, url: str, tmp_path: Path) -> WorkerProcess:
+    config = tmp_path / "kudos.toml"
+    config.write_text(CONFIG)
+    return WorkerProcess(
+        bootstrap,
+        url,
+        tmp_path / "w.log",
+        KUDOS_CONFIG=str(config),
+        KUDOS_AUDIT_INTERVAL_S="1",
+        KUDOS_LEADER_DEPTH=str(DEPTH),
+    )
+
+
+def wait_for_boards(
+    worker: WorkerProcess, want: dict[str, dict[str, tuple[int, ...]]], at: int
+) -> None:
+    """Until /api/leaderboard serves the model's boards on both read paths (90 s)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at / 1000))
+    expected = {
+        (w, n): want[w] if n > DEPTH else top(want[w], n) for w in WINDOWS for n in (100, DEPTH)
+    }
+    got: dict[tuple[str, int], dict[str, tuple[int, ...]]] = {}
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        for window, n in expected:
+            _, body = worker.get(f"/api/leaderboard?org={ORG}&window={window}&at={stamp}&top={n}")
+            got[(window, n)] = {
+                e["user_id"]: (
+                    e["score"],
+                    e["shares"],
+                    e["thanks_given"],
+                    e["thanks_received"],
+                    e["distinct_thankers"],
+                )
+                for e in body.get("entries", [])
+            }
+        if got == expected:
+            return
+        time.sleep(1)
+    assert got == expected, worker.log_tail()
+
+
 @pytest.mark.kafka
 def test_collusion_audit_in_a_real_worker(tmp_path: Path) -> None:
     """The same events through Tansu and a real `kudos worker` (chdb): its timer audits the
@@ -430,74 +496,22 @@ def test_collusion_audit_in_a_real_worker(tmp_path: Path) -> None:
     events = plan(now)
     want = model(events, now)
     at = events[0]["occurred_at"]
-    config = tmp_path / "kudos.toml"
-    config.write_text(
-        f"""[org_rules.{ORG}]
-version = 2
-grace_ms = {DAY_MS}
-pair_daily_cap = {CAP}
-giver_daily_budget = {BUDGET}
-collusion_min_each = {MIN_EACH}
-collusion_ratio = {RATIO}
-"""
-    )
     broker = start_tansu(tmp_path)
     try:
         ensure_topics(broker.bootstrap, TOPICS, partitions=PARTITIONS)
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-        for e in events:  # keyed by actor, on the partition the model assumes
-            producer.send(
-                "collab.events",
-                key=e["actor_id"].encode(),
-                value=json.dumps(e).encode(),
-                partition=partition_of(e["actor_id"]),
-            )
-        producer.flush()
-        producer.close()
-        worker = WorkerProcess(
-            broker.bootstrap,
-            f"chdb://{tmp_path / 'chdb'}",
-            tmp_path / "w.log",
-            KUDOS_CONFIG=str(config),
-            KUDOS_AUDIT_INTERVAL_S="1",
-            KUDOS_LEADER_DEPTH=str(DEPTH),
-        )
+        produce(broker.bootstrap, events)
+        worker = audit_worker(broker.bootstrap, f"chdb://{tmp_path / 'chdb'}", tmp_path)
         worker.start()
         try:
             worker.wait_ready()
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at / 1000))
-            deadline = time.monotonic() + 90
-            got: dict[tuple[str, int], dict[str, tuple[int, ...]]] = {}
-            expected = {
-                (w, n): want[w] if n > DEPTH else top(want[w], n)
-                for w in WINDOWS
-                for n in (100, DEPTH)
-            }
-            while time.monotonic() < deadline:
-                for window, n in expected:
-                    _, body = worker.get(
-                        f"/api/leaderboard?org={ORG}&window={window}&at={stamp}&top={n}"
-                    )
-                    got[(window, n)] = {
-                        e["user_id"]: (
-                            e["score"],
-                            e["shares"],
-                            e["thanks_given"],
-                            e["thanks_received"],
-                            e["distinct_thankers"],
-                        )
-                        for e in body.get("entries", [])
-                    }
-                if got == expected:
-                    break
-                time.sleep(1)
-            assert got == expected, worker.log_tail()
+            wait_for_boards(worker, want, at)
             _, text = worker.get("/metrics")
             assert 'kudos_reversals_total{rule="reciprocal"} 6.0' in text
             assert 'kudos_reversals_total{rule="clique"} 18.0' in text
             assert "kudos_reinstatements_total 1.0" in text
             assert "kudos_audits_total 2.0" in text
             # Explain sums to the board after the audit, reversed points included.
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at / 1000))
             for user in ("m1", "g2", "c1"):
                 _, body = worker.get(f"/api/users/{user}/explain?org={ORG}&window=week&at={stamp}")
                 assert body["score"] == want["week"][user][0], user
@@ -506,6 +520,72 @@ collusion_ratio = {RATIO}
             assert worker.stop() == 0, worker.log_tail()
     finally:
         broker.stop()
+
+
+@pytest.mark.kafka
+def test_a_worker_killed_in_the_middle_of_audits(tmp_path: Path, clickhouse_server: Any) -> None:
+    """clickhouse-server (so the test can watch kudos.audits while the worker runs), two
+    weeks of collusion: the worker is SIGKILLed each time an audit is decided and not yet
+    done, and restarted. Nothing may be reversed twice or lost: the boards equal the model,
+    and kudos.reversals holds each change once."""
+    now = int(time.time() * 1000)
+    events = plan(now, again=3)
+    want = model(events, now)
+    at = events[0]["occurred_at"]
+    clickhouse_server.reset_database("kudos")
+    admin = connect(clickhouse_server.url)
+    broker = start_tansu(tmp_path)
+    worker: WorkerProcess | None = None
+    try:
+        ensure_topics(broker.bootstrap, TOPICS, partitions=PARTITIONS)
+        produce(broker.bootstrap, events)
+        killed: list[int] = []  # the week whose audit was open at each kill
+        for _ in range(2):
+            worker = audit_worker(broker.bootstrap, clickhouse_server.url, tmp_path).start()
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                fresh = [w for w in _open_audits(admin) if w not in killed]
+                if fresh:
+                    break
+                time.sleep(0.02)
+            else:
+                raise AssertionError("no new audit was open: " + worker.log_tail())
+            assert worker.kill() == -9
+            killed.append(fresh[0])
+        assert len(killed) == 2
+        worker = audit_worker(broker.bootstrap, clickhouse_server.url, tmp_path).start()
+        worker.wait_ready()
+        wait_for_boards(worker, want, at)
+        steps = admin.query(
+            "SELECT step, count(DISTINCT week_start) FROM kudos.audits GROUP BY step"
+        )
+        assert {str(s): int(n) for s, n in steps} == {"decided": 2, "applied": 2, "done": 2}
+        rows = admin.query(
+            "SELECT count(), uniqExact(src_partition, src_offset, recipient_id) "
+            "FROM kudos.reversals FINAL"
+        )
+        assert int(rows[0][0]) == int(rows[0][1]) == 6 + 18 + 1 + 6
+        assert worker.stop() == 0, worker.log_tail()
+        worker = None
+    finally:
+        if worker is not None:
+            worker.kill()
+        admin.close()
+        broker.stop()
+
+
+def _open_audits(ch: ClickHouse) -> list[int]:
+    """Week starts (s) of audits decided and not done, once the worker has migrated."""
+    tables = ch.query(
+        "SELECT count() FROM system.tables WHERE database = 'kudos' AND name = 'audits'"
+    )
+    if not int(tables[0][0]):
+        return []
+    rows = ch.query(
+        "SELECT toUInt32(week_start) FROM kudos.audits GROUP BY week_start "
+        "HAVING countIf(step = 'decided') > 0 AND countIf(step = 'done') = 0"
+    )
+    return [int(r[0]) for r in rows]
 
 
 def test_an_orgs_next_week_waits_until_its_audit_is_applied_everywhere(ch: ClickHouse) -> None:
