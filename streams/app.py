@@ -189,6 +189,7 @@ def create_app(
         blocking,
         dlq_topic=settings.dlq_topic,
     )
+    aggregate.on_scrub = decide.scrub  # a forgotten person leaves this worker's caps too
     reads = Blocking("kudos-reads")  # API reads never queue behind a write's retries
     progress = ProgressTracker(settings.stall_seconds)
     kudos = Kudos(

@@ -38,6 +38,7 @@ from streams.rules import (
     SourceRecord,
     decide_batch,
     effects_of,
+    scrub_person,
 )
 from streams.scorebook import (
     Adjustment,
@@ -319,6 +320,12 @@ class DecideStage:
             self.states.pop(tp, None)
             self.reported_hours.pop(tp, None)
 
+    def scrub(self, org: str, user: str, token: str) -> None:
+        """A person was forgotten: out of every partition state held here."""
+        rules = self.rules_for(org)
+        for state in self.states.values():
+            scrub_person(state, org, user, token, rules)
+
     def stream_times_to_report(
         self, partitions: Iterable[tuple[str, int]]
     ) -> list[tuple[str, int, int]]:
@@ -501,6 +508,9 @@ class AggregateStage:
         self.boards = Boards(depth=leader_depth)
         self.chain = FlushChain()
         self.stale = False
+        # Called with (org, user, token) for a `scrub` control: the worker points it at its
+        # deciding stage, whose caps and budgets must forget the person too.
+        self.on_scrub: Callable[[str, str, str], None] | None = None
 
     def forget(self) -> None:
         """After a rebalance another worker may own some users: reload from ClickHouse.
@@ -543,6 +553,12 @@ class AggregateStage:
         org, user = control.org_id, control.user_id
         if control.action == "audit":
             return await self._audit(org, control.at_ms, partition)
+        if control.action == "scrub":
+            if self.on_scrub is not None:
+                self.on_scrub(org, user, control.token)
+            done: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
+            done.set_result(Applied())
+            return done
         if control.action == "forget":
             book = self.book
             for key in [k for k in book.totals if k[0] == org and k[3] == user]:
@@ -564,12 +580,18 @@ class AggregateStage:
                     self.boards.depth,
                     LEADER_COLUMNS,
                 )
-                # Every worker's boards of the org must forget what they knew.
+                # Every worker's boards of the org must forget what they knew, and its
+                # deciding stage the person.
                 reset = encode_control(Control("reset_boards", org))
+                scrub = encode_control(Control("scrub", org, user, token=token))
                 await publish(
                     self.publisher,
                     self.effects_topic,
-                    [(None, reset, p, []) for p in range(self.effects_partitions)],
+                    [
+                        (None, message, p, [])
+                        for p in range(self.effects_partitions)
+                        for message in (reset, scrub)
+                    ],
                     self.blocking.stop_requested,
                 )
                 await self.blocking.retrying(

@@ -227,6 +227,33 @@ class PartitionState:
             self.giver_counts = {k: n for k, n in self.giver_counts.items() if k[3] >= week_horizon}
 
 
+def scrub_person(state: PartitionState, org: str, user: str, token: str, rules: RuleConfig) -> None:
+    """Take a forgotten person out of the caps and budgets (`kudos forget`), leaving what a
+    restart rebuilds from the erased decisions: the thanks they gave still count against
+    the caps and their budget, under the erasure's `token`; the thanks they received are
+    erased placeholders that count for nobody, so they leave the pair counts and give the
+    givers' budgets back (as far as the pair counts still hold those days)."""
+    pairs: dict[PairDay, int] = {}
+    returned: dict[GiverPeriod, int] = {}
+    for (o, actor, recipient, day), n in state.pair_counts.items():
+        if o == org and recipient == user:
+            for period in giver_periods_at(o, actor, day, rules):
+                returned[period] = returned.get(period, 0) + n
+            continue
+        key = (o, token if o == org and actor == user else actor, recipient, day)
+        pairs[key] = pairs.get(key, 0) + n
+    state.pair_counts = pairs
+    given: dict[GiverPeriod, int] = {}
+    for key, n in state.giver_counts.items():
+        n -= returned.get(key, 0)
+        o, actor, kind, start = key
+        if o == org and actor == user:
+            key = (o, token, kind, start)
+        if n > 0:
+            given[key] = given.get(key, 0) + n
+    state.giver_counts = given
+
+
 # --- the rules, one small function each -------------------------------------------------
 
 

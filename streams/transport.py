@@ -91,13 +91,16 @@ class Control:
     """`forget`: erase (org, user) from memory and ClickHouse (owner's partition).
     `reset_boards`: forget what is known of an org's boards (every partition).
     `audit`: apply the stored changes of the collusion audit of the org week starting at
-    `at_ms` to the users of this partition (every partition; streams/audit.py)."""
+    `at_ms` to the users of this partition (every partition; streams/audit.py).
+    `scrub`: after a forget, take (org, user) out of the deciding stages' caps and budgets
+    in memory, as `token` where they acted (every partition: each worker scrubs its own)."""
 
-    action: Literal["forget", "reset_boards", "audit"]
+    action: Literal["forget", "reset_boards", "audit", "scrub"]
     org_id: str
     user_id: str = ""
     request_id: str = ""
     at_ms: int = 0
+    token: str = ""
 
 
 def is_control(raw: bytes) -> bool:
@@ -112,6 +115,7 @@ def encode_control(control: Control) -> bytes:
             "user_id": control.user_id,
             "request_id": control.request_id,
             "at_ms": control.at_ms,
+            "token": control.token,
         },
         separators=(",", ":"),
     ).encode()
@@ -120,7 +124,7 @@ def encode_control(control: Control) -> bytes:
 def decode_control(raw: bytes) -> Control:
     obj = json.loads(raw)
     action = obj["kudos_control"]
-    if action not in ("forget", "reset_boards", "audit"):
+    if action not in ("forget", "reset_boards", "audit", "scrub"):
         raise ValueError(f"unknown control message {action!r}")
     return Control(
         action,
@@ -128,4 +132,5 @@ def decode_control(raw: bytes) -> Control:
         obj.get("user_id", ""),
         obj.get("request_id", ""),
         int(obj.get("at_ms", 0)),
+        obj.get("token", ""),
     )

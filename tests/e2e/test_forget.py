@@ -26,7 +26,7 @@ from sinks.directory import DIRECTORY_COLUMNS
 from sinks.erase import erasure_done
 from sinks.store import RecognitionStore
 from streams.pipeline import AggregateStage, Blocking, RawMessage
-from streams.rules import Effect, Metric, RulesLookup
+from streams.rules import Effect, Metric, RuleConfig, RulesLookup, scrub_person
 from streams.transport import Control, encode_control, encode_effects
 from streams.windows import WINDOWS
 from tests.e2e import reference, scenario
@@ -121,6 +121,18 @@ def test_forget_erases_a_person_and_nothing_else(ch: ClickHouse) -> None:
         leader_depth=DEPTH,
         effects_partitions=PARTITIONS,
     )
+    # The deciding state as a live worker holds it (caps and, with budgets, giver counts);
+    # the forget's scrub must leave exactly what a restart rebuilds from erased decisions.
+    budgets = RulesLookup(RuleConfig(giver_daily_budget=99, giver_weekly_budget=99))
+    live = {p: store.load_partition_state("collab.events", p, budgets) for p in range(PARTITIONS)}
+    assert any(victim in key for s in live.values() for key in s.pair_counts)
+    assert any(victim in key for s in live.values() for key in s.giver_counts)
+
+    def scrub(org: str, user: str, token: str) -> None:
+        for state in live.values():
+            scrub_person(state, org, user, token, budgets(org))
+
+    aggregate.on_scrub = scrub
     forget = encode_control(Control("forget", "fg", victim, "req-1"))
     later = Effect("fg", victim, Metric.THANKS_RECEIVED, "fg-u05", now, 0, 10_000)
 
@@ -128,8 +140,8 @@ def test_forget_erases_a_person_and_nothing_else(ch: ClickHouse) -> None:
         # Warm the stage's boards first, so they hold thresholds the forget must reset.
         await aggregate.process([RawMessage("kudos.effects", 0, 1000, None, encode_effects([]))])
         await aggregate.process([RawMessage("kudos.effects", 0, 1001, None, forget)])
-        resets = publisher.sent["kudos.effects"]
-        assert sorted(p for _k, _v, p, _h in resets) == list(range(PARTITIONS))
+        resets = publisher.sent["kudos.effects"]  # reset_boards and scrub, to every partition
+        assert sorted(p for _k, _v, p, _h in resets) == sorted(2 * list(range(PARTITIONS)))
         await aggregate.process(
             [RawMessage("kudos.effects", p, 1002, None, v) for _k, v, p, _h in resets]
         )
@@ -154,6 +166,12 @@ def test_forget_erases_a_person_and_nothing_else(ch: ClickHouse) -> None:
         for p in range(PARTITIONS)
     ] == state_before
     assert store.badges("fg", victim) == []
+    # Nothing of the person in the deciding state, which equals a restarted one.
+    for p, state in live.items():
+        rebuilt = store.load_partition_state("collab.events", p, budgets)
+        assert state.pair_counts == rebuilt.pair_counts, p
+        assert state.giver_counts == rebuilt.giver_counts, p
+        assert not any(victim in key for key in (*state.pair_counts, *state.giver_counts))
 
     # Points earned after the forget count from zero.
     blocking = Blocking()
