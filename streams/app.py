@@ -109,6 +109,7 @@ class Kudos:
     progress: ProgressTracker
     joined: asyncio.Event = field(default_factory=asyncio.Event)
     directory: DirectoryStage | None = None  # the user directory (streams/directory.py)
+    auditor: Auditor | None = None  # the collusion audit (streams/audit.py)
 
 
 def create_app(
@@ -304,6 +305,8 @@ def create_app(
         interval_s=settings.audit_interval_s,
         leads=holds_effects_zero,
     )
+
+    kudos.auditor = auditor
 
     async def audit() -> None:
         await auditor.tick()

@@ -121,6 +121,8 @@ def _run_worker(
     finally:
         kudos.blocking.shutdown()
         kudos.reads.shutdown()
+        if kudos.auditor is not None:
+            kudos.auditor.blocking.shutdown()
         ch.close()
     return 0
 
