@@ -23,12 +23,12 @@ import json
 import re
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import date
 from importlib import resources
 from io import BytesIO
-from typing import Any, Final, Literal, Protocol, cast, get_args
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar, cast, get_args
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
@@ -44,9 +44,11 @@ __all__ = [
     "DecodeError",
     "DecodeReason",
     "EventCodec",
+    "SchemaIds",
     "SchemaResolver",
     "ShippedSchemas",
     "UnknownSchemaId",
+    "UnusableSchema",
     "default_codec",
 ]
 
@@ -152,13 +154,104 @@ def _avro_dir() -> resources.abc.Traversable:
     return resources.files("schemas").joinpath("avro")
 
 
-# --- Avro plans --------------------------------------------------------------------------
+# --- Schema ids --------------------------------------------------------------------------
 
 _SCHEMA_ID = struct.Struct(">I")
 # How long an id the resolver did not know is taken as unknown without asking again.
 UNKNOWN_ID_TTL_S = 60.0
 _HEADER = struct.Struct(">BI")
 _HEADER_SIZE: Final = _HEADER.size
+
+_Prepared = TypeVar("_Prepared")
+
+
+class UnusableSchema(UnknownSchemaId):
+    """A schema is registered under this id but cannot be prepared (fastavro refuses it):
+    for decoding, as good as unknown. ``cause`` is what preparing it raised."""
+
+    def __init__(self, schema_id: int, cause: Exception) -> None:
+        super().__init__(schema_id)
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return f"schema id {self.schema_id} is not usable: {self.cause}"
+
+
+class SchemaIds(Generic[_Prepared]):
+    """What a codec prepared from each writer schema id, and the ids found unknown.
+
+    ``prepared`` maps a schema id to what ``prepare`` made of the resolver's writer schema
+    (never None); it is a plain dict so that a hot path may look ids up in it directly.
+    ``unknown`` maps ids the resolver did not know (or whose schema was unusable) to
+    until when (``clock`` time) to believe it: garbage with random ids must not cost a
+    registry round trip per message, yet an id registered a little later must be found.
+    """
+
+    __slots__ = ("_clock", "_prepare", "_resolver", "prepared", "unknown")
+
+    def __init__(
+        self,
+        resolver: SchemaResolver,
+        prepare: Callable[[AvroSchema], _Prepared],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resolver = resolver
+        self._prepare = prepare
+        self._clock = clock
+        self.prepared: dict[int, _Prepared] = {}
+        self.unknown: dict[int, float] = {}
+
+    def unresolved(self, raws: Iterable[bytes]) -> set[int]:
+        """Schema ids of Confluent-framed messages neither prepared nor known to be unknown
+        (unknown ids whose time is up are forgotten first): what `resolve` must look up."""
+        prepared, unknown = self.prepared, self.unknown
+        if unknown:
+            now = self._clock()
+            for schema_id, until in list(unknown.items()):
+                if until <= now:
+                    del unknown[schema_id]
+        out: set[int] = set()
+        for raw in raws:
+            if len(raw) >= _HEADER_SIZE and raw[0] == CONFLUENT_MAGIC_BYTE:
+                schema_id = _SCHEMA_ID.unpack_from(raw, 1)[0]
+                if schema_id not in prepared and schema_id not in unknown:
+                    out.add(schema_id)
+        return out
+
+    def resolve(self, schema_ids: Iterable[int]) -> None:
+        """Prepare these ids (blocking: the resolver may ask a registry). An id found
+        unknown or unusable is remembered as unknown for `UNKNOWN_ID_TTL_S`; any other
+        failure of the resolver propagates (the message is not at fault)."""
+        for schema_id in schema_ids:
+            try:
+                self.get(schema_id)
+            except UnknownSchemaId:
+                self.unknown[schema_id] = self._clock() + UNKNOWN_ID_TTL_S
+
+    def get(self, schema_id: int) -> _Prepared:
+        """The prepared id, preparing it now if need be (see `prepare`); raises
+        `UnknownSchemaId` at once for an id remembered as unknown."""
+        prepared = self.prepared.get(schema_id)
+        if prepared is not None:
+            return prepared
+        if schema_id in self.unknown:
+            raise UnknownSchemaId(schema_id)
+        return self.prepare(schema_id)
+
+    def prepare(self, schema_id: int) -> _Prepared:
+        """Ask the resolver for the id's writer schema and prepare it, even if the id is
+        remembered as unknown. Raises the resolver's `UnknownSchemaId`, or `UnusableSchema`
+        when preparing fails; any other failure of the resolver propagates."""
+        schema = self._resolver.writer_schema(schema_id)
+        try:
+            prepared = self._prepare(schema)
+        except Exception as exc:  # any fastavro parse failure: the id is unusable
+            raise UnusableSchema(schema_id, exc) from None
+        self.prepared[schema_id] = prepared
+        return prepared
+
+
+# --- Avro plans --------------------------------------------------------------------------
 
 # Logical types whose Python form is the base type's form for this codec: timestamps
 # stay epoch-millis ints (no datetime round trip on the hot path), uuids stay strings.
@@ -432,7 +525,7 @@ class EventCodec:
     written by newer or older compatible versions decode alike.
     """
 
-    __slots__ = ("_max_message_bytes", "_plans", "_reader", "_resolver", "_unknown")
+    __slots__ = ("_max_message_bytes", "_plans", "_reader", "_schema_ids")
 
     def __init__(
         self,
@@ -444,14 +537,13 @@ class EventCodec:
             raise ValueError("max_message_bytes must be positive")
         if reader_schema is None:
             reader_schema = ShippedSchemas().writer_schema(READER_SCHEMA_ID)
-        self._resolver = resolver
         self._max_message_bytes = max_message_bytes
-        self._reader = _decoding_form(reader_schema)
-        self._plans: dict[int, _AvroPlan] = {}
-        # Ids the resolver did not know, until when to believe it: garbage with random ids
-        # must not cost a registry round trip per message, yet an id registered a little
-        # later must be found.
-        self._unknown: dict[int, float] = {}
+        self._reader = reader = _decoding_form(reader_schema)
+        self._schema_ids: SchemaIds[_AvroPlan] = SchemaIds(
+            resolver, lambda schema: _plan(_decoding_form(schema), reader)
+        )
+        # The very dict of ``self._schema_ids.prepared``: decoding looks plans up in it directly.
+        self._plans = self._schema_ids.prepared
 
     @property
     def max_message_bytes(self) -> int:
@@ -499,7 +591,12 @@ class EventCodec:
         Fields the event does not carry (e.g. v2's ``thread_id``) get their defaults.
         Raises `UnknownSchemaId` for an id the resolver does not know.
         """
-        plan = self._plans.get(schema_id) or self._plan_for(schema_id, strict=False)
+        plan = self._plans.get(schema_id)
+        if plan is None:
+            try:
+                plan = self._schema_ids.prepare(schema_id)
+            except UnusableSchema as exc:
+                raise _unknown_id_error(schema_id, exc) from None
         out = BytesIO()
         out.write(_HEADER.pack(CONFLUENT_MAGIC_BYTE, schema_id))
         schemaless_writer(out, plan.writer, _record(event))
@@ -521,19 +618,7 @@ class EventCodec:
     def unresolved_ids(self, raws: Iterable[bytes]) -> set[int]:
         """Schema ids of Confluent-framed messages whose writer schema is not prepared yet
         (nor known to be unknown): what `resolve` must look up before decoding."""
-        plans, unknown = self._plans, self._unknown
-        out: set[int] = set()
-        for raw in raws:
-            if len(raw) >= _HEADER_SIZE and raw[0] == CONFLUENT_MAGIC_BYTE:
-                schema_id = _SCHEMA_ID.unpack_from(raw, 1)[0]
-                if schema_id not in plans and schema_id not in unknown:
-                    out.add(schema_id)
-        if unknown:
-            now = time.monotonic()
-            for schema_id, until in list(unknown.items()):
-                if until <= now:
-                    del unknown[schema_id]
-        return out
+        return self._schema_ids.unresolved(raws)
 
     def resolve(self, schema_ids: Iterable[int]) -> None:
         """Look up and prepare these writer schemas, so that decoding needs no lookup.
@@ -541,32 +626,13 @@ class EventCodec:
         Blocking (a registry is asked over the network): call it off the event loop. An id
         the resolver does not know is remembered as unknown for `UNKNOWN_ID_TTL_S`; any
         other failure of the resolver propagates (the message is not at fault)."""
-        for schema_id in schema_ids:
-            try:
-                self._plan_for(schema_id)
-            except DecodeError:
-                self._unknown[schema_id] = time.monotonic() + UNKNOWN_ID_TTL_S
+        self._schema_ids.resolve(schema_ids)
 
-    def _plan_for(self, schema_id: int, *, strict: bool = True) -> _AvroPlan:
-        if schema_id in self._unknown and strict:
-            raise DecodeError("unknown_schema_id", f"no schema registered under id {schema_id}")
+    def _plan_for(self, schema_id: int) -> _AvroPlan:
         try:
-            schema = self._resolver.writer_schema(schema_id)
-        except UnknownSchemaId:
-            if not strict:
-                raise
-            raise DecodeError(
-                "unknown_schema_id", f"no schema registered under id {schema_id}"
-            ) from None
-        try:
-            plan = _plan(_decoding_form(schema), self._reader)
-        except Exception as exc:  # any fastavro parse failure: the id is unusable
-            raise DecodeError(
-                "unknown_schema_id",
-                f"schema id {schema_id} is not a usable Avro schema: {exc}"[:300],
-            ) from None
-        self._plans[schema_id] = plan
-        return plan
+            return self._schema_ids.get(schema_id)
+        except UnknownSchemaId as exc:
+            raise _unknown_id_error(schema_id, exc) from None
 
     def _decode_avro(self, raw: bytes) -> CollaborationEvent:
         if len(raw) < _HEADER_SIZE:
@@ -634,6 +700,13 @@ class EventCodec:
             "unknown_encoding",
             f"first byte 0x{raw[0]:02x} starts neither Confluent Avro (0x00) nor a JSON object",
         )
+
+
+def _unknown_id_error(schema_id: int, exc: UnknownSchemaId) -> DecodeError:
+    if isinstance(exc, UnusableSchema):
+        detail = f"schema id {schema_id} is not a usable Avro schema: {exc.cause}"[:300]
+        return DecodeError("unknown_schema_id", detail)
+    return DecodeError("unknown_schema_id", f"no schema registered under id {schema_id}")
 
 
 def _reject_lone_surrogates(event: CollaborationEvent) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -34,11 +33,12 @@ from fastavro import schemaless_reader, schemaless_writer
 from schemas.codec import (
     CONFLUENT_MAGIC_BYTE,
     DEFAULT_MAX_MESSAGE_BYTES,
-    UNKNOWN_ID_TTL_S,
     AvroSchema,
     DecodeError,
+    SchemaIds,
     SchemaResolver,
     UnknownSchemaId,
+    UnusableSchema,
     _decoding_form,
     _rfc3339_millis,
     json_type_name,
@@ -224,58 +224,35 @@ class DirectoryCodec:
         resolver: SchemaResolver | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        self._resolver: SchemaResolver = resolver or ShippedDirectorySchemas()
         self._max = max_message_bytes
         shipped = ShippedDirectorySchemas().writer_schema(DIRECTORY_SCHEMA_ID)
         self._reader = _decoding_form(shipped)[0]
-        self._writers: dict[int, AvroSchema] = {}
-        self._unknown: dict[int, float] = {}
+        self._writers: SchemaIds[AvroSchema] = SchemaIds(
+            resolver or ShippedDirectorySchemas(), lambda schema: _decoding_form(schema)[0]
+        )
 
     # -- schema ids (looked up off the event loop by the stage) --
 
     def unresolved_ids(self, values: Iterable[bytes]) -> set[int]:
-        now = time.monotonic()
-        for schema_id, until in list(self._unknown.items()):
-            if until <= now:
-                del self._unknown[schema_id]
-        out: set[int] = set()
-        for raw in values:
-            if len(raw) >= _HEADER_SIZE and raw[0] == CONFLUENT_MAGIC_BYTE:
-                schema_id = _HEADER.unpack_from(raw)[1]
-                if schema_id not in self._writers and schema_id not in self._unknown:
-                    out.add(schema_id)
-        return out
+        return self._writers.unresolved(values)
 
     def resolve(self, schema_ids: Iterable[int]) -> None:
         """Prepare these writer schemas (blocking: a registry may be asked). Unknown ids are
         remembered for a while; any other resolver failure propagates (not the message's
         fault: the stage waits and retries)."""
-        for schema_id in schema_ids:
-            try:
-                self._writer(schema_id)
-            except DirectoryDecodeError:
-                self._unknown[schema_id] = time.monotonic() + UNKNOWN_ID_TTL_S
+        self._writers.resolve(schema_ids)
 
     def _writer(self, schema_id: int) -> AvroSchema:
-        writer = self._writers.get(schema_id)
-        if writer is not None:
-            return writer
-        if schema_id in self._unknown:
-            raise DirectoryDecodeError("unknown_schema_id", f"no schema under id {schema_id}")
         try:
-            schema = self._resolver.writer_schema(schema_id)
+            return self._writers.get(schema_id)
+        except UnusableSchema as exc:
+            raise DirectoryDecodeError(
+                "unknown_schema_id", f"schema id {schema_id} is not usable: {exc.cause}"[:300]
+            ) from None
         except UnknownSchemaId:
             raise DirectoryDecodeError(
                 "unknown_schema_id", f"no schema under id {schema_id}"
             ) from None
-        try:
-            writer = _decoding_form(schema)[0]
-        except Exception as exc:  # any fastavro parse failure: the id is unusable
-            raise DirectoryDecodeError(
-                "unknown_schema_id", f"schema id {schema_id} is not usable: {exc}"[:300]
-            ) from None
-        self._writers[schema_id] = writer
-        return writer
 
     # -- decoding --
 
