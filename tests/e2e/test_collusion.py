@@ -227,10 +227,12 @@ def model(events: Sequence[dict[str, Any]], now: int) -> dict[str, dict[str, tup
 
 
 class Pipeline:
-    """The real stages and the auditor, with an in-memory Kafka between them."""
+    """The real stages and the auditor, with an in-memory Kafka between them. `topic`: the
+    events topic (a database shared with other tests holds decisions of collab.events)."""
 
-    def __init__(self, ch: ClickHouse) -> None:
+    def __init__(self, ch: ClickHouse, topic: str = "collab.events") -> None:
         self.ch = ch
+        self.topic = topic
         self.store = RecognitionStore(ch, leader_depth=DEPTH)
         self.publisher = MemoryPublisher()
         self.blocking = Blocking()
@@ -265,7 +267,7 @@ class Pipeline:
             self.ch,
             RULES_FOR,
             self.publisher,
-            events_topic="collab.events",
+            events_topic=self.topic,
             effects_topic="kudos.effects",
             effects_partitions=PARTITIONS,
             leader_depth=DEPTH,
@@ -279,7 +281,7 @@ class Pipeline:
         for d in events:
             p = partition_of(d["actor_id"])
             value = self.codec.encode_avro(scenario.to_event(d))
-            batch.append(RawMessage("collab.events", p, self.offsets[p], None, value))
+            batch.append(RawMessage(self.topic, p, self.offsets[p], None, value))
             self.offsets[p] += 1
         await self.decide.process(batch)
 

@@ -532,7 +532,7 @@ def test_collusion_audit_on_a_cluster(hosts: list[ClickHouse]) -> None:
     now = int(time.time() * 1000)
     events = tc.plan(now)
     want = tc.model(events, now)
-    pipe = tc.Pipeline(hosts[0])
+    pipe = tc.Pipeline(hosts[0], topic="collab.events.cluster-audit")
 
     async def go() -> None:
         await pipe.publish(events)
