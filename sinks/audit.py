@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sinks.clickhouse import ClickHouse
+from sinks.history import audited_decisions, deduped_decisions
 from sinks.store import dt_to_ms, ms_to_dt, now_utc
 from streams.collusion import Change, ThanksDecision
 from streams.rules import Reason, RuleConfig
@@ -120,17 +121,17 @@ def next_thanks(ch: ClickHouse, after: dict[str, int], before_ms: int) -> dict[s
 
 def week_decisions(ch: ClickHouse, org: str, start_ms: int, end_ms: int) -> list[ThanksDecision]:
     """The org's THANKS decisions of [start, end) an audit can change, one per decision."""
-    newest: dict[tuple[str, int, int, str], tuple[Any, ...]] = {}
-    for row in ch.query(
-        "SELECT event_id, actor_id, recipient_id, reason, occurred_at_ms, src_topic, "
-        "src_partition, src_offset, decided_at FROM kudos.decisions "
-        "WHERE org_id = %(org)s AND event_type = 'THANKS' "
-        "AND occurred_at_ms >= %(start)s AND occurred_at_ms < %(end)s",
-        {"org": org, "start": start_ms, "end": end_ms},
-    ):
-        key = (str(row[5]), int(row[6]), int(row[7]), str(row[2]))
-        if key not in newest or row[8] >= newest[key][8]:
-            newest[key] = row
+    rows = ch.query(
+        "SELECT event_id, d_actor, recipient_id, d_reason, d_at, src_topic, src_partition, "
+        "src_offset FROM ("
+        + deduped_decisions(
+            "org_id = %(org)s AND event_type = 'THANKS' "
+            "AND occurred_at_ms >= %(start)s AND occurred_at_ms < %(end)s"
+        )
+        + ") WHERE d_reason IN %(reasons)s "
+        "ORDER BY src_topic, src_partition, src_offset, recipient_id",
+        {"org": org, "start": start_ms, "end": end_ms, "reasons": _AUDITED_REASONS},
+    )
     return [
         ThanksDecision(
             org_id=org,
@@ -143,10 +144,7 @@ def week_decisions(ch: ClickHouse, org: str, start_ms: int, end_ms: int) -> list
             partition=int(partition),
             offset=int(offset),
         )
-        for event_id, actor, recipient, reason, at, topic, partition, offset, _ in (
-            newest[k] for k in sorted(newest)
-        )
-        if reason in _AUDITED_REASONS
+        for event_id, actor, recipient, reason, at, topic, partition, offset in rows
     ]
 
 
@@ -157,35 +155,21 @@ def counted_elsewhere(
     the audits decided so far (a reversed one does not count; a reinstated one does)."""
     if not pairs:
         return set()
-    params = {
-        "org": org,
-        "start": start_ms,
-        "end": end_ms,
-        "pairs": tuple(sorted({f"{a}\x00{r}" for a, r in pairs})),
-    }
-    decided = {
-        (str(t), int(p), int(o), str(r)): (str(a), int(c))
-        for t, p, o, r, a, c in ch.query(
-            "SELECT src_topic, src_partition, src_offset, recipient_id, actor_id, "
-            "max(reason = 'counted') FROM kudos.decisions "
-            "WHERE org_id = %(org)s AND event_type = 'THANKS' "
-            "AND (occurred_at_ms < %(start)s OR occurred_at_ms >= %(end)s) "
-            "AND concat(actor_id, '\\0', recipient_id) IN %(pairs)s "
-            "GROUP BY src_topic, src_partition, src_offset, recipient_id, actor_id",
-            params,
+    rows = ch.query(
+        "SELECT DISTINCT d_actor, recipient_id FROM ("
+        + audited_decisions(
+            "org_id = %(org)s AND (occurred_at_ms < %(start)s OR occurred_at_ms >= %(end)s) "
+            "AND concat(actor_id, '\\0', recipient_id) IN %(pairs)s"
         )
-    }
-    for t, p, o, r, delta in ch.query(
-        "SELECT src_topic, src_partition, src_offset, recipient_id, any(delta) "
-        "FROM kudos.reversals WHERE org_id = %(org)s "
-        "AND concat(actor_id, '\\0', recipient_id) IN %(pairs)s "
-        "GROUP BY src_topic, src_partition, src_offset, recipient_id",
-        params,
-    ):
-        key = (str(t), int(p), int(o), str(r))
-        if key in decided:
-            decided[key] = (decided[key][0], 1 if int(delta) > 0 else 0)
-    return {(actor, key[3]) for key, (actor, counted) in decided.items() if counted}
+        + ") WHERE d_type = 'THANKS' AND e_counted = 1",
+        {
+            "org": org,
+            "start": start_ms,
+            "end": end_ms,
+            "pairs": tuple(sorted({f"{a}\x00{r}" for a, r in pairs})),
+        },
+    )
+    return {(str(actor), str(recipient)) for actor, recipient in rows}
 
 
 def write_reversals(

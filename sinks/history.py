@@ -98,6 +98,20 @@ _AUDITED: Final = (
     + REVERSAL_KEY
     + ")"
 )
+
+
+def deduped_decisions(where: str) -> str:
+    """SQL: kudos.decisions one row per decision, the newest copy's values (d_* columns),
+    of the rows `where` selects (it may use any column of kudos.decisions)."""
+    return _DEDUPED.format(where=where)
+
+
+def audited_decisions(where: str) -> str:
+    """SQL: `deduped_decisions` with the collusion audit applied (e_counted, e_reason and
+    the r_* columns); `where` may only use what both tables have (see `REVERSALS`)."""
+    return _AUDITED.format(where=where)
+
+
 # Reasons of rows that hold no event (messages that could not be decoded).
 UNDECODABLE: Final = "undecodable"
 REPLAY_COLUMNS: Final = (
