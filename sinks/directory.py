@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 
 from schemas.directory import DirectoryRecord
 from sinks.clickhouse import ClickHouse
-from sinks.history import REVERSAL_KEY, REVERSALS, counted_after_audit
+from sinks.history import audited_decisions
 
 DIRECTORY_COLUMNS: Final = (
     "org_id",
@@ -75,23 +75,14 @@ OPTED_OUT_SQL: Final = (
     "GROUP BY user_id) WHERE dir_opted_out = 1"
 )
 _VISIBLE: Final = "dir_deleted = 0 AND dir_opted_out = 0"
-# THANKS decisions of org %(org)s in [%(start)s, %(end)s) with `e_counted`: whether each
-# counts after the collusion audit (sinks/history.py). Copies of a decision (a retried
-# insert) stay: readers count distinct event ids.
-_THANKS_WHERE: Final = (
-    "org_id = %(org)s AND occurred_at_ms >= %(start)s AND occurred_at_ms < %(end)s"
-)
+# THANKS decisions of org %(org)s in [%(start)s, %(end)s), one row per decision, with
+# `e_counted`: whether each counts after the collusion audit (sinks/history.py).
 _AUDITED_THANKS: Final = (
-    "SELECT event_id, actor_id, recipient_id, "
-    + counted_after_audit("counted")
-    + " AS e_counted FROM (SELECT org_id, event_id, actor_id, recipient_id, src_topic, "
-    "src_partition, src_offset, counted FROM kudos.decisions WHERE "
-    + _THANKS_WHERE
-    + " AND event_type = 'THANKS') AS decided ANY LEFT JOIN ("
-    + REVERSALS.format(where=_THANKS_WHERE)
-    + ") AS reversed USING ("
-    + REVERSAL_KEY
-    + ")"
+    "SELECT event_id, d_actor AS actor_id, recipient_id, e_counted FROM ("
+    + audited_decisions(
+        "org_id = %(org)s AND occurred_at_ms >= %(start)s AND occurred_at_ms < %(end)s"
+    )
+    + ") WHERE d_type = 'THANKS'"
 )
 
 
