@@ -35,6 +35,7 @@ from schemas.codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
     AvroSchema,
     DecodeError,
+    DecodeReason,
     SchemaIds,
     SchemaResolver,
     UnknownSchemaId,
@@ -61,22 +62,8 @@ __all__ = [
 DIRECTORY_SCHEMA_ID: Final = 101
 _SHIPPED: Final = {DIRECTORY_SCHEMA_ID: "directory_user.v1.avsc"}
 
-DirectoryDecodeReason = Literal[
-    "empty",
-    "too_large",
-    "unknown_encoding",
-    "unknown_schema_id",
-    "avro_truncated",
-    "avro_invalid",
-    "json_invalid",
-    "missing_field",
-    "wrong_type",
-    "unknown_enum",
-    "bad_timestamp",
-    "bad_key",
-    "key_mismatch",
-    "invalid_id",
-]
+# The event codec's reasons, and what only a directory record's key and ids can break.
+DirectoryDecodeReason = Literal[DecodeReason, "bad_key", "key_mismatch", "invalid_id"]
 DIRECTORY_DECODE_REASONS: Final[tuple[DirectoryDecodeReason, ...]] = get_args(DirectoryDecodeReason)
 
 
