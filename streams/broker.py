@@ -49,6 +49,20 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
     raise BrokerError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
 
 
+def tansu_command(listener_url: str, advertised_url: str) -> list[str]:
+    """A Tansu broker keeping its log in memory, listening and advertising these URLs."""
+    return [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url",
+        listener_url,
+        "--advertised-listener-url",
+        advertised_url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+
+
 class EmbeddedBroker:
     """A Tansu broker on 127.0.0.1 with in-memory storage (this build has no other engine)."""
 
@@ -65,16 +79,7 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [
-                str(tansu_binary()),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            tansu_command(url, url),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

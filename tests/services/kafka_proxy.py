@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.broker import free_port, tansu_binary, wait_for_port
+from streams.broker import free_port, tansu_command, wait_for_port
 
 API_VERSIONS = 18
 SASL_HANDSHAKE = 17
@@ -397,16 +397,7 @@ class TansuBehindProxy:
         advertised = f"tcp://{self.advertised_host}:{self.proxy.port}"
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    str(tansu_binary()),
-                    "broker",
-                    "--listener-url",
-                    f"tcp://127.0.0.1:{self.tansu_port}",
-                    "--advertised-listener-url",
-                    advertised,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
+                tansu_command(f"tcp://127.0.0.1:{self.tansu_port}", advertised),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
