@@ -13,6 +13,7 @@ from sinks.directory import DirectoryRow
 from streams import metrics, pipeline
 from streams.directory import DirectoryStage
 from streams.pipeline import Blocking, RawMessage
+from tests.streams.test_pipeline import FakePublisher
 
 CODEC = DirectoryCodec()
 TOPIC = "directory.users"
@@ -31,16 +32,6 @@ class FakeDirectoryStore:
         self.log.append("directory")
         self.rows.extend(rows)
         return len(rows)
-
-
-class FakePublisher:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.sent: dict[str, list[tuple[Any, ...]]] = {}
-
-    async def publish(self, topic: str, messages: Sequence[tuple[Any, ...]]) -> None:
-        self.log.append(f"publish:{topic}")
-        self.sent.setdefault(topic, []).extend(messages)
 
 
 def stage(fail_times: int = 0) -> tuple[DirectoryStage, FakeDirectoryStore, FakePublisher]:
