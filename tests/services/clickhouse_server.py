@@ -28,7 +28,7 @@ from types import TracebackType
 
 from clickhouse_driver import Client
 
-from tests.services.process import end_process
+from tests.services.process import end_process, log_tail
 
 SERVER_BINARY = os.environ.get("KUDOS_TEST_CLICKHOUSE_SERVER", "/usr/sbin/clickhouse-server")
 PACKAGED_CONFIG_DIR = Path("/etc/clickhouse-server")
@@ -242,13 +242,9 @@ class ClickHouseServer:
             shutil.rmtree(self.base, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
-        parts = []
-        for name in ("stderr.log", "clickhouse-server.err.log", "clickhouse-server.log"):
-            path = self.base / "log" / name
-            if path.exists():
-                tail = path.read_text(errors="replace").splitlines()[-lines:]
-                parts.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
-        return "\n".join(parts) or f"(no server logs in {self.base / 'log'})"
+        names = ("stderr.log", "clickhouse-server.err.log", "clickhouse-server.log")
+        parts = [log_tail(self.base / "log" / name, lines) for name in names]
+        return "\n".join(p for p in parts if p) or f"(no server logs in {self.base / 'log'})"
 
     def __enter__(self) -> ClickHouseServer:
         self.start()

@@ -1,9 +1,11 @@
-"""Ending a service process the tests started: a signal, a wait, then SIGKILL."""
+"""Service processes the tests start: ending one (a signal, a wait, then SIGKILL), and the
+tail of a log for a failure message."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
 
@@ -21,3 +23,11 @@ def end_process(
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=timeout)
+
+
+def log_tail(path: Path, lines: int = 40) -> str | None:
+    """The last `lines` lines of a log, headed by its path; None when there is no log."""
+    if not path.exists():
+        return None
+    tail = path.read_text(errors="replace").splitlines()[-lines:]
+    return f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail)

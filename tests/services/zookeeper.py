@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.services.clickhouse_server import _die_with_parent, free_port
-from tests.services.process import end_process
+from tests.services.process import end_process, log_tail
 
 JAVA = os.environ.get("KUDOS_TEST_JAVA", "/usr/bin/java")
 ZOOKEEPER_JAR = Path(os.environ.get("KUDOS_TEST_ZOOKEEPER_JAR", "/usr/share/java/zookeeper.jar"))
@@ -140,10 +140,7 @@ class ZooKeeper:
             shutil.rmtree(self.base, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
-        if not self._log_path.exists():
-            return f"(no log at {self._log_path})"
-        tail = self._log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f"--- {self._log_path} (last {len(tail)} lines)\n" + "\n".join(tail)
+        return log_tail(self._log_path, lines) or f"(no log at {self._log_path})"
 
     def __enter__(self) -> ZooKeeper:
         self.start()
