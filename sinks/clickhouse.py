@@ -5,10 +5,37 @@
 
 Contract shared by both backends (tests run every case on both):
 
-* Parameters use clickhouse-driver's client-side pyformat style, `%(name)s`, escaped by
-  clickhouse-driver's own `escape_params` (also for chdb). As with clickhouse-driver, a
-  literal `%` in a statement that has parameters must be written `%%`. Value types: str,
-  int, float, datetime, list (an Array literal) and tuple (a tuple literal, for `IN`).
+* No id, org or other input value is ever written into SQL text. Statements name their
+  values with pyformat placeholders, `%(name)s`, and each backend binds them: chdb as
+  server-side query parameters (`{name:String}`, each value in the text form ClickHouse
+  parses it from, escaped here), the native protocol as external tables sent with the
+  query, which every server version accepts (18.16 has no query parameters): scalars and
+  arrays as columns of one one-row table `_kudos_params`, read as aliased scalar
+  subqueries, a tuple as a table `_kudos_set_<name>`, read as `IN (SELECT v FROM ...)`.
+  Servers forward a query's external tables to the shards of the Distributed tables it
+  reads, so a plain `IN %(set)s` works there (GLOBAL is for subqueries that read
+  Distributed tables themselves). A value of any size goes through: max_query_size
+  (256 KiB) limits the SQL text, not bound values.
+* Value types, checked strictly by the Python type (anything else is a
+  `ClickHouseError`): str -> String (valid UTF-8: a lone surrogate is refused); datetime
+  -> DateTime (naive = UTC, aware converted; whole seconds, 1970 to 2106 or refused);
+  list -> an Array of str, datetime, int, float or bool elements, one type per list (an
+  empty list is `[]`); tuple -> a set for `IN`/`NOT IN` of str or datetime elements (an
+  empty tuple is refused: it has no element type and 18.16 refuses `IN ()`). int, float
+  and bool, alone or as a tuple's elements, are written as numeric literals: they cannot
+  inject anything, 18.16 needs literal LIMITs, and it compares an IN set's type exactly
+  with the left side's (an Int64 set does not match a UInt32 column). Only placeholders
+  the statement names are looked at. As with %-formatting, a literal `%` in a statement
+  that has parameters is written `%%` (a lone `%` is refused); without parameters the
+  text is sent as written.
+* Mutations (`ALTER TABLE ... DELETE/UPDATE`) go through `execute_mutation`, the one named
+  path that writes values into SQL text: ClickHouse stores a mutation's command as text
+  and runs it later (`ON CLUSTER`, through ZooKeeper), where no external table of the
+  query exists. The native backend writes the values in as escaped literals
+  (`quote_string`); chdb binds them like any statement (its server writes them into the
+  stored command). Either way the statement with its values written in must stay within
+  `MUTATION_MAX_BYTES` (64 KiB, far below max_query_size): split a large key set with
+  `mutation_chunks`. `execute` and `query` refuse a mutation with parameters.
 * Time is UTC everywhere. A naive datetime means UTC, an aware one is converted to UTC.
   DateTime values come back as naive UTC datetimes on both backends. The native backend
   therefore requires a server whose time zone is UTC (the official Docker image is; a
@@ -26,7 +53,8 @@ Contract shared by both backends (tests run every case on both):
   unable to serve (retry later), `ClickHouseError` when the statement itself failed
   (retrying will not help). The two are deliberately unrelated types so a handler for
   one never swallows the other. Retrying is the caller's job.
-* Statements are not split or rewritten: one statement per call. Never put data inline
+* Statements are not split: one statement per call; the only rewriting is each
+  placeholder's replacement by its bound form. Never put data inline
   in an `INSERT ... VALUES (...)` statement: clickhouse-driver then waits for a data block
   that never comes on ClickHouse 18.x (the statement hangs until the socket timeout); use
   `insert`.
@@ -37,13 +65,15 @@ from __future__ import annotations
 import importlib
 import io
 import logging
+import math
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from pydantic import SecretStr
@@ -68,6 +98,11 @@ class ClickHouse(Protocol):
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Runs one statement (DDL, ALTER, TRUNCATE, ...) and discards any result."""
+        ...
+
+    def execute_mutation(self, sql: str, params: Mapping[str, Any]) -> None:
+        """Runs one `ALTER TABLE ... DELETE/UPDATE`: the one statement whose values may be
+        written into its text (see the module docstring), at most `MUTATION_MAX_BYTES`."""
         ...
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -128,19 +163,358 @@ def insert_statement(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {quote_table(table)} ({', '.join(quote_identifier(c) for c in columns)})"
 
 
-def _utc_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Aware datetimes to UTC, so both backends render the same literal."""
+# --- parameters -----------------------------------------------------------------------
+#
+# Statements keep clickhouse-driver's pyformat placeholders, `%(name)s`, but no value is
+# ever formatted into the SQL text (except in the one named mutation path below). Each
+# backend binds the values its own way (`_native_statement`, `_chdb_statement`); both
+# read the same template (`_template`) and the same typed values (`_bind`).
 
-    def fix(value: Any) -> Any:
-        if isinstance(value, datetime) and value.tzinfo is not None:
-            return value.astimezone(UTC).replace(tzinfo=None)
-        if isinstance(value, list):
-            return [fix(v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(fix(v) for v in value)
-        return value
+# `%(name)s`, a literal `%%`, or a lone `%` (refused, as %-formatting would refuse it).
+_PLACEHOLDER: Final = re.compile(r"%\((?P<name>[^()]*)\)s|%%|%")
+_PARAM_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INT_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_UINT64_MAX: Final = 2**64 - 1
+# What a ClickHouse DateTime (UInt32 seconds) holds.
+_DATETIME_MIN: Final = datetime(1970, 1, 1)
+_DATETIME_MAX: Final = datetime(2106, 2, 7, 6, 28, 15)
+# The names external tables get on the native protocol (one row of scalars; one table
+# per set). Leading underscore and prefix: they cannot meet a kudos table or column.
+SCALARS_TABLE: Final = "_kudos_params"
+SET_TABLE_PREFIX: Final = "_kudos_set_"
+# ALTER TABLE ... DELETE/UPDATE: a mutation (see `ClickHouse.execute_mutation`).
+_MUTATION: Final = re.compile(r"\s*ALTER\s+TABLE\b.*?\b(?:DELETE|UPDATE)\b", re.I | re.S)
+# A mutation statement with its values written in stays below this (UTF-8 bytes), far
+# below max_query_size (256 KiB); `mutation_chunks` splits a key set to fit.
+MUTATION_MAX_BYTES: Final = 64 * 1024
+MUTATION_SET_BYTES: Final = 32 * 1024
 
-    return {k: fix(v) for k, v in params.items()}
+# One escaping for string values in ClickHouse's text formats: the quoted format
+# (`'...'` in Array values and in mutation literals) and the escaped (TabSeparated) format
+# that chdb parses a scalar String parameter in, where a raw tab or newline would end the
+# value and a backslash starts an escape. Every C0 control character and DEL is escaped;
+# everything else, multi-byte UTF-8 included, goes through as it is.
+_ESCAPES: Final[dict[int, str]] = {
+    **{c: f"\\x{c:02X}" for c in (*range(0x20), 0x7F)},
+    ord("\\"): "\\\\",
+    ord("'"): "\\'",
+    ord("\0"): "\\0",
+    ord("\b"): "\\b",
+    ord("\f"): "\\f",
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+ParamKind = Literal["scalar", "array", "set"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    """A value bound to a statement rather than written into it.
+
+    `kind` is scalar (a str or datetime), array (a list: an Array value) or set (a tuple:
+    the right side of IN); `type` is the value's ClickHouse type for a scalar or array and
+    the elements' type for a set; `value` the normalised value (naive-UTC datetimes)."""
+
+    kind: ParamKind
+    type: str
+    value: Any
+
+
+@lru_cache(maxsize=1024)
+def _template(sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`sql` cut at its placeholders: (texts, names), len(texts) == len(names) + 1, with
+    `%%` already turned into `%` in the texts."""
+    texts: list[str] = []
+    names: list[str] = []
+    current: list[str] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(sql):
+        current.append(sql[position : match.start()])
+        position = match.end()
+        token = match.group(0)
+        if token == "%%":
+            current.append("%")
+        elif token == "%":
+            raise ClickHouseError(
+                "a literal % in a statement with parameters must be written %% "
+                "(and a parameter %(name)s)"
+            )
+        else:
+            name = match["name"]
+            if not _PARAM_NAME.fullmatch(name):
+                raise ClickHouseError(f"not a parameter name: {name!r}")
+            texts.append("".join(current))
+            names.append(name)
+            current = []
+    current.append(sql[position:])
+    texts.append("".join(current))
+    return tuple(texts), tuple(names)
+
+
+def _number(name: str, value: bool | int | float) -> str:
+    """The literal of a number: it cannot inject anything, and 18.16 needs literal LIMITs."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _UINT64_MAX:
+            raise ClickHouseError(f"parameter {name}: {value} is outside Int64/UInt64")
+        return str(int(value))
+    number = float(value)
+    if math.isfinite(number):
+        return repr(number)
+    return "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")
+
+
+def _text(name: str, value: str) -> str:
+    text = str.__str__(value)  # a str subclass (an enum) by its value, not its str()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 form, no ClickHouse value
+        raise ClickHouseError(f"parameter {name}: not valid text ({exc.reason})") from exc
+    return text
+
+
+def _utc(name: str, value: datetime) -> datetime:
+    """Naive UTC, whole seconds, within DateTime's range (naive means UTC)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    if not _DATETIME_MIN <= value <= _DATETIME_MAX:
+        raise ClickHouseError(f"parameter {name}: {value} is outside ClickHouse's DateTime")
+    return value.replace(microsecond=0)
+
+
+def _element_type(value: Any) -> str | None:
+    """The ClickHouse type of one bindable element; None when it is not one."""
+    if isinstance(value, bool):
+        return "UInt8"
+    if isinstance(value, int):
+        return "Int64"
+    if isinstance(value, float):
+        return "Float64"
+    if isinstance(value, str):
+        return "String"
+    if isinstance(value, datetime):
+        return "DateTime"
+    return None
+
+
+def _elements(name: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """(element type, normalised elements) of a non-empty list or tuple of one type."""
+    types = {_element_type(v) for v in values}
+    if len(types) != 1 or None in types:
+        found = sorted({type(v).__name__ for v in values})
+        raise ClickHouseError(
+            f"parameter {name}: elements must be all str, all datetime, all int, all float "
+            f"or all bool, not {', '.join(found)}"
+        )
+    (element,) = types
+    assert element is not None
+    if element == "String":
+        return element, [_text(name, v) for v in values]
+    if element == "DateTime":
+        return element, [_utc(name, v) for v in values]
+    for v in values:
+        _number(name, v)  # range check
+    if element == "Int64" and max(values) > _INT64_MAX:
+        if min(values) < 0:
+            raise ClickHouseError(f"parameter {name}: mixes negative and > Int64 integers")
+        element = "UInt64"
+    return element, [v if isinstance(v, float) else int(v) for v in values]
+
+
+def _bind(name: str, value: Any) -> _Bound | str:
+    """A value as bound (`_Bound`), or as the literal text of a number or of an empty
+    list, the only things ever written into SQL text (they hold no input text)."""
+    if isinstance(value, (bool, int, float)):
+        return _number(name, value)
+    if isinstance(value, str):
+        return _Bound("scalar", "String", _text(name, value))
+    if isinstance(value, datetime):
+        return _Bound("scalar", "DateTime", _utc(name, value))
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        element, values = _elements(name, value)
+        return _Bound("array", f"Array({element})", values)
+    if isinstance(value, tuple):
+        if not value:
+            raise ClickHouseError(
+                f"parameter {name}: an empty tuple is no set for IN (it has no element "
+                "type, and ClickHouse 18.16 refuses `IN ()`): skip the statement instead"
+            )
+        element, values = _elements(name, value)
+        if element not in ("String", "DateTime"):
+            # 18.16 compares an IN set's type exactly with the left side's (UInt32 vs
+            # Int64 fails): numbers are written as literals, which adapt to the left side.
+            return "(" + ", ".join(_number(name, v) for v in values) + ")"
+        return _Bound("set", element, values)
+    raise ClickHouseError(
+        f"parameter {name}: unsupported type {type(value).__name__} "
+        "(str, datetime, int, float, bool, list or tuple)"
+    )
+
+
+def _bound(sql: str, params: Mapping[str, Any]) -> Iterator[tuple[str, str, _Bound | str]]:
+    """(text before, name, value) for each placeholder of `sql`, then ("", "", "") with
+    the text after the last one. Only parameters the statement names are checked: an
+    unused key is ignored, as with %-formatting."""
+    texts, names = _template(sql)
+    cache: dict[str, _Bound | str] = {}
+    for text, name in zip(texts, names, strict=False):
+        if name not in cache:
+            if name not in params:
+                raise ClickHouseError(f"parameter {name} is not given")
+            cache[name] = _bind(name, params[name])
+        yield text, name, cache[name]
+    yield texts[-1], "", ""
+
+
+def _datetime_text(value: datetime) -> str:
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    )
+
+
+def quote_string(value: str) -> str:
+    """A string literal in ClickHouse's quoted format, on 18.16 and 26.x alike."""
+    return "'" + value.translate(_ESCAPES) + "'"
+
+
+def _element_text(element: str, value: Any) -> str:
+    """One element in the quoted text format (Array values, mutation literals)."""
+    if element == "String":
+        return quote_string(value)
+    if element == "DateTime":
+        return "'" + _datetime_text(value) + "'"
+    return _number("element", value)
+
+
+def _chdb_statement(sql: str, params: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """chdb: server-side query parameters, `{name:Type}`, with each value in the text
+    form ClickHouse parses it from: the escaped format for a scalar, `[...]` of quoted
+    elements for an Array (a set is an Array: `x IN {s:Array(String)}`)."""
+    parts: list[str] = []
+    values: dict[str, str] = {}
+    for text, name, bound in _bound(sql, params):
+        parts.append(text)
+        if isinstance(bound, str):
+            parts.append(bound)
+            continue
+        if bound.kind == "scalar":
+            parts.append(f"{{{name}:{bound.type}}}")
+            values[name] = (
+                bound.value.translate(_ESCAPES)
+                if bound.type == "String"
+                else _datetime_text(bound.value)
+            )
+            continue
+        element = bound.type[6:-1] if bound.kind == "array" else bound.type
+        parts.append(f"{{{name}:Array({element})}}")
+        values[name] = "[" + ",".join(_element_text(element, v) for v in bound.value) + "]"
+    return "".join(parts), values
+
+
+def _native_statement(sql: str, params: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The native protocol: external tables, which every server version accepts with a
+    query (ClickHouse 18.16 has no query parameters). Scalars and arrays are columns of
+    one one-row table, read as scalar subqueries, each with an alias: a scalar subquery in
+    the SELECT list of a query on a Distributed table needs one on 18.16 ("Not found
+    column _subqueryN"), and it does no harm elsewhere. A set is a one-column table of
+    its own, read as `IN (SELECT v FROM ...)`: servers send a query's external tables to
+    the shards of the Distributed tables it reads (verified on 18.16), so no GLOBAL is
+    needed for them."""
+    parts: list[str] = []
+    columns: list[tuple[str, str]] = []
+    row: list[Any] = []
+    tables: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for text, name, bound in _bound(sql, params):
+        parts.append(text)
+        if isinstance(bound, str):
+            parts.append(bound)
+            continue
+        if bound.kind == "set":
+            table = SET_TABLE_PREFIX + name
+            parts.append(f"(SELECT v FROM {table})")
+            if name not in seen:
+                tables.append(
+                    {
+                        "name": table,
+                        "structure": [("v", bound.type)],
+                        "data": [(v,) for v in bound.value],
+                    }
+                )
+        else:
+            parts.append(f"((SELECT `{name}` FROM {SCALARS_TABLE}) AS {SCALARS_TABLE}_{name})")
+            if name not in seen:
+                columns.append((name, bound.type))
+                row.append(bound.value)
+        seen.add(name)
+    if columns:
+        tables.append({"name": SCALARS_TABLE, "structure": columns, "data": [tuple(row)]})
+    return "".join(parts), tables
+
+
+def _literal_statement(sql: str, params: Mapping[str, Any]) -> str:
+    """The statement with every value written in as a literal: for mutations only (see
+    `ClickHouse.execute_mutation`), never for anything else."""
+    parts: list[str] = []
+    for text, _name, bound in _bound(sql, params):
+        parts.append(text)
+        if isinstance(bound, str):
+            parts.append(bound)
+        elif bound.kind == "scalar":
+            parts.append(_element_text(bound.type, bound.value))
+        elif bound.kind == "array":
+            element = bound.type[6:-1]
+            parts.append("[" + ", ".join(_element_text(element, v) for v in bound.value) + "]")
+        else:
+            parts.append("(" + ", ".join(_element_text(bound.type, v) for v in bound.value) + ")")
+    return "".join(parts)
+
+
+def _refuse_mutation(sql: str) -> None:
+    """A mutation with parameters must take the named path: on the native protocol the
+    server would only say that the external table does not exist."""
+    if _MUTATION.match(sql):
+        raise ClickHouseError(
+            "ALTER TABLE ... DELETE/UPDATE with parameters goes through execute_mutation"
+        )
+
+
+def mutation_statement(sql: str, params: Mapping[str, Any]) -> str:
+    """What a mutation's text is with its values written in (`execute_mutation`), checked:
+    an ALTER TABLE ... DELETE/UPDATE of at most `MUTATION_MAX_BYTES` bytes."""
+    if not _MUTATION.match(sql):
+        raise ClickHouseError("execute_mutation runs ALTER TABLE ... DELETE/UPDATE only")
+    statement = _literal_statement(sql, params)
+    size = len(statement.encode("utf-8"))
+    if size > MUTATION_MAX_BYTES:
+        raise ClickHouseError(
+            f"mutation of {size} bytes: at most {MUTATION_MAX_BYTES} (split its key set "
+            "with mutation_chunks)"
+        )
+    return statement
+
+
+def mutation_chunks(values: Sequence[str], budget: int = MUTATION_SET_BYTES) -> Iterator[list[str]]:
+    """Consecutive runs of `values` whose literals (`quote_string`, plus ", ") add up to
+    at most `budget` bytes: key sets of mutations, whose values are written in."""
+    chunk: list[str] = []
+    size = 0
+    for value in values:
+        cost = len(quote_string(value).encode("utf-8")) + 2
+        if chunk and size + cost > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(value)
+        size += cost
+    if chunk:
+        yield chunk
 
 
 # --- native protocol ------------------------------------------------------------------
@@ -217,6 +591,14 @@ class NativeClickHouse:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._run(sql, params)
 
+    def execute_mutation(self, sql: str, params: Mapping[str, Any]) -> None:
+        # The server keeps a mutation's text and runs it later, without the query's
+        # external tables: its values are written in (module docstring).
+        statement = mutation_statement(sql, params)
+        with self._lock:
+            self._connect()
+            self._call(statement, None)
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self._run(sql, params)
 
@@ -240,10 +622,13 @@ class NativeClickHouse:
         self.close()
 
     def _run(self, sql: str, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
+        tables: list[dict[str, Any]] | None = None
+        if params is not None:
+            _refuse_mutation(sql)
+            sql, tables = _native_statement(sql, params)
         with self._lock:
             self._connect()
-            args = None if params is None else _utc_params(params)
-            result = self._call(sql, args)
+            result = self._call(sql, None, external_tables=tables or None)
         return [tuple(row) for row in result]
 
     def _connect(self) -> None:
@@ -449,15 +834,28 @@ class ChdbClickHouse:
         return f"ChdbClickHouse({str(self.path)!r})"
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        statement = self._substitute(sql, params)
+        if params is not None:
+            _refuse_mutation(sql)
+        self._execute(sql, params)
+
+    def execute_mutation(self, sql: str, params: Mapping[str, Any]) -> None:
+        # The same checks as on the native protocol; chdb then binds the values (its
+        # server writes them into the stored mutation itself, as literals of its AST).
+        mutation_statement(sql, params)
+        self._execute(sql, params)
+
+    def _execute(self, sql: str, params: Mapping[str, Any] | None) -> None:
+        statement, values = self._bind(sql, params)
         with self._lock:
             self._column_types.clear()
-            self._run(statement, "Native")
+            self._run(statement, "Native", values)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        statement = self._substitute(sql, params)
+        if params is not None:
+            _refuse_mutation(sql)
+        statement, values = self._bind(sql, params)
         with self._lock:
-            data = self._run(statement, "Native")
+            data = self._run(statement, "Native", values)
         try:
             return decode_native(data, self._context)
         except Exception as exc:  # an unexpected Native feature, not a connection problem
@@ -495,22 +893,18 @@ class ChdbClickHouse:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _substitute(self, sql: str, params: Mapping[str, Any] | None) -> str:
-        if params is None:
-            return sql
-        from clickhouse_driver.util.escape import escape_params
+    @staticmethod
+    def _bind(sql: str, params: Mapping[str, Any] | None) -> tuple[str, dict[str, str]]:
+        return (sql, {}) if params is None else _chdb_statement(sql, params)
 
-        try:
-            escaped = escape_params(_utc_params(params), self._context)
-            return str(sql % escaped)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ClickHouseError(f"parameter substitution: {type(exc).__name__}: {exc}") from exc
-
-    def _run(self, statement: str, fmt: str) -> bytes:
+    def _run(self, statement: str, fmt: str, values: Mapping[str, str] | None = None) -> bytes:
         if self._conn is None:
             raise ClickHouseUnavailable(f"chdb at {self.path} is closed")
         try:
-            result = self._conn.query(statement, fmt)
+            if values:
+                result = self._conn.query(statement, fmt, params=dict(values))
+            else:
+                result = self._conn.query(statement, fmt)
         except Exception as exc:
             raise ClickHouseError(str(exc)) from exc
         data: bytes = result.bytes()
@@ -527,10 +921,8 @@ class ChdbClickHouse:
             else "SELECT name, type FROM system.columns "
             "WHERE database = currentDatabase() AND table = %(t)s"
         )
-        rows = decode_native(
-            self._run(self._substitute(sql, {"db": database, "t": name}), "Native"),
-            self._context,
-        )
+        statement, values = self._bind(sql, {"db": database, "t": name})
+        rows = decode_native(self._run(statement, "Native", values), self._context)
         if not rows:
             raise ClickHouseError(f"unknown table {table}")
         types = {str(n): str(t) for n, t in rows}

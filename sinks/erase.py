@@ -57,14 +57,19 @@ def _cluster_of(ch: ClickHouse, table: str) -> str | None:
 
 
 def mutate(ch: ClickHouse, table: str, action: str, params: dict[str, Any]) -> None:
-    """`ALTER TABLE ... DELETE/UPDATE` on the table that holds the data, and wait for it."""
+    """`ALTER TABLE ... DELETE/UPDATE` on the table that holds the data, and wait for it.
+
+    Through `ClickHouse.execute_mutation`: the server stores a mutation as text, so its
+    values are written in (the one such path), and the statement must stay small."""
     cluster = _cluster_of(ch, table)
     if cluster is None:
-        ch.execute(f"ALTER TABLE {DATABASE}.{table} {action}", params)
+        ch.execute_mutation(f"ALTER TABLE {DATABASE}.{table} {action}", params)
         target = table
     else:
         target = table + "_local"
-        ch.execute(f"ALTER TABLE {DATABASE}.{target} ON CLUSTER `{cluster}` {action}", params)
+        ch.execute_mutation(
+            f"ALTER TABLE {DATABASE}.{target} ON CLUSTER `{cluster}` {action}", params
+        )
     # A mutation runs on every replica of every shard: wait until none is left anywhere.
     sources = ["system.mutations"]
     if cluster is not None:

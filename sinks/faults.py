@@ -27,6 +27,10 @@ class SwitchableClickHouse:
         self._check()
         self.inner.execute(sql, params)
 
+    def execute_mutation(self, sql: str, params: Mapping[str, Any]) -> None:
+        self._check()
+        self.inner.execute_mutation(sql, params)
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         self._check()
         return self.inner.query(sql, params)

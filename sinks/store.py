@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Final
 
-from sinks.clickhouse import ClickHouse
+from sinks.clickhouse import ClickHouse, mutation_chunks
 from sinks.erase import mutate
 from streams.leaders import DEPTH, BoardKey
 from streams.rules import (
@@ -353,13 +353,16 @@ class RecognitionStore:
         for (org, window, start, user), thanker in rows:
             by_org[org].add(f"{user}\x00{thanker}\x00{window}\x00{start // 1000}")
         for org, keys in by_org.items():
-            mutate(
-                self.ch,
-                "thankers",
-                "DELETE WHERE org_id = %(org)s AND concat(user_id, '\\0', thanker_id, '\\0', "
-                "`window`, '\\0', toString(toUInt32(window_start))) IN %(keys)s",
-                {"org": org, "keys": tuple(sorted(keys))},
-            )
+            # A mutation's values are written into its text (sinks.erase.mutate): a few
+            # dozen KiB of keys per statement, far below max_query_size.
+            for chunk in mutation_chunks(sorted(keys)):
+                mutate(
+                    self.ch,
+                    "thankers",
+                    "DELETE WHERE org_id = %(org)s AND concat(user_id, '\\0', thanker_id, "
+                    "'\\0', `window`, '\\0', toString(toUInt32(window_start))) IN %(keys)s",
+                    {"org": org, "keys": tuple(chunk)},
+                )
 
     def write_badges(self, awards: Sequence[BadgeAward]) -> int:
         if not awards:

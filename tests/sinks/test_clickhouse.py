@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from sinks.clickhouse import (
+    MUTATION_SET_BYTES,
     ChdbClickHouse,
     ClickHouse,
     ClickHouseError,
@@ -17,6 +21,9 @@ from sinks.clickhouse import (
     ClickHouseUrl,
     NativeClickHouse,
     connect,
+    mutation_chunks,
+    mutation_statement,
+    quote_string,
 )
 from tests.services.clickhouse_server import free_port
 
@@ -262,10 +269,47 @@ def test_badge_awards_view_has_one_row_per_award_with_the_first_time(ch: ClickHo
 
 
 # --- parameters ------------------------------------------------------------------------
+#
+# No value is written into SQL text (sinks/clickhouse.py): chdb binds query parameters,
+# the native protocol sends external tables. tests/sinks/test_sql_text.py checks the
+# text itself; these check what ClickHouse sees.
+
+# Text that escaping has to get right in both of ClickHouse's text formats.
+EDGES = [
+    "",
+    "'",
+    "\\",
+    "\\'",
+    "''",
+    "\\\\'",
+    "ab\\",
+    "\t",
+    "\n",
+    "\r\n",
+    "\0",
+    "a\0b",
+    "\x01\x07\x08\x0b\x0c\x1b\x1f\x7f",
+    "\\N",
+    "\\x41",
+    "%s %(x)s %% %",
+    "{x:String} {y} }{",
+    "?",
+    "😀 𝄞 — ü",
+    "\u2028\u2029\ufeff",
+    TRICKY,
+]
+ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=120)
+PROPERTY = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _hex(value: str) -> str:
+    return value.encode().hex().upper()
 
 
 @pytest.mark.clickhouse
-def test_parameters_are_escaped_by_the_driver(ch: ClickHouse) -> None:
+def test_parameters_are_bound_values_not_sql(ch: ClickHouse) -> None:
     value = "o'brien \\' \\\\ '; DROP TABLE kudos.decisions; --"
     assert ch.query("SELECT %(v)s, length(%(v)s)", {"v": value}) == [(value, len(value))]
     assert ch.query("SELECT %(v)s", {"v": TRICKY}) == [(TRICKY,)]
@@ -286,6 +330,215 @@ def test_parameters_are_escaped_by_the_driver(ch: ClickHouse) -> None:
     ) == [(-(2**62) + 1, 0.5, ["x'", "y"], 1704067200, 1704067200)]
     # Without parameters the statement is sent as written (no %-formatting).
     assert ch.query("SELECT '100%'") == [("100%",)]
+    # What looks like a placeholder of either backend inside a value is just text.
+    assert ch.query("SELECT %(a)s, %(b)s", {"a": "{b:String}", "b": "%(a)s"}) == [
+        ("{b:String}", "%(a)s")
+    ]
+
+
+@pytest.mark.clickhouse
+def test_every_parameter_type(ch: ClickHouse) -> None:
+    naive, aware = datetime(2024, 2, 29, 23, 59, 58), datetime(2024, 3, 1, 1, 59, 58, 999_999)
+    row = ch.query(
+        "SELECT %(s)s, %(d)s, %(aware)s, %(lo)s, %(hi)s, %(f)s, %(t)s, %(false)s, "
+        "%(strs)s, %(dates)s, %(ints)s, %(floats)s, %(empty)s",
+        {
+            "s": "ü",
+            "d": naive,
+            "aware": aware.replace(tzinfo=PLUS_TWO),  # = naive + 0.999999 s, in UTC
+            "lo": -(2**63),
+            "hi": 2**64 - 1,
+            "f": -1.5e-300,
+            "t": True,
+            "false": False,
+            "strs": ["a'", "", "\\"],
+            "dates": [naive, datetime(1970, 1, 1), datetime(2106, 2, 7, 6, 28, 15)],
+            "ints": [-(2**63), 0, 2**63 - 1],
+            "floats": [0.25, -2.0],
+            "empty": [],
+        },
+    )
+    assert row == [
+        (
+            "ü",
+            naive,
+            naive,  # DateTime holds whole seconds
+            -(2**63),
+            2**64 - 1,
+            -1.5e-300,
+            1,
+            0,
+            ["a'", "", "\\"],
+            [naive, datetime(1970, 1, 1), datetime(2106, 2, 7, 6, 28, 15)],
+            [-(2**63), 0, 2**63 - 1],
+            [0.25, -2.0],
+            [],
+        )
+    ]
+    assert ch.query("SELECT %(big)s", {"big": [2**64 - 1, 0]}) == [([2**64 - 1, 0],)]
+    inf, nan = ch.query("SELECT %(inf)s, %(nan)s", {"inf": float("-inf"), "nan": float("nan")})[0]
+    assert inf == float("-inf") and math.isnan(nan)
+    # Tuples are sets for IN: of strings, of datetimes (bound), of numbers (literals, so
+    # that they match any integer column, as 18.16 compares IN set types exactly).
+    count = "SELECT count() FROM numbers(10) WHERE "
+    assert ch.query(count + "toString(number) IN %(t)s", {"t": ("1", "3", "x")}) == [(2,)]
+    assert ch.query(count + "toString(number) NOT IN %(t)s", {"t": ("1",)}) == [(9,)]
+    seconds = (datetime(1970, 1, 1, 0, 0, 3), datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC))
+    assert ch.query(count + "toDateTime(number) IN %(t)s", {"t": seconds}) == [(2,)]
+    assert ch.query(count + "number IN %(t)s", {"t": (1, 2, 2**64 - 1)}) == [(2,)]
+    assert ch.query(count + "toUInt8(number) IN %(t)s", {"t": (True,)}) == [(1,)]
+    # One parameter used several times, at several depths of subqueries.
+    assert ch.query(
+        "SELECT %(v)s, (SELECT count() FROM numbers(3) WHERE toString(number) != %(v)s) "
+        "FROM system.one WHERE %(v)s IN (SELECT toString(number) FROM numbers(3) "
+        "WHERE toString(number) = %(v)s)",
+        {"v": "2"},
+    ) == [("2", 2)]
+
+
+@pytest.mark.clickhouse
+def test_percent_signs(ch: ClickHouse) -> None:
+    assert ch.query("SELECT '100%%', %(v)s LIKE 'a%%'", {"v": "abc"}) == [("100%", 1)]
+    assert ch.query("SELECT '%%%%(v)s'", {}) == [("%%(v)s",)]
+    for bad in ("SELECT '100%', %(v)s", "SELECT %(v)d", "SELECT %s"):
+        with pytest.raises(ClickHouseError, match="%"):
+            ch.query(bad, {"v": 1})
+
+
+@pytest.mark.clickhouse
+def test_unsupported_values_are_refused(ch: ClickHouse) -> None:
+    from datetime import date
+    from decimal import Decimal
+
+    bad: list[Any] = [
+        None,
+        b"bytes",
+        {"a": 1},
+        {"a"},
+        date(2024, 1, 1),
+        Decimal("1.5"),
+        ["a", 1],
+        [["nested"]],
+        ("a", None),
+        (),  # no element type, and `IN ()` is no SQL on 18.16
+        "\ud800",  # a lone surrogate has no UTF-8 form
+        2**64,
+        -(2**63) - 1,
+        datetime(1969, 12, 31, 23, 59, 59),
+        datetime(2106, 2, 7, 6, 28, 16),
+    ]
+    for value in bad:
+        with pytest.raises(ClickHouseError, match="parameter v"):
+            ch.query("SELECT %(v)s", {"v": value})
+    with pytest.raises(ClickHouseError, match="not given"):
+        ch.query("SELECT %(missing)s", {"other": 1})
+    with pytest.raises(ClickHouseError, match="parameter name"):
+        ch.query("SELECT %(a-b)s", {"a-b": 1})
+    # Parameters the statement does not name are not looked at (as with %-formatting).
+    assert ch.query("SELECT %(a)s", {"a": 1, "unused": None}) == [(1,)]
+    assert ch.query("SELECT 1") == [(1,)]  # still usable
+
+
+@pytest.mark.clickhouse
+def test_big_values_round_trip_without_max_query_size(ch: ClickHouse) -> None:
+    """ClickHouse parses at most max_query_size (256 KiB) of SQL text; bound values are
+    not SQL text: a 300,000-character id and a 50,000-element set go through."""
+    huge = "x'\\" * 100_000
+    ids = [f"user-{i}-é'" for i in range(50_000)]
+    ch.insert(
+        "kudos.thankers",
+        ("org_id", "user_id", "thanker_id"),
+        [("o", huge, "t"), ("o", ids[7], "t"), ("o", "other", "t")],
+    )
+    assert ch.query(
+        "SELECT length(%(u)s), count() FROM kudos.thankers WHERE user_id = %(u)s", {"u": huge}
+    ) == [(300_000, 1)]
+    assert ch.query(
+        "SELECT user_id FROM kudos.thankers WHERE org_id = %(o)s AND user_id IN %(ids)s "
+        "ORDER BY user_id",
+        {"o": "o", "ids": (*ids, huge)},
+    ) == [(ids[7],), (huge,)]
+    assert ch.query(
+        "SELECT user_id FROM kudos.thankers WHERE user_id NOT IN %(ids)s", {"ids": (*ids, huge)}
+    ) == [("other",)]
+    assert ch.query("SELECT length(%(a)s)", {"a": ids}) == [(50_000,)]
+
+
+@PROPERTY
+@given(value=ANY_TEXT, values=st.lists(ANY_TEXT, min_size=1, max_size=6))
+@example(value="a" * 70_000, values=EDGES)
+@example(value="\\" * 1000 + "'" * 1000, values=["\\" * 1000, "\n" * 1000])
+def test_any_text_round_trips_as_string_array_and_set(
+    ch: ClickHouse, value: str, values: list[str]
+) -> None:
+    """What ClickHouse sees (hex of its bytes) is the value's UTF-8, whatever the text."""
+    rows = ch.query(
+        "SELECT hex(%(v)s), %(v)s, length(%(v)s), arrayMap(x -> hex(x), %(a)s), %(a)s, "
+        "%(v)s IN %(t)s, %(first)s IN %(t)s",
+        {"v": value, "a": values, "t": tuple(values), "first": values[0]},
+    )
+    assert rows == [
+        (
+            _hex(value),
+            value,
+            len(value.encode()),
+            [_hex(x) for x in values],
+            values,
+            int(value in values),
+            1,
+        )
+    ]
+
+
+@PROPERTY
+@given(values=st.lists(ANY_TEXT, min_size=1, max_size=6))
+@example(values=EDGES)
+def test_literals_of_the_mutation_path_round_trip(ch: ClickHouse, values: list[str]) -> None:
+    """`quote_string`, the one escaping that writes values into SQL text (mutations on
+    the native protocol), read back exactly by 18.16 and 26.x."""
+    literals = ", ".join(quote_string(v) for v in values)
+    assert ch.query(f"SELECT arrayMap(x -> hex(x), [{literals}])") == [([_hex(v) for v in values],)]
+
+
+# --- mutations: the one path that writes values into SQL text -------------------------
+
+
+@pytest.mark.clickhouse
+def test_mutations_take_their_own_named_path(ch: ClickHouse) -> None:
+    from sinks.erase import mutate
+
+    rows = [("o'rg", "u", t) for t in (TRICKY, "x", "\\", "keep")]
+    ch.insert("kudos.thankers", ("org_id", "user_id", "thanker_id"), rows)
+    mutate(
+        ch,
+        "thankers",
+        "DELETE WHERE org_id = %(org)s AND thanker_id IN %(t)s",
+        {"org": "o'rg", "t": (TRICKY, "x", "\\")},
+    )
+    assert ch.query("SELECT thanker_id FROM kudos.thankers") == [("keep",)]
+    # A mutation with parameters anywhere else is refused (on the native protocol the
+    # server would look for an external table the stored mutation cannot have).
+    delete = "ALTER TABLE kudos.thankers DELETE WHERE org_id = %(org)s"
+    with pytest.raises(ClickHouseError, match="execute_mutation"):
+        ch.execute(delete, {"org": "x"})
+    with pytest.raises(ClickHouseError, match="ALTER TABLE"):
+        ch.execute_mutation("SELECT %(org)s", {"org": "x"})
+    # Its text stays far below max_query_size: a larger key set is refused, whole.
+    keys = tuple("k" * 250 + str(i) for i in range(300))
+    with pytest.raises(ClickHouseError, match="bytes"):
+        ch.execute_mutation(delete + " AND thanker_id IN %(keys)s", {"org": "o'rg", "keys": keys})
+    assert ch.query("SELECT count() FROM kudos.thankers") == [(1,)]
+
+
+def test_mutation_chunks_keep_each_statement_small() -> None:
+    keys = [f"{i}-" + "é'\\" * 80 for i in range(2000)]
+    chunks = list(mutation_chunks(keys))
+    assert [k for c in chunks for k in c] == keys
+    for chunk in chunks:
+        sql = "ALTER TABLE kudos.thankers DELETE WHERE thanker_id IN %(keys)s"
+        statement = mutation_statement(sql, {"keys": tuple(chunk)})
+        assert len(statement.encode()) <= MUTATION_SET_BYTES + len(sql)
+    assert len(chunks) > 1
 
 
 # --- errors and concurrency ------------------------------------------------------------

@@ -138,6 +138,9 @@ class _Recorder:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self.statements.append(sql)
 
+    def execute_mutation(self, sql: str, params: Mapping[str, Any]) -> None:
+        self.statements.append(sql)
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return [(0,)] if sql.startswith("SELECT count()") else []
 
