@@ -36,6 +36,8 @@ Contract shared by both backends (tests run every case on both):
   stored command). Either way the statement with its values written in must stay within
   `MUTATION_MAX_BYTES` (64 KiB, far below max_query_size): split a large key set with
   `mutation_chunks`. `execute` and `query` refuse a mutation with parameters.
+* Per-connection settings: `connect(url, settings={...})` (e.g. `max_execution_time`); the
+  native client sends them with every query, chdb runs `SET` once on its connection.
 * Time is UTC everywhere. A naive datetime means UTC, an aware one is converted to UTC.
   DateTime values come back as naive UTC datetimes on both backends. The native backend
   therefore requires a server whose time zone is UTC (the official Docker image is; a
@@ -52,7 +54,9 @@ Contract shared by both backends (tests run every case on both):
 * Errors: `ClickHouseUnavailable` when the backend cannot be reached or is temporarily
   unable to serve (retry later), `ClickHouseError` when the statement itself failed
   (retrying will not help). The two are deliberately unrelated types so a handler for
-  one never swallows the other. Retrying is the caller's job.
+  one never swallows the other. Retrying is the caller's job. The same server codes are
+  transient on both backends (`_TRANSIENT_SERVER_CODES`; chdb's message carries the
+  code): a query stopped by `max_execution_time` (TIMEOUT_EXCEEDED) is unavailable.
 * Statements are not split: one statement per call; the only rewriting is each
   placeholder's replacement by its bound form. Never put data inline
   in an `INSERT ... VALUES (...)` statement: clickhouse-driver then waits for a data block
@@ -517,6 +521,23 @@ def mutation_chunks(values: Sequence[str], budget: int = MUTATION_SET_BYTES) -> 
         yield chunk
 
 
+def _setting_literals(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Each setting's value as a literal, names and types checked (both backends refuse
+    the same settings, before connecting). Settings are the program's configuration, not
+    input: chdb applies them as `SET name = literal`, once per connection."""
+    literals = {}
+    for name, value in settings.items():
+        if not isinstance(name, str) or not _PARAM_NAME.fullmatch(name):
+            raise ClickHouseError(f"not a setting name: {name!r}")
+        if isinstance(value, (bool, int, float)):
+            literals[name] = _number(name, value)
+        elif isinstance(value, str):
+            literals[name] = quote_string(_text(name, value))
+        else:
+            raise ClickHouseError(f"setting {name}: unsupported type {type(value).__name__}")
+    return literals
+
+
 # --- native protocol ------------------------------------------------------------------
 
 # Server error codes that mean "not now" rather than "never": the writer retries them.
@@ -563,6 +584,7 @@ class NativeClickHouse:
     ) -> None:
         from clickhouse_driver import Client
 
+        _setting_literals(settings or {})  # refused here as chdb refuses them
         secret = password.get_secret_value() if isinstance(password, SecretStr) else password
         self.host = host
         self.port = port if port is not None else (DEFAULT_SECURE_PORT if secure else DEFAULT_PORT)
@@ -795,6 +817,18 @@ def _check_no_nulls(column: str, array: Any, nullable: bool) -> None:
         _check_no_nulls(column, array.flatten(), array.type.value_field.nullable)
 
 
+# chdb raises one exception type for everything; its message carries the server's code.
+_CHDB_CODE: Final = re.compile(r"\bCode: (\d+)\.")
+
+
+def _chdb_error(message: str) -> ClickHouseError | ClickHouseUnavailable:
+    """A chdb failure as the native backend would classify the same server code."""
+    code = _CHDB_CODE.search(message)
+    if code is not None and int(code[1]) in _TRANSIENT_SERVER_CODES:
+        return ClickHouseUnavailable(message)
+    return ClickHouseError(message)
+
+
 class ChdbClickHouse:
     """chdb (embedded ClickHouse) on a local directory, thread-safe.
 
@@ -811,7 +845,7 @@ class ChdbClickHouse:
     written as one Arrow IPC stream and inserted with `FORMAT ArrowStream`.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, settings: Mapping[str, Any] | None = None) -> None:
         chdb: Any = importlib.import_module("chdb")
 
         self.path = Path(path).expanduser().resolve()
@@ -829,6 +863,13 @@ class ChdbClickHouse:
         self._lock = threading.Lock()
         self._context = _driver_context()
         self._column_types: dict[str, dict[str, str]] = {}
+        try:
+            # A chdb connection keeps its SETs (and only its own: verified on chdb 4.4).
+            for name, literal in _setting_literals(settings or {}).items():
+                self._run(f"SET {name} = {literal}", "Native")
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"ChdbClickHouse({str(self.path)!r})"
@@ -878,7 +919,7 @@ class ChdbClickHouse:
                     inserter.append(payload)
                     result = inserter.finish()
             except Exception as exc:
-                raise ClickHouseError(f"insert into {table}: {exc}") from exc
+                raise _chdb_error(f"insert into {table}: {exc}") from exc
         return int(result.rows_written)
 
     def close(self) -> None:
@@ -906,7 +947,7 @@ class ChdbClickHouse:
             else:
                 result = self._conn.query(statement, fmt)
         except Exception as exc:
-            raise ClickHouseError(str(exc)) from exc
+            raise _chdb_error(str(exc)) from exc
         data: bytes = result.bytes()
         return data
 
@@ -1069,12 +1110,17 @@ def _flag(value: str, name: str) -> bool:
     raise ValueError(f"ClickHouse URL option {name} must be true or false")
 
 
-def connect(url: str | SecretStr | ClickHouseUrl) -> ClickHouse:
-    """A backend for a `KUDOS_CLICKHOUSE` URL (see `ClickHouseUrl`). Does not log secrets."""
+def connect(
+    url: str | SecretStr | ClickHouseUrl, settings: Mapping[str, Any] | None = None
+) -> ClickHouse:
+    """A backend for a `KUDOS_CLICKHOUSE` URL (see `ClickHouseUrl`). Does not log secrets.
+
+    `settings` (e.g. `{"max_execution_time": 5}`) apply to every statement of this
+    connection: the native client sends them with each query, chdb runs `SET` once."""
     parsed = url if isinstance(url, ClickHouseUrl) else ClickHouseUrl.parse(url)
     log.info("ClickHouse: %s", parsed.redacted())
     if parsed.scheme == "chdb":
-        return ChdbClickHouse(parsed.path)
+        return ChdbClickHouse(parsed.path, settings=settings)
     options = dict(parsed.options)
     return NativeClickHouse(
         host=parsed.host,
@@ -1086,4 +1132,5 @@ def connect(url: str | SecretStr | ClickHouseUrl) -> ClickHouse:
         ca_certs=options.get("ca_certs") or None,
         connect_timeout=float(options.get("connect_timeout", 10)),
         send_receive_timeout=float(options.get("send_receive_timeout", 300)),
+        settings=settings,
     )

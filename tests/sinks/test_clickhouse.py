@@ -541,6 +541,39 @@ def test_mutation_chunks_keep_each_statement_small() -> None:
     assert len(chunks) > 1
 
 
+# --- per-connection settings and time limits -------------------------------------------
+
+
+@pytest.mark.clickhouse
+def test_settings_apply_to_their_connection_only(clickhouse_url: str) -> None:
+    setting = "SELECT value FROM system.settings WHERE name = 'max_execution_time'"
+    limited = connect(clickhouse_url, settings={"max_execution_time": 5})
+    plain = connect(clickhouse_url)
+    try:
+        assert limited.query(setting) == [("5",)]
+        assert plain.query(setting) == [("0",)]
+    finally:
+        limited.close()
+        plain.close()
+    for bad in ({"max_execution_time; DROP": 1}, {"max_execution_time": None}):
+        with pytest.raises(ClickHouseError, match="setting"):
+            connect(clickhouse_url, settings=bad)
+
+
+@pytest.mark.clickhouse
+def test_a_query_over_its_time_limit_is_unavailable(clickhouse_url: str) -> None:
+    ch = connect(clickhouse_url, settings={"max_execution_time": 1})
+    try:
+        with pytest.raises(ClickHouseUnavailable, match=r"159|[Tt]imeout"):
+            ch.query(
+                "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = %(n)s",
+                {"n": 0},
+            )
+        assert ch.query("SELECT 1") == [(1,)]
+    finally:
+        ch.close()
+
+
 # --- errors and concurrency ------------------------------------------------------------
 
 
