@@ -289,7 +289,7 @@ def _template(sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _number(name: str, value: bool | int | float) -> str:
-    """The literal of a number: it cannot inject anything, and 18.16 needs literal LIMITs."""
+    """A number as ClickHouse's text formats write it (range-checked)."""
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):
@@ -300,6 +300,13 @@ def _number(name: str, value: bool | int | float) -> str:
     if math.isfinite(number):
         return repr(number)
     return "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")
+
+
+def _number_literal(name: str, value: bool | int | float) -> str:
+    """A number written into SQL text: it cannot inject anything, and 18.16 needs literal
+    LIMITs. A negative one is parenthesised: `x-%(n)s` must not become the comment `x--5`."""
+    text = _number(name, value)
+    return f"({text})" if text.startswith("-") else text
 
 
 def _texts(name: str, values: Sequence[str]) -> list[str]:
@@ -368,7 +375,7 @@ def _bind(name: str, value: Any) -> _Bound | str:
     """A value as bound (`_Bound`), or as the literal text of a number or of an empty
     list, the only things ever written into SQL text (they hold no input text)."""
     if isinstance(value, (bool, int, float)):
-        return _number(name, value)
+        return _number_literal(name, value)
     if isinstance(value, str):
         return _Bound("scalar", "String", _text(name, value))
     if isinstance(value, datetime):
@@ -388,7 +395,7 @@ def _bind(name: str, value: Any) -> _Bound | str:
         if element not in ("String", "DateTime"):
             # 18.16 compares an IN set's type exactly with the left side's (UInt32 vs
             # Int64 fails): numbers are written as literals, which adapt to the left side.
-            return "(" + ", ".join(_number(name, v) for v in values) + ")"
+            return "(" + ", ".join(_number_literal(name, v) for v in values) + ")"
         return _Bound("set", element, values)
     raise ClickHouseError(
         f"parameter {name}: unsupported type {type(value).__name__} "
@@ -423,13 +430,14 @@ def quote_string(value: str) -> str:
     return "'" + _escape(value) + "'"
 
 
-def _element_text(element: str, value: Any) -> str:
-    """One element in the quoted text format (Array values, mutation literals)."""
+def _element_text(element: str, value: Any, *, sql: bool = False) -> str:
+    """One element in the quoted text format: of an Array value (chdb's parameters), or
+    of a literal in SQL text (`sql`, mutations only)."""
     if element == "String":
         return quote_string(value)
     if element == "DateTime":
         return "'" + _datetime_text(value) + "'"
-    return _number("element", value)
+    return (_number_literal if sql else _number)("element", value)
 
 
 def _chdb_statement(sql: str, params: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
@@ -512,13 +520,18 @@ def _literal_statement(sql: str, params: Mapping[str, Any]) -> str:
         parts.append(text)
         if isinstance(bound, str):
             parts.append(bound)
-        elif bound.kind == "scalar":
-            parts.append(_element_text(bound.type, bound.value))
+            continue
+        element = bound.type[6:-1] if bound.kind == "array" else bound.type
+        literals = [
+            _element_text(element, v, sql=True)
+            for v in ([bound.value] if bound.kind == "scalar" else bound.value)
+        ]
+        if bound.kind == "scalar":
+            parts.append(literals[0])
         elif bound.kind == "array":
-            element = bound.type[6:-1]
-            parts.append("[" + ", ".join(_element_text(element, v) for v in bound.value) + "]")
+            parts.append("[" + ", ".join(literals) + "]")
         else:
-            parts.append("(" + ", ".join(_element_text(bound.type, v) for v in bound.value) + ")")
+            parts.append("(" + ", ".join(literals) + ")")
     return "".join(parts)
 
 

@@ -376,6 +376,10 @@ def test_every_parameter_type(ch: ClickHouse) -> None:
         )
     ]
     assert ch.query("SELECT %(big)s", {"big": [2**64 - 1, 0]}) == [([2**64 - 1, 0],)]
+    # A negative number right after a minus is no `--` comment.
+    assert ch.query(
+        "SELECT 1-%(n)s, 2-%(f)s, toTypeName(%(lo)s)", {"n": -1, "f": -0.5, "lo": -(2**63)}
+    ) == [(2, 2.5, "Int64")]
     inf, nan = ch.query("SELECT %(inf)s, %(nan)s", {"inf": float("-inf"), "nan": float("nan")})[0]
     assert inf == float("-inf") and math.isnan(nan)
     # Tuples are sets for IN: of strings, of datetimes (bound), of numbers (literals, so
