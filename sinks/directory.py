@@ -47,8 +47,6 @@ DIRECTORY_COLUMNS: Final = (
 DEFAULT_TEAM_MIN_SIZE: Final = 5
 GroupBy = Literal["team", "department"]
 _NO_END: Final = 2**63 - 1
-# Bytes of ids per `IN (...)` list, as in sinks.store: statements stay small.
-_IN_LIST_BYTES: Final = 64 * 1024
 
 
 def current_sql(extra_where: str = "") -> str:
@@ -147,19 +145,6 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
 
 
-def _chunks(ids: Sequence[str]) -> list[list[str]]:
-    out: list[list[str]] = [[]]
-    size = 0
-    for i in ids:
-        cost = len(i.encode()) * 2 + 4
-        if out[-1] and size + cost > _IN_LIST_BYTES:
-            out.append([])
-            size = 0
-        out[-1].append(i)
-        size += cost
-    return [c for c in out if c]
-
-
 def opted_out_users(ch: ClickHouse, org: str, limit: int | None = None) -> list[str]:
     """Opted-out user ids of `org` (at most `limit`, when given)."""
     sql = OPTED_OUT_SQL + (f" LIMIT {int(limit)}" if limit is not None else "")
@@ -169,19 +154,20 @@ def opted_out_users(ch: ClickHouse, org: str, limit: int | None = None) -> list[
 def people(ch: ClickHouse, org: str, users: Sequence[str]) -> dict[str, Person]:
     """Current directory state of these users (those the directory has ever had)."""
     out: dict[str, Person] = {}
-    for chunk in _chunks(sorted(set(users))):
-        for user, name, team, department, deleted, opted in ch.query(
-            current_sql("AND user_id IN %(users)s"), {"org": org, "users": tuple(chunk)}
-        ):
-            gone = bool(deleted)
-            out[str(user)] = Person(
-                str(user),
-                None if gone else (str(name) or None),
-                None if gone else (str(team) or None),
-                None if gone else (str(department) or None),
-                bool(opted),
-                gone,
-            )
+    if not users:
+        return out
+    for user, name, team, department, deleted, opted in ch.query(
+        current_sql("AND user_id IN %(users)s"), {"org": org, "users": tuple(sorted(set(users)))}
+    ):
+        gone = bool(deleted)
+        out[str(user)] = Person(
+            str(user),
+            None if gone else (str(name) or None),
+            None if gone else (str(team) or None),
+            None if gone else (str(department) or None),
+            bool(opted),
+            gone,
+        )
     return out
 
 

@@ -21,7 +21,7 @@ Nothing here writes to the tables the workers own; `write_replay_scores` writes 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -227,11 +227,6 @@ def _audited_row(r: Sequence[Any]) -> DecisionRow:
     return replace(base, audit=Audit(str(r[17]), str(r[18]), int(r[19]), int(r[20]), int(r[21])))
 
 
-def _chunks(items: Sequence[str], size: int = 2000) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 class DecisionHistory:
     """Typed reads of kudos.decisions and kudos.score_state for explain and replay."""
 
@@ -331,23 +326,22 @@ class DecisionHistory:
             starts.add(start)
         best: dict[WindowKey, tuple[int, StoredTotals]] = {}
         for org, (users, starts) in by_org.items():
-            for chunk in _chunks(sorted(users)):
-                for row in self.ch.query(
-                    "SELECT window, window_start, user_id, shares, thanks_given, "
-                    "thanks_received, reactions_received, score, version "
-                    "FROM kudos.score_state WHERE org_id = %(org)s AND user_id IN %(users)s "
-                    "AND window_start IN %(starts)s",
-                    {
-                        "org": org,
-                        "users": tuple(chunk),
-                        "starts": tuple(ms_to_dt(s) for s in sorted(starts)),
-                    },
-                ):
-                    key: WindowKey = (org, row[0], dt_to_ms(row[1]), str(row[2]))
-                    version = int(row[8])
-                    if key in wanted and (key not in best or version > best[key][0]):
-                        totals = StoredTotals(*(int(v) for v in row[3:8]))
-                        best[key] = (version, totals)
+            for row in self.ch.query(
+                "SELECT window, window_start, user_id, shares, thanks_given, "
+                "thanks_received, reactions_received, score, version "
+                "FROM kudos.score_state WHERE org_id = %(org)s AND user_id IN %(users)s "
+                "AND window_start IN %(starts)s",
+                {
+                    "org": org,
+                    "users": tuple(sorted(users)),
+                    "starts": tuple(ms_to_dt(s) for s in sorted(starts)),
+                },
+            ):
+                key: WindowKey = (org, row[0], dt_to_ms(row[1]), str(row[2]))
+                version = int(row[8])
+                if key in wanted and (key not in best or version > best[key][0]):
+                    totals = StoredTotals(*(int(v) for v in row[3:8]))
+                    best[key] = (version, totals)
         return {k: t for k, (_, t) in best.items()}
 
     def has_replay_table(self) -> bool:

@@ -8,7 +8,7 @@ which is how a restarted or rebalanced worker carries on exactly where the store
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -84,27 +84,10 @@ BADGE_COLUMNS: Final = (
     "rule_version",
     "evidence",
 )
-# Bytes of ids per `IN (...)` list: statements stay well under max_query_size (256 KiB).
-_IN_LIST_BYTES: Final = 64 * 1024
 # Reasons after which an event id counts as seen (it passed invalid/future/late).
 _SEEN_REASONS: Final = tuple(
     r.value for r in Reason if r not in (Reason.INVALID, Reason.FUTURE, Reason.LATE)
 )
-
-
-def _chunks(ids: Sequence[str], max_bytes: int) -> Iterator[list[str]]:
-    """Consecutive runs of `ids` whose quoted lengths add up to at most `max_bytes`."""
-    chunk: list[str] = []
-    size = 0
-    for i in ids:
-        cost = len(i.encode()) * 2 + 4  # worst case: every byte escaped, quotes, ", "
-        if chunk and size + cost > max_bytes:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(i)
-        size += cost
-    if chunk:
-        yield chunk
 
 
 def ms_to_dt(ms: int) -> datetime:
@@ -279,23 +262,24 @@ class RecognitionStore:
         awarded: set[tuple[str, str, str, int]] = set()
         users_loaded: set[tuple[str, str]] = set()
         for org, (users, starts) in by_org.items():
-            # In chunks: a statement must stay under max_query_size (256 KiB by default).
-            for chunk in _chunks(sorted(users), _IN_LIST_BYTES):
-                self._load_chunk(org, chunk, starts, wanted, loaded)
-                new_users = [u for u in chunk if (org, u) not in book.users_loaded]
-                if new_users:
-                    for user, badge, period in self.ch.query(
-                        "SELECT user_id, badge, period_start FROM kudos.badge_award_rows "
-                        "WHERE org_id = %(org)s AND user_id IN %(users)s",
-                        {"org": org, "users": tuple(new_users)},
-                    ):
-                        awarded.add((org, user, str(badge), dt_to_ms(period)))
-                    users_loaded.update((org, u) for u in new_users)
+            # One statement per table and org, whatever the number of users: the ids are
+            # bound (sinks/clickhouse.py), not written into the SQL text.
+            ordered = sorted(users)
+            self._load_org(org, ordered, starts, wanted, loaded)
+            new_users = [u for u in ordered if (org, u) not in book.users_loaded]
+            if new_users:
+                for user, badge, period in self.ch.query(
+                    "SELECT user_id, badge, period_start FROM kudos.badge_award_rows "
+                    "WHERE org_id = %(org)s AND user_id IN %(users)s",
+                    {"org": org, "users": tuple(new_users)},
+                ):
+                    awarded.add((org, user, str(badge), dt_to_ms(period)))
+                users_loaded.update((org, u) for u in new_users)
         book.totals.update(loaded)
         book.awarded |= awarded
         book.users_loaded |= users_loaded
 
-    def _load_chunk(
+    def _load_org(
         self,
         org: str,
         users: Sequence[str],

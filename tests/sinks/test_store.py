@@ -11,8 +11,9 @@ WEEK = 1_795_392_000_000  # Monday 2026-11-23 00:00 UTC
 
 
 def test_many_long_user_ids_load_back_exactly(ch: ClickHouse) -> None:
-    """A batch can touch thousands of new users: one IN (...) list of them all would pass
-    ClickHouse's max_query_size (256 KiB), which a 1M-user benchmark hit."""
+    """A batch can touch thousands of new users: written into SQL, one IN (...) list of
+    them all passed ClickHouse's max_query_size (256 KiB), which a 1M-user benchmark hit;
+    bound, they are one set per statement (tests/sinks/test_sql_text.py: 20,000)."""
     store = RecognitionStore(ch)
     users = [f"user-{i:05d}-" + "x" * 120 for i in range(3000)]
     book = ScoreBook()
