@@ -6,11 +6,12 @@ the best run is the one least disturbed):
 * `RecognitionStore.load_keys` of KEYS window keys of one org (the aggregating stage's
   read before every batch), with short ids (`user-00042`) and with maximal ids (256 UTF-8
   bytes, quotes and backslashes included);
-* 1,000 small SELECTs with three parameters (org, window, user) on kudos.score_state.
+* 1,000 small SELECTs with three parameters (org, window, user) on kudos.score_state,
+  against a baseline measured in the same run, interleaved: the same SELECTs with their
+  values written in as literals, which is what both backends sent before binding.
 
-It uses only what kudos had before parameters were bound, so the same script measures
-both: run it once per checkout and compare (the baseline is the other checkout, not a
-second code path kept here).
+load_keys has no baseline inside the run (the chunked code is gone): the script uses
+only what kudos had before parameters were bound, so run it once per checkout and compare.
 
     PYTHONPATH=. .venv/bin/python -m bench.binding [KEYS=5000] [REPEAT=5] [chdb|server ...]
 """
@@ -33,6 +34,10 @@ from streams.scorebook import ScoreBook, WindowKey, WindowTotals
 ORG = "bench-org"
 WEEK_MS = 1_795_132_800_000  # Monday 2026-11-23 00:00 UTC
 SMALL_SELECTS = 1000
+SMALL_SELECT = (
+    "SELECT count() FROM kudos.score_state "
+    "WHERE org_id = %(org)s AND window = %(w)s AND user_id = %(u)s"
+)
 
 
 def short_id(i: int) -> str:
@@ -85,16 +90,38 @@ def measure(ch: ClickHouse, label: str, keys_n: int, repeat: int) -> None:
 
         users = [k[3] for k in keys[:SMALL_SELECTS]]
 
-        def selects(users: list[str] = users) -> None:
+        def bound(users: list[str] = users) -> None:
             for user in users:
-                ch.query(
-                    "SELECT count() FROM kudos.score_state "
-                    "WHERE org_id = %(org)s AND window = %(w)s AND user_id = %(u)s",
-                    {"org": ORG, "w": "week", "u": user},
-                )
+                ch.query(SMALL_SELECT, {"org": ORG, "w": "week", "u": user})
 
-        per = best_s(selects, repeat) / len(users) * 1e6
-        print(f"{label:8} {len(users)} SELECTs, 3 params, {kind:12}: {per:8.1f} us each")
+        # Baseline, in the same run: the same SELECTs with their values written in, as
+        # both backends sent them before binding (and as 18.16 parses them fastest).
+        literals = [
+            SMALL_SELECT.replace("%(org)s", quote(ORG))
+            .replace("%(w)s", "'week'")
+            .replace("%(u)s", quote(u))
+            for u in users
+        ]
+
+        def written_in(literals: list[str] = literals) -> None:
+            for text in literals:
+                ch.query(text)
+
+        best = {"bound": float("inf"), "written in": float("inf")}
+        for _ in range(repeat):  # interleaved: both see the same load
+            best["bound"] = min(best["bound"], best_s(bound, 1))
+            best["written in"] = min(best["written in"], best_s(written_in, 1))
+        per = {k: v / len(users) * 1e6 for k, v in best.items()}
+        print(
+            f"{label:8} {len(users)} SELECTs, 3 params, {kind:12}: {per['bound']:8.1f} us "
+            f"each bound, {per['written in']:8.1f} us written in "
+            f"({per['bound'] / per['written in']:.2f}x)"
+        )
+
+
+def quote(value: str) -> str:
+    """A string literal as clickhouse-driver's escape_params wrote it before binding."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def main(argv: list[str]) -> None:
