@@ -18,6 +18,7 @@ from sinks.clickhouse import ClickHouse
 from sinks.erase import mutate
 from streams.leaders import DEPTH, BoardKey
 from streams.rules import (
+    NOT_SEEN,
     RULE_VERSION,
     STATE_MARGIN_MS,
     Decision,
@@ -86,10 +87,9 @@ BADGE_COLUMNS: Final = (
 )
 # Bytes of ids per `IN (...)` list: statements stay well under max_query_size (256 KiB).
 _IN_LIST_BYTES: Final = 64 * 1024
-# Reasons after which an event id counts as seen (it passed invalid/future/late).
-_SEEN_REASONS: Final = tuple(
-    r.value for r in Reason if r not in (Reason.INVALID, Reason.FUTURE, Reason.LATE)
-)
+# Reasons after which an event id counts as seen (streams.rules.NOT_SEEN: it passed
+# invalid/too_many_recipients/future/late).
+_SEEN_REASONS: Final = tuple(r.value for r in Reason if r not in NOT_SEEN)
 
 
 def _chunks(ids: Sequence[str], max_bytes: int) -> Iterator[list[str]]:

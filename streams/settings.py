@@ -29,6 +29,7 @@ class RuleOverrides(BaseModel):
     grace_ms: int | None = None
     future_tolerance_ms: int | None = None
     pair_daily_cap: int | None = None
+    max_recipients_per_event: int | None = Field(None, ge=1)
     weight_thanks_received: int | None = None
     weight_thanks_given: int | None = None
     weight_shares: int | None = None
