@@ -27,6 +27,7 @@ from streams.audit import Auditor
 from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.directory import DirectoryStage
 from streams.drain import BatchRoute, batch_consumer
+from streams.entry import run_fatal_cleanups
 from streams.health import ProgressTracker
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
 from streams.settings import Settings
@@ -46,10 +47,17 @@ def fatal(message: str, code: int) -> NoReturn:
     stage's later batches are already decided on the state of the failed one. Exiting here
     instead makes the next start replay from the last commit, which the stages are built to
     do without double counting.
+
+    Before that, the cleanups registered with `streams.entry.run_on_fatal_exit` run: the
+    broker `kudos up` started must not outlive it, and `os._exit` skips the `finally`
+    that stops it otherwise. They touch no offset; whatever they raise, the exit happens.
     """
     (log.warning if code == 0 else log.critical)("%s (exit %d)", message, code)
-    logging.shutdown()
-    os._exit(code)
+    try:
+        run_fatal_cleanups()
+        logging.shutdown()
+    finally:
+        os._exit(code)
 
 
 class KudosWorker(faust.Worker):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 
 from schemas.codec import default_codec
 from schemas.event import CollaborationEvent
-from streams.entry import exit_during_startup
+from streams.entry import exit_during_startup, run_on_fatal_exit
 from streams.settings import Settings, get_settings
 from streams.windows import WINDOWS
 
@@ -179,35 +181,42 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    broker = None
     bootstrap = settings.kafka
-    if not bootstrap:
-        if not settings.clickhouse.get_secret_value():
-            # The embedded broker keeps its log in memory only. Stored decisions name
-            # offsets of that log, so they cannot outlive it: start the store afresh too.
-            stale = settings.data_dir / "chdb"
-            if stale.exists():
-                log.info("embedded broker starts empty: starting a fresh store in %s", stale)
-                shutil.rmtree(stale)
-        else:
-            log.warning(
-                "embedded broker (in-memory) with a persistent ClickHouse: events of earlier "
-                "runs are gone, and their stored offsets will not match the new log"
-            )
-        broker = EmbeddedBroker(log_path=settings.data_dir / "tansu.log").start()
-        bootstrap = broker.bootstrap
-        log.info("embedded broker (Tansu, in-memory) at %s", bootstrap)
-        if settings.kafka_security_protocol != "PLAINTEXT":
-            # KUDOS_KAFKA_* security is for a real cluster; the embedded broker is loopback
-            # plaintext only.
-            log.warning("embedded broker: ignoring KUDOS_KAFKA_SECURITY_PROTOCOL")
-            settings = settings.model_copy(update={"kafka_security_protocol": "PLAINTEXT"})
-    try:
+    with contextlib.ExitStack() as cleanup:
+        if not bootstrap:
+            if not settings.clickhouse.get_secret_value():
+                # The embedded broker keeps its log in memory only. Stored decisions name
+                # offsets of that log, so they cannot outlive it: start the store afresh too.
+                stale = settings.data_dir / "chdb"
+                if stale.exists():
+                    log.info("embedded broker starts empty: starting a fresh store in %s", stale)
+                    shutil.rmtree(stale)
+            else:
+                log.warning(
+                    "embedded broker (in-memory) with a persistent ClickHouse: events of "
+                    "earlier runs are gone, and their stored offsets will not match the new log"
+                )
+            # The broker stops on every exit of `kudos up` (DESIGN: "stops the broker it
+            # started on every exit, a crash included"), each way for a reason:
+            # - this block's exit: a return, an exception, SIGTERM/SIGINT (SystemExit,
+            #   KeyboardInterrupt, or faust's orderly stop): stopped and waited for;
+            # - `fatal()` (stage failure, circuit breaker) leaves with os._exit, which
+            #   skips this block: it runs `run_on_fatal_exit` cleanups first;
+            # - SIGKILL or anything else that runs no Python: the kernel, through the
+            #   PR_SET_PDEATHSIG that `EmbeddedBroker.start` arms (this is the main thread).
+            # Registered before `start()`, so a stop request during the start is covered.
+            broker = EmbeddedBroker(log_path=settings.data_dir / "tansu.log")
+            cleanup.callback(broker.stop)
+            cleanup.enter_context(run_on_fatal_exit(functools.partial(broker.stop, 2.0)))
+            bootstrap = broker.start().bootstrap
+            log.info("embedded broker (Tansu, in-memory) at %s", bootstrap)
+            if settings.kafka_security_protocol != "PLAINTEXT":
+                # KUDOS_KAFKA_* security is for a real cluster; the embedded broker is
+                # loopback plaintext only.
+                log.warning("embedded broker: ignoring KUDOS_KAFKA_SECURITY_PROTOCOL")
+                settings = settings.model_copy(update={"kafka_security_protocol": "PLAINTEXT"})
         rate = args.rate if args.demo else 0.0
         return _run_worker(settings, bootstrap, migrate=True, demo_rate=rate)
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
