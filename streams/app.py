@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
@@ -28,7 +28,9 @@ from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.directory import DirectoryStage
 from streams.drain import BatchRoute, batch_consumer
 from streams.entry import run_fatal_cleanups
+from streams.faults import poisoned
 from streams.health import ProgressTracker
+from streams.isolation import IsolatableStage, Isolator, PoisonStorm, isolatable
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
 from streams.settings import Settings
 from streams.web import register_directory_views, register_views
@@ -170,7 +172,7 @@ def create_app(
     decide = DecideStage(
         store,
         codec_for(settings),
-        rules_for,
+        poisoned(rules_for, settings.fault_poison_decide),
         publisher,
         blocking,
         effects_topic=settings.effects_topic,
@@ -182,7 +184,7 @@ def create_app(
     )
     aggregate = AggregateStage(
         store,
-        rules_for,
+        poisoned(rules_for, settings.fault_poison_aggregate),
         publisher,
         blocking,
         badges_topic=settings.badges_topic,
@@ -190,6 +192,7 @@ def create_app(
         max_cached_keys=settings.max_state_keys,
         effects_topic=settings.effects_topic,
         effects_partitions=effects_partitions,
+        dlq_topic=settings.dlq_topic,
     )
     directory = DirectoryStage(
         DirectoryStore(clickhouse, settings.team_min_size),
@@ -226,33 +229,38 @@ def create_app(
             fatal(f"circuit breaker: {exc}", EXIT_BAD_INPUT)
         if isinstance(exc, StopRequested):
             fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
+        if isinstance(exc, PoisonStorm):
+            fatal(f"{exc}; restart replays from the last commit", EXIT_CRASH)
         log.error("%s stage failed", stage, exc_info=exc)
         fatal(f"{stage} stage failed; restart replays from the last commit", EXIT_CRASH)
 
     def ack(batch: Sequence[RawMessage]) -> None:
         cast(Any, app.consumer).ack_batch(batch)
 
-    async def run_decide() -> None:
-        try:
-            await routes[settings.events_topic].run(decide.submit, ack)
-        except Exception as exc:
-            fail("deciding", exc)
+    def stopping_now() -> bool:
+        return stopping.is_set() or bool(app.should_stop)
 
-    async def run_aggregate() -> None:
-        try:
-            await routes[settings.effects_topic].run(aggregate.submit, ack)
-        except Exception as exc:
-            fail("aggregating", exc)
+    def runner(topic: str, stage: IsolatableStage) -> Callable[[], Awaitable[None]]:
+        """The task that feeds one topic's batches to its stage, isolating poison."""
+        route = routes[topic]
+        isolator = Isolator(
+            stage,
+            stopping=stopping_now,
+            generation=lambda: route.generation,
+            max_consecutive=settings.poison_max_consecutive,
+        )
 
-    async def run_directory() -> None:
-        try:
-            await routes[settings.directory_topic].run(directory.submit, ack)
-        except Exception as exc:
-            fail("directory", exc)
+        async def run() -> None:
+            try:
+                await route.run(stage.submit, ack, isolator.recover, isolatable)
+            except Exception as exc:
+                fail(stage.name, exc)
 
-    app.task(run_decide)
-    app.task(run_aggregate)
-    app.task(run_directory)
+        return run
+
+    app.task(runner(settings.events_topic, decide))
+    app.task(runner(settings.effects_topic, aggregate))
+    app.task(runner(settings.directory_topic, directory))
 
     async def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs["revoked"]

@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 
 # Prepares a batch and returns the future of its flush.
 Submit = Callable[[list[RawMessage]], Awaitable["asyncio.Future[Any]"]]
+# Settles batches after a failure (streams/isolation.py): True once every message of them
+# is stored or dead-lettered, False when a rebalance abandoned them; the first batch
+# failed, the others came after it.
+Recover = Callable[[list[list[RawMessage]]], Awaitable[bool]]
+# Whether a failure is one that `Recover` handles (others end the worker).
+Recoverable = Callable[[BaseException], bool]
+# Flushes submitted and not yet acked, oldest first, with their batches.
+InFlight = deque[tuple["asyncio.Future[Any]", list[RawMessage]]]
 
 
 class BatchRoute:
@@ -70,6 +78,8 @@ class BatchRoute:
         )
         self._queue: asyncio.Queue[tuple[list[RawMessage], int]] | None = None
         self.busy = False
+        # Counts rebalances (`clear`): work begun before one is abandoned, not settled.
+        self.generation = 0
 
     @property
     def queue(self) -> asyncio.Queue[tuple[list[RawMessage], int]]:
@@ -109,6 +119,7 @@ class BatchRoute:
     def clear(self) -> None:
         """Drop batches not yet started: after a rebalance faust re-reads from the
         committed offsets, so they would only be decided again (harmlessly, but twice)."""
+        self.generation += 1
         q = self.queue
         while not q.empty():
             chunk, _ = q.get_nowait()
@@ -126,6 +137,8 @@ class BatchRoute:
         self,
         submit: Submit,
         ack: Callable[[Sequence[RawMessage]], None],
+        recover: Recover | None = None,
+        recoverable: Recoverable = lambda exc: False,
     ) -> None:
         """Forever: gather batches and submit them to the stage, which prepares each at
         once and queues its flush behind the previous one; acknowledge each batch when its
@@ -136,18 +149,21 @@ class BatchRoute:
         flushed (its CPU work overlaps the broker's and ClickHouse's latency), and under a
         light load what arrives during a flush becomes the next batch (group commit):
         inserts stay few and large, and an event waits for about two flushes at most.
-        A failure raises out of here (the worker exits)."""
+
+        A failure that `recoverable` accepts goes to `recover` with the batches it
+        concerns -- the failed one and every later one, prepared on its state -- and the
+        loop goes on once they are settled (acked) or abandoned by a rebalance
+        (streams/isolation.py). Any other failure raises out of here (the worker exits)."""
         q = self.queue
-        max_in_flight = self.max_in_flight
+        in_flight: InFlight = deque()
+        get: asyncio.Future[tuple[list[RawMessage], int]] | None = None
+        batch: list[RawMessage] = []
+        size = 0
 
         def stored(flushed: list[RawMessage]) -> None:
             ack(flushed)
             self._count(-len(flushed))
 
-        in_flight: deque[tuple[asyncio.Future[Any], list[RawMessage]]] = deque()
-        get: asyncio.Future[tuple[list[RawMessage], int]] | None = None
-        batch: list[RawMessage] = []
-        size = 0
         try:
             while True:
                 if get is None:
@@ -156,31 +172,93 @@ class BatchRoute:
                 if in_flight:
                     waiting.add(in_flight[0][0])
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                while in_flight and in_flight[0][0].done():
-                    done, flushed = in_flight.popleft()
-                    done.result()  # a failed flush raises here
-                    stored(flushed)
-                if get.done():
-                    more, more_size = get.result()
-                    get = None
-                    batch, size = batch + more, size + more_size
-                    while not self._full(batch, size) and not q.empty():
-                        more, more_size = q.get_nowait()
+                try:
+                    _ack_done(in_flight, stored)
+                    if get.done():
+                        more, more_size = get.result()
+                        get = None
                         batch, size = batch + more, size + more_size
-                if batch and (self._full(batch, size) or not in_flight):
-                    while len(in_flight) >= max_in_flight:
-                        done, flushed = in_flight.popleft()
-                        await done
-                        stored(flushed)
-                    in_flight.append((await submit(batch), batch))
-                    batch, size = [], 0
+                        while not self._full(batch, size) and not q.empty():
+                            more, more_size = q.get_nowait()
+                            batch, size = batch + more, size + more_size
+                    if batch and (self._full(batch, size) or not in_flight):
+                        await _make_room(in_flight, stored, self.max_in_flight)
+                        submitted, batch, size = batch, [], 0
+                        try:
+                            in_flight.append((await submit(submitted), submitted))
+                        except Exception as exc:
+                            raise _Failure(exc, submitted, flushed=False) from exc
+                except _Failure as failure:
+                    if recover is None or not recoverable(failure.cause):
+                        raise failure.cause from None
+                    self.busy = True
+                    await self._recover(recover, recoverable, stored, in_flight, failure)
                 self.busy = bool(in_flight or batch)
         finally:
             if get is not None:
                 get.cancel()
 
+    async def _recover(
+        self,
+        recover: Recover,
+        recoverable: Recoverable,
+        stored: Callable[[list[RawMessage]], None],
+        in_flight: InFlight,
+        failure: _Failure,
+    ) -> None:
+        """Hand the failed batch and every batch prepared after it to `recover`, in order;
+        ack them when it settled them, drop them when a rebalance abandoned them."""
+        if in_flight:  # after a failed flush they fail with it; before a failed submit, maybe not
+            await asyncio.wait([f for f, _ in in_flight])
+        batches = [failure.batch] if failure.flushed else []
+        while in_flight:
+            done, flushed = in_flight.popleft()
+            exc = done.exception()
+            if exc is None and not batches:
+                stored(flushed)  # stored before the failure
+                continue
+            if exc is not None and not recoverable(exc):
+                raise exc
+            batches.append(flushed)
+        if not failure.flushed:
+            batches.append(failure.batch)
+        if await recover(batches):
+            for settled in batches:
+                stored(settled)
+        else:
+            self._count(-sum(len(b) for b in batches))
+
     def _full(self, batch: list[RawMessage], size: int) -> bool:
         return len(batch) >= self.max_events or size >= self.max_bytes
+
+
+class _Failure(Exception):
+    """A batch failed: its flush (`flushed`), or the preparing `submit` call."""
+
+    def __init__(self, cause: BaseException, batch: list[RawMessage], *, flushed: bool) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.batch = batch
+        self.flushed = flushed
+
+
+def _ack_done(in_flight: InFlight, stored: Callable[[list[RawMessage]], None]) -> None:
+    """Ack the finished flushes at the front, in order; a failed one raises `_Failure`."""
+    while in_flight and in_flight[0][0].done():
+        done, flushed = in_flight.popleft()
+        exc = done.exception()
+        if exc is not None:
+            raise _Failure(exc, flushed, flushed=True) from exc
+        stored(flushed)
+
+
+async def _make_room(
+    in_flight: InFlight, stored: Callable[[list[RawMessage]], None], limit: int
+) -> None:
+    """Wait until fewer than `limit` flushes are in flight, acking them in order."""
+    while len(in_flight) >= limit:
+        await asyncio.wait([in_flight[0][0]])
+        _ack_done(in_flight, stored)
 
 
 def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> type[Any]:

@@ -109,6 +109,12 @@ PARTITION_STALLED = Gauge(
     "1 while a partition with lag makes no progress",
     ["topic", "partition"],
 )
+# Messages a stage could not process even on their own (after two attempts), sent to the
+# dead-letter topic with reason `poison` (streams/isolation.py), by stage (`decide`,
+# `aggregate`, `directory`). Any increase is a bug or a dependency refusing a value.
+POISON_MESSAGES = Counter(
+    "kudos_poison_messages", "Messages dead-lettered because processing them failed", ["stage"]
+)
 # Directory messages (records and tombstones from directory.users) decoded and stored.
 DIRECTORY_APPLIED = Counter(
     "kudos_directory_messages_applied", "Directory messages (records, tombstones) stored"

@@ -157,6 +157,22 @@ class Settings(BaseSettings):
     fault_file: Path | None = Field(
         None, description="tests only: ClickHouse calls fail while this file exists"
     )
+    fault_poison_decide: str = Field(
+        "",
+        description="tests only: events of orgs whose id starts with this raise an "
+        "error inside the deciding stage (a planted poison message)",
+    )
+    fault_poison_aggregate: str = Field(
+        "",
+        description="tests only: points of orgs whose id starts with this raise an "
+        "error inside the aggregating stage (a planted poison message)",
+    )
+    poison_max_consecutive: int = Field(
+        10,
+        ge=2,
+        description="a stage that meets this many poison messages in a row stops the "
+        "worker (exit 70) instead of dead-lettering them: the fault is not in the messages",
+    )
     stall_seconds: float = Field(
         120.0,
         gt=0,
