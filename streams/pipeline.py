@@ -755,8 +755,11 @@ class AggregateStage:
     ) -> None:
         """Store what applying a batch (or an audit) changed.
 
-        Order matters for recovery: thankers and badges before totals, whose high-water
-        marks say "applied". A crash in between re-applies the batch; sets absorb that."""
+        Order matters for recovery: thankers, badges and leader rows before totals, whose
+        high-water marks say "applied". A crash in between re-applies the batch: sets
+        absorb that, and leader rows are snapshots rewritten alike. Leader rows written
+        after the totals would be lost by a crash in between (the replay finds the points
+        applied and writes no row), and a board could miss the key for good."""
         if applied.dropped_thankers:
             await self.blocking.retrying(
                 "thankers", self.store.delete_thankers, applied.dropped_thankers
@@ -783,8 +786,8 @@ class AggregateStage:
             )
             for a in applied.badges:
                 metrics.BADGES_AWARDED.labels(a.badge).inc()
-        await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
         await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
+        await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
         metrics.INSERT_ROWS.labels("leader_rows").inc(len(leader_rows))
         metrics.INSERT_ROWS.labels("score_state").inc(len(score_rows))
         metrics.INSERT_BATCHES.labels("score_state").inc()
