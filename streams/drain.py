@@ -45,6 +45,8 @@ Recover = Callable[[list[list[RawMessage]]], Awaitable[bool]]
 Recoverable = Callable[[BaseException], bool]
 # Flushes submitted and not yet acked, oldest first, with their batches.
 InFlight = deque[tuple["asyncio.Future[Any]", list[RawMessage]]]
+# A queued chunk: messages, their bytes, and the route's generation when they came.
+Chunk = tuple[list[RawMessage], int, int]
 
 
 class BatchRoute:
@@ -76,41 +78,61 @@ class BatchRoute:
         metrics.WRITE_BUFFER_LIMIT.labels(self.stage).set(
             (max_pending + 1 + 2 * (max_in_flight + 1)) * max_events
         )
-        self._queue: asyncio.Queue[tuple[list[RawMessage], int]] | None = None
+        self._queue: asyncio.Queue[Chunk] | None = None
         self.busy = False
-        # Counts rebalances (`clear`): work begun before one is abandoned, not settled.
+        # Counts rebalances (`clear`). Messages delivered before one are stale: after it
+        # faust re-reads every partition from its committed offset, and a stale message
+        # handed to the stage after re-read ones would be decided out of offset order
+        # (the deciding stage would skip the re-read offsets below it: lost events).
+        # So stale messages are dropped wherever they wait, and work begun before a
+        # rebalance is abandoned, not settled (streams/isolation.py).
         self.generation = 0
 
     @property
-    def queue(self) -> asyncio.Queue[tuple[list[RawMessage], int]]:
+    def queue(self) -> asyncio.Queue[Chunk]:
         if self._queue is None:  # created on the running loop
             self._queue = asyncio.Queue(self.max_pending)
         return self._queue
 
-    async def deliver(self, messages: list[RawMessage]) -> None:
+    async def deliver(self, messages: list[RawMessage]) -> bool:
+        """Queue `messages` in chunks (waiting while the queue is full). False when a
+        rebalance came meanwhile: what was not queued before it is not queued at all, and
+        the caller must not take the messages as delivered (faust re-reads them)."""
+        generation = self.generation
         chunk: list[RawMessage] = []
         size = 0
         for m in messages:
             if chunk and (len(chunk) >= self.max_events or size >= self.max_bytes):
-                await self._put(chunk, size)
+                await self._put(chunk, size, generation)
+                if self.generation != generation:
+                    return False
                 chunk, size = [], 0
             chunk.append(m)
             size += len(m.value)
         if chunk:
-            await self._put(chunk, size)
+            await self._put(chunk, size, generation)
+        return self.generation == generation
 
-    async def _put(self, chunk: list[RawMessage], size: int) -> None:
+    async def _put(self, chunk: list[RawMessage], size: int, generation: int) -> None:
         q = self.queue
         if q.full():
             # The stage is behind (or a write is being retried): fetching waits here.
             self._paused_gauge.set(1)
             try:
-                await q.put((chunk, size))
+                await q.put((chunk, size, generation))
             finally:
                 self._paused_gauge.set(0)
         else:
-            q.put_nowait((chunk, size))
+            q.put_nowait((chunk, size, generation))
         self._count(len(chunk))
+
+    def _take(self, item: Chunk) -> tuple[list[RawMessage], int]:
+        """A queued chunk, or nothing when a rebalance made it stale."""
+        chunk, size, generation = item
+        if generation != self.generation:
+            self._count(-len(chunk))
+            return [], 0
+        return chunk, size
 
     def _count(self, n: int) -> None:
         self.buffered += n
@@ -122,7 +144,7 @@ class BatchRoute:
         self.generation += 1
         q = self.queue
         while not q.empty():
-            chunk, _ = q.get_nowait()
+            chunk, _, _ = q.get_nowait()
             q.task_done()
             self._count(-len(chunk))
 
@@ -156,9 +178,10 @@ class BatchRoute:
         (streams/isolation.py). Any other failure raises out of here (the worker exits)."""
         q = self.queue
         in_flight: InFlight = deque()
-        get: asyncio.Future[tuple[list[RawMessage], int]] | None = None
+        get: asyncio.Future[Chunk] | None = None
         batch: list[RawMessage] = []
         size = 0
+        generation = self.generation  # of the batch gathering
 
         def stored(flushed: list[RawMessage]) -> None:
             ack(flushed)
@@ -172,14 +195,17 @@ class BatchRoute:
                 if in_flight:
                     waiting.add(in_flight[0][0])
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if generation != self.generation:  # a rebalance: the gathered are stale
+                    self._count(-len(batch))
+                    batch, size, generation = [], 0, self.generation
                 try:
                     _ack_done(in_flight, stored)
                     if get.done():
-                        more, more_size = get.result()
+                        more, more_size = self._take(get.result())
                         get = None
                         batch, size = batch + more, size + more_size
                         while not self._full(batch, size) and not q.empty():
-                            more, more_size = q.get_nowait()
+                            more, more_size = self._take(q.get_nowait())
                             batch, size = batch + more, size + more_size
                     if batch and (self._full(batch, size) or not in_flight):
                         await _make_room(in_flight, stored, self.max_in_flight)
@@ -383,9 +409,13 @@ def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> typ
             # What faust's stream sensor records per event: its livelock check reads it
             # and would otherwise log "Stream has not started processing" every few minutes.
             self.app.monitor.stream_inbound_time[tp] = time.monotonic()
-            # Rebalance while the route is full: give up this batch, faust seeks back.
+            # Rebalance while the route is full: give up this batch, faust seeks back. Only
+            # a delivery that no rebalance interrupted moves the read offset: faust set it
+            # to the committed offset in the rebalance, and moving it past messages the
+            # rebalance dropped from the route would skip them for good.
+            generation = route.generation
             await self.wait_first(route.deliver(batch), self.suspend_flow.wait())
-            if self.flow_active:
+            if self.flow_active and route.generation == generation:
                 self._read_offset[tp] = batch[-1].offset
 
         async def _deliver_one_by_one(self, tp: TP, recs: list[Any]) -> None:

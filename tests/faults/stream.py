@@ -112,6 +112,7 @@ def build(n_events: int, now_ms: int, seed: int, garbage_ratio: float = 0.10) ->
         stage = "decide" if sum(out.poison.values()) % 2 == 0 else "aggregate"
         d = new_event()
         d["org_id"] = POISON_DECIDE if stage == "decide" else POISON_AGGREGATE
+        d["visibility"] = "PUBLIC"  # a private SHARE would give no point to fail on
         if stage == "aggregate":  # one point, so one effects part: one dead letter
             d["event_type"], d["recipient_ids"] = "SHARE", []
         raw = codec.encode_avro(to_event(d)) if rng.random() < 0.5 else json.dumps(d).encode()

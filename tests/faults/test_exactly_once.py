@@ -388,6 +388,7 @@ def run_faults(
     # Past pytest's capture, so CI's log shows it on every run, passing or not.
     with capsys.disabled():
         print(f"\n{summary}", flush=True)
+    wrong.append(f"decided {decided} of {len(stream.messages)} messages")
     assert lost == 0 and doubled == 0 and boards_wrong == 0, "\n".join(wrong)
     assert stored == expected
     assert got_badges == sorted(model.badges)

@@ -122,7 +122,7 @@ def run_route(
             max_consecutive=max_consecutive,
         )
         for b in batches:
-            await route.queue.put((b, len(b)))
+            await route.deliver(b)
         runner = asyncio.ensure_future(
             route.run(
                 stage.submit,
@@ -196,8 +196,8 @@ def test_batches_prepared_after_a_failed_one_are_stored_once_in_order() -> None:
         acked: list[list[int]] = []
         route = BatchRoute("t", max_events=10, max_pending=100, max_in_flight=2)
         isolator = Isolator(stage, stopping=lambda: False, generation=lambda: route.generation)
-        await route.queue.put((first, 10))
-        await route.queue.put((second, 10))
+        await route.deliver(first)
+        await route.deliver(second)
         opener = asyncio.ensure_future(open_gates())
         runner = asyncio.ensure_future(
             route.run(
@@ -260,7 +260,7 @@ def test_a_rebalance_during_isolation_abandons_the_batch() -> None:
         route = BatchRoute("t", max_events=1000, max_pending=100)
         route_box.append(route)
         isolator = Isolator(stage, stopping=lambda: False, generation=lambda: route.generation)
-        await route.queue.put((batch(values(8, {2: b"prep"})), 8))
+        await route.deliver(batch(values(8, {2: b"prep"})))
         runner = asyncio.ensure_future(
             route.run(
                 stage.submit,
@@ -281,7 +281,7 @@ def test_a_rebalance_during_isolation_abandons_the_batch() -> None:
 def test_without_recovery_a_failure_still_ends_the_runner() -> None:
     async def scenario() -> None:
         route = BatchRoute("t", max_events=10, max_pending=10)
-        await route.queue.put((batch([b"x"]), 1))
+        await route.deliver(batch([b"x"]))
 
         async def submit(b: list[RawMessage]) -> asyncio.Future[Any]:
             raise ValueError("boom")
@@ -346,7 +346,7 @@ def test_the_deciding_stage_dead_letters_a_poison_event_and_decides_the_rest_onc
     async def scenario() -> None:
         route = BatchRoute("collab.events", max_events=1000, max_pending=10)
         isolator = Isolator(decide, stopping=lambda: False, generation=lambda: route.generation)
-        await route.queue.put((msgs, len(msgs)))
+        await route.deliver(msgs)
         runner = asyncio.ensure_future(
             route.run(
                 decide.submit,
