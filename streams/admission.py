@@ -7,7 +7,9 @@ the writers' ClickHouse connection. Now (DESIGN.md, part 2, "Bad input and busy 
 * `ApiReads` runs API reads on `concurrency` threads of their own; the stores the views
   call read through a `sinks.clickhouse.ClickHousePool` of as many connections, separate
   from the writers' (the pipeline never waits for the API, nor the API for a write).
-* Admission: a read takes one of `concurrency` slots, handed out in arrival order. Every
+* Admission: a read takes one of `concurrency` slots, handed out in arrival order (heavy
+  reads, such as explain's, at most `concurrency` - 1 of them: the last is for cheap
+  reads, so a pile of explains cannot keep a leaderboard waiting). Every
   request (and every poll of the live feed) has `timeout_s` for all its reads, counted
   from its start (`start_request`): a read that cannot get a slot in that time, or has not
   finished by then, raises `ReadRejected` (the API answers 503 with `Retry-After`), and
@@ -39,6 +41,7 @@ from streams import metrics
 
 T = TypeVar("T")
 RejectReason = Literal["busy", "queue_full", "timeout"]
+Lanes = tuple["Slots", ...]
 HEALTH_TIMEOUT_S: Final = 2.0
 
 # The loop time by which the current request's reads must be done (None: not set).
@@ -101,7 +104,11 @@ class Slots:
 
 
 class ApiReads:
-    """API reads with bounded concurrency and a per-request time limit (module doc)."""
+    """API reads with bounded concurrency and a per-request time limit (module doc).
+
+    Heavy reads (`run_heavy`: explain's thousands of entries) take up to `concurrency` - 1
+    of the slots, so one is always left for the cheap reads (boards, badges): a pile of
+    explains makes explains wait, not the leaderboard."""
 
     def __init__(
         self, concurrency: int, timeout_s: float, max_waiting: int, name: str = "kudos-api-reads"
@@ -111,6 +118,7 @@ class ApiReads:
         self.max_waiting = max_waiting
         self.retry_after_s = max(1, math.ceil(timeout_s))
         self._slots = Slots(concurrency)
+        self._heavy = Slots(max(1, concurrency - 1))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
         self._in_flight = 0
 
@@ -121,29 +129,48 @@ class ApiReads:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on a read thread, or `ReadRejected`."""
+        return await self._admitted(fn, args, (self._slots,))
+
+    async def run_heavy(self, fn: Callable[..., T], *args: Any) -> T:
+        """`run`, for a read that may take a second of CPU (see the class doc)."""
+        return await self._admitted(fn, args, (self._heavy, self._slots))
+
+    def shutdown(self) -> None:
+        """Waits for the reads in flight (each stopped by ClickHouse's time limit)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def _admitted(self, fn: Callable[..., T], args: tuple[Any, ...], lanes: Lanes) -> T:
         loop = asyncio.get_running_loop()
         deadline = _DEADLINE.get() or loop.time() + self.timeout_s
-        if self._slots.free == 0 and self._slots.waiting >= self.max_waiting:
+        if self._slots.free == 0 and self._slots.waiting + self._heavy.waiting >= self.max_waiting:
             raise self._rejected("queue_full")
-        metrics.API_READS_WAITING.inc()
-        try:
-            admitted = await self._slots.acquire(deadline - loop.time())
-        finally:
-            metrics.API_READS_WAITING.dec()
-        if not admitted:
-            raise self._rejected("busy")
+        held = await self._acquire(lanes, deadline)
         future = loop.run_in_executor(self._pool, self._timed, fn, args)
         self._in_flight += 1
         metrics.API_READS_IN_FLIGHT.set(self._in_flight)
-        future.add_done_callback(self._finished)
+        future.add_done_callback(lambda _: self._finished(held))
         try:
             return await asyncio.wait_for(asyncio.shield(future), max(deadline - loop.time(), 0))
         except TimeoutError:
             raise self._rejected("timeout") from None
 
-    def shutdown(self) -> None:
-        """Waits for the reads in flight (each stopped by ClickHouse's time limit)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    async def _acquire(self, lanes: Lanes, deadline: float) -> Lanes:
+        """Every slot of `lanes`, in order, by `deadline`; else none of them and `busy`."""
+        loop = asyncio.get_running_loop()
+        held: list[Slots] = []
+        metrics.API_READS_WAITING.inc()
+        try:
+            for lane in lanes:
+                if not await lane.acquire(deadline - loop.time()):
+                    raise self._rejected("busy")
+                held.append(lane)
+        except BaseException:
+            for lane in held:
+                lane.release()
+            raise
+        finally:
+            metrics.API_READS_WAITING.dec()
+        return tuple(held)
 
     @staticmethod
     def _timed(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -153,10 +180,12 @@ class ApiReads:
         finally:
             metrics.API_READ_SECONDS.observe(time.perf_counter() - started)
 
-    def _finished(self, future: asyncio.Future[Any]) -> None:
+    def _finished(self, held: Lanes) -> None:
+        """The read's thread is done (whether or not its request still waits for it)."""
         self._in_flight -= 1
         metrics.API_READS_IN_FLIGHT.set(self._in_flight)
-        self._slots.release()
+        for lane in held:
+            lane.release()
 
     def _rejected(self, reason: RejectReason) -> ReadRejected:
         metrics.API_REJECTED.labels(reason).inc()

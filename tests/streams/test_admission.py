@@ -77,6 +77,24 @@ def test_reads_run_at_most_concurrency_at_once_and_all_finish() -> None:
     asyncio.run(scenario())
 
 
+def test_heavy_reads_leave_a_slot_for_cheap_ones() -> None:
+    async def scenario() -> None:
+        reads = ApiReads(concurrency=4, timeout_s=5.0, max_waiting=100)
+        gate = Gate()
+        heavy = [asyncio.ensure_future(reads.run_heavy(gate.read, i)) for i in range(10)]
+        await asyncio.sleep(0.2)
+        assert gate.running == 3  # the fourth slot stays free
+        started = time.monotonic()
+        assert await reads.run(time.sleep, 0) is None  # a cheap read runs at once
+        assert time.monotonic() - started < 0.2
+        gate.open.set()
+        assert sorted(await asyncio.gather(*heavy)) == list(range(10))
+        assert gate.most == 3
+        reads.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_a_busy_worker_refuses_within_the_time_limit() -> None:
     async def scenario() -> None:
         reads = ApiReads(concurrency=1, timeout_s=0.3, max_waiting=1)
