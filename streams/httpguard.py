@@ -13,7 +13,8 @@ internals, and security headers (DESIGN.md, part 2). Installed on faust's aiohtt
   ``frame-ancestors 'none'`` (``default-src 'none'`` unless the response brings its own
   policy, as the page does); ``Cache-Control: no-store`` on ``/api/*`` (explain, balance,
   history and erasures are personal; the rest is not worth a cache's risk);
-  ``Server: kudos``, without versions.
+  ``Server: kudos``, without versions (also on aiohttp's own answer to a request it
+  cannot parse).
 * The time limit of the request's reads starts when the request does
   (`ApiReads.start_request`).
 """
@@ -25,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Final
 
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.typedefs import Middleware
 
 from sinks.clickhouse import ClickHouseUnavailable
@@ -118,3 +119,8 @@ def install(app: web.Application, reads: ApiReads) -> None:
     """Before the app starts (aiohttp freezes both lists then)."""
     app.middlewares.append(guard(reads))
     app.on_response_prepare.append(_on_prepare)
+    # A request aiohttp cannot parse is answered before any route, middleware or hook
+    # runs; its Server header comes from this module constant (aiohttp/web_response.py),
+    # the one place that names the versions. The worker's process serves nothing else.
+    if hasattr(web_response, "SERVER_SOFTWARE"):
+        web_response.SERVER_SOFTWARE = SERVER

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -221,6 +222,12 @@ def test_every_response_carries_the_security_headers(stack: Stack) -> None:
         assert answers[kind].headers.get("cache-control") == "no-store", kind
     page_policy = answers["page"].headers["content-security-policy"]
     assert "script-src 'self'" in page_policy and "default-src 'none'" in page_policy
+    # Not HTTP at all: aiohttp's parser answers before any route, still without versions.
+    with socket.create_connection(("127.0.0.1", stack.worker.port), 10) as sock:
+        sock.sendall(b"GARBAGE / HTTP/9\r\n\r\n")
+        raw = sock.recv(65536).decode("latin-1")
+    assert raw.split()[1] == "400" and "\r\nServer: kudos\r\n" in raw, raw
+    assert "aiohttp" not in raw and "Python" not in raw
 
 
 # --- the fuzz ----------------------------------------------------------------------------
