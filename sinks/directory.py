@@ -15,6 +15,9 @@ on one shard. Privacy rules, stated once here and relied on by every reader:
   not in team or department totals, not in the member counts that decide whether a group
   is shown, and not in bridging counts (on either side). Their thanks still count for the
   people they thanked: the stream is unchanged; only what is shown is filtered.
+* An opted-out person's own reads (balance, history, explain) answer exactly as an
+  unknown id's do (zeros, no name, no team), so no answer tells who opted out; and they
+  are never named in anyone else's explain (streams/explain.py).
 * A group (team or department) is shown only with at least `min_size` visible members in
   the directory now (tombstoned and opted-out people are not members).
 """

@@ -514,8 +514,9 @@ def register_page_views(kudos: Kudos) -> None:
     feeds: ReadCache[tuple[str, int, int], list[dict[str, Any]]] = ReadCache(fresh_s, 10 * fresh_s)
     teams: ReadCache[tuple[str, str, int, int], list[Any]] = ReadCache(fresh_s, 10 * fresh_s)
     has_teams: ReadCache[str, bool] = ReadCache(SLOW_FRESH_S, 10 * SLOW_FRESH_S)
-    # Whether an org has points at all; bounded (4,096 orgs), so made-up orgs cost little.
-    has_points: ReadCache[str, bool] = ReadCache(SLOW_FRESH_S, 10 * SLOW_FRESH_S, 4096)
+    # Whether an org has points at all: bounded (4,096 orgs), so made-up orgs cost little;
+    # never served stale, so a page waiting for an org's first points sees them soon.
+    has_points: ReadCache[str, bool] = ReadCache(SLOW_FRESH_S, SLOW_FRESH_S, 4096)
     limits = StreamLimits(settings.live_max_streams, settings.live_max_streams_per_client)
 
     async def board_with_changes(

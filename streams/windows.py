@@ -36,7 +36,7 @@ def week_start(ms: int) -> int:
 def rfc3339_ms(value: str) -> int:
     """An RFC 3339 timestamp (or epoch millis) as epoch millis; without a zone it is UTC.
     Raises ValueError for anything else."""
-    if value.lstrip("-").isdigit():
+    if value.isascii() and value.lstrip("-").isdigit():  # not "²" or Arabic-Indic digits
         return int(value)
     dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     if dt.tzinfo is None:
