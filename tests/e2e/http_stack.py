@@ -1,9 +1,9 @@
 """A broker, a real `kudos worker` and its data, for the HTTP API's end-to-end tests
 (test_http_api.py, test_http_load.py): one stack per backend and test module.
 
-Only HTTP, the broker and the test helpers are used here, never the worker's own modules,
-so the same tests run against any build of kudos (they were run against main to see them
-fail before the fixes)."""
+The tests talk to the worker over HTTP only and import nothing of the HTTP API's code
+(only the broker helpers and the directory codec), so they run against any build of kudos:
+they were run against main, where they fail, before the fixes."""
 
 from __future__ import annotations
 
