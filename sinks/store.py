@@ -493,19 +493,25 @@ class RecognitionStore:
             for i, r in enumerate(rows)
         ]
 
-    def badges(self, org: str, user: str | None = None) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT user_id, badge, period_start, awarded_at FROM kudos.badge_awards "
-            "WHERE org_id = %(org)s"
-        )
+    def badges(
+        self, org: str, user: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """The org's (or one user's) badge awards, newest first, without opted-out people;
+        `limit` of them from `offset` on (all when `limit` is None)."""
         from sinks.directory import OPTED_OUT_SQL
 
-        sql += f" AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL})"  # opted out: never shown
-        params: dict[str, Any] = {"org": org}
+        sql = (
+            "SELECT user_id, badge, period_start, awarded_at FROM kudos.badge_awards "
+            f"WHERE org_id = %(org)s AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL})"
+        )
+        params: dict[str, Any] = {"org": org, "offset": offset}
         if user is not None:
             sql += " AND user_id = %(user)s"
             params["user"] = user
         sql += " ORDER BY awarded_at DESC, user_id, badge, period_start"
+        if limit is not None:
+            sql += " LIMIT %(offset)s, %(limit)s"
+            params["limit"] = limit
         return [
             {
                 "org": org,

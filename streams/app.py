@@ -23,6 +23,7 @@ from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
 from sinks.store import RecognitionStore
 from streams import metrics, security
+from streams.admission import ApiReads, HealthProbe
 from streams.audit import Auditor
 from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.directory import DirectoryStage
@@ -112,19 +113,30 @@ class Kudos:
     clickhouse: ClickHouse
     store: RecognitionStore
     blocking: Blocking
-    reads: Blocking
+    reads: ApiReads  # the HTTP API's reads (streams/admission.py)
     decide: DecideStage
     aggregate: AggregateStage
     stopping: threading.Event
     progress: ProgressTracker
+    api_clickhouse: ClickHouse  # the API's connections (a pool), not the writers'
+    health: HealthProbe  # /health's own connection and thread
     joined: asyncio.Event = field(default_factory=asyncio.Event)
     directory: DirectoryStage | None = None  # the user directory (streams/directory.py)
     auditor: Auditor | None = None  # the collusion audit (streams/audit.py)
 
 
 def create_app(
-    settings: Settings, *, bootstrap: str, clickhouse: ClickHouse, effects_partitions: int
+    settings: Settings,
+    *,
+    bootstrap: str,
+    clickhouse: ClickHouse,
+    effects_partitions: int,
+    api_clickhouse: ClickHouse | None = None,
+    health_clickhouse: ClickHouse | None = None,
 ) -> Kudos:
+    """The worker's app. `api_clickhouse` serves the HTTP API's reads and
+    `health_clickhouse` /health's probe; both default to `clickhouse` (the writers'), which
+    only tests should rely on (streams/cli.py opens separate ones)."""
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()],
@@ -202,10 +214,23 @@ def create_app(
         dlq_topic=settings.dlq_topic,
     )
     aggregate.on_scrub = decide.scrub  # a forgotten person leaves this worker's caps too
-    reads = Blocking("kudos-reads")  # API reads never queue behind a write's retries
+    reads = ApiReads(
+        settings.api_read_concurrency, settings.api_timeout_s, settings.api_max_waiting
+    )
     progress = ProgressTracker(settings.stall_seconds)
     kudos = Kudos(
-        settings, app, clickhouse, store, blocking, reads, decide, aggregate, stopping, progress
+        settings,
+        app,
+        clickhouse,
+        store,
+        blocking,
+        reads,
+        decide,
+        aggregate,
+        stopping,
+        progress,
+        api_clickhouse or clickhouse,
+        HealthProbe(health_clickhouse or clickhouse),
     )
     kudos.directory = directory
 

@@ -58,7 +58,7 @@ from typing import Any, Final
 
 from schemas.event import CollaborationEvent, EventType, Visibility
 from sinks.history import DecisionHistory, DecisionRow, StoredTotals
-from streams.explain import metrics_for, rfc3339, window_bounds
+from streams.explain import metrics_for, rfc3339
 from streams.rules import (
     Decision,
     Effect,
@@ -71,7 +71,7 @@ from streams.rules import (
 )
 from streams.scorebook import Applied, ScoreBook, WindowKey, WindowTotals, apply_effects
 from streams.settings import RuleOverrides, Settings
-from streams.windows import DAY_MS, WindowName, rfc3339_ms
+from streams.windows import DAY_MS, WindowName, rfc3339_ms, window_bounds
 
 # Beyond the largest grace: a local week (giver budgets) plus the worker's state margin.
 SEED_MARGIN_MS: Final = 9 * DAY_MS

@@ -140,6 +140,31 @@ class Settings(BaseSettings):
         description="leaderboard answers younger than this are served from memory; up to "
         "10x as old while a background read refreshes them (0: always read)",
     )
+    # The HTTP API (streams/admission.py, streams/web.py; README "HTTP API limits").
+    api_read_concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="API reads that run at once, each on its own ClickHouse connection "
+        "(separate from the writers' and from /health's)",
+    )
+    api_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="an API request that cannot get a read slot, or whose reads do not "
+        "finish, within this time answers 503 with Retry-After; ClickHouse stops its "
+        "statements a second later (max_execution_time)",
+    )
+    api_max_waiting: int = Field(
+        64, ge=0, description="API reads waiting for a slot beyond this answer 503 at once"
+    )
+    live_max_streams: int = Field(
+        200, ge=1, description="open /api/live streams per worker; beyond: 429"
+    )
+    live_max_streams_per_client: int = Field(
+        4, ge=1, description="open /api/live streams per client address; beyond: 429"
+    )
     leader_depth: int = Field(
         1000, ge=1, description="leaderboards up to this top-N are read from kudos.leader_rows"
     )
