@@ -13,8 +13,10 @@ is a resolver that fails for reasons other than an unknown id (a Schema Registry
 is down): that error propagates, because the message is not at fault and must be
 retried, not dead-lettered.
 
-Decoding checks the schema only. Rule-level validity (empty ids, THANKS without
-recipients) is left to the recognition rules, which refuse such events as ``invalid``.
+Decoding checks the schema and the limits on text (`schemas.limits`: ids of at most 256
+UTF-8 bytes without control characters, an org id without ``/``; reasons ``too_long`` and
+``bad_id``). Rule-level validity (empty ids, THANKS without recipients, too many
+recipients) is left to the recognition rules, which record such events as refused.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from schemas.event import CollaborationEvent, EventType, Visibility
+from schemas.limits import LimitError, check_event_texts
 
 __all__ = [
     "CONFLUENT_MAGIC_BYTE",
@@ -69,6 +72,9 @@ DecodeReason = Literal[
     "wrong_type",
     "unknown_enum",
     "bad_timestamp",
+    # The limits on ids and other text (schemas/limits.py).
+    "too_long",
+    "bad_id",
 ]
 # Every reason `DecodeError` can carry; stable tokens, fit for DLQ headers and metric labels.
 DECODE_REASONS: Final[tuple[DecodeReason, ...]] = get_args(DecodeReason)
@@ -669,10 +675,10 @@ class EventCodec:
         if not isinstance(record, dict):
             raise DecodeError("avro_invalid", f"schema id {schema_id} is not a record schema")
         if plan.reader is not None:
-            return _event_from_mapping(record)
+            return _within_limits(_event_from_mapping(record))
         for name, default in plan.missing:
             record[name] = default
-        return _event_from_record(record)
+        return _within_limits(_event_from_record(record))
 
     def _decode_json(self, raw: bytes, encoding: str) -> CollaborationEvent:
         try:
@@ -689,7 +695,7 @@ class EventCodec:
         event = _event_from_mapping(obj)
         if b"\\u" in raw or b"\\U" in raw:
             _reject_lone_surrogates(event)
-        return event
+        return _within_limits(event)
 
     def _decode_other(self, raw: bytes) -> CollaborationEvent:
         start = raw[3:] if raw.startswith(_UTF8_BOM) else raw
@@ -707,6 +713,23 @@ def _unknown_id_error(schema_id: int, exc: UnknownSchemaId) -> DecodeError:
         detail = f"schema id {schema_id} is not a usable Avro schema: {exc.cause}"[:300]
         return DecodeError("unknown_schema_id", detail)
     return DecodeError("unknown_schema_id", f"no schema registered under id {schema_id}")
+
+
+def _within_limits(event: CollaborationEvent) -> CollaborationEvent:
+    """The event, or `DecodeError` ``too_long`` / ``bad_id`` (schemas/limits.py)."""
+    try:
+        check_event_texts(
+            event.event_id,
+            event.org_id,
+            event.actor_id,
+            event.recipient_ids,
+            event.content_id,
+            event.channel,
+            event.source,
+        )
+    except LimitError as exc:
+        raise DecodeError(exc.reason, exc.detail) from None
+    return event
 
 
 def _reject_lone_surrogates(event: CollaborationEvent) -> None:

@@ -15,7 +15,8 @@ their directory record. Contract of a message:
 
 `DirectoryCodec.decode` returns a `DirectoryRecord` or raises `DirectoryDecodeError`,
 whose ``reason`` is one of `DIRECTORY_DECODE_REASONS` (the event codec's reasons plus
-``bad_key``, ``key_mismatch`` and ``invalid_id``); such messages belong in the DLQ.
+``bad_key``, ``key_mismatch`` and ``invalid_id``); such messages belong in the DLQ. Ids
+and names obey the events' limits (`schemas.limits`: ``too_long``, ``bad_id``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from schemas.codec import (
     _rfc3339_millis,
     json_type_name,
 )
+from schemas.limits import LimitError, check_org, check_text
 
 __all__ = [
     "DIRECTORY_DECODE_REASONS",
@@ -110,6 +112,7 @@ def parse_key(key: bytes | None) -> tuple[str, str]:
     org, sep, user = text.partition("/")
     if not sep or not org or not user:
         raise DirectoryDecodeError("bad_key", f"key {text[:100]!r} is not org_id/user_id")
+    _check_limits(org, user)
     return org, user
 
 
@@ -173,6 +176,7 @@ def _record_from_mapping(obj: dict[str, Any]) -> DirectoryRecord:
         raise DirectoryDecodeError(
             "invalid_id", "org_id and user_id must be non-empty, org_id without '/'"
         )
+    _check_limits(org_id, user_id)
     opted_out = obj.get("opted_out", False)
     if type(opted_out) is not bool:
         raise _wrong_type("opted_out", "a boolean", opted_out)
@@ -187,7 +191,7 @@ def _record_from_mapping(obj: dict[str, Any]) -> DirectoryRecord:
         raise _wrong_type("updated_at", "epoch millis or an RFC 3339 string", updated_at)
     elif not -(2**63) <= updated_at < 2**63:
         raise DirectoryDecodeError("bad_timestamp", "updated_at: out of 64-bit range")
-    return DirectoryRecord(
+    record = DirectoryRecord(
         org_id,
         user_id,
         _optional_text(obj, "display_name"),
@@ -196,6 +200,23 @@ def _record_from_mapping(obj: dict[str, Any]) -> DirectoryRecord:
         opted_out,
         updated_at,
     )
+    try:
+        for name in ("display_name", "team", "department"):
+            text = getattr(record, name)
+            if text is not None:
+                check_text(name, text)
+    except LimitError as exc:
+        raise DirectoryDecodeError(exc.reason, exc.detail) from None
+    return record
+
+
+def _check_limits(org_id: str, user_id: str) -> None:
+    """The limits on ids of events (schemas/limits.py) hold for the directory's too."""
+    try:
+        check_org("org_id", org_id)
+        check_text("user_id", user_id)
+    except LimitError as exc:
+        raise DirectoryDecodeError(exc.reason, exc.detail) from None
 
 
 class DirectoryCodec:

@@ -1193,3 +1193,142 @@ def connect(
         send_receive_timeout=float(options.get("send_receive_timeout", 300)),
         settings=settings,
     )
+
+
+# --- a pool of connections, for reads that may run at once (the HTTP API) --------------
+
+
+class ConnectionFactory(Protocol):
+    def __call__(self) -> ClickHouse: ...
+
+
+class ClickHousePool:
+    """`size` connections behind the `ClickHouse` interface, thread-safe.
+
+    Each call borrows one idle connection for its one statement and gives it back, so up
+    to `size` statements run at the same time, each on a connection of its own (one
+    connection never runs two statements at once: both backends lock per connection). A
+    call that finds no idle connection within `wait_s` raises `ClickHouseUnavailable`.
+    Connections are made by `factory` when first needed, one at a time, and closed by
+    `close`. `reader` makes a factory of connections whose statements ClickHouse stops
+    after a time limit.
+
+    The HTTP API reads through a pool of its own and /health through another of size one,
+    so neither waits for the writers' connection, nor the writers for them. chdb runs
+    statements of several connections to the one directory of its process concurrently.
+    """
+
+    def __init__(self, factory: ConnectionFactory, size: int, *, wait_s: float = 30.0) -> None:
+        if size < 1:
+            raise ValueError("a pool needs at least one connection")
+        self._factory = factory
+        self.size = size
+        self.wait_s = wait_s
+        self._idle: list[ClickHouse] = []
+        self._made = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def __repr__(self) -> str:
+        return f"ClickHousePool(size={self.size})"
+
+    @staticmethod
+    def reader(url: str | SecretStr | ClickHouseUrl, max_execution_s: int) -> ConnectionFactory:
+        """Connections to `url` on which ClickHouse stops any statement after
+        `max_execution_s` seconds (setting `max_execution_time`), so a read that its caller
+        gave up on does not keep running; the native socket gives up 5 s after that.
+
+        Builds the connections itself (chdb: `SET` once per connection, which lasts for
+        the connection; native: clickhouse-driver's per-client settings) until `connect`
+        takes per-connection settings."""
+        parsed = url if isinstance(url, ClickHouseUrl) else ClickHouseUrl.parse(url)
+        limit = int(max_execution_s)
+        if parsed.scheme == "chdb":
+
+            def chdb_reader() -> ClickHouse:
+                conn = ChdbClickHouse(parsed.path)
+                conn.execute(f"SET max_execution_time = {limit}")
+                return conn
+
+            return chdb_reader
+        options = dict(parsed.options)
+
+        def native_reader() -> ClickHouse:
+            return NativeClickHouse(
+                host=parsed.host,
+                port=parsed.port,
+                user=parsed.user,
+                password=parsed.password,
+                secure=parsed.secure,
+                verify=_flag(options.get("verify", "1"), "verify"),
+                ca_certs=options.get("ca_certs") or None,
+                connect_timeout=min(float(options.get("connect_timeout", 10)), limit + 5),
+                send_receive_timeout=min(
+                    float(options.get("send_receive_timeout", 300)), limit + 5
+                ),
+                settings={"max_execution_time": limit},
+            )
+
+        return native_reader
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        conn = self._borrow()
+        try:
+            conn.execute(sql, params)
+        finally:
+            self._give_back(conn)
+
+    def execute_mutation(self, sql: str, params: Mapping[str, Any]) -> None:
+        conn = self._borrow()
+        try:
+            conn.execute_mutation(sql, params)
+        finally:
+            self._give_back(conn)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        conn = self._borrow()
+        try:
+            return conn.query(sql, params)
+        finally:
+            self._give_back(conn)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        conn = self._borrow()
+        try:
+            return conn.insert(table, columns, rows)
+        finally:
+            self._give_back(conn)
+
+    def close(self) -> None:
+        """Closes the idle connections now and the borrowed ones when given back."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
+
+    def _borrow(self) -> ClickHouse:
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: self._closed or bool(self._idle) or self._made < self.size, self.wait_s
+            ):
+                raise ClickHouseUnavailable(f"no idle ClickHouse connection of {self.size}")
+            if self._closed:
+                raise ClickHouseUnavailable("the ClickHouse connection pool is closed")
+            if self._idle:
+                return self._idle.pop()
+            self._made += 1
+            try:
+                return self._factory()
+            except BaseException:
+                self._made -= 1
+                raise
+
+    def _give_back(self, conn: ClickHouse) -> None:
+        with self._cond:
+            if not self._closed:
+                self._idle.append(conn)
+                self._cond.notify()
+                return
+        conn.close()

@@ -15,6 +15,9 @@ on one shard. Privacy rules, stated once here and relied on by every reader:
   not in team or department totals, not in the member counts that decide whether a group
   is shown, and not in bridging counts (on either side). Their thanks still count for the
   people they thanked: the stream is unchanged; only what is shown is filtered.
+* An opted-out person's own reads (balance, history, explain) answer exactly as an
+  unknown id's do (zeros, no name, no team), so no answer tells who opted out; and they
+  are never named in anyone else's explain (streams/explain.py).
 * A group (team or department) is shown only with at least `min_size` visible members in
   the directory now (tombstoned and opted-out people are not members).
 """
@@ -223,11 +226,11 @@ class DirectoryStore:
         }
 
     def team_board(
-        self, org: str, window: str, start_ms: int, by: GroupBy, top: int
+        self, org: str, window: str, start_ms: int, by: GroupBy, top: int, offset: int = 0
     ) -> list[TeamEntry]:
         """Groups of at least `team_min_size` visible members, ranked by the sum of their
-        members' scores in the window (ties by group name). Members without points count
-        as members with zeros."""
+        members' scores in the window (ties by group name), `top` of them from rank
+        `offset` + 1 on. Members without points count as members with zeros."""
         column = "dir_team" if by == "team" else "dir_department"
         rows = self.ch.query(
             "SELECT grp, count() AS members, sum(t_score) AS g_score, "
@@ -243,16 +246,20 @@ class DirectoryStore:
             "WHERE org_id = %(org)s AND window = %(window)s AND window_start = %(start)s "
             "GROUP BY user_id) AS points USING user_id "
             "GROUP BY grp HAVING members >= %(k)s "
-            "ORDER BY g_score DESC, grp ASC LIMIT %(top)s",
+            "ORDER BY g_score DESC, grp ASC LIMIT %(offset)s, %(top)s",
             {
                 "org": org,
                 "window": window,
                 "start": _dt(start_ms),
                 "k": self.team_min_size,
                 "top": top,
+                "offset": offset,
             },
         )
-        return [TeamEntry(i + 1, str(r[0]), *(int(v) for v in r[1:])) for i, r in enumerate(rows)]
+        return [
+            TeamEntry(offset + i + 1, str(r[0]), *(int(v) for v in r[1:]))
+            for i, r in enumerate(rows)
+        ]
 
     def bridging(self, org: str, start_ms: int, end_ms: int | None) -> list[BridgingEntry]:
         """Counted THANKS in [start_ms, end_ms) between visible people of two different
@@ -294,13 +301,14 @@ class DirectoryStore:
         entries.sort(key=lambda e: (-(e.given_across + e.received_across), e.team))
         return entries
 
-    def balance(self, org: str, window: str, start_ms: int, user: str) -> Balance | None:
-        """Thanks given and received in the window; None for an opted-out user. Read from
+    def balance(self, org: str, window: str, start_ms: int, user: str) -> Balance:
+        """Thanks given and received in the window. An opted-out user gets what an unknown
+        id gets (zeros, no name, no team): the answer must not tell them apart. Read from
         kudos.score_state, the leaderboard's totals, which hold the collusion audit's
         reversals once the aggregating stage has applied them."""
         person = people(self.ch, org, [user]).get(user)
         if person is not None and person.opted_out:
-            return None
+            return Balance(user, None, None, 0, 0)
         rows = self.ch.query(
             "SELECT argMax(thanks_given, version), argMax(thanks_received, version), count() "
             "FROM kudos.score_state WHERE org_id = %(org)s AND window = %(window)s "

@@ -112,6 +112,28 @@ def audited_decisions(where: str) -> str:
     return _AUDITED.format(where=where)
 
 
+# Explain's entries (streams/explain.py): a decision gives `user` one entry per metric it
+# feeds for them, numbered in this order (a self-thank-you gives two: received, given); a
+# reaction the user gave feeds nothing and is no entry.
+ENTRY_METRICS: Final = ("thanks_received", "reactions_received", "thanks_given", "shares")
+_ENTRY_METRIC: Final = (
+    "arrayJoin(arrayFilter(m -> m > 0, ["
+    "if(d_type = 'THANKS' AND recipient_id = %(user)s, 1, 0), "
+    "if(d_type = 'REACTION' AND recipient_id = %(user)s, 2, 0), "
+    "if(d_type = 'THANKS' AND d_actor = %(user)s, 3, 0), "
+    "if(d_type = 'SHARE' AND d_actor = %(user)s, 4, 0)]))"
+)
+# Newest first. A PRIVATE decision sorts by the start of its hour and, within it, after the
+# public ones and by a hash of its identity: its place in the list gives away neither its
+# exact time nor its source position (explain shows neither; DESIGN.md, part 2).
+ENTRY_ORDER: Final = (
+    "if(d_visibility = 'PRIVATE', intDiv(d_at, 3600000) * 3600000, d_at) DESC, "
+    "d_visibility = 'PRIVATE', "
+    "if(d_visibility = 'PRIVATE', cityHash64(event_id, recipient_id), 0), "
+    "src_topic, src_partition, src_offset DESC, recipient_id, e_metric"
+)
+
+
 # Reasons of rows that hold no event (messages that could not be decoded).
 UNDECODABLE: Final = "undecodable"
 REPLAY_COLUMNS: Final = (
@@ -151,7 +173,7 @@ class Audit:
 @dataclass(frozen=True, slots=True)
 class DecisionRow:
     """One stored decision (one event x one target), deduplicated. When read with the
-    audit applied (`user_decisions`), `counted` and `reason` are what the decision is now
+    audit applied (`user_entries`), `counted` and `reason` are what the decision is now
     and `audit` says what changed it; `rule_version` stays the deciding stage's."""
 
     org_id: str
@@ -245,19 +267,29 @@ class DecisionHistory:
             where += " AND occurred_at_ms < %(end)s"
         return where
 
-    def user_decisions(
-        self, org: str, user: str, start_ms: int, end_ms: int | None, limit: int
-    ) -> list[DecisionRow]:
-        """Decisions in [start, end) where `user` is the recipient or the actor, newest
-        first (then by source position), at most `limit` rows, as the audit left them."""
+    def user_entries(
+        self, org: str, user: str, start_ms: int, end_ms: int | None, limit: int, offset: int = 0
+    ) -> list[tuple[DecisionRow, str]]:
+        """Explain's entries in [start, end): one per (decision, metric it feeds for `user`),
+        the metric as a name of `ENTRY_METRICS`, as the audit left them; `limit` of them
+        from `offset` on, in `ENTRY_ORDER` (so paging is exact and stable)."""
         sql = (
-            f"SELECT {_AUDITED_COLUMNS} FROM ("
+            f"SELECT {_AUDITED_COLUMNS}, {_ENTRY_METRIC} AS e_metric FROM ("
             + _AUDITED.format(where=self._user_filter(start_ms, end_ms))
-            + ") ORDER BY d_at DESC, src_topic, src_partition, src_offset DESC, recipient_id "
-            "LIMIT %(limit)s"
+            + f") ORDER BY {ENTRY_ORDER} LIMIT %(offset)s, %(limit)s"
         )
-        params = {"org": org, "user": user, "start": start_ms, "end": end_ms, "limit": limit}
-        return [_audited_row(r) for r in self.ch.query(sql, params)]
+        params = {
+            "org": org,
+            "user": user,
+            "start": start_ms,
+            "end": end_ms,
+            "limit": limit,
+            "offset": offset,
+        }
+        return [
+            (_audited_row(r[:-1]), ENTRY_METRICS[int(r[-1]) - 1])
+            for r in self.ch.query(sql, params)
+        ]
 
     def user_decision_groups(
         self, org: str, user: str, start_ms: int, end_ms: int | None

@@ -4,7 +4,8 @@ whether an org has a team board at all.
 
 Privacy is the directory's (sinks/directory.py): opted-out people are left out of every
 read here exactly as `RecognitionStore.leaderboard` and `.badges` leave them out, so the
-page can never show them again through a side door (rank history, badge feed, chart).
+page can never show them again through a side door (rank history, badge feed, chart); an
+opted-out person's own history reads as an unknown id's (zeros, no name).
 """
 
 from __future__ import annotations
@@ -115,18 +116,25 @@ class PageData:
             out.update({u: PreviousRank(None, u in scored) for u in missing})
         return out
 
-    def recent_badges(self, org: str, limit: int, user: str | None = None) -> list[dict[str, Any]]:
-        """The newest `limit` badge awards of the org (of one user), newest first, with the
-        holder's display name; opted-out people's awards are never returned."""
+    def recent_badges(
+        self, org: str, limit: int, user: str | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """The newest badge awards of the org (of one user), `limit` of them from `offset`
+        on, newest first, with the holder's display name; opted-out people's awards are
+        never returned."""
         sql = (
             "SELECT user_id, badge, period_start, awarded_at FROM kudos.badge_awards "
             f"WHERE org_id = %(org)s AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL})"
         )
-        params: dict[str, Any] = {"org": org, "limit": min(max(limit, 1), MAX_BADGES)}
+        params: dict[str, Any] = {
+            "org": org,
+            "limit": min(max(limit, 1), MAX_BADGES + 1),
+            "offset": max(offset, 0),
+        }
         if user is not None:
             sql += " AND user_id = %(user)s"
             params["user"] = user
-        sql += " ORDER BY awarded_at DESC, user_id, badge, period_start LIMIT %(limit)s"
+        sql += " ORDER BY awarded_at DESC, user_id, badge, period_start LIMIT %(offset)s, %(limit)s"
         rows = self.ch.query(sql, params)
         names = people(self.ch, org, [str(r[0]) for r in rows]) if rows else {}
         return [
@@ -143,12 +151,12 @@ class PageData:
 
     def score_history(
         self, org: str, window: str, user: str, starts: Sequence[int]
-    ) -> ScoreHistory | None:
+    ) -> ScoreHistory:
         """The user's score in each window starting at `starts` (0 where they had no
-        points); None for an opted-out user, as if unknown to the public API."""
+        points). An opted-out user gets what an unknown id gets: zeros, no name."""
         person = people(self.ch, org, [user]).get(user)
         if person is not None and person.opted_out:
-            return None
+            return ScoreHistory(user, None, [ScorePoint(s, 0) for s in starts])
         scores: dict[int, int] = {}
         if starts:
             for start, score in self.ch.query(
@@ -168,6 +176,15 @@ class PageData:
             person.display_name if person else None,
             [ScorePoint(s, scores.get(s, 0)) for s in starts],
         )
+
+    def has_points(self, org: str) -> bool:
+        """Whether the org has any points at all (the live feed starts no poller for an org
+        without: streams/web.py). One primary-key lookup."""
+        rows = self.ch.query(
+            "SELECT count() FROM (SELECT 1 FROM kudos.score_state WHERE org_id = %(org)s LIMIT 1)",
+            {"org": org},
+        )
+        return bool(rows and int(rows[0][0]))
 
     def has_teams(self, org: str) -> bool:
         """Whether any team has enough visible members to be shown on the team board."""

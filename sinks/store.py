@@ -18,6 +18,7 @@ from sinks.clickhouse import ClickHouse, mutation_chunks
 from sinks.erase import mutate
 from streams.leaders import DEPTH, BoardKey
 from streams.rules import (
+    NOT_SEEN,
     RULE_VERSION,
     STATE_MARGIN_MS,
     Decision,
@@ -84,10 +85,9 @@ BADGE_COLUMNS: Final = (
     "rule_version",
     "evidence",
 )
-# Reasons after which an event id counts as seen (it passed invalid/future/late).
-_SEEN_REASONS: Final = tuple(
-    r.value for r in Reason if r not in (Reason.INVALID, Reason.FUTURE, Reason.LATE)
-)
+# Reasons after which an event id counts as seen (streams.rules.NOT_SEEN: it passed
+# invalid/too_many_recipients/future/late).
+_SEEN_REASONS: Final = tuple(r.value for r in Reason if r not in NOT_SEEN)
 
 
 def ms_to_dt(ms: int) -> datetime:
@@ -480,19 +480,25 @@ class RecognitionStore:
             for i, r in enumerate(rows)
         ]
 
-    def badges(self, org: str, user: str | None = None) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT user_id, badge, period_start, awarded_at FROM kudos.badge_awards "
-            "WHERE org_id = %(org)s"
-        )
+    def badges(
+        self, org: str, user: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """The org's (or one user's) badge awards, newest first, without opted-out people;
+        `limit` of them from `offset` on (all when `limit` is None)."""
         from sinks.directory import OPTED_OUT_SQL
 
-        sql += f" AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL})"  # opted out: never shown
-        params: dict[str, Any] = {"org": org}
+        sql = (
+            "SELECT user_id, badge, period_start, awarded_at FROM kudos.badge_awards "
+            f"WHERE org_id = %(org)s AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL})"
+        )
+        params: dict[str, Any] = {"org": org, "offset": offset}
         if user is not None:
             sql += " AND user_id = %(user)s"
             params["user"] = user
         sql += " ORDER BY awarded_at DESC, user_id, badge, period_start"
+        if limit is not None:
+            sql += " LIMIT %(offset)s, %(limit)s"
+            params["limit"] = limit
         return [
             {
                 "org": org,

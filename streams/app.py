@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
@@ -23,11 +23,15 @@ from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
 from sinks.store import RecognitionStore
 from streams import metrics, security
+from streams.admission import ApiReads, HealthProbe
 from streams.audit import Auditor
 from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.directory import DirectoryStage
 from streams.drain import BatchRoute, batch_consumer
+from streams.entry import run_fatal_cleanups
+from streams.faults import poisoned
 from streams.health import ProgressTracker
+from streams.isolation import IsolatableStage, Isolator, PoisonStorm, isolatable
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
 from streams.settings import Settings
 from streams.web import register_directory_views, register_views
@@ -46,10 +50,17 @@ def fatal(message: str, code: int) -> NoReturn:
     stage's later batches are already decided on the state of the failed one. Exiting here
     instead makes the next start replay from the last commit, which the stages are built to
     do without double counting.
+
+    Before that, the cleanups registered with `streams.entry.run_on_fatal_exit` run: the
+    broker `kudos up` started must not outlive it, and `os._exit` skips the `finally`
+    that stops it otherwise. They touch no offset; whatever they raise, the exit happens.
     """
     (log.warning if code == 0 else log.critical)("%s (exit %d)", message, code)
-    logging.shutdown()
-    os._exit(code)
+    try:
+        run_fatal_cleanups()
+        logging.shutdown()
+    finally:
+        os._exit(code)
 
 
 class KudosWorker(faust.Worker):
@@ -102,19 +113,30 @@ class Kudos:
     clickhouse: ClickHouse
     store: RecognitionStore
     blocking: Blocking
-    reads: Blocking
+    reads: ApiReads  # the HTTP API's reads (streams/admission.py)
     decide: DecideStage
     aggregate: AggregateStage
     stopping: threading.Event
     progress: ProgressTracker
+    api_clickhouse: ClickHouse  # the API's connections (a pool), not the writers'
+    health: HealthProbe  # /health's own connection and thread
     joined: asyncio.Event = field(default_factory=asyncio.Event)
     directory: DirectoryStage | None = None  # the user directory (streams/directory.py)
     auditor: Auditor | None = None  # the collusion audit (streams/audit.py)
 
 
 def create_app(
-    settings: Settings, *, bootstrap: str, clickhouse: ClickHouse, effects_partitions: int
+    settings: Settings,
+    *,
+    bootstrap: str,
+    clickhouse: ClickHouse,
+    effects_partitions: int,
+    api_clickhouse: ClickHouse | None = None,
+    health_clickhouse: ClickHouse | None = None,
 ) -> Kudos:
+    """The worker's app. `api_clickhouse` serves the HTTP API's reads and
+    `health_clickhouse` /health's probe; both default to `clickhouse` (the writers'), which
+    only tests should rely on (streams/cli.py opens separate ones)."""
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()],
@@ -162,7 +184,7 @@ def create_app(
     decide = DecideStage(
         store,
         codec_for(settings),
-        rules_for,
+        poisoned(rules_for, settings.fault_poison_decide),
         publisher,
         blocking,
         effects_topic=settings.effects_topic,
@@ -174,7 +196,7 @@ def create_app(
     )
     aggregate = AggregateStage(
         store,
-        rules_for,
+        poisoned(rules_for, settings.fault_poison_aggregate),
         publisher,
         blocking,
         badges_topic=settings.badges_topic,
@@ -182,6 +204,7 @@ def create_app(
         max_cached_keys=settings.max_state_keys,
         effects_topic=settings.effects_topic,
         effects_partitions=effects_partitions,
+        dlq_topic=settings.dlq_topic,
     )
     directory = DirectoryStage(
         DirectoryStore(clickhouse, settings.team_min_size),
@@ -191,10 +214,23 @@ def create_app(
         dlq_topic=settings.dlq_topic,
     )
     aggregate.on_scrub = decide.scrub  # a forgotten person leaves this worker's caps too
-    reads = Blocking("kudos-reads")  # API reads never queue behind a write's retries
+    reads = ApiReads(
+        settings.api_read_concurrency, settings.api_timeout_s, settings.api_max_waiting
+    )
     progress = ProgressTracker(settings.stall_seconds)
     kudos = Kudos(
-        settings, app, clickhouse, store, blocking, reads, decide, aggregate, stopping, progress
+        settings,
+        app,
+        clickhouse,
+        store,
+        blocking,
+        reads,
+        decide,
+        aggregate,
+        stopping,
+        progress,
+        api_clickhouse or clickhouse,
+        HealthProbe(health_clickhouse or clickhouse),
     )
     kudos.directory = directory
 
@@ -218,33 +254,38 @@ def create_app(
             fatal(f"circuit breaker: {exc}", EXIT_BAD_INPUT)
         if isinstance(exc, StopRequested):
             fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
+        if isinstance(exc, PoisonStorm):
+            fatal(f"{exc}; restart replays from the last commit", EXIT_CRASH)
         log.error("%s stage failed", stage, exc_info=exc)
         fatal(f"{stage} stage failed; restart replays from the last commit", EXIT_CRASH)
 
     def ack(batch: Sequence[RawMessage]) -> None:
         cast(Any, app.consumer).ack_batch(batch)
 
-    async def run_decide() -> None:
-        try:
-            await routes[settings.events_topic].run(decide.submit, ack)
-        except Exception as exc:
-            fail("deciding", exc)
+    def stopping_now() -> bool:
+        return stopping.is_set() or bool(app.should_stop)
 
-    async def run_aggregate() -> None:
-        try:
-            await routes[settings.effects_topic].run(aggregate.submit, ack)
-        except Exception as exc:
-            fail("aggregating", exc)
+    def runner(topic: str, stage: IsolatableStage) -> Callable[[], Awaitable[None]]:
+        """The task that feeds one topic's batches to its stage, isolating poison."""
+        route = routes[topic]
+        isolator = Isolator(
+            stage,
+            stopping=stopping_now,
+            generation=lambda: route.generation,
+            max_consecutive=settings.poison_max_consecutive,
+        )
 
-    async def run_directory() -> None:
-        try:
-            await routes[settings.directory_topic].run(directory.submit, ack)
-        except Exception as exc:
-            fail("directory", exc)
+        async def run() -> None:
+            try:
+                await route.run(stage.submit, ack, isolator.recover, isolatable)
+            except Exception as exc:
+                fail(stage.name, exc)
 
-    app.task(run_decide)
-    app.task(run_aggregate)
-    app.task(run_directory)
+        return run
+
+    app.task(runner(settings.events_topic, decide))
+    app.task(runner(settings.effects_topic, aggregate))
+    app.task(runner(settings.directory_topic, directory))
 
     async def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs["revoked"]

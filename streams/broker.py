@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -63,8 +65,36 @@ def tansu_command(listener_url: str, advertised_url: str) -> list[str]:
     ]
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_this_thread(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A `preexec_fn` asking the kernel to send `sig` to the child when this thread ends.
+
+    PR_SET_PDEATHSIG fires when the thread that forked the child ends, whatever ends it:
+    a return, `os._exit`, SIGKILL, the OOM killer. It survives `setsid` and `exec` (of a
+    binary that is not set-uid), so `start_new_session=True` does not weaken it. The libc
+    function is looked up here, before the fork: the child only makes the call.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, sig) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+        if os.getppid() != parent:  # the parent died before the call took effect
+            os._exit(1)
+
+    return preexec
+
+
 class EmbeddedBroker:
-    """A Tansu broker on 127.0.0.1 with in-memory storage (this build has no other engine)."""
+    """A Tansu broker on 127.0.0.1 with in-memory storage (this build has no other engine).
+
+    Started from the main thread, the broker dies with this process, however it ends (see
+    `start`); `stop()` (or the `with` block) is the orderly way and waits for it.
+    """
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
@@ -77,34 +107,49 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            tansu_command(url, url),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The broker must never outlive its parent: an in-memory log nobody can reach any
+        # more is only a leaked process and port. The parent's `stop()` covers the exits
+        # that run Python code; PR_SET_PDEATHSIG is the kernel's cover for the rest
+        # (SIGKILL, `os._exit` without cleanups, a signal during this very call). SIGKILL:
+        # nothing in memory is worth saving, and it cannot be caught or ignored. The
+        # signal is tied to the forking *thread*, so it is armed from the main thread only
+        # (a helper thread's end would kill a broker still in use); elsewhere the caller's
+        # `stop()` is all there is.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        # Its own session: a Ctrl-C in the terminal reaches `kudos up`, which flushes to
+        # the broker before it stops it, and not the broker at once.
+        with open(self.log_path, "ab") if self.log_path else contextlib.nullcontext() as out:
+            self.proc = subprocess.Popen(
+                tansu_command(url, url),
+                stdout=out or subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_this_thread() if in_main_thread else None,
+            )
         try:
             wait_for_port("127.0.0.1", self.port, timeout)
-        except BrokerError:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"tansu exited with {self.proc.returncode}")
+        except BaseException:  # including a stop request (SystemExit) while waiting
             self.stop()
             raise
-        if self.proc.poll() is not None:
-            raise BrokerError(f"tansu exited with {self.proc.returncode}")
         log.info("embedded Tansu broker on %s", self.bootstrap)
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout` s; returns once the broker has exited."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+            log.info("stopped the embedded Tansu broker on %s", self.bootstrap)
         self.proc = None
 
     def __enter__(self) -> EmbeddedBroker:

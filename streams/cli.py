@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import logging
+import math
 import shutil
 import signal
 import sys
@@ -13,13 +16,16 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from schemas.codec import default_codec
 from schemas.event import CollaborationEvent
-from streams.entry import exit_during_startup
+from streams.entry import exit_during_startup, run_on_fatal_exit
 from streams.settings import Settings, get_settings
 from streams.windows import WINDOWS
+
+if TYPE_CHECKING:
+    from sinks.clickhouse import ClickHouse
 
 log = logging.getLogger("kudos")
 T = TypeVar("T")
@@ -104,11 +110,14 @@ def _run_worker(
         if pending:
             log.error("ClickHouse is missing migrations %s: run `kudos migrate` first", pending)
             return 2
+    api_ch, health_ch = _read_connections(settings)
     kudos = create_app(
         settings,
         bootstrap=bootstrap,
         clickhouse=ch,
         effects_partitions=counts[settings.effects_topic],
+        api_clickhouse=api_ch,
+        health_clickhouse=health_ch,
     )
     if demo_rate > 0:
         _add_demo_feed(kudos, demo_rate)
@@ -121,10 +130,33 @@ def _run_worker(
     finally:
         kudos.blocking.shutdown()
         kudos.reads.shutdown()
+        kudos.health.shutdown()
         if kudos.auditor is not None:
             kudos.auditor.blocking.shutdown()
+        api_ch.close()
+        health_ch.close()
         ch.close()
     return 0
+
+
+def _read_connections(settings: Settings) -> tuple[ClickHouse, ClickHouse]:
+    """The HTTP API's pool of KUDOS_API_READ_CONCURRENCY connections and /health's one,
+    apart from the writers' connection; ClickHouse stops their statements a second after
+    the API's time limit (streams/admission.py)."""
+    from sinks.clickhouse import ClickHousePool
+
+    url = settings.clickhouse_url()
+    api_limit = math.ceil(settings.api_timeout_s) + 1
+    api: ClickHouse = ClickHousePool(
+        ClickHousePool.reader(url, api_limit), settings.api_read_concurrency
+    )
+    health: ClickHouse = ClickHousePool(ClickHousePool.reader(url, 3), 1, wait_s=3.0)
+    if settings.fault_file is not None:
+        from sinks.faults import SwitchableClickHouse
+
+        api = SwitchableClickHouse(api, settings.fault_file)
+        health = SwitchableClickHouse(health, settings.fault_file)
+    return api, health
 
 
 def _add_demo_feed(kudos: Any, rate: float) -> None:
@@ -179,35 +211,42 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    broker = None
     bootstrap = settings.kafka
-    if not bootstrap:
-        if not settings.clickhouse.get_secret_value():
-            # The embedded broker keeps its log in memory only. Stored decisions name
-            # offsets of that log, so they cannot outlive it: start the store afresh too.
-            stale = settings.data_dir / "chdb"
-            if stale.exists():
-                log.info("embedded broker starts empty: starting a fresh store in %s", stale)
-                shutil.rmtree(stale)
-        else:
-            log.warning(
-                "embedded broker (in-memory) with a persistent ClickHouse: events of earlier "
-                "runs are gone, and their stored offsets will not match the new log"
-            )
-        broker = EmbeddedBroker(log_path=settings.data_dir / "tansu.log").start()
-        bootstrap = broker.bootstrap
-        log.info("embedded broker (Tansu, in-memory) at %s", bootstrap)
-        if settings.kafka_security_protocol != "PLAINTEXT":
-            # KUDOS_KAFKA_* security is for a real cluster; the embedded broker is loopback
-            # plaintext only.
-            log.warning("embedded broker: ignoring KUDOS_KAFKA_SECURITY_PROTOCOL")
-            settings = settings.model_copy(update={"kafka_security_protocol": "PLAINTEXT"})
-    try:
+    with contextlib.ExitStack() as cleanup:
+        if not bootstrap:
+            if not settings.clickhouse.get_secret_value():
+                # The embedded broker keeps its log in memory only. Stored decisions name
+                # offsets of that log, so they cannot outlive it: start the store afresh too.
+                stale = settings.data_dir / "chdb"
+                if stale.exists():
+                    log.info("embedded broker starts empty: starting a fresh store in %s", stale)
+                    shutil.rmtree(stale)
+            else:
+                log.warning(
+                    "embedded broker (in-memory) with a persistent ClickHouse: events of "
+                    "earlier runs are gone, and their stored offsets will not match the new log"
+                )
+            # The broker stops on every exit of `kudos up` (DESIGN: "stops the broker it
+            # started on every exit, a crash included"), each way for a reason:
+            # - this block's exit: a return, an exception, SIGTERM/SIGINT (SystemExit,
+            #   KeyboardInterrupt, or faust's orderly stop): stopped and waited for;
+            # - `fatal()` (stage failure, circuit breaker) leaves with os._exit, which
+            #   skips this block: it runs `run_on_fatal_exit` cleanups first;
+            # - SIGKILL or anything else that runs no Python: the kernel, through the
+            #   PR_SET_PDEATHSIG that `EmbeddedBroker.start` arms (this is the main thread).
+            # Registered before `start()`, so a stop request during the start is covered.
+            broker = EmbeddedBroker(log_path=settings.data_dir / "tansu.log")
+            cleanup.callback(broker.stop)
+            cleanup.enter_context(run_on_fatal_exit(functools.partial(broker.stop, 2.0)))
+            bootstrap = broker.start().bootstrap
+            log.info("embedded broker (Tansu, in-memory) at %s", bootstrap)
+            if settings.kafka_security_protocol != "PLAINTEXT":
+                # KUDOS_KAFKA_* security is for a real cluster; the embedded broker is
+                # loopback plaintext only.
+                log.warning("embedded broker: ignoring KUDOS_KAFKA_SECURITY_PROTOCOL")
+                settings = settings.model_copy(update={"kafka_security_protocol": "PLAINTEXT"})
         rate = args.rate if args.demo else 0.0
         return _run_worker(settings, bootstrap, migrate=True, demo_rate=rate)
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -359,7 +398,8 @@ def _format_table(org: str, window: str, entries: Sequence[Any], start: str = ""
 def leaderboard_data(
     settings: Settings, org: str, window: str, at: str | None, top: int, api: str | None
 ) -> dict[str, Any]:
-    from streams.web import leaderboard_payload, org_window_start, parse_at, parse_window
+    from streams.params import Params
+    from streams.web import leaderboard_payload, now_ms, org_window_start
 
     url = settings.clickhouse.get_secret_value()
     if api or not url.startswith("clickhouse"):
@@ -375,8 +415,9 @@ def leaderboard_data(
     from sinks.clickhouse import connect
     from sinks.store import RecognitionStore
 
-    w = parse_window(window)
-    start = org_window_start(settings.rules_lookup(), org, w, parse_at(at))
+    q = Params([("window", window), ("at", at or "")])
+    w = q.window()
+    start = org_window_start(settings.rules_lookup(), org, w, q.at(now_ms()))
     ch = connect(url)
     try:
         return leaderboard_payload(

@@ -34,6 +34,8 @@ class DirectoryWriter(Protocol):
 class DirectoryStage:
     """Applies a batch of directory messages; see the module docstring."""
 
+    name = "directory"  # the `stage` label of its metrics
+
     def __init__(
         self,
         store: DirectoryWriter,
@@ -49,6 +51,19 @@ class DirectoryStage:
         self.blocking = blocking
         self.dlq_topic = dlq_topic
         self.chain = FlushChain()
+
+    async def reset(self) -> None:
+        """After a failed batch (streams/isolation.py): nothing is held but the chain."""
+        await self.chain.wait()
+        self.chain = FlushChain()
+
+    def split(self, message: RawMessage) -> list[RawMessage] | None:
+        return None
+
+    async def poison(self, message: RawMessage, detail: str) -> None:
+        """Dead-letter a directory message that fails on its own (streams/isolation.py)."""
+        stop = self.blocking.stop_requested
+        await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
 
     async def process(self, messages: Sequence[RawMessage]) -> int:
         """Apply and store one batch; returns the number of records stored."""

@@ -37,6 +37,16 @@ log = logging.getLogger(__name__)
 
 # Prepares a batch and returns the future of its flush.
 Submit = Callable[[list[RawMessage]], Awaitable["asyncio.Future[Any]"]]
+# Settles batches after a failure (streams/isolation.py): True once every message of them
+# is stored or dead-lettered, False when a rebalance abandoned them; the first batch
+# failed, the others came after it.
+Recover = Callable[[list[list[RawMessage]]], Awaitable[bool]]
+# Whether a failure is one that `Recover` handles (others end the worker).
+Recoverable = Callable[[BaseException], bool]
+# Flushes submitted and not yet acked, oldest first, with their batches.
+InFlight = deque[tuple["asyncio.Future[Any]", list[RawMessage]]]
+# A queued chunk: messages, their bytes, and the route's generation when they came.
+Chunk = tuple[list[RawMessage], int, int]
 
 
 class BatchRoute:
@@ -68,39 +78,61 @@ class BatchRoute:
         metrics.WRITE_BUFFER_LIMIT.labels(self.stage).set(
             (max_pending + 1 + 2 * (max_in_flight + 1)) * max_events
         )
-        self._queue: asyncio.Queue[tuple[list[RawMessage], int]] | None = None
+        self._queue: asyncio.Queue[Chunk] | None = None
         self.busy = False
+        # Counts rebalances (`clear`). Messages delivered before one are stale: after it
+        # faust re-reads every partition from its committed offset, and a stale message
+        # handed to the stage after re-read ones would be decided out of offset order
+        # (the deciding stage would skip the re-read offsets below it: lost events).
+        # So stale messages are dropped wherever they wait, and work begun before a
+        # rebalance is abandoned, not settled (streams/isolation.py).
+        self.generation = 0
 
     @property
-    def queue(self) -> asyncio.Queue[tuple[list[RawMessage], int]]:
+    def queue(self) -> asyncio.Queue[Chunk]:
         if self._queue is None:  # created on the running loop
             self._queue = asyncio.Queue(self.max_pending)
         return self._queue
 
-    async def deliver(self, messages: list[RawMessage]) -> None:
+    async def deliver(self, messages: list[RawMessage]) -> bool:
+        """Queue `messages` in chunks (waiting while the queue is full). False when a
+        rebalance came meanwhile: what was not queued before it is not queued at all, and
+        the caller must not take the messages as delivered (faust re-reads them)."""
+        generation = self.generation
         chunk: list[RawMessage] = []
         size = 0
         for m in messages:
             if chunk and (len(chunk) >= self.max_events or size >= self.max_bytes):
-                await self._put(chunk, size)
+                await self._put(chunk, size, generation)
+                if self.generation != generation:
+                    return False
                 chunk, size = [], 0
             chunk.append(m)
             size += len(m.value)
         if chunk:
-            await self._put(chunk, size)
+            await self._put(chunk, size, generation)
+        return self.generation == generation
 
-    async def _put(self, chunk: list[RawMessage], size: int) -> None:
+    async def _put(self, chunk: list[RawMessage], size: int, generation: int) -> None:
         q = self.queue
         if q.full():
             # The stage is behind (or a write is being retried): fetching waits here.
             self._paused_gauge.set(1)
             try:
-                await q.put((chunk, size))
+                await q.put((chunk, size, generation))
             finally:
                 self._paused_gauge.set(0)
         else:
-            q.put_nowait((chunk, size))
+            q.put_nowait((chunk, size, generation))
         self._count(len(chunk))
+
+    def _take(self, item: Chunk) -> tuple[list[RawMessage], int]:
+        """A queued chunk, or nothing when a rebalance made it stale."""
+        chunk, size, generation = item
+        if generation != self.generation:
+            self._count(-len(chunk))
+            return [], 0
+        return chunk, size
 
     def _count(self, n: int) -> None:
         self.buffered += n
@@ -109,9 +141,10 @@ class BatchRoute:
     def clear(self) -> None:
         """Drop batches not yet started: after a rebalance faust re-reads from the
         committed offsets, so they would only be decided again (harmlessly, but twice)."""
+        self.generation += 1
         q = self.queue
         while not q.empty():
-            chunk, _ = q.get_nowait()
+            chunk, _, _ = q.get_nowait()
             q.task_done()
             self._count(-len(chunk))
 
@@ -126,6 +159,8 @@ class BatchRoute:
         self,
         submit: Submit,
         ack: Callable[[Sequence[RawMessage]], None],
+        recover: Recover | None = None,
+        recoverable: Recoverable = lambda exc: False,
     ) -> None:
         """Forever: gather batches and submit them to the stage, which prepares each at
         once and queues its flush behind the previous one; acknowledge each batch when its
@@ -136,18 +171,22 @@ class BatchRoute:
         flushed (its CPU work overlaps the broker's and ClickHouse's latency), and under a
         light load what arrives during a flush becomes the next batch (group commit):
         inserts stay few and large, and an event waits for about two flushes at most.
-        A failure raises out of here (the worker exits)."""
+
+        A failure that `recoverable` accepts goes to `recover` with the batches it
+        concerns -- the failed one and every later one, prepared on its state -- and the
+        loop goes on once they are settled (acked) or abandoned by a rebalance
+        (streams/isolation.py). Any other failure raises out of here (the worker exits)."""
         q = self.queue
-        max_in_flight = self.max_in_flight
+        in_flight: InFlight = deque()
+        get: asyncio.Future[Chunk] | None = None
+        batch: list[RawMessage] = []
+        size = 0
+        generation = self.generation  # of the batch gathering
 
         def stored(flushed: list[RawMessage]) -> None:
             ack(flushed)
             self._count(-len(flushed))
 
-        in_flight: deque[tuple[asyncio.Future[Any], list[RawMessage]]] = deque()
-        get: asyncio.Future[tuple[list[RawMessage], int]] | None = None
-        batch: list[RawMessage] = []
-        size = 0
         try:
             while True:
                 if get is None:
@@ -156,31 +195,96 @@ class BatchRoute:
                 if in_flight:
                     waiting.add(in_flight[0][0])
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                while in_flight and in_flight[0][0].done():
-                    done, flushed = in_flight.popleft()
-                    done.result()  # a failed flush raises here
-                    stored(flushed)
-                if get.done():
-                    more, more_size = get.result()
-                    get = None
-                    batch, size = batch + more, size + more_size
-                    while not self._full(batch, size) and not q.empty():
-                        more, more_size = q.get_nowait()
+                if generation != self.generation:  # a rebalance: the gathered are stale
+                    self._count(-len(batch))
+                    batch, size, generation = [], 0, self.generation
+                try:
+                    _ack_done(in_flight, stored)
+                    if get.done():
+                        more, more_size = self._take(get.result())
+                        get = None
                         batch, size = batch + more, size + more_size
-                if batch and (self._full(batch, size) or not in_flight):
-                    while len(in_flight) >= max_in_flight:
-                        done, flushed = in_flight.popleft()
-                        await done
-                        stored(flushed)
-                    in_flight.append((await submit(batch), batch))
-                    batch, size = [], 0
+                        while not self._full(batch, size) and not q.empty():
+                            more, more_size = self._take(q.get_nowait())
+                            batch, size = batch + more, size + more_size
+                    if batch and (self._full(batch, size) or not in_flight):
+                        await _make_room(in_flight, stored, self.max_in_flight)
+                        submitted, batch, size = batch, [], 0
+                        try:
+                            in_flight.append((await submit(submitted), submitted))
+                        except Exception as exc:
+                            raise _Failure(exc, submitted, flushed=False) from exc
+                except _Failure as failure:
+                    if recover is None or not recoverable(failure.cause):
+                        raise failure.cause from None
+                    self.busy = True
+                    await self._recover(recover, recoverable, stored, in_flight, failure)
                 self.busy = bool(in_flight or batch)
         finally:
             if get is not None:
                 get.cancel()
 
+    async def _recover(
+        self,
+        recover: Recover,
+        recoverable: Recoverable,
+        stored: Callable[[list[RawMessage]], None],
+        in_flight: InFlight,
+        failure: _Failure,
+    ) -> None:
+        """Hand the failed batch and every batch prepared after it to `recover`, in order;
+        ack them when it settled them, drop them when a rebalance abandoned them."""
+        if in_flight:  # after a failed flush they fail with it; before a failed submit, maybe not
+            await asyncio.wait([f for f, _ in in_flight])
+        batches = [failure.batch] if failure.flushed else []
+        while in_flight:
+            done, flushed = in_flight.popleft()
+            exc = done.exception()
+            if exc is None and not batches:
+                stored(flushed)  # stored before the failure
+                continue
+            if exc is not None and not recoverable(exc):
+                raise exc
+            batches.append(flushed)
+        if not failure.flushed:
+            batches.append(failure.batch)
+        if await recover(batches):
+            for settled in batches:
+                stored(settled)
+        else:
+            self._count(-sum(len(b) for b in batches))
+
     def _full(self, batch: list[RawMessage], size: int) -> bool:
         return len(batch) >= self.max_events or size >= self.max_bytes
+
+
+class _Failure(Exception):
+    """A batch failed: its flush (`flushed`), or the preparing `submit` call."""
+
+    def __init__(self, cause: BaseException, batch: list[RawMessage], *, flushed: bool) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.batch = batch
+        self.flushed = flushed
+
+
+def _ack_done(in_flight: InFlight, stored: Callable[[list[RawMessage]], None]) -> None:
+    """Ack the finished flushes at the front, in order; a failed one raises `_Failure`."""
+    while in_flight and in_flight[0][0].done():
+        done, flushed = in_flight.popleft()
+        exc = done.exception()
+        if exc is not None:
+            raise _Failure(exc, flushed, flushed=True) from exc
+        stored(flushed)
+
+
+async def _make_room(
+    in_flight: InFlight, stored: Callable[[list[RawMessage]], None], limit: int
+) -> None:
+    """Wait until fewer than `limit` flushes are in flight, acking them in order."""
+    while len(in_flight) >= limit:
+        await asyncio.wait([in_flight[0][0]])
+        _ack_done(in_flight, stored)
 
 
 def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> type[Any]:
@@ -305,9 +409,13 @@ def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> typ
             # What faust's stream sensor records per event: its livelock check reads it
             # and would otherwise log "Stream has not started processing" every few minutes.
             self.app.monitor.stream_inbound_time[tp] = time.monotonic()
-            # Rebalance while the route is full: give up this batch, faust seeks back.
+            # Rebalance while the route is full: give up this batch, faust seeks back. Only
+            # a delivery that no rebalance interrupted moves the read offset: faust set it
+            # to the committed offset in the rebalance, and moving it past messages the
+            # rebalance dropped from the route would skip them for good.
+            generation = route.generation
             await self.wait_first(route.deliver(batch), self.suspend_flow.wait())
-            if self.flow_active:
+            if self.flow_active and route.generation == generation:
                 self._read_offset[tp] = batch[-1].offset
 
         async def _deliver_one_by_one(self, tp: TP, recs: list[Any]) -> None:

@@ -1,8 +1,8 @@
 """Every point of a user's score, with the event, the rule and the rule version behind it.
 
-`GET /api/users/{user}/explain?org=ORG&window=hour|day|week|all[&at=RFC3339][&limit=N]`
-answers from `kudos.decisions` (sinks/history.py). A decision touches a user in up to two
-roles, each an *entry* feeding one metric:
+`GET /api/users/{user}/explain?org=ORG&window=hour|day|week|all[&at=RFC3339][&limit=N]
+[&offset=K]` answers from `kudos.decisions` (sinks/history.py). A decision touches a user
+in up to two roles, each an *entry* feeding one metric:
 
 | decision                        | user is   | metric               |
 |---------------------------------|-----------|----------------------|
@@ -18,6 +18,9 @@ window (not only the listed ones), so `score` equals the sum of every entry's po
 the user's row of `/api/leaderboard` for the same org, window and `at` -- once the
 aggregating stage has applied what the deciding stage stored (decisions lead scores by
 the pipeline's freshness, about a second) and what the collusion audit stored (see below).
+Entries are listed newest first, `limit` (1,000; at most 10,000) of them from `offset`
+(0); `next_offset` is the offset of the next page, null on the last (`truncated` says the
+same as a boolean). `count` is the number of entries of the whole window.
 
 The weekly collusion audit (streams/collusion.py) changes decisions afterwards, one
 kudos.reversals row each. Such an entry is shown as the audit left it: its new `reason`
@@ -29,17 +32,30 @@ object with the audit's `rule` and `rule_version`, the reason it `was` and the
 counts the entries the audit reversed and reinstated. Reversals lead the leaderboard until
 the aggregating stages have applied them (kudos.audits, step 'applied').
 
+Privacy (DESIGN.md, part 2), which no login changes:
+
+* An opted-out person gets the answer of an unknown id: every total 0, no entries.
+* An opted-out person is never named in anyone else's explain: their id is null where
+  they were the actor or the recipient.
+* A PRIVATE decision never names the other person: its entries have `private: true`,
+  `actor_id` and `recipient_id` null, `event_id` and `lineage` null, and `occurred_at`
+  the start of its UTC hour (the order of the list does not give the exact time away
+  either: sinks.history.ENTRY_ORDER). Every other entry has `private: false`. Totals,
+  `score`, `count` and `refused` still count every decision.
+
 Pure functions here; the one reading function takes a `DecisionHistory`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from streams.params import Page
 from streams.rules import Metric, Reason, RuleConfig, RulesLookup
-from streams.windows import HOUR_MS, Calendar, WindowName
+from streams.windows import WindowName, hour_start, window_bounds
 
 if TYPE_CHECKING:
     from sinks.history import DecisionGroup, DecisionHistory, DecisionRow
@@ -52,14 +68,6 @@ METRICS: Final = (
     Metric.THANKS_RECEIVED,
     Metric.REACTIONS_RECEIVED,
 )
-
-
-def parse_limit(value: str | None) -> int:
-    if value is None or value == "":
-        return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
-        raise ValueError(f"'limit' must be an integer from 1 to {MAX_LIMIT}")
-    return int(value)
 
 
 def metrics_for(event_type: str, as_actor: bool, as_recipient: bool) -> tuple[Metric, ...]:
@@ -86,18 +94,6 @@ def weight(rules: RuleConfig, metric: Metric) -> int:
     return rules.weight_reactions_received
 
 
-def window_bounds(window: WindowName, at_ms: int, cal: Calendar) -> tuple[int, int | None]:
-    """[start, end) of the window holding `at_ms` in the org's calendar; `all` has no end."""
-    start = cal.window_start(window, at_ms)
-    if window == "hour":
-        return start, start + HOUR_MS
-    if window == "day":
-        return start, cal.shift_days(start, 1)
-    if window == "week":
-        return start, cal.shift_days(start, 7)
-    return 0, None
-
-
 def rfc3339(ms: int) -> str:
     """Epoch millis as RFC 3339 UTC, with milliseconds when there are any."""
     dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
@@ -106,40 +102,50 @@ def rfc3339(ms: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def entries_of(row: DecisionRow, user: str, rules: RuleConfig) -> list[dict[str, Any]]:
-    """The entries one stored decision gives `user` (none when it does not touch them)."""
-    out: list[dict[str, Any]] = []
+def entry(
+    row: DecisionRow, metric: Metric, rules: RuleConfig, hidden: Collection[str] = ()
+) -> dict[str, Any]:
+    """The entry of `row` for `metric`, as the privacy rules (module doc) show it;
+    `hidden` holds the opted-out ids among the decision's people."""
     counted = row.reason == Reason.COUNTED.value
+    private = row.visibility == "PRIVATE"
     audit = row.audit
-    for metric in metrics_for(row.event_type, row.actor_id == user, row.recipient_id == user):
-        out.append(
-            {
-                "event_id": row.event_id,
-                "event_type": row.event_type,
-                "occurred_at": rfc3339(row.occurred_at_ms),
-                "actor_id": row.actor_id,
-                "recipient_id": row.recipient_id or None,
-                "metric": metric.value,
-                "points": weight(rules, metric) if counted else 0,
-                "counted": counted,
-                "reason": row.reason,
-                "rule_version": row.rule_version,
-                "audit": None
-                if audit is None
-                else {
-                    "rule": audit.rule,
-                    "rule_version": audit.rule_version,
-                    "was": audit.was,
-                    "group_size": audit.group_size,
-                },
-                "lineage": {
-                    "topic": row.src_topic,
-                    "partition": row.src_partition,
-                    "offset": row.src_offset,
-                },
-            }
-        )
-    return out
+
+    def shown(person: str) -> str | None:
+        return None if private or not person or person in hidden else person
+
+    return {
+        "event_id": None if private else row.event_id,
+        "event_type": row.event_type,
+        "occurred_at": rfc3339(hour_start(row.occurred_at_ms) if private else row.occurred_at_ms),
+        "actor_id": shown(row.actor_id),
+        "recipient_id": shown(row.recipient_id),
+        "private": private,
+        "metric": metric.value,
+        "points": weight(rules, metric) if counted else 0,
+        "counted": counted,
+        "reason": row.reason,
+        "rule_version": row.rule_version,
+        "audit": None
+        if audit is None
+        else {
+            "rule": audit.rule,
+            "rule_version": audit.rule_version,
+            "was": audit.was,
+            "group_size": audit.group_size,
+        },
+        "lineage": None
+        if private
+        else {"topic": row.src_topic, "partition": row.src_partition, "offset": row.src_offset},
+    }
+
+
+def entries_of(
+    row: DecisionRow, user: str, rules: RuleConfig, hidden: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """The entries one stored decision gives `user` (none when it does not touch them)."""
+    roles = metrics_for(row.event_type, row.actor_id == user, row.recipient_id == user)
+    return [entry(row, metric, rules, hidden) for metric in roles]
 
 
 def explain_payload(
@@ -148,12 +154,12 @@ def explain_payload(
     window: WindowName,
     bounds: tuple[int, int | None],
     rules: RuleConfig,
-    rows: list[DecisionRow],
+    entries: Sequence[dict[str, Any]],
     groups: list[DecisionGroup],
-    limit: int,
+    page: Page,
 ) -> dict[str, Any]:
-    """The explain response from the listed decisions (newest first, up to `limit` + 1
-    rows) and the per-kind counts of all of them."""
+    """The explain response from one page of entries (up to `page.limit` + 1 of them, the
+    extra one telling whether more follow) and the per-kind counts of all decisions."""
     totals: Counter[Metric] = Counter()
     refused: Counter[str] = Counter()
     audited: Counter[str] = Counter()
@@ -170,8 +176,8 @@ def explain_payload(
                     thankers += g.distinct_actors
             else:
                 refused[g.reason] += g.decisions
-    entries = [e for row in rows for e in entries_of(row, user, rules)]
     start, end = bounds
+    next_offset = page.next_offset(len(entries) > page.limit)
     return {
         "org": org,
         "user_id": user,
@@ -195,9 +201,11 @@ def explain_payload(
         "refused": dict(sorted(refused.items())),
         "audit": {"reversed": audited["reversed"], "reinstated": audited["reinstated"]},
         "count": count,
-        "limit": limit,
-        "truncated": len(entries) > limit,
-        "entries": entries[:limit],
+        "limit": page.limit,
+        "offset": page.offset,
+        "next_offset": next_offset,
+        "truncated": next_offset is not None,
+        "entries": list(entries[: page.limit]),
     }
 
 
@@ -209,13 +217,22 @@ def explain_user(
     window: WindowName,
     at_ms: int,
     limit: int = DEFAULT_LIMIT,
+    offset: int = 0,
 ) -> dict[str, Any]:
     """Read and assemble one explain response (blocking: run it off the event loop)."""
+    from sinks.directory import people
+
     rules = rules_for(org)
     bounds = window_bounds(window, at_ms, rules.calendar)
+    page = Page(limit, offset)
+    person = people(history.ch, org, [user]).get(user)
+    if person is not None and person.opted_out:  # the answer of an unknown id
+        return explain_payload(org, user, window, bounds, rules, [], [], page)
     start, end = bounds
-    # One row more than asked: a self-thank-you gives two entries, so `limit` rows can
-    # hold more than `limit` entries, and limit + 1 rows always tell whether any are left.
-    rows = history.user_decisions(org, user, start, end, limit + 1)
+    listed = history.user_entries(org, user, start, end, limit + 1, offset)
+    others = {p for row, _ in listed for p in (row.actor_id, row.recipient_id) if p and p != user}
+    found = people(history.ch, org, sorted(others)) if others else {}
+    hidden = {p for p, who in found.items() if who.opted_out}
+    entries = [entry(row, Metric(metric), rules, hidden) for row, metric in listed]
     groups = history.user_decision_groups(org, user, start, end)
-    return explain_payload(org, user, window, bounds, rules, rows, groups, limit)
+    return explain_payload(org, user, window, bounds, rules, entries, groups, page)

@@ -109,6 +109,12 @@ PARTITION_STALLED = Gauge(
     "1 while a partition with lag makes no progress",
     ["topic", "partition"],
 )
+# Messages a stage could not process even on their own (after two attempts), sent to the
+# dead-letter topic with reason `poison` (streams/isolation.py), by stage (`decide`,
+# `aggregate`, `directory`). Any increase is a bug or a dependency refusing a value.
+POISON_MESSAGES = Counter(
+    "kudos_poison_messages", "Messages dead-lettered because processing them failed", ["stage"]
+)
 # Directory messages (records and tombstones from directory.users) decoded and stored.
 DIRECTORY_APPLIED = Counter(
     "kudos_directory_messages_applied", "Directory messages (records, tombstones) stored"
@@ -136,3 +142,23 @@ AUDIT_FAILURES = Counter("kudos_audit_failures", "Collusion audit rounds that fa
 AUDIT_WATERMARK = Gauge(
     "kudos_audit_watermark_seconds", "Event time every events partition has passed"
 )
+
+# --- The HTTP API (streams/admission.py, streams/web.py) ------------------------------------
+# No user, org or path in any label: `reason` is one of the fixed words below.
+# API reads running now on their own threads and ClickHouse connections (at most
+# KUDOS_API_READ_CONCURRENCY), and reads waiting for one of those slots.
+API_READS_IN_FLIGHT = Gauge("kudos_api_reads_in_flight", "API reads running now")
+API_READS_WAITING = Gauge("kudos_api_reads_waiting", "API reads waiting for a read slot")
+# Seconds one API read took on its thread (ClickHouse statements of one store call).
+API_READ_SECONDS = Histogram(
+    "kudos_api_read_seconds",
+    "API read latency",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+# Requests refused: 503 `busy` (no read slot within the time limit), `queue_full` (too
+# many reads waiting), `timeout` (reads not done within the time limit), `unavailable`
+# (ClickHouse away); 429 `live_client` / `live_total` (too many /api/live streams).
+API_REJECTED = Counter("kudos_api_rejected", "API requests refused, by reason", ["reason"])
+# Open /api/live streams, and the boards the live feed polls for them (one poller each).
+LIVE_STREAMS = Gauge("kudos_live_streams", "Open /api/live streams")
+LIVE_BOARDS_WATCHED = Gauge("kudos_live_boards_watched", "Boards the live feed polls")

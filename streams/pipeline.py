@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 from schemas.codec import DecodeError, EventCodec
 from schemas.registry import SchemaRegistryError
@@ -53,6 +53,7 @@ from streams.transport import (
     badge_id,
     decode_control,
     decode_effects,
+    effects_messages,
     effects_partition,
     encode_badge,
     encode_control,
@@ -73,6 +74,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
+# Kafka errors that no retry mends because the message itself is at fault: they fail the
+# batch, and poison-message isolation finds the message (streams/isolation.py).
+MESSAGE_AT_FAULT: tuple[type[BaseException], ...] = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,8 @@ async def retry_forever(
         try:
             out = await attempt()
         except TRANSIENT as exc:
+            if isinstance(exc, MESSAGE_AT_FAULT):
+                raise
             failures += 1
             # Consumption is paused while we wait here: the stage does not take a new batch.
             metrics.WRITE_BLOCKED.labels(what).set(1)
@@ -285,6 +291,8 @@ class FlushChain:
 class DecideStage:
     """Per input partition: decode, apply rules v1, publish effects, store decisions."""
 
+    name = "decide"  # the `stage` label of its metrics
+
     def __init__(
         self,
         store: RecognitionStore,
@@ -319,6 +327,35 @@ class DecideStage:
         for tp in partitions:
             self.states.pop(tp, None)
             self.reported_hours.pop(tp, None)
+
+    async def reset(self) -> None:
+        """After a failed batch (streams/isolation.py): forget every partition's state,
+        which reloads from the stored decisions when next needed, as after a restart."""
+        await self.chain.wait()
+        self.states.clear()
+        self.reported_hours.clear()
+        self.chain = FlushChain()
+
+    def split(self, message: RawMessage) -> list[RawMessage] | None:
+        return None  # one message, one event
+
+    async def poison(self, message: RawMessage, detail: str) -> None:
+        """Dead-letter a message that fails on its own, then record it among the stored
+        decisions (reason undecodable, error 'poison: ...') so that its offset counts as
+        decided: a restart skips it, and later offsets stay a prefix."""
+        stop = self.blocking.stop_requested
+        await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
+        state = await self._state(message.topic, message.partition)
+        dead = DeadLetter(
+            message.topic,
+            message.partition,
+            message.offset,
+            "poison",
+            detail,
+            state.stream_time_ms or 0,
+        )
+        await self.blocking.retrying("decisions", self.store.write_decisions, [], [dead])
+        state.next_offset = max(state.next_offset, message.offset + 1)
 
     def scrub(self, org: str, user: str, token: str) -> None:
         """A person was forgotten: out of every partition state held here."""
@@ -415,8 +452,9 @@ class DecideStage:
         self.breaker.record(len(messages), len(undecodable))
         metrics.BAD_INPUT_RATIO.set(self.breaker.ratio)
         effects: list[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]] = [
-            (None, encode_effects(batch), p, [])
+            (None, message, p, [])
             for p, batch in route_effects(effects_of(decisions), self.effects_partitions).items()
+            for message in effects_messages(batch)
         ]
         metrics.BATCH_SECONDS.labels("decide").observe(time.perf_counter() - started)
 
@@ -483,6 +521,8 @@ def score_of_row(row: Sequence[Any]) -> int:
 class AggregateStage:
     """Per (org, user): window totals, distinct thankers, badges; stored as absolute rows."""
 
+    name = "aggregate"  # the `stage` label of its metrics
+
     def __init__(
         self,
         store: RecognitionStore,
@@ -495,12 +535,14 @@ class AggregateStage:
         leader_depth: int = LEADER_DEPTH,
         effects_topic: str = "kudos.effects",
         effects_partitions: int = 1,
+        dlq_topic: str = "collab.events.dlq",
     ) -> None:
         self.store = store
         self.rules_for = rules_for
         self.publisher = publisher
         self.blocking = blocking
         self.badges_topic = badges_topic
+        self.dlq_topic = dlq_topic
         self.effects_topic = effects_topic
         self.effects_partitions = effects_partitions
         self.max_cached_keys = max_cached_keys
@@ -519,6 +561,41 @@ class AggregateStage:
         the stage only so long). The next batch drops the book after every pending flush
         is stored; loading earlier would read rows older than those flushes."""
         self.stale = True
+
+    async def reset(self) -> None:
+        """After a failed batch (streams/isolation.py): forget the book and the boards,
+        which reload from ClickHouse key by key, as after a restart."""
+        await self.chain.wait()
+        self.book, self.stale = ScoreBook(), False
+        self.boards = Boards(depth=self.boards.depth)
+        self.chain = FlushChain()
+
+    def split(self, message: RawMessage) -> list[RawMessage] | None:
+        """An effects message as one message per source event (the effects of one source
+        offset stay together: `apply_effects` needs them so); None when it is one."""
+        if is_control(message.value):
+            return None
+        try:
+            effects = decode_effects(message.value)
+        except Exception:  # undecodable: it is poison whole
+            return None
+        parts = [
+            list(group)
+            for _, group in itertools.groupby(effects, key=lambda e: (e.partition, e.offset))
+        ]
+        if len(parts) < 2:
+            return None
+        return [
+            RawMessage(message.topic, message.partition, message.offset, message.key, encoded)
+            for encoded in map(encode_effects, parts)
+        ]
+
+    async def poison(self, message: RawMessage, detail: str) -> None:
+        """Dead-letter an effects message, or one source event's part of one, that fails on
+        its own: its value is those effects as JSON (`streams.transport`), which name the
+        source event's partition and offset."""
+        stop = self.blocking.stop_requested
+        await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
 
     async def process(self, messages: Sequence[RawMessage]) -> Applied:
         """Aggregate and flush one batch; returns when its rows are stored."""
@@ -678,8 +755,11 @@ class AggregateStage:
     ) -> None:
         """Store what applying a batch (or an audit) changed.
 
-        Order matters for recovery: thankers and badges before totals, whose high-water
-        marks say "applied". A crash in between re-applies the batch; sets absorb that."""
+        Order matters for recovery: thankers, badges and leader rows before totals, whose
+        high-water marks say "applied". A crash in between re-applies the batch: sets
+        absorb that, and leader rows are snapshots rewritten alike. Leader rows written
+        after the totals would be lost by a crash in between (the replay finds the points
+        applied and writes no row), and a board could miss the key for good."""
         if applied.dropped_thankers:
             await self.blocking.retrying(
                 "thankers", self.store.delete_thankers, applied.dropped_thankers
@@ -706,8 +786,8 @@ class AggregateStage:
             )
             for a in applied.badges:
                 metrics.BADGES_AWARDED.labels(a.badge).inc()
-        await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
         await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
+        await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
         metrics.INSERT_ROWS.labels("leader_rows").inc(len(leader_rows))
         metrics.INSERT_ROWS.labels("score_state").inc(len(score_rows))
         metrics.INSERT_BATCHES.labels("score_state").inc()

@@ -58,7 +58,7 @@ from typing import Any, Final
 
 from schemas.event import CollaborationEvent, EventType, Visibility
 from sinks.history import DecisionHistory, DecisionRow, StoredTotals
-from streams.explain import metrics_for, rfc3339, window_bounds
+from streams.explain import metrics_for, rfc3339
 from streams.rules import (
     Decision,
     Effect,
@@ -71,7 +71,7 @@ from streams.rules import (
 )
 from streams.scorebook import Applied, ScoreBook, WindowKey, WindowTotals, apply_effects
 from streams.settings import RuleOverrides, Settings
-from streams.windows import DAY_MS, WindowName, rfc3339_ms
+from streams.windows import DAY_MS, WindowName, rfc3339_ms, window_bounds
 
 # Beyond the largest grace: a local week (giver budgets) plus the worker's state margin.
 SEED_MARGIN_MS: Final = 9 * DAY_MS
@@ -127,7 +127,9 @@ def rebuild_events(rows: Iterable[DecisionRow]) -> list[StoredEvent]:
     """Group decision rows by source position into events, in source order.
 
     Rows that hold no event (undecodable messages) or whose type or visibility this
-    version does not know are skipped.
+    version does not know are skipped, and so are events refused as too_many_recipients:
+    their one decision does not name the recipients, so no rules can decide them anew
+    (under any rules they change no state: they never enter the seen set).
     """
     groups: dict[tuple[str, int, int], list[DecisionRow]] = defaultdict(list)
     for row in rows:
@@ -135,6 +137,8 @@ def rebuild_events(rows: Iterable[DecisionRow]) -> list[StoredEvent]:
     out: list[StoredEvent] = []
     for (topic, partition, offset), group in sorted(groups.items()):
         first = group[0]
+        if first.reason == Reason.TOO_MANY_RECIPIENTS.value:
+            continue
         try:
             kind = EventType(first.event_type)
             visibility = Visibility(first.visibility)

@@ -6,10 +6,12 @@ explicit `PartitionState`. Given the same state and the same batch it always ret
 same decisions, which is what lets the worker replay a batch after a crash.
 
 Order of the checks for one event (the first that applies is the reason):
-invalid -> future -> late -> duplicate -> private -> (per recipient) self -> pair_daily_cap
--> giver_budget (rules v2; off in v1).
-Only events that pass invalid/future/late enter the seen set and advance stream time, so a
-bogus future timestamp cannot make the rest of the stream late.
+invalid -> too_many_recipients -> future -> late -> duplicate -> private -> (per recipient)
+self -> pair_daily_cap -> giver_budget (rules v2; off in v1).
+Only events that pass invalid/too_many_recipients/future/late enter the seen set and advance
+stream time, so a bogus future timestamp cannot make the rest of the stream late. An event
+refused whole before the per-recipient checks (invalid, too_many_recipients) gets a single
+decision, so a THANKS to 10,000 people costs one row, not 10,000.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Reason(StrEnum):
     LATE = "late"
     FUTURE = "future"
     INVALID = "invalid"
+    # A THANKS or REACTION to more distinct people than the org's max_recipients_per_event:
+    # refused whole (one decision, recipient ''), nothing counted for anyone.
+    TOO_MANY_RECIPIENTS = "too_many_recipients"
     # Never decided by the deciding stage: a counted THANKS reversed by the weekly
     # collusion audit (streams/collusion.py), recorded in kudos.reversals.
     COLLUSION = "collusion"
@@ -62,6 +67,8 @@ class RuleConfig:
     grace_ms: int = 7 * DAY_MS
     future_tolerance_ms: int = 5 * 60_000
     pair_daily_cap: int = 3
+    # A THANKS or REACTION with more distinct recipients is refused whole.
+    max_recipients_per_event: int = 50
     # Giver budgets: at most this many counted thanks given per actor per local day / week
     # (each recipient of a THANKS is one); 0 = no budget (rules v1).
     giver_daily_budget: int = 0
@@ -99,6 +106,8 @@ class RuleConfig:
             raise ValueError("collusion_min_each and collusion_ratio must not be negative")
         if self.collusion_max_group < 2:
             raise ValueError("collusion_max_group must be at least 2")
+        if self.max_recipients_per_event < 1:
+            raise ValueError("max_recipients_per_event must be at least 1")
 
     @cached_property
     def badge_rules(self) -> tuple[BadgeRule, ...]:
@@ -334,11 +343,29 @@ def targets(event: CollaborationEvent) -> tuple[str, ...]:
 # --- applying them -----------------------------------------------------------------------
 
 
+def has_too_many_recipients(event: CollaborationEvent, rules: RuleConfig) -> bool:
+    """More distinct recipients than the org allows (a SHARE has none that count)."""
+    if event.event_type is EventType.SHARE:
+        return False
+    recipients = event.recipient_ids
+    limit = rules.max_recipients_per_event
+    return len(recipients) > limit and len(set(recipients)) > limit
+
+
+# Reasons of events that never entered the seen set nor moved stream time (see the module
+# docstring); a restart rebuilding the state from stored decisions skips them too.
+NOT_SEEN: Final = frozenset(
+    {Reason.INVALID, Reason.TOO_MANY_RECIPIENTS, Reason.FUTURE, Reason.LATE}
+)
+
+
 def _whole_event_reason(
     event: CollaborationEvent, state: PartitionState, now_ms: int, rules: RuleConfig
 ) -> Reason | None:
     if is_invalid(event):
         return Reason.INVALID
+    if has_too_many_recipients(event, rules):
+        return Reason.TOO_MANY_RECIPIENTS
     if is_future(event, now_ms, rules):
         return Reason.FUTURE
     if is_late(event, state.stream_time_ms, rules):
@@ -363,7 +390,8 @@ def decide_event(
                 reason = Reason.PRIVATE
     stream_time = state.stream_time_ms if state.stream_time_ms is not None else event.occurred_at
     out: list[Decision] = []
-    for target in targets(event):
+    whole = reason is Reason.TOO_MANY_RECIPIENTS  # one decision, not one per recipient
+    for target in ("",) if whole else targets(event):
         why = reason
         if why is None:
             why = target_reason(event, target, state, rules)

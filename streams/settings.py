@@ -29,6 +29,7 @@ class RuleOverrides(BaseModel):
     grace_ms: int | None = None
     future_tolerance_ms: int | None = None
     pair_daily_cap: int | None = None
+    max_recipients_per_event: int | None = Field(None, ge=1)
     weight_thanks_received: int | None = None
     weight_thanks_given: int | None = None
     weight_shares: int | None = None
@@ -139,6 +140,31 @@ class Settings(BaseSettings):
         description="leaderboard answers younger than this are served from memory; up to "
         "10x as old while a background read refreshes them (0: always read)",
     )
+    # The HTTP API (streams/admission.py, streams/web.py; README "HTTP API limits").
+    api_read_concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="API reads that run at once, each on its own ClickHouse connection "
+        "(separate from the writers' and from /health's)",
+    )
+    api_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="an API request that cannot get a read slot, or whose reads do not "
+        "finish, within this time answers 503 with Retry-After; ClickHouse stops its "
+        "statements a second later (max_execution_time)",
+    )
+    api_max_waiting: int = Field(
+        64, ge=0, description="API reads waiting for a slot beyond this answer 503 at once"
+    )
+    live_max_streams: int = Field(
+        200, ge=1, description="open /api/live streams per worker; beyond: 429"
+    )
+    live_max_streams_per_client: int = Field(
+        4, ge=1, description="open /api/live streams per client address; beyond: 429"
+    )
     leader_depth: int = Field(
         1000, ge=1, description="leaderboards up to this top-N are read from kudos.leader_rows"
     )
@@ -155,6 +181,22 @@ class Settings(BaseSettings):
     dlq_min_messages: int = Field(1000, ge=1, description="messages seen before the ratio counts")
     fault_file: Path | None = Field(
         None, description="tests only: ClickHouse calls fail while this file exists"
+    )
+    fault_poison_decide: str = Field(
+        "",
+        description="tests only: events of orgs whose id starts with this raise an "
+        "error inside the deciding stage (a planted poison message)",
+    )
+    fault_poison_aggregate: str = Field(
+        "",
+        description="tests only: points of orgs whose id starts with this raise an "
+        "error inside the aggregating stage (a planted poison message)",
+    )
+    poison_max_consecutive: int = Field(
+        10,
+        ge=2,
+        description="a stage that meets this many poison messages in a row stops the "
+        "worker (exit 70) instead of dead-lettering them: the fault is not in the messages",
     )
     stall_seconds: float = Field(
         120.0,

@@ -11,7 +11,7 @@ import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from streams.rules import Effect, Metric
 from streams.scorebook import BadgeAward
@@ -30,6 +30,41 @@ def route_effects(effects: Sequence[Effect], partitions: int) -> dict[int, list[
     for e in effects:
         out.setdefault(effects_partition(e.org_id, e.user_id, partitions), []).append(e)
     return out
+
+
+# Largest kudos.effects message the deciding stage sends: well below what a producer or a
+# broker takes (KUDOS_MAX_TRANSPORT_BYTES, Kafka's message.max.bytes), and the aggregating
+# stage's batch byte bound (KUDOS_BATCH_MAX_BYTES) holds for each message.
+EFFECTS_MESSAGE_BYTES: Final = 1 << 20
+
+
+def effects_messages(
+    effects: Sequence[Effect], max_bytes: int = EFFECTS_MESSAGE_BYTES
+) -> list[bytes]:
+    """`encode_effects` in messages of at most `max_bytes` each, split between source
+    events only (the effects of one event, at most 100, stay together: `apply_effects`
+    needs them so). The common case is one message, encoded once."""
+    encoded = encode_effects(effects)
+    if len(encoded) <= max_bytes:
+        return [encoded]
+    cut = _event_boundary(effects, len(effects) // 2)
+    if cut is None:
+        return [encoded]  # one event's effects: small, whatever the bound
+    return effects_messages(effects[:cut], max_bytes) + effects_messages(effects[cut:], max_bytes)
+
+
+def _event_boundary(effects: Sequence[Effect], near: int) -> int | None:
+    """An index i, as close after (else before) `near` as there is, where effects[i]
+    belongs to another source event than effects[i - 1]."""
+
+    def starts_event(i: int) -> bool:
+        a, b = effects[i - 1], effects[i]
+        return (a.partition, a.offset) != (b.partition, b.offset)
+
+    after = next((i for i in range(max(near, 1), len(effects)) if starts_event(i)), None)
+    if after is not None:
+        return after
+    return next((i for i in range(near - 1, 0, -1) if starts_event(i)), None)
 
 
 def encode_effects(effects: Sequence[Effect]) -> bytes:

@@ -1,4 +1,14 @@
-"""HTTP API on the worker's faust web server: leaderboard, badges, health, metrics, live page."""
+"""HTTP API on the worker's faust web server: leaderboard, badges, explain, health, metrics,
+the directory's boards, and what the live page reads.
+
+Three modules keep every endpoint honest, whatever it is asked: streams/params.py reads
+every parameter strictly (anything else is a 400 naming the parameter), streams/admission.py
+runs every read with bounded concurrency and a time limit on ClickHouse connections of its
+own (503 with Retry-After beyond; /health has its own connection and never waits for
+them), and streams/httpguard.py makes every error JSON and sets the security headers.
+Lists are bounded and paged (`limit`/`offset` in, `next_offset` out, null on the last
+page). The limits are in README.md, "HTTP API limits".
+"""
 
 from __future__ import annotations
 
@@ -6,9 +16,9 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from aiohttp import web
 from faust.web import Request, Response, View
@@ -16,51 +26,44 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sinks.history import DecisionHistory
 from sinks.pagedata import PreviousRank
-from sinks.store import LeaderboardEntry, iso
-from streams.explain import explain_user, parse_limit
+from sinks.store import LeaderboardEntry, RecognitionStore, iso
+from streams import httpguard, metrics
+from streams.explain import DEFAULT_LIMIT, MAX_LIMIT, explain_user
+from streams.live import LiveFeed, LiveKey, StreamLimits, sse_message
+from streams.params import Page, Params, parse_user
 from streams.readcache import ReadCache
 from streams.rules import RulesLookup
-from streams.windows import WINDOWS, WindowName, rfc3339_ms
+from streams.windows import WindowName, window_bounds
 
 if TYPE_CHECKING:
     from streams.app import Kudos
 
 log = logging.getLogger(__name__)
 
-MAX_TOP = 1000
-HEALTH_TIMEOUT_S = 2.0
+MAX_TOP: Final = 1000
+BADGES_LIMIT: Final = 100  # /api/badges: default page, and the largest
+MAX_BADGES_LIMIT: Final = 1000
+BRIDGING_LIMIT: Final = 100
+MAX_BRIDGING_LIMIT: Final = 1000
 
 
-class BadRequest(ValueError):
-    pass
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
-def parse_at(value: str | None) -> int:
-    """RFC 3339 timestamp (or epoch millis) to epoch millis; default now."""
-    if not value:
-        return int(time.time() * 1000)
-    try:
-        return rfc3339_ms(value)
-    except ValueError as exc:
-        raise BadRequest(f"'at' is not an RFC 3339 timestamp: {value!r}") from exc
-
-
-def parse_window(value: str | None) -> WindowName:
-    if value not in WINDOWS:
-        raise BadRequest(f"'window' must be one of {', '.join(WINDOWS)}")
-    return value
-
-
-def parse_top(value: str | None, default: int = 10) -> int:
-    if value is None or value == "":
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= MAX_TOP:
-        raise BadRequest(f"'top' must be an integer from 1 to {MAX_TOP}")
-    return int(value)
+def params(request: Request) -> Params:
+    return Params(request.query.items())
 
 
 def team_board_payload(
-    org: str, window: WindowName, start_ms: int, by: str, min_members: int, entries: Sequence[Any]
+    org: str,
+    window: WindowName,
+    start_ms: int,
+    by: str,
+    min_members: int,
+    entries: Sequence[Any],
+    offset: int = 0,
+    next_offset: int | None = None,
 ) -> dict[str, Any]:
     """The body of /api/teams/leaderboard (also the live page's team board)."""
     return {
@@ -69,6 +72,8 @@ def team_board_payload(
         "window_start": iso(start_ms),
         "by": by,
         "min_members": min_members,
+        "offset": offset,
+        "next_offset": next_offset,
         "entries": [
             {
                 "rank": e.rank,
@@ -82,6 +87,21 @@ def team_board_payload(
             }
             for e in entries
         ],
+    }
+
+
+def badges_payload(
+    org: str, user: str | None, rows: Sequence[dict[str, Any]], page: Page
+) -> dict[str, Any]:
+    """/api/badges and /api/badges/recent: one page of awards (`rows` holds up to
+    `page.limit` + 1 of them: the extra one says that more follow)."""
+    return {
+        "org": org,
+        "user": user,
+        "badges": list(rows[: page.limit]),
+        "limit": page.limit,
+        "offset": page.offset,
+        "next_offset": page.next_offset(len(rows) > page.limit),
     }
 
 
@@ -114,101 +134,88 @@ def leaderboard_payload(
     }
 
 
+def explained(*args: Any) -> bytes:
+    """`explain_user`'s body as JSON, made on the read thread: 10,000 entries are a few
+    megabytes, which the event loop (and /health) need not wait for."""
+    return json.dumps(explain_user(*args), separators=(",", ":")).encode()
+
+
+async def readiness(kudos: Kudos) -> tuple[bool, dict[str, Any]]:
+    """/health's answer: ClickHouse (its own probe, streams/admission.py), the group, stalls."""
+    clickhouse = await kudos.health.clickhouse()
+    stalled = [f"{t}[{p}]" for t, p in kudos.progress.stalled(time.monotonic())]
+    joined = kudos.joined.is_set()
+    ready = clickhouse == "ok" and joined and not stalled
+    return ready, {
+        "status": "ok" if ready else "degraded",
+        "live": True,
+        "ready": ready,
+        "clickhouse": clickhouse,
+        "joined": joined,
+        "assigned": sorted(f"{tp.topic}[{tp.partition}]" for tp in kudos.app.consumer.assignment()),
+        "stalled": stalled,
+        "lag": {f"{t}[{p}]": lag for (t, p), lag in sorted(kudos.progress.lags().items())},
+    }
+
+
 def register_views(kudos: Kudos) -> None:
     app = kudos.app
-    store = kudos.store
-    blocking = kudos.reads
+    reads = kudos.reads
+    store = RecognitionStore(kudos.api_clickhouse, kudos.settings.leader_depth)
+    history = DecisionHistory(kudos.api_clickhouse)
     fresh_s = kudos.settings.read_cache_ms / 1000
     rules_for = kudos.decide.rules_for
     boards: ReadCache[tuple[str, str, int, int], list[LeaderboardEntry]] = ReadCache(
         fresh_s, 10 * fresh_s
     )
+    httpguard.install(cast(web.Application, app.web.web_app), reads)  # type: ignore[attr-defined]
 
     @app.page("/api/leaderboard")
     class LeaderboardView(View):
         async def get(self, request: Request) -> Response:
-            q = request.query
-            try:
-                org = q.get("org") or ""
-                if not org:
-                    raise BadRequest("'org' is required")
-                window = parse_window(q.get("window", "week"))
-                start = org_window_start(rules_for, org, window, parse_at(q.get("at")))
-                top = parse_top(q.get("top"))
-            except BadRequest as exc:
-                return self.json({"error": str(exc)}, status=400)
+            q = params(request)
+            org, window = q.org(), q.window()
+            start = org_window_start(rules_for, org, window, q.at(now_ms()))
+            top = q.integer("top", 10, 1, MAX_TOP)
             entries = await boards.get(
                 (org, window, start, top),
-                lambda: blocking.run(store.leaderboard, org, window, start, top),
+                lambda: reads.run(store.leaderboard, org, window, start, top),
             )
             return self.json(leaderboard_payload(org, window, start, entries))
-
-    history = DecisionHistory(store.ch)
 
     @app.page("/api/users/{user}/explain")
     class ExplainView(View):
         """Every point of a user's score in a window, with its event, rule and rule version
-        (streams/explain.py)."""
+        (streams/explain.py: paging and the privacy rules)."""
 
         async def get(self, request: Request, user: str) -> Response:
-            q = request.query
-            try:
-                org = q.get("org") or ""
-                if not org:
-                    raise BadRequest("'org' is required")
-                window = parse_window(q.get("window", "week"))
-                at = parse_at(q.get("at"))
-                limit = parse_limit(q.get("limit"))
-            except ValueError as exc:  # BadRequest, or parse_limit's
-                return self.json({"error": str(exc)}, status=400)
-            if not user:
-                return self.json({"error": "a user is required"}, status=400)
-            from sinks.directory import people
-
-            found = await blocking.run(people, store.ch, org, [user])
-            if user in found and found[user].opted_out:  # as if unknown to the public API
-                return self.json({"error": "no such user"}, status=404)
-            body = await blocking.run(
-                explain_user, history, kudos.decide.rules_for, org, user, window, at, limit
+            user = parse_user(user)
+            q = params(request)
+            org, window, at = q.org(), q.window(), q.at(now_ms())
+            page = q.page(DEFAULT_LIMIT, MAX_LIMIT)
+            body = await reads.run_heavy(
+                explained, history, rules_for, org, user, window, at, page.limit, page.offset
             )
-            return self.json(body)
+            return self.bytes(body, content_type="application/json")
 
     @app.page("/api/badges")
     class BadgesView(View):
-        async def get(self, request: Request) -> Response:
-            org = request.query.get("org") or ""
-            if not org:
-                return self.json({"error": "'org' is required"}, status=400)
-            user = request.query.get("user") or None
-            rows = await blocking.run(store.badges, org, user)
-            return self.json({"org": org, "user": user, "badges": rows})
+        """Badge awards of an org (or one user), newest first, `limit` (100, at most
+        1,000) from `offset`."""
 
-    async def readiness() -> tuple[bool, dict[str, Any]]:
-        try:
-            await asyncio.wait_for(blocking.run(store.ch.query, "SELECT 1"), HEALTH_TIMEOUT_S)
-            clickhouse = "ok"
-        except Exception as exc:  # health reports, never raises
-            clickhouse = f"error: {type(exc).__name__}"
-        stalled = [f"{t}[{p}]" for t, p in kudos.progress.stalled(time.monotonic())]
-        joined = kudos.joined.is_set()
-        ready = clickhouse == "ok" and joined and not stalled
-        return ready, {
-            "status": "ok" if ready else "degraded",
-            "live": True,
-            "ready": ready,
-            "clickhouse": clickhouse,
-            "joined": joined,
-            "assigned": sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment()),
-            "stalled": stalled,
-            "lag": {f"{t}[{p}]": lag for (t, p), lag in sorted(kudos.progress.lags().items())},
-        }
+        async def get(self, request: Request) -> Response:
+            q = params(request)
+            org, user = q.org(), q.user()
+            page = q.page(BADGES_LIMIT, MAX_BADGES_LIMIT)
+            rows = await reads.run(store.badges, org, user, page.limit + 1, page.offset)
+            return self.json(badges_payload(org, user, rows, page))
 
     @app.page("/health")
     class HealthView(View):
         """Everything at once; 200 when ready (as /health/ready), else 503."""
 
         async def get(self, request: Request) -> Response:
-            ready, body = await readiness()
+            ready, body = await readiness(kudos)
             return self.json(body, status=200 if ready else 503)
 
     @app.page("/health/live")
@@ -225,7 +232,7 @@ def register_views(kudos: Kudos) -> None:
         assigned partition is stalled (lag, and no progress for KUDOS_STALL_SECONDS)."""
 
         async def get(self, request: Request) -> Response:
-            ready, body = await readiness()
+            ready, body = await readiness(kudos)
             return self.json(body, status=200 if ready else 503)
 
     @app.page("/api/erasures/{request_id}")
@@ -235,7 +242,8 @@ def register_views(kudos: Kudos) -> None:
         async def get(self, request: Request, request_id: str) -> Response:
             from sinks.erase import erasure_done
 
-            rows = await blocking.run(erasure_done, store.ch, request_id)
+            request_id = parse_user(request_id, "request_id")
+            rows = await reads.run(erasure_done, kudos.api_clickhouse, request_id)
             return self.json({"request_id": request_id, "done": rows is not None, "rows": rows})
 
     @app.page("/metrics")
@@ -254,21 +262,6 @@ def register_views(kudos: Kudos) -> None:
 
 # --- people and teams (the user directory, sinks/directory.py) ----------------------------
 
-_SPAN_MS = {"hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
-
-
-def window_bounds(
-    rules_for: RulesLookup, org: str, window: WindowName, at_ms: int
-) -> tuple[int, int | None]:
-    """[start, end) of the org's window containing `at_ms`; end None for `all`. The end is
-    the next window's start, found half a window past the nominal length, so local days
-    of 23 or 25 hours end where the org's calendar says."""
-    start = org_window_start(rules_for, org, window, at_ms)
-    if window == "all":
-        return start, None
-    span = _SPAN_MS[window]
-    return start, org_window_start(rules_for, org, window, start + span + span // 2)
-
 
 def register_directory_views(kudos: Kudos) -> None:
     """Team and department boards, bridging thanks, give/receive balance (privacy rules:
@@ -276,48 +269,54 @@ def register_directory_views(kudos: Kudos) -> None:
     from sinks.directory import DirectoryStore
 
     app = kudos.app
-    directory = DirectoryStore(kudos.store.ch, kudos.settings.team_min_size)
-    blocking = kudos.reads
+    directory = DirectoryStore(kudos.api_clickhouse, kudos.settings.team_min_size)
+    reads = kudos.reads
     rules_for = kudos.decide.rules_for
     k = directory.team_min_size
 
-    def common(request: Request) -> tuple[str, WindowName, int, int | None]:
-        q = request.query
-        org = q.get("org") or ""
-        if not org:
-            raise BadRequest("'org' is required")
-        window = parse_window(q.get("window", "week"))
-        start, end = window_bounds(rules_for, org, window, parse_at(q.get("at")))
+    def common(q: Params) -> tuple[str, WindowName, int, int | None]:
+        org, window = q.org(), q.window()
+        start, end = window_bounds(window, q.at(now_ms()), rules_for(org).calendar)
         return org, window, start, end
 
     @app.page("/api/teams/leaderboard")
     class TeamBoardView(View):
+        """Groups ranked by their members' score: `top` (10, at most 1,000) from rank
+        `offset` + 1."""
+
         async def get(self, request: Request) -> Response:
-            try:
-                org, window, start, _ = common(request)
-                by = request.query.get("by", "team")
-                if by not in ("team", "department"):
-                    raise BadRequest("'by' must be team or department")
-                top = parse_top(request.query.get("top"))
-            except BadRequest as exc:
-                return self.json({"error": str(exc)}, status=400)
-            entries = await blocking.run(directory.team_board, org, window, start, by, top)
-            return self.json(team_board_payload(org, window, start, by, k, entries))
+            q = params(request)
+            org, window, start, _ = common(q)
+            by = q.choice("by", ("team", "department"), "team")
+            page = q.page(10, MAX_TOP, name="top")
+            entries = await reads.run(
+                directory.team_board, org, window, start, by, page.limit + 1, page.offset
+            )
+            more = page.next_offset(len(entries) > page.limit)
+            body = team_board_payload(
+                org, window, start, by, k, entries[: page.limit], page.offset, more
+            )
+            return self.json(body)
 
     @app.page("/api/teams/bridging")
     class BridgingView(View):
+        """Thanks across teams, per team: `limit` teams (100, at most 1,000) from `offset`."""
+
         async def get(self, request: Request) -> Response:
-            try:
-                org, window, start, end = common(request)
-            except BadRequest as exc:
-                return self.json({"error": str(exc)}, status=400)
-            teams = await blocking.run(directory.bridging, org, start, end)
+            q = params(request)
+            org, window, start, end = common(q)
+            page = q.page(BRIDGING_LIMIT, MAX_BRIDGING_LIMIT)
+            teams = await reads.run(directory.bridging, org, start, end)
+            shown = teams[page.offset : page.offset + page.limit]
             return self.json(
                 {
                     "org": org,
                     "window": window,
                     "window_start": iso(start),
                     "min_members": k,
+                    "limit": page.limit,
+                    "offset": page.offset,
+                    "next_offset": page.next_offset(len(teams) > page.offset + page.limit),
                     "teams": [
                         {
                             "team": t.team,
@@ -325,21 +324,19 @@ def register_directory_views(kudos: Kudos) -> None:
                             "given_across": t.given_across,
                             "received_across": t.received_across,
                         }
-                        for t in teams
+                        for t in shown
                     ],
                 }
             )
 
     @app.page("/api/users/{user}/balance")
     class BalanceView(View):
+        """Thanks given and received; an opted-out user reads as an unknown id (zeros)."""
+
         async def get(self, request: Request, user: str) -> Response:
-            try:
-                org, window, start, _ = common(request)
-            except BadRequest as exc:
-                return self.json({"error": str(exc)}, status=400)
-            found = await blocking.run(directory.balance, org, window, start, user)
-            if found is None:  # opted out: as if unknown to the public API
-                return self.json({"error": "no such user"}, status=404)
+            user = parse_user(user)
+            org, window, start, _ = common(params(request))
+            found = await reads.run(directory.balance, org, window, start, user)
             return self.json(
                 {
                     "org": org,
@@ -357,22 +354,28 @@ def register_directory_views(kudos: Kudos) -> None:
 
 # --- the live page (streams/static/): rank changes, badge feed, score history, live stream ---
 
-LIVE_POLL_S = 0.25  # how often a live board is re-read while someone watches it
-LIVE_HEARTBEAT_S = 15.0  # an SSE comment keeps proxies from closing an idle stream
-LIVE_MAX_STREAM_S = 600.0  # then the stream ends and EventSource reconnects (spreads load)
-PAGE_MAX_TOP = 100
-PAGE_BADGES = 10
-HISTORY_POINTS = 14
-SLOW_FRESH_S = 5.0  # closed windows and the directory's teams change rarely
+LIVE_HEARTBEAT_S: Final = 15.0  # an SSE comment keeps proxies from closing an idle stream
+LIVE_MAX_STREAM_S: Final = 600.0  # then the stream ends and EventSource reconnects
+LIVE_RETRY_MS: Final = 1000  # EventSource reconnects this soon after a stream ends
+NO_POINTS_RETRY_MS: Final = 15_000  # ... or this soon, for an org without points yet
+LIVE_REFUSED_RETRY_S: Final = 10  # Retry-After of a 429 (too many streams)
+PAGE_MAX_TOP: Final = 100
+PAGE_BADGES: Final = 10
+HISTORY_POINTS: Final = 14
+SLOW_FRESH_S: Final = 5.0  # closed windows and the directory's teams change rarely
+LIVE_REFUSALS: Final = {
+    "live_client": "too many live streams from this address: close one or retry later",
+    "live_total": "too many live streams on this worker: retry later",
+}
 Movement = str  # "up" | "down" | "same" | "new"
-STATIC_TYPES = {
+STATIC_TYPES: Final = {
     "app.js": "text/javascript",
     "style.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
 # The page loads nothing from anywhere else and runs no inline code: a user id or display
 # name that slipped into markup could not run as script.
-PAGE_HEADERS = {
+PAGE_HEADERS: Final = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
         "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -431,106 +434,62 @@ def changes_payload(
     return body
 
 
-def sse_message(event: str, data: str) -> bytes:
-    """One server-sent event; `data` is one line of JSON (json.dumps escapes newlines)."""
-    return f"event: {event}\ndata: {data}\n\n".encode()
+def empty_snapshot(
+    rules_for: RulesLookup, key: LiveKey, min_members: int, at_ms: int
+) -> dict[str, Any]:
+    """The live snapshot of an org without any points: its shape, nothing in it, and
+    `no_data` true (the page says so and EventSource asks again after NO_POINTS_RETRY_MS)."""
+    org, window, _top, view = key
+    start = org_window_start(rules_for, org, window, at_ms)
+    before = previous_window_start(rules_for, org, window, start)
+    return {
+        "org": org,
+        "window": window,
+        "view": view,
+        "has_teams": False,
+        "no_data": True,
+        "leaderboard": changes_payload(org, window, start, before, [], {})
+        if view == "people"
+        else None,
+        "teams": team_board_payload(org, window, start, "team", min_members, [])
+        if view == "teams"
+        else None,
+        "badges": badges_payload(org, None, [], Page(PAGE_BADGES, 0)),
+    }
 
 
-LiveKey = tuple[str, WindowName, int, str]  # org, window, top, view (people | teams)
+async def open_stream(raw: web.Request, retry_ms: int) -> web.StreamResponse:
+    stream = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+        }
+    )
+    await stream.prepare(raw)
+    await stream.write(f"retry: {retry_ms}\n\n".encode())
+    return stream
 
 
-class _Channel:
-    __slots__ = ("last", "subscribers", "task")
-
-    def __init__(self) -> None:
-        self.last: str | None = None
-        self.subscribers: set[asyncio.Queue[str | None]] = set()
-        self.task: asyncio.Task[None] | None = None
-
-
-def _offer(queue: asyncio.Queue[str | None], item: str | None) -> None:
-    """Latest wins: a slow reader skips snapshots it has not read yet, never falls behind."""
-    if queue.full():
-        queue.get_nowait()
-    queue.put_nowait(item)
-
-
-class LiveFeed:
-    """Live snapshots of boards people are watching, one reader per board.
-
-    While a key has subscribers, one task loads its snapshot every `interval_s` and hands
-    it, as JSON, to every subscriber when it differs from the last one. ClickHouse sees one
-    read per watched board and interval however many browsers watch it, and a browser gets
-    a message only when something it shows changed. Reading ClickHouse (rather than hooking
-    this worker's writes) also sees what other workers of the group wrote.
-    """
-
-    def __init__(
-        self,
-        load: Callable[[LiveKey], Awaitable[dict[str, Any]]],
-        interval_s: float = LIVE_POLL_S,
-    ) -> None:
-        self._load = load
-        self.interval_s = interval_s
-        self._channels: dict[LiveKey, _Channel] = {}
-
-    def subscribe(self, key: LiveKey) -> asyncio.Queue[str | None]:
-        channel = self._channels.get(key)
-        if channel is None:
-            channel = self._channels[key] = _Channel()
-        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1)
-        if channel.last is not None:
-            queue.put_nowait(channel.last)
-        channel.subscribers.add(queue)
-        if channel.task is None:
-            channel.task = asyncio.ensure_future(self._poll(key, channel))
-        return queue
-
-    def unsubscribe(self, key: LiveKey, queue: asyncio.Queue[str | None]) -> None:
-        channel = self._channels.get(key)
-        if channel is None:
+async def pump(
+    raw: web.Request, stream: web.StreamResponse, queue: asyncio.Queue[str | None]
+) -> None:
+    """Snapshots from `queue` to the browser until it goes away, the feed closes or
+    LIVE_MAX_STREAM_S have passed; a comment every LIVE_HEARTBEAT_S."""
+    started = last_write = time.monotonic()
+    while time.monotonic() - started < LIVE_MAX_STREAM_S:
+        if raw.transport is None or raw.transport.is_closing():
+            return  # the browser went away
+        try:
+            body = await asyncio.wait_for(queue.get(), 1.0)
+        except TimeoutError:
+            if time.monotonic() - last_write >= LIVE_HEARTBEAT_S:
+                await stream.write(b": ping\n\n")
+                last_write = time.monotonic()
+            continue
+        if body is None:
             return
-        channel.subscribers.discard(queue)
-        if not channel.subscribers:
-            del self._channels[key]
-            if channel.task is not None:
-                channel.task.cancel()
-
-    @property
-    def watched(self) -> int:
-        return len(self._channels)
-
-    async def close(self) -> None:
-        """Ends every stream (the worker is stopping; browsers reconnect elsewhere)."""
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            if channel.task is not None:
-                channel.task.cancel()
-            for queue in channel.subscribers:
-                _offer(queue, None)
-
-    async def _poll(self, key: LiveKey, channel: _Channel) -> None:
-        while True:
-            try:
-                body = json.dumps(await self._load(key), separators=(",", ":"))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # ClickHouse away: say so, keep the last board shown
-                log.warning("live page read failed: %s", type(exc).__name__)
-                body = json.dumps({"error": "data temporarily unavailable"})
-            if body != channel.last:
-                channel.last = body
-                for queue in channel.subscribers:
-                    _offer(queue, body)
-            await asyncio.sleep(self.interval_s)
-
-
-def parse_positive(value: str | None, name: str, default: int, maximum: int) -> int:
-    if value is None or value == "":
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
-        raise BadRequest(f"'{name}' must be an integer from 1 to {maximum}")
-    return int(value)
+        await stream.write(sse_message("snapshot", body))
+        last_write = time.monotonic()
 
 
 def register_page_views(kudos: Kudos) -> None:
@@ -540,20 +499,25 @@ def register_page_views(kudos: Kudos) -> None:
     from sinks.pagedata import MAX_BADGES, MAX_POINTS, PageData
 
     app = kudos.app
-    store = kudos.store
-    blocking = kudos.reads
+    settings = kudos.settings
+    store = RecognitionStore(kudos.api_clickhouse, settings.leader_depth)
+    reads = kudos.reads
     rules_for = kudos.decide.rules_for
-    fresh_s = kudos.settings.read_cache_ms / 1000
-    pages = PageData(store.ch, store.leader_depth, kudos.settings.team_min_size)
-    directory = DirectoryStore(store.ch, kudos.settings.team_min_size)
+    fresh_s = settings.read_cache_ms / 1000
+    pages = PageData(kudos.api_clickhouse, settings.leader_depth, settings.team_min_size)
+    directory = DirectoryStore(kudos.api_clickhouse, settings.team_min_size)
     boards: ReadCache[tuple[str, str, int, int], list[LeaderboardEntry]] = ReadCache(
         fresh_s, 10 * fresh_s
     )
     previous_boards: ReadCache[tuple[str, str, int, tuple[str, ...]], dict[str, PreviousRank]]
     previous_boards = ReadCache(SLOW_FRESH_S, 10 * SLOW_FRESH_S)
-    feeds: ReadCache[tuple[str, int], list[dict[str, Any]]] = ReadCache(fresh_s, 10 * fresh_s)
+    feeds: ReadCache[tuple[str, int, int], list[dict[str, Any]]] = ReadCache(fresh_s, 10 * fresh_s)
     teams: ReadCache[tuple[str, str, int, int], list[Any]] = ReadCache(fresh_s, 10 * fresh_s)
     has_teams: ReadCache[str, bool] = ReadCache(SLOW_FRESH_S, 10 * SLOW_FRESH_S)
+    # Whether an org has points at all: bounded (4,096 orgs), so made-up orgs cost little;
+    # never served stale, so a page waiting for an org's first points sees them soon.
+    has_points: ReadCache[str, bool] = ReadCache(SLOW_FRESH_S, SLOW_FRESH_S, 4096)
+    limits = StreamLimits(settings.live_max_streams, settings.live_max_streams_per_client)
 
     async def board_with_changes(
         org: str, window: WindowName, at_ms: int, top: int
@@ -561,7 +525,7 @@ def register_page_views(kudos: Kudos) -> None:
         start = org_window_start(rules_for, org, window, at_ms)
         entries = await boards.get(
             (org, window, start, top),
-            lambda: blocking.run(store.leaderboard, org, window, start, top),
+            lambda: reads.run(store.leaderboard, org, window, start, top),
         )
         before = previous_window_start(rules_for, org, window, start)
         previous: dict[str, PreviousRank] = {}
@@ -569,38 +533,41 @@ def register_page_views(kudos: Kudos) -> None:
             users = tuple(e.user_id for e in entries)
             previous = await previous_boards.get(
                 (org, window, before, users),
-                lambda: blocking.run(pages.previous_ranks, org, window, before, users),
+                lambda: reads.run(pages.previous_ranks, org, window, before, users),
             )
         return changes_payload(org, window, start, before, entries, previous)
 
-    async def badge_feed(org: str, limit: int) -> dict[str, Any]:
+    async def badge_feed(org: str, page: Page) -> dict[str, Any]:
         rows = await feeds.get(
-            (org, limit), lambda: blocking.run(pages.recent_badges, org, limit, None)
+            (org, page.limit, page.offset),
+            lambda: reads.run(pages.recent_badges, org, page.limit + 1, None, page.offset),
         )
-        return {"org": org, "user": None, "badges": rows}
+        return badges_payload(org, None, rows, page)
 
     async def team_board(org: str, window: WindowName, at_ms: int, top: int) -> dict[str, Any]:
         start = org_window_start(rules_for, org, window, at_ms)
         entries = await teams.get(
             (org, window, start, top),
-            lambda: blocking.run(directory.team_board, org, window, start, "team", top),
+            lambda: reads.run(directory.team_board, org, window, start, "team", top),
         )
         return team_board_payload(org, window, start, "team", directory.team_min_size, entries)
 
     async def snapshot(key: LiveKey) -> dict[str, Any]:
+        reads.start_request()  # each poll has the time limit of one request
         org, window, top, view = key
-        at = int(time.time() * 1000)
-        teams_shown = await has_teams.get(org, lambda: blocking.run(pages.has_teams, org))
+        at = now_ms()
+        teams_shown = await has_teams.get(org, lambda: reads.run(pages.has_teams, org))
         return {
             "org": org,
             "window": window,
             "view": view,
             "has_teams": teams_shown,
+            "no_data": False,
             "leaderboard": await board_with_changes(org, window, at, top)
             if view == "people"
             else None,
             "teams": await team_board(org, window, at, top) if view == "teams" else None,
-            "badges": await badge_feed(org, PAGE_BADGES),
+            "badges": await badge_feed(org, Page(PAGE_BADGES, 0)),
         }
 
     feed = LiveFeed(snapshot)
@@ -611,11 +578,23 @@ def register_page_views(kudos: Kudos) -> None:
     # aiohttp runs these before it waits for open requests: streams end, SIGTERM is quick.
     cast(web.Application, app.web.web_app).on_shutdown.append(close_feed)  # type: ignore[attr-defined]
 
-    def org_of(request: Request) -> str:
-        org = request.query.get("org") or ""
-        if not org:
-            raise BadRequest("'org' is required")
-        return str(org)
+    async def stream_snapshots(raw: web.Request, key: LiveKey) -> web.StreamResponse:
+        org = key[0]
+        if not await has_points.get(org, lambda: reads.run(pages.has_points, org)):
+            # No poller for an org without points (made-up names cost one cached lookup).
+            stream = await open_stream(raw, NO_POINTS_RETRY_MS)
+            body = empty_snapshot(rules_for, key, directory.team_min_size, now_ms())
+            await stream.write(sse_message("snapshot", json.dumps(body, separators=(",", ":"))))
+            return stream
+        stream = await open_stream(raw, LIVE_RETRY_MS)
+        queue = feed.subscribe(key)
+        try:
+            await pump(raw, stream, queue)
+        except (ConnectionError, RuntimeError):
+            pass  # written to a closed connection: the browser went away
+        finally:
+            feed.unsubscribe(key, queue)
+        return stream
 
     @app.page("/api/leaderboard/changes")
     class ChangesView(View):
@@ -623,36 +602,26 @@ def register_page_views(kudos: Kudos) -> None:
         and `movement` (up, down, same, new; null for `all`)."""
 
         async def get(self, request: Request) -> Response:
-            q = request.query
-            try:
-                org = org_of(request)
-                window = parse_window(q.get("window", "week"))
-                at = parse_at(q.get("at"))
-                top = parse_top(q.get("top"))
-            except BadRequest as exc:
-                return self.json({"error": str(exc)}, status=400)
+            q = params(request)
+            org, window, at = q.org(), q.window(), q.at(now_ms())
+            top = q.integer("top", 10, 1, MAX_TOP)
             return self.json(await board_with_changes(org, window, at, top))
 
     @app.page("/api/users/{user}/history")
     class HistoryView(View):
-        """A user's score in `points` consecutive windows up to the one containing `at`,
-        oldest first, zeros where they had no points; 404 for an opted-out user."""
+        """A user's score in `points` (14, at most 90) consecutive windows up to the one
+        containing `at`, oldest first, zeros where they had no points; an opted-out user
+        reads as an unknown id (zeros, no name)."""
 
         async def get(self, request: Request, user: str) -> Response:
-            q = request.query
-            try:
-                org = org_of(request)
-                window = parse_window(q.get("window", "day"))
-                if window == "all":
-                    raise BadRequest("'window' must be hour, day or week for a history")
-                at = parse_at(q.get("at"))
-                points = parse_positive(q.get("points"), "points", HISTORY_POINTS, MAX_POINTS)
-            except BadRequest as exc:
-                return self.json({"error": str(exc)}, status=400)
+            user = parse_user(user)
+            q = params(request)
+            org = q.org()
+            window = q.window("day", ("hour", "day", "week"))
+            at = q.at(now_ms())
+            points = q.integer("points", HISTORY_POINTS, 1, MAX_POINTS)
             starts = history_starts(rules_for, org, window, at, points)
-            found = await blocking.run(pages.score_history, org, window, user, starts)
-            if found is None:  # opted out: as if unknown to the public API
-                return self.json({"error": "no such user"}, status=404)
+            found = await reads.run(pages.score_history, org, window, user, starts)
             return self.json(
                 {
                     "org": org,
@@ -668,65 +637,41 @@ def register_page_views(kudos: Kudos) -> None:
 
     @app.page("/api/badges/recent")
     class RecentBadgesView(View):
-        """The newest `limit` (10) badge awards, newest first, with display names."""
+        """The newest badge awards, newest first, with display names: `limit` (10, at most
+        200) from `offset`."""
 
         async def get(self, request: Request) -> Response:
-            try:
-                org = org_of(request)
-                limit = parse_positive(request.query.get("limit"), "limit", PAGE_BADGES, MAX_BADGES)
-            except BadRequest as exc:
-                return self.json({"error": str(exc)}, status=400)
-            return self.json(await badge_feed(org, limit))
+            q = params(request)
+            org = q.org()
+            return self.json(await badge_feed(org, q.page(PAGE_BADGES, MAX_BADGES)))
 
     @app.page("/api/live")
     class LiveStreamView(View):
         """Server-sent events: `snapshot` with the page's data now, then whenever it
-        changes (checked every LIVE_POLL_S); a comment every LIVE_HEARTBEAT_S."""
+        changes (checked every LIVE_POLL_S); a comment every LIVE_HEARTBEAT_S. At most
+        KUDOS_LIVE_MAX_STREAMS_PER_CLIENT streams per client address and
+        KUDOS_LIVE_MAX_STREAMS in all (beyond: 429); an org without points gets one
+        empty snapshot (`no_data`), and the stream ends."""
 
         async def get(self, request: Request) -> Response:
-            q = request.query
-            try:
-                org = org_of(request)
-                window = parse_window(q.get("window", "week"))
-                top = parse_positive(q.get("top"), "top", 10, PAGE_MAX_TOP)
-                view = q.get("view", "people")
-                if view not in ("people", "teams"):
-                    raise BadRequest("'view' must be people or teams")
-            except BadRequest as exc:
-                return self.json({"error": str(exc)}, status=400)
-            raw = cast(web.Request, request)  # faust's aiohttp driver passes aiohttp's
-            stream = web.StreamResponse(
-                headers={
-                    "Content-Type": "text/event-stream",
-                    "Cache-Control": "no-cache",
-                    "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
-                }
+            q = params(request)
+            key: LiveKey = (
+                q.org(),
+                q.window(),
+                q.integer("top", 10, 1, PAGE_MAX_TOP),
+                q.choice("view", ("people", "teams"), "people"),
             )
-            await stream.prepare(raw)
-            key: LiveKey = (org, window, top, view)
-            queue = feed.subscribe(key)
+            raw = cast(web.Request, request)  # faust's aiohttp driver passes aiohttp's
+            client = raw.remote or "unknown"
+            refused = limits.open(client)
+            if refused is not None:
+                metrics.API_REJECTED.labels(refused).inc()
+                retry = {"Retry-After": str(LIVE_REFUSED_RETRY_S)}
+                return self.json({"error": LIVE_REFUSALS[refused]}, status=429, headers=retry)
             try:
-                await stream.write(b"retry: 1000\n\n")
-                started = last_write = time.monotonic()
-                while time.monotonic() - started < LIVE_MAX_STREAM_S:
-                    if raw.transport is None or raw.transport.is_closing():
-                        break  # the browser went away
-                    try:
-                        body = await asyncio.wait_for(queue.get(), 1.0)
-                    except TimeoutError:
-                        if time.monotonic() - last_write >= LIVE_HEARTBEAT_S:
-                            await stream.write(b": ping\n\n")
-                            last_write = time.monotonic()
-                        continue
-                    if body is None:
-                        break
-                    await stream.write(sse_message("snapshot", body))
-                    last_write = time.monotonic()
-            except (ConnectionError, RuntimeError):
-                pass  # written to a closed connection: the browser went away
+                return cast(Response, await stream_snapshots(raw, key))
             finally:
-                feed.unsubscribe(key, queue)
-            return cast(Response, stream)
+                limits.close(client)
 
     @app.page("/assets/{name}")
     class AssetView(View):
@@ -735,6 +680,6 @@ def register_page_views(kudos: Kudos) -> None:
         async def get(self, request: Request, name: str) -> Response:
             kind = STATIC_TYPES.get(name)
             if kind is None:
-                return self.text("not found", status=404)
+                raise web.HTTPNotFound()
             body = resources.files("streams").joinpath(f"static/{name}").read_bytes()
             return self.bytes(body, content_type=kind, headers={"Cache-Control": "no-cache"})

@@ -36,7 +36,7 @@ def week_start(ms: int) -> int:
 def rfc3339_ms(value: str) -> int:
     """An RFC 3339 timestamp (or epoch millis) as epoch millis; without a zone it is UTC.
     Raises ValueError for anything else."""
-    if value.lstrip("-").isdigit():
+    if value.isascii() and value.lstrip("-").isdigit():  # not "²" or Arabic-Indic digits
         return int(value)
     dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     if dt.tzinfo is None:
@@ -153,6 +153,22 @@ class Calendar:
 
 
 UTC_CALENDAR: Final = Calendar()
+
+
+def window_bounds(window: WindowName, at_ms: int, cal: Calendar) -> tuple[int, int | None]:
+    """[start, end) of the window holding `at_ms` in the org's calendar; `all` has no end.
+
+    The end is the next window's start: a local day of 23 or 25 hours ends where the
+    org's calendar says (explain, the team boards and replay all take their windows here).
+    """
+    start = cal.window_start(window, at_ms)
+    if window == "hour":
+        return start, start + HOUR_MS
+    if window == "day":
+        return start, cal.shift_days(start, 1)
+    if window == "week":
+        return start, cal.shift_days(start, 7)
+    return 0, None
 
 
 @lru_cache(maxsize=256)

@@ -7,7 +7,7 @@ const BADGES = {first_thanks: "First thanks", helper: "Helper", sharer: "Sharer"
 const WINDOW_WORDS = {hour: "hour", day: "day", week: "week", all: "all time"};
 const SVG = "http://www.w3.org/2000/svg";
 
-const state = {source: null, key: "", last: null, user: null, announceQueue: [], announceTimer: 0, historySeq: 0};
+const state = {source: null, key: "", last: null, noData: false, user: null, announceQueue: [], announceTimer: 0, historySeq: 0};
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -193,19 +193,24 @@ function connect() {
   if (state.source) state.source.close();
   state.key = key;
   state.last = null;
+  state.noData = false;
   status("Connecting…");
   const source = new EventSource("/api/live?" + key);
   state.source = source;
   source.addEventListener("snapshot", (ev) => {
     const snap = JSON.parse(ev.data);
     if (snap.error) { status(`${snap.error} — showing the last data received.`, true); return; }
+    state.noData = Boolean(snap.no_data);
     render(snap);
+    // An org without points: the worker ends the stream and EventSource asks again later.
+    if (state.noData) status(`No points in ${snap.org} yet — checking again shortly.`);
   });
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CLOSED) {
+      // Refused (too many streams: 429) or the worker is away: try again a little later.
       status("Disconnected — retrying…", true);
-      setTimeout(() => { if (state.source === source) { state.source = null; connect(); } }, 2000);
-    } else {
+      setTimeout(() => { if (state.source === source) { state.source = null; connect(); } }, 5000);
+    } else if (!state.noData) {
       status("Reconnecting…", true);
     }
   });
@@ -233,7 +238,7 @@ async function loadHistory() {
     if (!r.ok) {
       $("chart-figure").hidden = true;
       $("chart-hint").hidden = false;
-      $("chart-hint").textContent = r.status === 404 ? "This person is not shown." : "The history could not be loaded.";
+      $("chart-hint").textContent = "The history could not be loaded.";
       return;
     }
     drawChart(await r.json());

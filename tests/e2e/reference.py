@@ -39,6 +39,9 @@ class Model:
     refused: Counter[str]
 
 
+MAX_RECIPIENTS = 50
+
+
 def run(events: list[dict[str, Any]], now_ms: int, pair_cap: int = 3) -> Model:
     seen: set[tuple[str, str]] = set()
     stream_time: dict[str, int] = {}  # per actor: a lower bound of the partition's stream time
@@ -73,6 +76,9 @@ def run(events: list[dict[str, Any]], now_ms: int, pair_cap: int = 3) -> Model:
             or (kind != "SHARE" and not recips)
         ):
             refused["invalid"] += n_targets
+            continue
+        if kind != "SHARE" and len(recips) > MAX_RECIPIENTS:
+            refused["too_many_recipients"] += 1  # one decision for the whole event
             continue
         if at > now_ms + FUTURE:
             refused["future"] += n_targets

@@ -208,12 +208,29 @@ def test_directory_opt_outs_teams_and_bridging(broker: EmbeddedBroker, tmp_path:
         red1 = next(e for e in want_board if e["user_id"] == "red1")
         assert balance["display_name"] == "Red1" and balance["team"] == "red"
         assert balance["balance"] == red1["thanks_given"] - red1["thanks_received"]
-        assert worker.get(f"/api/users/red5/balance?org={ORG}&window=all")[0] == 404
+        # Opted out (red5) reads exactly as an unknown id, though red5 has points.
+        hidden = worker.get(f"/api/users/red5/balance?org={ORG}&window=all")
+        unknown = worker.get(f"/api/users/nobody/balance?org={ORG}&window=all")
+        assert hidden[0] == unknown[0] == 200
+        assert {**hidden[1], "user_id": "nobody"} == unknown[1]
+        assert (hidden[1]["display_name"], hidden[1]["team"], hidden[1]["balance"]) == (
+            None,
+            None,
+            0,
+        )
         # Explain over HTTP: every point of red1's score; nothing of the opted-out red5.
         status, explained = worker.get(f"/api/users/red1/explain?org={ORG}&window=all")
         assert status == 200 and explained["score"] == red1["score"]
         assert sum(e["points"] for e in explained["entries"]) == red1["score"]
-        assert worker.get(f"/api/users/red5/explain?org={ORG}&window=all")[0] == 404
+        hidden = worker.get(f"/api/users/red5/explain?org={ORG}&window=all")
+        unknown = worker.get(f"/api/users/nobody/explain?org={ORG}&window=all")
+        assert hidden[0] == unknown[0] == 200
+        assert {**hidden[1], "user_id": "nobody"} == unknown[1]
+        assert hidden[1]["count"] == 0 and hidden[1]["entries"] == []
+        # ... and is never named in anyone else's explain.
+        for user in {e["user_id"] for e in want_board}:
+            body = worker.get(f"/api/users/{user}/explain?org={ORG}&window=all")[1]
+            assert "red5" not in json.dumps(body), user
         assert worker.get(f"/api/teams/leaderboard?org={ORG}&by=floor")[0] == 400
     finally:
         assert worker.stop() == 0, worker.log_tail()

@@ -322,7 +322,11 @@ def test_live_page_in_a_real_browser(
         assert eve["score"] == 1
         expect(page.locator("#badges li").first).to_be_visible()
         assert "earned" in page.locator("#badges").inner_text()
-        assert worker.get(f"/api/users/{OPTED_OUT}/history?org={ORG}&window=day")[0] == 404
+        hidden = worker.get(f"/api/users/{OPTED_OUT}/history?org={ORG}&window=day")
+        unknown = worker.get(f"/api/users/nobody/history?org={ORG}&window=day")
+        assert hidden[0] == unknown[0] == 200 and hidden[1]["display_name"] is None
+        assert {p["score"] for p in hidden[1]["points"]} == {0}  # as an unknown id
+        assert hidden[1]["points"] == unknown[1]["points"]
         feed_api = worker.get(f"/api/badges/recent?org={ORG}&limit=50")[1]["badges"]
         assert feed_api and OPTED_OUT not in {b["user_id"] for b in feed_api}
         assert "helper" not in {b["badge"] for b in feed_api}  # only Oscar has 5 so far

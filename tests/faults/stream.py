@@ -1,4 +1,5 @@
-"""A large faulty input stream: realistic events, producer retries and 10 % garbage.
+"""A large faulty input stream: realistic events, producer retries, 10 % garbage and five
+planted poison messages (events of orgs that the workers make fail inside one stage).
 
 Every message is (key, value bytes, kind) in production order; events are also kept as
 dicts for the independent reference model. Events are keyed by actor, so one actor's
@@ -21,11 +22,20 @@ DAY = 86_400_000
 HOUR = 3_600_000
 
 
+# Orgs whose events the fault suite's workers make fail inside one stage (planted poison,
+# KUDOS_FAULT_POISON_DECIDE / _AGGREGATE, streams/faults.py).
+POISON_DECIDE = "poison-decide"
+POISON_AGGREGATE = "poison-aggregate"
+
+
 @dataclass
 class FaultyStream:
     messages: list[tuple[bytes, bytes, str]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)  # the decodable ones, in order
+    # The events that count, in order (the model's input): not garbage, not poison.
+    events: list[dict[str, Any]] = field(default_factory=list)
     garbage: int = 0
+    # Planted poison messages, by the stage they fail in ("decide", "aggregate").
+    poison: dict[str, int] = field(default_factory=lambda: {"decide": 0, "aggregate": 0})
 
 
 def build(n_events: int, now_ms: int, seed: int, garbage_ratio: float = 0.10) -> FaultyStream:
@@ -98,8 +108,24 @@ def build(n_events: int, now_ms: int, seed: int, garbage_ratio: float = 0.10) ->
             return json.dumps({"recipient_ids": "bob", "event_id": 7}).encode()
         return b"{not json"
 
+    def plant_poison() -> None:
+        stage = "decide" if sum(out.poison.values()) % 2 == 0 else "aggregate"
+        d = new_event()
+        d["org_id"] = POISON_DECIDE if stage == "decide" else POISON_AGGREGATE
+        d["visibility"] = "PUBLIC"  # a private SHARE would give no point to fail on
+        if stage == "aggregate":  # one point, so one effects part: one dead letter
+            d["event_type"], d["recipient_ids"] = "SHARE", []
+        raw = codec.encode_avro(to_event(d)) if rng.random() < 0.5 else json.dumps(d).encode()
+        out.messages.append((d["actor_id"].encode(), raw, "poison"))
+        out.poison[stage] += 1
+
     big_done = False
+    poison_every = max(n_events // 5, 1)  # five planted poison messages, spread out
+    next_poison = poison_every // 2
     while len(out.events) < n_events:
+        if len(out.events) >= next_poison:
+            plant_poison()
+            next_poison += poison_every
         if rng.random() < garbage_ratio:
             if not big_done and len(out.events) > n_events // 3:
                 value = b"{" + b" " * (5 << 20) + b"}"  # a 5 MB message

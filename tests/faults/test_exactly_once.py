@@ -19,6 +19,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from streams.broker import EmbeddedBroker, ensure_topics
 from tests.e2e import reference
 from tests.e2e.test_end_to_end import query
 from tests.e2e.worker import WorkerProcess
-from tests.faults.stream import FaultyStream, build
+from tests.faults.stream import POISON_AGGREGATE, POISON_DECIDE, FaultyStream, build
 from tests.services.clickhouse_server import ClickHouseServer
 from tests.services.tansu import start_tansu
 
@@ -167,6 +168,10 @@ def run_faults(
             KUDOS_LEADER_DEPTH=str(LEADER_DEPTH),
             # A small cache: keys are evicted and reloaded from ClickHouse all the time.
             KUDOS_MAX_STATE_KEYS="3000",
+            # Planted poison: these orgs' events fail inside the deciding stage, or
+            # (decided normally) inside the aggregating stage.
+            KUDOS_FAULT_POISON_DECIDE=POISON_DECIDE,
+            KUDOS_FAULT_POISON_AGGREGATE=POISON_AGGREGATE,
         )
 
     sup = Supervisor(make)
@@ -303,10 +308,13 @@ def run_faults(
         for k, t in model.totals.items()
     }
     lost = doubled = 0
-    for key in set(stored) | set(expected):
+    wrong: list[str] = []  # a sample of the keys that differ, for the failure message
+    for key in sorted(set(stored) | set(expected)):
         got, want = stored.get(key, [0] * 5), expected.get(key, [0] * 5)
         lost += sum(max(0, w - g) for g, w in zip(got, want, strict=True))
         doubled += sum(max(0, g - w) for g, w in zip(got, want, strict=True))
+        if got != want and len(wrong) < 40:
+            wrong.append(f"{key}: stored {got} want {want}")
     # Every board's top-N as the API reads it (leader_rows), against the reference's.
     leader_rows = query(
         url,
@@ -326,6 +334,10 @@ def run_faults(
         ]
         got = [(u, -p) for p, u in sorted(boards.get(board, []))[:LEADER_DEPTH]]
         boards_wrong += got != want
+        if got != want and len(wrong) < 60:
+            missing = [e for e in want if e not in got][:5]
+            extra = [e for e in got if e not in want][:5]
+            wrong.append(f"board {board}: missing {missing} extra {extra}")
     awards = query(
         url,
         "SELECT org_id, user_id, badge, toUInt64(toUnixTimestamp(period_start)) "
@@ -358,13 +370,17 @@ def run_faults(
     badge_ids = [json.loads(m.value)["badge_id"] for m in badge_consumer]
     badge_consumer.close()
     broker.stop()
-    dlq_offsets = {
-        (dict(m.headers)["kudos.dlq.partition"], dict(m.headers)["kudos.dlq.offset"]) for m in dlq
-    }
+    dlq_offsets = {dead_letter_identity(m.headers, m.value) for m in dlq}
+    poisoned = [m for m in dlq if dict(m.headers)["kudos.dlq.reason"] == b"poison"]
+    poison_distinct = Counter(
+        dict(m.headers)["kudos.dlq.topic"].decode()
+        for m in {dead_letter_identity(m.headers, m.value): m for m in poisoned}.values()
+    )
     summary = (
         f"faults[{backend}]: events={len(stream.messages)} kills={kills} sigterms={sigterms} "
         f"rebalances={rebalances} outage_s={outage:.0f} lost={lost} doubled={doubled} "
         f"boards_wrong={boards_wrong}/{n_boards} dlq={len(dlq_offsets)} "
+        f"poison={dict(poison_distinct)} "
         f"dlq_resent={len(dlq) - len(dlq_offsets)} "
         f"badges={len(got_badges)} badge_msgs_resent={len(badge_ids) - len(set(badge_ids))} "
         f"self_exits={sup.exits} peak_rss_mb={peak_rss >> 20}"
@@ -372,19 +388,35 @@ def run_faults(
     # Past pytest's capture, so CI's log shows it on every run, passing or not.
     with capsys.disabled():
         print(f"\n{summary}", flush=True)
-    assert lost == 0 and doubled == 0 and boards_wrong == 0
+    wrong.append(f"decided {decided} of {len(stream.messages)} messages")
+    assert lost == 0 and doubled == 0 and boards_wrong == 0, "\n".join(wrong)
     assert stored == expected
     assert got_badges == sorted(model.badges)
     assert set(badge_ids) == {f"{o}/{u}/{b}/{p}" for o, u, b, p in model.badges}
     assert decided == len(stream.messages)
     future_events = sum(1 for e in stream.events if e["occurred_at"] > now + reference.FUTURE)
-    assert len(dlq_offsets) == stream.garbage + future_events
+    planted = stream.poison["decide"] + stream.poison["aggregate"]
+    assert len(dlq_offsets) == stream.garbage + future_events + planted
+    assert poison_distinct == {
+        "collab.events": stream.poison["decide"],
+        "kudos.effects": stream.poison["aggregate"],
+    }
     assert kills >= KILLS and outage >= OUTAGE_S
     # With kills during the outage a restarted worker may wait for ClickHouse in start-up,
     # before it serves /metrics; whenever it served them well into the outage it must have
     # said that consumption was paused.
     assert blocked_seen or scraped_in_outage == 0, "no paused consumption reported in outage"
     assert all(code in (0, None) or code != 70 for _, code in sup.exits), sup.exits
+
+
+def dead_letter_identity(headers: list[tuple[str, bytes]], value: bytes) -> tuple[Any, ...]:
+    """What one dead letter is about, the same however often it was resent: the source
+    position, or, for points dead-lettered by the aggregating stage, the source events
+    whose points they are (a re-decided batch publishes them at another effects offset)."""
+    h = dict(headers)
+    if h["kudos.dlq.topic"] == b"kudos.effects":
+        return ("kudos.effects", tuple(sorted({(e[5], e[6]) for e in json.loads(value)})))
+    return (h["kudos.dlq.topic"], h["kudos.dlq.partition"], h["kudos.dlq.offset"])
 
 
 def test_exactly_once_on_chdb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,8 @@
 """The live page's reads on both backends (chdb 26.x, clickhouse-server 18.16): previous
 ranks equal a ranking computed here (opted-out people skipped, on the leader_rows path and
 the kudos.scores fallback), the badge feed is newest first, limited and without opted-out
-people, the history fills missing windows with zeros and refuses opted-out people, and a
+people, the history fills missing windows with zeros and reads an opted-out person as an
+unknown id, and a
 team board exists only with k visible members."""
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ def test_recent_badges_newest_first_without_opted_out_people(ch: ClickHouse) -> 
     assert [b["user_id"] for b in pages.recent_badges(ORG, 2)] == ["ann", "bob"]
     assert [b["badge"] for b in pages.recent_badges(ORG, 10, "ann")] == ["helper", "first_thanks"]
     assert pages.recent_badges(ORG, 10, "oz") == []
+    # Pages: offset skips the newest; together they are the whole feed.
+    assert pages.recent_badges(ORG, 2, offset=1) == feed[1:3]
+    assert pages.recent_badges(ORG, 2, offset=2) == feed[2:]
+    assert pages.recent_badges(ORG, 2, offset=3) == []
 
 
 def test_score_history_and_teams(ch: ClickHouse) -> None:
@@ -94,8 +99,14 @@ def test_score_history_and_teams(ch: ClickHouse) -> None:
     )
     unknown = pages.score_history(ORG, "day", "nobody", days[:2])
     assert unknown is not None and [p.score for p in unknown.points] == [0, 0]
-    assert pages.score_history(ORG, "day", "oz", days) is None
+    # Opted out: the answer of an unknown id (zeros, no name), though oz has points.
+    hidden = pages.score_history(ORG, "day", "oz", days)
+    nobody = pages.score_history(ORG, "day", "nobody", days)
+    assert (hidden.display_name, hidden.points) == (nobody.display_name, nobody.points)
+    assert [p.score for p in hidden.points] == [0, 0, 0, 0]
     assert not pages.has_teams(ORG)
+    assert pages.has_points(ORG) and pages.has_points("other")
+    assert not pages.has_points("made-up") and not pages.has_points("")
     for i in range(4):
         directory.put(f"r{i}", team="red")
     assert pages.has_teams(ORG)  # ann + r0..r3 = 5 visible; oz does not count

@@ -187,17 +187,18 @@ def test_no_input_value_is_written_into_sql_text(ch: ClickHouse, texts: SqlTexts
     assert people.opted_out(org) == [users[9]]
     assert len(people.people(org, users[:50])) == 12
     people.team_board(org, "week", WEEK, "team", 10)
-    people.team_board(org, "week", WEEK, "department", 10)
+    people.team_board(org, "week", WEEK, "department", 10, offset=1)
     people.bridging(org, WEEK, None)
     people.bridging(org, WEEK, WEEK + WEEK_MS)
-    assert people.balance(org, "week", WEEK, users[9]) is None
-    assert people.balance(org, "week", WEEK, users[0]) is not None
+    assert people.balance(org, "week", WEEK, users[9]).display_name is None  # opted out
+    assert people.balance(org, "week", WEEK, users[0]).display_name is not None
 
     # --- boards and badges, both read paths of each -------------------------------------
     assert len(store.leaderboard(org, "week", WEEK, 3)) == 3  # leader_rows, hiding one
     assert len(store.leaderboard(org, "week", WEEK, 10)) == 10  # kudos.scores
     assert len(store.badges(org)) == 5
     assert len(store.badges(org, users[0])) == 1
+    assert len(store.badges(org, limit=2, offset=1)) == 2
     for depth in (5, 1):  # leader_rows; kudos.scores (one opted-out person fills depth 1)
         ranks = PageData(ch, leader_depth=depth, team_min_size=1).previous_ranks(
             org, "week", WEEK, users[:12]
@@ -206,14 +207,16 @@ def test_no_input_value_is_written_into_sql_text(ch: ClickHouse, texts: SqlTexts
     page = PageData(ch, leader_depth=5, team_min_size=1)
     assert len(page.recent_badges(org, 10)) == 5
     assert len(page.recent_badges(org, 10, users[1])) == 1
+    assert len(page.recent_badges(org, 10, offset=3)) == 2
     history = page.score_history(org, "week", users[0], [WEEK, WEEK - WEEK_MS])
-    assert history is not None and len(history.points) == 2
+    assert len(history.points) == 2
     assert page.has_teams(org)
+    assert page.has_points(org)
 
     # --- explain and replay -------------------------------------------------------------
     reads = DecisionHistory(ch)
-    assert reads.user_decisions(org, users[1], 0, None, 100)
-    assert reads.user_decisions(org, users[1], WEEK, WEEK + WEEK_MS, 100)
+    assert reads.user_entries(org, users[1], 0, None, 100)
+    assert reads.user_entries(org, users[1], WEEK, WEEK + WEEK_MS, 100, offset=1)
     assert reads.user_decision_groups(org, users[1], 0, None)
     last = reads.last_offsets(0, WEEK + WEEK_MS)
     assert last == {(TOPIC, 0): 7}

@@ -1,3 +1,6 @@
+import threading
+import time
+
 import pytest
 
 from streams.broker import EmbeddedBroker, ensure_topics, tansu_binary
@@ -40,3 +43,23 @@ def test_topics_are_created_with_their_configs(
     )
     assert counts == {"broker.dir": 2, "broker.plain": 2}
     assert sent == [("broker.dir", {"cleanup.policy": "compact"}), ("broker.plain", {})]
+
+
+@pytest.mark.kafka
+def test_a_broker_started_from_a_helper_thread_outlives_the_thread() -> None:
+    # PR_SET_PDEATHSIG fires when the forking *thread* ends: armed from a helper thread, it
+    # would kill a broker still in use. Only the main thread arms it.
+    brokers: list[EmbeddedBroker] = []
+    thread = threading.Thread(target=lambda: brokers.append(EmbeddedBroker().start()))
+    thread.start()
+    thread.join(60)
+    assert brokers, "the broker did not start"
+    broker = brokers[0]
+    try:
+        time.sleep(0.5)
+        assert broker.proc is not None and broker.proc.poll() is None
+        assert ensure_topics(broker.bootstrap, ["broker.thread"], partitions=1) == {
+            "broker.thread": 1
+        }
+    finally:
+        broker.stop()

@@ -49,3 +49,33 @@ def test_other_commands_keep_the_default_handler(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
     assert proc.returncode == -signal.SIGTERM
+
+
+def test_fatal_runs_the_registered_cleanups_and_still_exits_with_its_code(tmp_path: Path) -> None:
+    # fatal() skips every `finally` (crash-only), so what must not outlive the process is
+    # registered with run_on_fatal_exit: run newest first, a failing one does not stop the
+    # others, and the exit code is fatal()'s.
+    ran = tmp_path / "ran"
+    script = f"""
+import pathlib
+from streams.app import fatal
+from streams.entry import run_on_fatal_exit
+
+def boom() -> None:
+    raise RuntimeError("boom")
+
+with run_on_fatal_exit(lambda: pathlib.Path({str(ran)!r}).write_text("ran")):
+    with run_on_fatal_exit(boom):
+        try:
+            fatal("test crash", 70)
+        finally:
+            pathlib.Path({str(tmp_path / "finally")!r}).write_text("ran")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=60, check=False
+    )
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 70, err[-2000:]
+    assert ran.read_text() == "ran", err[-2000:]
+    assert "failed during a crash" in err and "RuntimeError: boom" in err
+    assert not (tmp_path / "finally").exists()  # still os._exit: no finally, no commit

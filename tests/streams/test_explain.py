@@ -8,15 +8,16 @@ import pytest
 
 from sinks.history import Audit, DecisionGroup, DecisionRow
 from streams.explain import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
     entries_of,
     explain_payload,
     metrics_for,
-    parse_limit,
     rfc3339,
-    window_bounds,
 )
+from streams.params import BadRequest, Page, Params
 from streams.rules import Metric, RuleConfig
-from streams.windows import DAY_MS, HOUR_MS, calendar
+from streams.windows import DAY_MS, HOUR_MS, calendar, window_bounds
 from tests.streams.factories import ms
 
 NOW = ms("2026-11-25T12:34:56")  # a Wednesday
@@ -49,6 +50,7 @@ def test_entries_carry_points_reason_version_and_lineage() -> None:
         "occurred_at": "2026-11-25T12:34:56Z",
         "actor_id": "alice",
         "recipient_id": "bob",
+        "private": False,
         "metric": "thanks_received",
         "points": 3,
         "counted": True,
@@ -93,7 +95,7 @@ def test_an_audited_entry_shows_what_the_audit_made_of_it() -> None:
         DecisionGroup("THANKS", "collusion", True, False, 2, 1, 2, 0),
         DecisionGroup("THANKS", "collusion", False, True, 1, 1, 1, 0),
     ]
-    body = explain_payload("acme", "bob", "week", (0, DAY_MS), RULES, [], groups, limit=5)
+    body = explain_payload("acme", "bob", "week", (0, DAY_MS), RULES, [], groups, Page(5, 0))
     assert body["totals"]["thanks_received"] == 3 and body["totals"]["thanks_given"] == 0
     assert body["totals"]["distinct_thankers"] == 2
     assert body["score"] == 3 * 3
@@ -111,7 +113,8 @@ def test_totals_and_score_count_every_decision_and_the_list_is_bounded() -> None
         DecisionGroup("REACTION", "counted", False, True, 9, 1),  # bob reacted: nothing
     ]
     rows = [row("THANKS", "alice", "bob", offset=i) for i in range(3)]
-    body = explain_payload("acme", "bob", "day", (0, DAY_MS), RULES, rows, groups, limit=2)
+    entries = [e for r in rows for e in entries_of(r, "bob", RULES)]
+    body = explain_payload("acme", "bob", "day", (0, DAY_MS), RULES, entries, groups, Page(2, 0))
     assert body["totals"] == {
         "shares": 2,
         "thanks_given": 5,
@@ -123,8 +126,11 @@ def test_totals_and_score_count_every_decision_and_the_list_is_bounded() -> None
     assert body["refused"] == {"pair_daily_cap": 2, "self": 2}
     assert body["count"] == 4 + 2 + 5 + 2 + 2
     assert body["truncated"] is True and len(body["entries"]) == 2
+    assert (body["limit"], body["offset"], body["next_offset"]) == (2, 0, 2)
     assert body["window_start"] == "1970-01-01T00:00:00Z"
-    empty = explain_payload("acme", "nobody", "all", (0, None), RULES, [], [], limit=10)
+    last = explain_payload("acme", "bob", "day", (0, DAY_MS), RULES, entries, groups, Page(5, 2))
+    assert (last["next_offset"], last["truncated"], len(last["entries"])) == (None, False, 3)
+    empty = explain_payload("acme", "nobody", "all", (0, None), RULES, [], [], Page(10, 0))
     assert (empty["score"], empty["entries"], empty["truncated"], empty["window_end"]) == (
         0,
         [],
@@ -145,8 +151,30 @@ def test_window_bounds_follow_the_org_calendar() -> None:
 
 
 def test_limit_and_timestamps() -> None:
-    assert parse_limit(None) == 1000 and parse_limit("5") == 5
-    for bad in ("0", "-1", "x", "10001"):
-        with pytest.raises(ValueError):
-            parse_limit(bad)
+    def page(**query: str) -> Page:
+        return Params(query.items()).page(DEFAULT_LIMIT, MAX_LIMIT)
+
+    assert page() == Page(1000, 0) and page(limit="5", offset="7") == Page(5, 7)
+    for bad in ("0", "-1", "x", "10001", "²"):
+        with pytest.raises(BadRequest, match="'limit'"):
+            page(limit=bad)
     assert rfc3339(NOW + 7) == "2026-11-25T12:34:56.007Z"
+
+
+def test_a_private_decision_names_nobody_and_hides_its_lineage_and_minute() -> None:
+    private = replace(row("THANKS", "alice", "bob", offset=9), visibility="PRIVATE")
+    private = replace(private, reason="private", counted=False, occurred_at_ms=NOW + 7)
+    for user in ("bob", "alice"):
+        (entry,) = entries_of(private, user, RULES)
+        assert (entry["actor_id"], entry["recipient_id"], entry["private"]) == (None, None, True)
+        assert (entry["event_id"], entry["lineage"]) == (None, None)
+        assert entry["occurred_at"] == "2026-11-25T12:00:00Z"  # the start of its hour
+        assert (entry["reason"], entry["points"], entry["event_type"]) == ("private", 0, "THANKS")
+
+
+def test_an_opted_out_person_is_null_in_others_entries() -> None:
+    (given,) = entries_of(row("THANKS", "alice", "oscar"), "alice", RULES, hidden={"oscar"})
+    assert (given["actor_id"], given["recipient_id"], given["private"]) == ("alice", None, False)
+    (got,) = entries_of(row("THANKS", "oscar", "bob"), "bob", RULES, hidden={"oscar"})
+    assert (got["actor_id"], got["recipient_id"]) == (None, "bob")
+    assert got["lineage"] is not None and got["points"] == 3  # the point itself stays

@@ -19,16 +19,14 @@ import pytest
 
 from sinks.pagedata import PreviousRank
 from sinks.store import LeaderboardEntry
+from streams.live import LiveFeed, LiveKey, StreamLimits, sse_message
 from streams.rules import RuleConfig, RulesLookup
 from streams.web import (
     STATIC_TYPES,
-    LiveFeed,
-    LiveKey,
     changes_payload,
     history_starts,
     movement,
     previous_window_start,
-    sse_message,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,6 +172,20 @@ def test_live_feed_reports_a_failed_read_and_recovers() -> None:
         await feed.close()
 
     asyncio.run(scenario())
+
+
+def test_stream_limits_per_client_and_in_total() -> None:
+    limits = StreamLimits(total=5, per_client=2)
+    assert [limits.open("10.0.0.1") for _ in range(3)] == [None, None, "live_client"]
+    assert [limits.open(f"10.0.0.{i}") for i in (2, 3, 4, 5)] == [None, None, None, "live_total"]
+    assert limits.open_streams == 5
+    limits.close("10.0.0.1")
+    assert limits.open("10.0.0.9") is None  # a slot freed up
+    assert limits.open("10.0.0.1") == "live_total"
+    for client in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.9"):
+        limits.close(client)
+    limits.close("never-opened")  # harmless
+    assert limits.open_streams == 0 and not limits._by_client  # nothing kept per client
 
 
 # --- the shipped page ------------------------------------------------------------------

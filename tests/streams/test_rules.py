@@ -137,6 +137,41 @@ def test_invalid_events() -> None:
     assert effects_of(ds) == []
 
 
+def test_too_many_recipients_is_refused_whole_with_one_decision() -> None:
+    crowd = tuple(f"u-{i}" for i in range(10_000))
+    state = PartitionState()
+    ds, _ = decide(
+        [event("THANKS", "alice", crowd, event_id="x"), event("REACTION", "bob", crowd)], state
+    )
+    assert reasons(ds) == [("", Reason.TOO_MANY_RECIPIENTS), ("", Reason.TOO_MANY_RECIPIENTS)]
+    assert effects_of(ds) == []
+    # Refused whole, like an invalid event: not seen, stream time and pair counts untouched.
+    assert state.seen == {} and state.pair_counts == {} and state.stream_time_ms is None
+    retried = decide_batch(records([event(event_id="x")], first=5), state, NOW, RULES)
+    assert retried[0].reason is Reason.COUNTED
+
+
+def test_max_recipients_counts_distinct_people_and_is_per_org() -> None:
+    fifty = tuple(f"u-{i}" for i in range(50))
+    ds, _ = decide([event("THANKS", "alice", fifty + fifty)])
+    assert len(ds) == 50 and {d.reason for d in ds} == {Reason.COUNTED}
+    lookup = RulesLookup(DEFAULT_RULES, {"small": RuleConfig(max_recipients_per_event=2)})
+    ds, _ = decide(
+        [
+            event(org="small", recipients=("a", "b", "a")),
+            event(org="small", recipients=("a", "b", "c")),
+        ],
+        rules=lookup,
+    )
+    assert reasons(ds) == [
+        ("a", Reason.COUNTED),
+        ("b", Reason.COUNTED),
+        ("", Reason.TOO_MANY_RECIPIENTS),
+    ]
+    # A SHARE has no recipients that count, whatever it carries.
+    assert DEFAULT_RULES.max_recipients_per_event == 50
+
+
 def test_refused_event_id_is_not_seen() -> None:
     # A future event refused now, then the producer retries it when it is no longer future.
     state = PartitionState()
