@@ -1170,17 +1170,23 @@ def _flag(value: str, name: str) -> bool:
 
 
 def connect(
-    url: str | SecretStr | ClickHouseUrl, settings: Mapping[str, Any] | None = None
+    url: str | SecretStr | ClickHouseUrl,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    max_socket_s: float | None = None,
 ) -> ClickHouse:
     """A backend for a `KUDOS_CLICKHOUSE` URL (see `ClickHouseUrl`). Does not log secrets.
 
     `settings` (e.g. `{"max_execution_time": 5}`) apply to every statement of this
-    connection: the native client sends them with each query, chdb runs `SET` once."""
+    connection: the native client sends them with each query, chdb runs `SET` once.
+    `max_socket_s` caps the native client's connect and send/receive timeouts (the URL's
+    or the defaults), so a caller with a time limit is not held by a dead socket."""
     parsed = url if isinstance(url, ClickHouseUrl) else ClickHouseUrl.parse(url)
     log.info("ClickHouse: %s", parsed.redacted())
     if parsed.scheme == "chdb":
         return ChdbClickHouse(parsed.path, settings=settings)
     options = dict(parsed.options)
+    cap = math.inf if max_socket_s is None else max_socket_s
     return NativeClickHouse(
         host=parsed.host,
         port=parsed.port,
@@ -1189,8 +1195,8 @@ def connect(
         secure=parsed.secure,
         verify=_flag(options.get("verify", "1"), "verify"),
         ca_certs=options.get("ca_certs") or None,
-        connect_timeout=float(options.get("connect_timeout", 10)),
-        send_receive_timeout=float(options.get("send_receive_timeout", 300)),
+        connect_timeout=min(float(options.get("connect_timeout", 10)), cap),
+        send_receive_timeout=min(float(options.get("send_receive_timeout", 300)), cap),
         settings=settings,
     )
 
@@ -1236,40 +1242,13 @@ class ClickHousePool:
     def reader(url: str | SecretStr | ClickHouseUrl, max_execution_s: int) -> ConnectionFactory:
         """Connections to `url` on which ClickHouse stops any statement after
         `max_execution_s` seconds (setting `max_execution_time`), so a read that its caller
-        gave up on does not keep running; the native socket gives up 5 s after that.
-
-        Builds the connections itself (chdb: `SET` once per connection, which lasts for
-        the connection; native: clickhouse-driver's per-client settings) until `connect`
-        takes per-connection settings."""
-        parsed = url if isinstance(url, ClickHouseUrl) else ClickHouseUrl.parse(url)
+        gave up on does not keep running; the native socket gives up 5 s after that."""
         limit = int(max_execution_s)
-        if parsed.scheme == "chdb":
 
-            def chdb_reader() -> ClickHouse:
-                conn = ChdbClickHouse(parsed.path)
-                conn.execute(f"SET max_execution_time = {limit}")
-                return conn
+        def make() -> ClickHouse:
+            return connect(url, {"max_execution_time": limit}, max_socket_s=limit + 5)
 
-            return chdb_reader
-        options = dict(parsed.options)
-
-        def native_reader() -> ClickHouse:
-            return NativeClickHouse(
-                host=parsed.host,
-                port=parsed.port,
-                user=parsed.user,
-                password=parsed.password,
-                secure=parsed.secure,
-                verify=_flag(options.get("verify", "1"), "verify"),
-                ca_certs=options.get("ca_certs") or None,
-                connect_timeout=min(float(options.get("connect_timeout", 10)), limit + 5),
-                send_receive_timeout=min(
-                    float(options.get("send_receive_timeout", 300)), limit + 5
-                ),
-                settings={"max_execution_time": limit},
-            )
-
-        return native_reader
+        return make
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         conn = self._borrow()
