@@ -26,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Final
 
-from aiohttp import web, web_response
+from aiohttp import web, web_protocol, web_response
 from aiohttp.typedefs import Middleware
 
 from sinks.clickhouse import ClickHouseUnavailable
@@ -115,12 +115,41 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
     security_headers(request.path, response.headers)
 
 
+_PROTOCOL_ERRORS: Final = {
+    400: "bad request: not a valid HTTP request",
+    500: "internal error",
+    504: "timeout",
+}
+
+
+def protocol_error(
+    self: web_protocol.RequestHandler,
+    request: web.BaseRequest,
+    status: int = 500,
+    exc: BaseException | None = None,
+    message: str | None = None,
+) -> web.StreamResponse:
+    """aiohttp's answer to a request it could not parse (a raw non-ASCII byte in the
+    target, a request line or header over 8 KiB, bytes that are not HTTP), as JSON with
+    the headers every response carries. aiohttp's own repeats the request line back and
+    logs it with a traceback: a query string may hold a user id, later a token."""
+    log.info("unparseable HTTP request (%s): %d", type(exc).__name__, status)
+    if request.writer.output_size > 0:  # as aiohttp: the connection is broken
+        raise ConnectionError("a response was sent already, cannot send the error")
+    response = json_error(status, _PROTOCOL_ERRORS.get(status, "bad request"))
+    security_headers("", response.headers)
+    response.force_close()
+    return response
+
+
 def install(app: web.Application, reads: ApiReads) -> None:
     """Before the app starts (aiohttp freezes both lists then)."""
     app.middlewares.append(guard(reads))
     app.on_response_prepare.append(_on_prepare)
     # A request aiohttp cannot parse is answered before any route, middleware or hook
-    # runs; its Server header comes from this module constant (aiohttp/web_response.py),
-    # the one place that names the versions. The worker's process serves nothing else.
+    # runs, by its protocol handler, and with the Server header of this module constant
+    # (aiohttp/web_response.py), the one place that names the versions. aiohttp offers no
+    # hook for either; the worker's process serves nothing else, so both are replaced.
     if hasattr(web_response, "SERVER_SOFTWARE"):
         web_response.SERVER_SOFTWARE = SERVER
+    web_protocol.RequestHandler.handle_error = protocol_error  # type: ignore[method-assign]

@@ -201,6 +201,40 @@ def test_unknown_paths_methods_and_bodies_are_json_errors(stack: Stack) -> None:
     assert (big.status, big.json) == (413, {"error": "request body too large"})
 
 
+RAW_REQUESTS = (
+    b"GET /api/leaderboard?org=acme&top=\xc2\xb2 HTTP/1.1\r\nHost: x\r\n\r\n",  # not encoded
+    b"GET /api/users/secret-\xff/explain HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /api/leaderboard?org=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # > 8 KiB
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS to a plain port\r\n\r\n",
+    b"NOT HTTP AT ALL secret-token\r\n\r\n",
+)
+
+
+def raw(stack: Stack, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", stack.worker.port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("request_bytes", RAW_REQUESTS)
+def test_requests_aiohttp_cannot_parse_get_json_that_repeats_nothing(
+    stack: Stack, request_bytes: bytes
+) -> None:
+    head, _, body = raw(stack, request_bytes).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].split(" ")[1] == "400", lines[0]
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    assert headers["content-type"].startswith("application/json")
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["server"] == "kudos"
+    assert json.loads(body) == {"error": "bad request: not a valid HTTP request"}
+    assert b"secret" not in body and b"aaaa" not in body
+
+
 def test_every_response_carries_the_security_headers(stack: Stack) -> None:
     answers = {
         "json": stack.get(f"/api/leaderboard?org={ORG}"),
