@@ -78,9 +78,10 @@ function renderPeople(board, previous) {
   const hasPrev = board.previous_window_start !== null;
   table.classList.toggle("no-prev", !hasPrev);
   const word = WINDOW_WORDS[board.window];
+  const who = board.entries.length ? `Top ${board.entries.length} people` : "Nobody yet";
   $("people-caption").textContent = board.window === "all"
-    ? `Top ${board.entries.length} people in ${board.org}, all time.`
-    : `Top ${board.entries.length} people in ${board.org}, ${word} from ${when(board.window_start, true)}. ` +
+    ? `${who} in ${board.org}, all time.`
+    : `${who} in ${board.org}, ${word} from ${when(board.window_start, true)}. ` +
       `Change compares ranks with the previous ${word}.`;
   const before = new Map((previous ? previous.entries : []).map((e) => [e.user_id, e.score]));
   const rows = board.entries.map((e) => {
@@ -110,7 +111,8 @@ function renderPeople(board, previous) {
 }
 
 function renderTeams(board) {
-  $("teams-caption").textContent = `Top ${board.entries.length} teams in ${board.org}, ` +
+  const which = board.entries.length ? `Top ${board.entries.length} teams` : "No team yet";
+  $("teams-caption").textContent = `${which} in ${board.org}, ` +
     (board.window === "all" ? "all time" : `${WINDOW_WORDS[board.window]} from ${when(board.window_start, true)}`) +
     `. Teams with at least ${board.min_members} visible members.`;
   $("teams-rows").replaceChildren(...board.entries.map((e) => {
