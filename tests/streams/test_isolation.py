@@ -101,6 +101,28 @@ def batch(values: Sequence[bytes], first: int = 0) -> list[RawMessage]:
     return [RawMessage("t", 0, first + i, b"k", v) for i, v in enumerate(values)]
 
 
+def start_isolating(
+    route: BatchRoute,
+    stage: Any,
+    acked: list[list[int]],
+    *,
+    stopping: Any = lambda: False,
+    max_consecutive: int = 10,
+) -> asyncio.Task[None]:
+    """The route's runner as the worker starts it: poison isolated by an `Isolator`."""
+    isolator = Isolator(
+        stage,
+        stopping=stopping,
+        generation=lambda: route.generation,
+        max_consecutive=max_consecutive,
+    )
+
+    def ack(b: Sequence[RawMessage]) -> None:
+        acked.append([m.offset for m in b])
+
+    return asyncio.ensure_future(route.run(stage.submit, ack, isolator.recover, isolatable))
+
+
 def run_route(
     stage: FakeStage,
     batches: Sequence[list[RawMessage]],
@@ -115,21 +137,10 @@ def run_route(
 
     async def scenario() -> BaseException | None:
         route = BatchRoute("t", max_events=1000, max_pending=100)
-        isolator = Isolator(
-            stage,
-            stopping=stopping,
-            generation=lambda: route.generation,
-            max_consecutive=max_consecutive,
-        )
         for b in batches:
             await route.deliver(b)
-        runner = asyncio.ensure_future(
-            route.run(
-                stage.submit,
-                lambda b: acked.append([m.offset for m in b]),
-                isolator.recover,
-                isolatable,
-            )
+        runner = start_isolating(
+            route, stage, acked, stopping=stopping, max_consecutive=max_consecutive
         )
         await asyncio.sleep(settle_s)
         if runner.done():
@@ -195,18 +206,10 @@ def test_batches_prepared_after_a_failed_one_are_stored_once_in_order() -> None:
     async def scenario() -> list[list[int]]:
         acked: list[list[int]] = []
         route = BatchRoute("t", max_events=10, max_pending=100, max_in_flight=2)
-        isolator = Isolator(stage, stopping=lambda: False, generation=lambda: route.generation)
         await route.deliver(first)
         await route.deliver(second)
         opener = asyncio.ensure_future(open_gates())
-        runner = asyncio.ensure_future(
-            route.run(
-                stage.submit,
-                lambda b: acked.append([m.offset for m in b]),
-                isolator.recover,
-                isolatable,
-            )
-        )
+        runner = start_isolating(route, stage, acked)
         await asyncio.sleep(0.3)
         for task in (runner, opener):
             task.cancel()
@@ -259,16 +262,8 @@ def test_a_rebalance_during_isolation_abandons_the_batch() -> None:
         acked: list[list[int]] = []
         route = BatchRoute("t", max_events=1000, max_pending=100)
         route_box.append(route)
-        isolator = Isolator(stage, stopping=lambda: False, generation=lambda: route.generation)
         await route.deliver(batch(values(8, {2: b"prep"})))
-        runner = asyncio.ensure_future(
-            route.run(
-                stage.submit,
-                lambda b: acked.append([m.offset for m in b]),
-                isolator.recover,
-                isolatable,
-            )
-        )
+        runner = start_isolating(route, stage, acked)
         await asyncio.sleep(0.2)
         assert not runner.done()  # the runner goes on with whatever comes next
         runner.cancel()
@@ -341,20 +336,12 @@ def test_the_deciding_stage_dead_letters_a_poison_event_and_decides_the_rest_onc
     events = [event(org="POISON-1" if i == 7 else "acme", event_id=f"e{i}") for i in range(20)]
     raw = [codec.encode_avro(e) for e in events]
     msgs = [RawMessage("collab.events", 0, i, b"k", v) for i, v in enumerate(raw)]
-    acked: list[int] = []
+    acked: list[list[int]] = []
 
     async def scenario() -> None:
         route = BatchRoute("collab.events", max_events=1000, max_pending=10)
-        isolator = Isolator(decide, stopping=lambda: False, generation=lambda: route.generation)
         await route.deliver(msgs)
-        runner = asyncio.ensure_future(
-            route.run(
-                decide.submit,
-                lambda b: acked.extend(m.offset for m in b),
-                isolator.recover,
-                isolatable,
-            )
-        )
+        runner = start_isolating(route, decide, acked)
         await asyncio.sleep(0.5)
         runner.cancel()
 
@@ -367,7 +354,7 @@ def test_the_deciding_stage_dead_letters_a_poison_event_and_decides_the_rest_onc
     assert dead[1] == raw[7]  # the original bytes
     headers = dict(dead[3])
     assert headers["kudos.dlq.reason"] == b"poison" and headers["kudos.dlq.offset"] == b"7"
-    assert sorted(acked) == list(range(20))
+    assert sorted(o for b in acked for o in b) == list(range(20))
     # A restart finds offset 7 decided (as undecodable) and decides nothing again.
     again = DecideStage(
         cast(RecognitionStore, store),
