@@ -244,15 +244,15 @@ def run_faults(
                     peak_rss = max(peak_rss, a.rss_bytes())
                     try:
                         _, text = a.get("/metrics")
-                        # A worker serving HTTP is past start-up and has met the outage
-                        # (it takes a few seconds of retries to back off and say so).
-                        if time.monotonic() - outage_start > 5:
+                        # A worker that holds messages it has not stored, 5 s into the
+                        # outage, has tried to write them and failed. (A worker serves
+                        # HTTP before it has partitions: one that is still joining the
+                        # group, or waits for ClickHouse in start-up, holds nothing.)
+                        if time.monotonic() - outage_start > 5 and _gauge_sum(
+                            text, "kudos_write_buffer_messages{"
+                        ):
                             scraped_in_outage += 1
-                        blocked_seen |= "kudos_write_blocked{" in text and any(
-                            line.endswith(" 1.0")
-                            for line in text.splitlines()
-                            if line.startswith("kudos_write_blocked{")
-                        )
+                        blocked_seen |= _gauge_sum(text, "kudos_write_blocked{") > 0
                     except OSError:
                         pass
                 if time.monotonic() - outage_start >= OUTAGE_S:
@@ -402,11 +402,19 @@ def run_faults(
         "kudos.effects": stream.poison["aggregate"],
     }
     assert kills >= KILLS and outage >= OUTAGE_S
-    # With kills during the outage a restarted worker may wait for ClickHouse in start-up,
-    # before it serves /metrics; whenever it served them well into the outage it must have
-    # said that consumption was paused.
+    # Whenever a worker held unstored messages well into the outage it must have said that
+    # consumption was paused (a worker restarted in the outage may never get that far).
     assert blocked_seen or scraped_in_outage == 0, "no paused consumption reported in outage"
     assert all(code in (0, None) or code != 70 for _, code in sup.exits), sup.exits
+
+
+def _gauge_sum(metrics_text: str, prefix: str) -> float:
+    """The sum of a labelled gauge's samples in a /metrics text."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith(prefix)
+    )
 
 
 def dead_letter_identity(headers: list[tuple[str, bytes]], value: bytes) -> tuple[Any, ...]:
