@@ -3,7 +3,7 @@
 Two measurements per backend, each the best of REPEAT runs (the machine may be shared:
 the best run is the one least disturbed):
 
-* `RecognitionStore.load_keys` of KEYS window keys of one org (the aggregating stage's
+* `StateStore.load_keys` of KEYS window keys of one org (the aggregating stage's
   read before every batch), with short ids (`user-00042`) and with maximal ids (256 UTF-8
   bytes, quotes and backslashes included);
 * 1,000 small SELECTs with three parameters (org, window, user) on kudos.score_state,
@@ -25,11 +25,12 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from schemas.vocabulary import WindowKey
 from sinks.clickhouse import ClickHouse, connect
 from sinks.migrate import apply_migrations
-from sinks.store import RecognitionStore
 from streams.rules import RulesLookup
-from streams.scorebook import ScoreBook, WindowKey, WindowTotals
+from streams.scorebook import ScoreBook, WindowTotals
+from streams.state_store import StateStore
 
 ORG = "bench-org"
 WEEK_MS = 1_795_132_800_000  # Monday 2026-11-23 00:00 UTC
@@ -56,7 +57,7 @@ def fill(ch: ClickHouse, ids: list[str]) -> list[WindowKey]:
     book = ScoreBook()
     for n, key in enumerate(keys):
         book.totals[key] = WindowTotals(thanks_received=n % 7, thankers={"a", "b"}, hwm={0: n})
-    store = RecognitionStore(ch)
+    store = StateStore(ch)
     store.write_scores(book, keys, RulesLookup())
     store.write_thankers([(k, t) for k in keys for t in book.totals[k].thankers])
     return keys
@@ -72,7 +73,7 @@ def best_s(fn: Callable[[], object], repeat: int) -> float:
 
 
 def measure(ch: ClickHouse, label: str, keys_n: int, repeat: int) -> None:
-    store = RecognitionStore(ch)
+    store = StateStore(ch)
     for kind, make in (("short ids", short_id), ("256-byte ids", long_id)):
         ch.execute("TRUNCATE TABLE kudos.score_state")
         ch.execute("TRUNCATE TABLE kudos.thankers")

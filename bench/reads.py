@@ -31,11 +31,12 @@ from pathlib import Path
 
 import aiohttp
 
+from schemas.vocabulary import DAY_MS, HOUR_MS
 from sinks.clickhouse import ClickHouse, connect
 from sinks.migrate import apply_migrations, load_migrations
 from sinks.store import LEADER_COLUMNS
 from streams.broker import EmbeddedBroker
-from streams.windows import DAY_MS, HOUR_MS, window_start
+from streams.windows import window_start
 from tests.e2e.worker import WorkerProcess
 
 ORG = "bench"

@@ -112,7 +112,7 @@ LEAN_COLUMNS = (
 
 async def lean_drain(bootstrap: str, n: int, url: str) -> tuple[float, float]:
     """(b): the same aggregates as kudos, without rules, state or lineage."""
-    from sinks.store import ms_to_dt
+    from schemas.times import ms_to_dt
     from streams.windows import window_starts
 
     ch = connect(url)

@@ -22,12 +22,10 @@ recipients) is left to the recognition rules, which record such events as refuse
 from __future__ import annotations
 
 import json
-import re
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
-from datetime import date
 from importlib import resources
 from io import BytesIO
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar, cast, get_args
@@ -37,6 +35,7 @@ from fastavro.read import SchemaResolutionError
 
 from schemas.event import CollaborationEvent, EventType, Visibility
 from schemas.limits import LimitError, check_event_texts
+from schemas.times import parse_rfc3339
 
 __all__ = [
     "CONFLUENT_MAGIC_BYTE",
@@ -479,40 +478,12 @@ def _event_from_mapping(obj: dict[str, Any]) -> CollaborationEvent:
     )
 
 
-_RFC3339: Final = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
-    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
-)
-_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
-
-
-def _rfc3339_millis(text: str) -> int:
-    """RFC 3339 date-time -> epoch millis, UTC; sub-millisecond digits are truncated.
-
-    A leap second (``:60``) counts as the next minute's first second, as POSIX time does.
-    """
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        raise DecodeError(
-            "bad_timestamp", f"occurred_at: {text[:64]!r} is not an RFC 3339 date-time"
-        )
-    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+def _rfc3339_millis(text: str, field: str = "occurred_at") -> int:
+    """`schemas.times.parse_rfc3339`, its ValueError as a `bad_timestamp` DecodeError."""
     try:
-        ordinal = date(int(year), int(month), int(day)).toordinal()
+        return parse_rfc3339(text)
     except ValueError as exc:
-        raise DecodeError("bad_timestamp", f"occurred_at: {text!r}: {exc}") from None
-    h, m, s = int(hour), int(minute), int(second)
-    offset = 0
-    if sign is not None:
-        oh, om = int(off_h), int(off_m)
-        if oh > 23 or om > 59:
-            raise DecodeError("bad_timestamp", f"occurred_at: {text!r}: bad UTC offset")
-        offset = (oh * 3600 + om * 60) * (1 if sign == "+" else -1)
-    if h > 23 or m > 59 or s > 60:
-        raise DecodeError("bad_timestamp", f"occurred_at: {text!r}: time out of range")
-    seconds = (ordinal - _EPOCH_ORDINAL) * 86400 + h * 3600 + m * 60 + s - offset
-    millis = int((fraction or "0")[:3].ljust(3, "0"))
-    return seconds * 1000 + millis
+        raise DecodeError("bad_timestamp", f"{field}: {exc}") from None
 
 
 # --- The codec ---------------------------------------------------------------------------

@@ -182,11 +182,9 @@ def _record_from_mapping(obj: dict[str, Any]) -> DirectoryRecord:
         raise _wrong_type("opted_out", "a boolean", opted_out)
     if type(updated_at) is str:
         try:
-            updated_at = _rfc3339_millis(updated_at)
+            updated_at = _rfc3339_millis(updated_at, "updated_at")
         except DecodeError as exc:
-            raise DirectoryDecodeError(
-                "bad_timestamp", exc.detail.replace("occurred_at", "updated_at")
-            ) from None
+            raise DirectoryDecodeError("bad_timestamp", exc.detail) from None
     elif type(updated_at) is not int:
         raise _wrong_type("updated_at", "epoch millis or an RFC 3339 string", updated_at)
     elif not -(2**63) <= updated_at < 2**63:

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from schemas.rows import ThanksDecision
+from schemas.times import dt_to_ms, ms_to_dt, now_utc
+from schemas.vocabulary import Reason
 from sinks.clickhouse import ClickHouse
 from sinks.history import audited_decisions, deduped_decisions
-from sinks.store import dt_to_ms, ms_to_dt, now_utc
-from streams.collusion import Change, ThanksDecision
-from streams.rules import Reason, RuleConfig
 
 DECIDED: Final = "decided"
 APPLIED: Final = "applied"
@@ -172,47 +172,8 @@ def counted_elsewhere(
     return {(str(actor), str(recipient)) for actor, recipient in rows}
 
 
-def write_reversals(
-    ch: ClickHouse,
-    org: str,
-    week_start_ms: int,
-    changes: Sequence[Change],
-    drops: dict[tuple[str, str], list[tuple[str, int]]],
-    rules: RuleConfig,
-) -> int:
-    """One kudos.reversals row per changed decision. A pair's thanker drops go on each of
-    its changed rows in those windows (applying one twice is harmless)."""
-    at = now_utc()
-    rows = []
-    for c in changes:
-        d = c.decision
-        dropped = set(drops.get((d.actor_id, d.recipient_id), ()))
-        windows = [
-            window
-            for window, start in rules.calendar.starts(d.occurred_at)
-            if c.delta < 0 and (window, start) in dropped
-        ]
-        rows.append(
-            (
-                org,
-                ms_to_dt(week_start_ms),
-                d.event_id,
-                d.actor_id,
-                d.recipient_id,
-                d.topic,
-                d.partition,
-                d.offset,
-                d.occurred_at,
-                d.reason.value,
-                c.reason.value,
-                c.delta,
-                c.rule,
-                list(c.group),
-                rules.version,
-                windows,
-                at,
-            )
-        )
+def write_reversals(ch: ClickHouse, rows: Sequence[tuple[Any, ...]]) -> int:
+    """kudos.reversals rows (REVERSAL_COLUMNS), one per changed decision."""
     return ch.insert("kudos.reversals", REVERSAL_COLUMNS, rows) if rows else 0
 
 

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from schemas.directory import DirectoryRecord
+from schemas.times import ms_to_dt
 from sinks.clickhouse import ClickHouse
 from sinks.history import audited_decisions
 
@@ -144,10 +145,6 @@ class Balance:
         return self.thanks_given - self.thanks_received
 
 
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
-
-
 def opted_out_users(ch: ClickHouse, org: str, limit: int | None = None) -> list[str]:
     """Opted-out user ids of `org` (at most `limit`, when given)."""
     sql = OPTED_OUT_SQL + (f" LIMIT {int(limit)}" if limit is not None else "")
@@ -250,7 +247,7 @@ class DirectoryStore:
             {
                 "org": org,
                 "window": window,
-                "start": _dt(start_ms),
+                "start": ms_to_dt(start_ms),
                 "k": self.team_min_size,
                 "top": top,
                 "offset": offset,
@@ -313,7 +310,7 @@ class DirectoryStore:
             "SELECT argMax(thanks_given, version), argMax(thanks_received, version), count() "
             "FROM kudos.score_state WHERE org_id = %(org)s AND window = %(window)s "
             "AND window_start = %(start)s AND user_id = %(user)s",
-            {"org": org, "window": window, "start": _dt(start_ms), "user": user},
+            {"org": org, "window": window, "start": ms_to_dt(start_ms), "user": user},
         )
         given, received = (int(rows[0][0]), int(rows[0][1])) if rows and rows[0][2] else (0, 0)
         return Balance(

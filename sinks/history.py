@@ -22,12 +22,13 @@ Nothing here writes to the tables the workers own; `write_replay_scores` writes 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Final
 
+from schemas.rows import Audit, DecisionGroup, DecisionRow, StoredTotals
+from schemas.times import dt_to_ms, ms_to_dt
+from schemas.vocabulary import UNDECODABLE, WindowKey
 from sinks.clickhouse import ClickHouse
-from sinks.store import dt_to_ms, ms_to_dt
-from streams.scorebook import WindowKey
 
 # The dedup key of kudos.decisions (its ORDER BY), plus src_topic, which one source
 # position needs to be unique across topics.
@@ -135,7 +136,6 @@ ENTRY_ORDER: Final = (
 
 
 # Reasons of rows that hold no event (messages that could not be decoded).
-UNDECODABLE: Final = "undecodable"
 REPLAY_COLUMNS: Final = (
     "replay_id",
     "replayed_at",
@@ -156,68 +156,6 @@ REPLAY_COLUMNS: Final = (
 )
 
 # What `kudos replay --apply` writes to: kudos.replay_scores (migration 0015).
-
-
-@dataclass(frozen=True, slots=True)
-class Audit:
-    """How the collusion audit changed a decision (a kudos.reversals row, without the
-    other members of the group: only how many there were)."""
-
-    was: str  # the reason the deciding stage gave
-    rule: str  # 'reciprocal', 'clique' or 'recap'
-    rule_version: int
-    group_size: int
-    delta: int  # +1: counts now; -1: no longer counts
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRow:
-    """One stored decision (one event x one target), deduplicated. When read with the
-    audit applied (`user_entries`), `counted` and `reason` are what the decision is now
-    and `audit` says what changed it; `rule_version` stays the deciding stage's."""
-
-    org_id: str
-    event_id: str
-    event_type: str
-    actor_id: str
-    recipient_id: str
-    counted: bool
-    reason: str
-    rule_version: int
-    occurred_at_ms: int
-    visibility: str
-    channel: str
-    source: str
-    src_topic: str
-    src_partition: int
-    src_offset: int
-    decided_at_ms: int
-    audit: Audit | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionGroup:
-    """How many decisions of one kind touch a user (see `user_decision_groups`); `reason`
-    is the one after the audit, `reversed` and `reinstated` count the decisions the audit
-    made stop or start counting."""
-
-    event_type: str
-    reason: str
-    as_recipient: bool
-    as_actor: bool
-    decisions: int
-    distinct_actors: int
-    reversed: int = 0
-    reinstated: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTotals:
-    shares: int
-    thanks_given: int
-    thanks_received: int
-    reactions_received: int
-    score: int
 
 
 def _row(r: Sequence[Any]) -> DecisionRow:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
+from schemas.times import dt_to_ms, format_rfc3339, ms_to_dt
 from sinks.clickhouse import ClickHouse
 from sinks.directory import OPTED_OUT_SQL, current_sql, opted_out_users, people
 
@@ -23,20 +23,6 @@ from sinks.directory import OPTED_OUT_SQL, current_sql, opted_out_users, people
 PREVIOUS_DEPTH: Final = 1000
 MAX_BADGES: Final = 200
 MAX_POINTS: Final = 90
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
-
-
-def _ms(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +66,7 @@ class PageData:
             return {}
         hidden = opted_out_users(self.ch, org, self.leader_depth + 1)
         depth = min(PREVIOUS_DEPTH, self.leader_depth - len(hidden))
-        params: dict[str, Any] = {"org": org, "window": window, "start": _dt(start_ms)}
+        params: dict[str, Any] = {"org": org, "window": window, "start": ms_to_dt(start_ms)}
         if depth >= 1:
             # leader_rows holds every key of any top-D (streams/leaders.py): exact here.
             source, shown = "kudos.leader_rows FINAL", ""
@@ -143,8 +129,8 @@ class PageData:
                 "user_id": str(r[0]),
                 "display_name": names[r[0]].display_name if r[0] in names else None,
                 "badge": str(r[1]),
-                "period_start": _iso(_ms(r[2])),
-                "awarded_at": _iso(_ms(r[3])),
+                "period_start": format_rfc3339(dt_to_ms(r[2])),
+                "awarded_at": format_rfc3339(dt_to_ms(r[3])),
             }
             for r in rows
         ]
@@ -167,10 +153,10 @@ class PageData:
                     "org": org,
                     "window": window,
                     "user": user,
-                    "starts": tuple(_dt(s) for s in starts),
+                    "starts": tuple(ms_to_dt(s) for s in starts),
                 },
             ):
-                scores[_ms(start)] = int(score)
+                scores[dt_to_ms(start)] = int(score)
         return ScoreHistory(
             user,
             person.display_name if person else None,

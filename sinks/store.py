@@ -1,8 +1,9 @@
 """What the pipeline reads from and writes to ClickHouse, table by table.
 
-Writers take typed rows from the rules and insert them with the driver's column insert; they
-never format values into SQL. Loaders rebuild the explicit rule state from what is stored,
-which is how a restarted or rebalanced worker carries on exactly where the stored data ends.
+Rows in, rows out: writers take rows (tuples in the tables' column order) and insert them with
+the driver's column insert; they never format values into SQL. Readers return rows. What the
+rows mean to the rules (decisions, window totals, the state a restarted worker rebuilds from
+them) is the stages' business: `streams/state_store.py` maps, `streams/state.py` rebuilds.
 """
 
 from __future__ import annotations
@@ -10,27 +11,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Final
 
+from schemas.times import dt_to_ms, format_rfc3339, ms_to_dt
+from schemas.vocabulary import DEPTH, BoardKey, WindowKey, WindowName
 from sinks.clickhouse import ClickHouse, mutation_chunks
+from sinks.directory import OPTED_OUT_SQL, opted_out_users, people
 from sinks.erase import mutate
-from streams.leaders import DEPTH, BoardKey
-from streams.rules import (
-    NOT_SEEN,
-    RULE_VERSION,
-    STATE_MARGIN_MS,
-    Decision,
-    PartitionState,
-    Reason,
-    RulesLookup,
-    giver_periods_at,
-    remember,
-    retained_pair,
-)
-from streams.scorebook import BadgeAward, ScoreBook, WindowKey, WindowTotals
-from streams.windows import WEEK_MS, WindowName
 
 DECISION_COLUMNS: Final = (
     "org_id",
@@ -53,7 +40,6 @@ DECISION_COLUMNS: Final = (
     "decided_at",
     "error",
 )
-UNDECODABLE: Final = "undecodable"
 SCORE_COLUMNS: Final = (
     "org_id",
     "window",
@@ -85,42 +71,6 @@ BADGE_COLUMNS: Final = (
     "rule_version",
     "evidence",
 )
-# Reasons after which an event id counts as seen (streams.rules.NOT_SEEN: it passed
-# invalid/too_many_recipients/future/late).
-_SEEN_REASONS: Final = tuple(r.value for r in Reason if r not in NOT_SEEN)
-
-
-def ms_to_dt(ms: int) -> datetime:
-    if ms % 1000 == 0:  # window starts, whole seconds: a few distinct values, cached
-        return second_to_dt(ms // 1000)
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
-
-
-@lru_cache(maxsize=65536)
-def second_to_dt(second: int) -> datetime:
-    return datetime.fromtimestamp(second, tz=UTC).replace(tzinfo=None)
-
-
-def dt_to_ms(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
-
-
-def now_utc() -> datetime:
-    return datetime.now(tz=UTC).replace(tzinfo=None, microsecond=0)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A message that could not be decoded, recorded beside the batch's decisions."""
-
-    topic: str
-    partition: int
-    offset: int
-    reason: str
-    detail: str
-    stream_time_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,181 +96,79 @@ class RecognitionStore:
 
     # --- deciding stage ----------------------------------------------------------------
 
-    def write_decisions(
-        self, decisions: Sequence[Decision], dead: Sequence[DeadLetter] = ()
-    ) -> int:
-        """One insert per batch; one decided_at, so one part: a batch is stored whole or not."""
-        if not decisions and not dead:
-            return 0
-        decided_at = now_utc()
-        rows: list[tuple[Any, ...]] = []
-        for d in decisions:
-            e = d.record.event
-            rows.append(
-                (
-                    e.org_id,
-                    e.event_id,
-                    e.event_type.value,
-                    e.actor_id,
-                    d.recipient_id,
-                    1 if d.counted else 0,
-                    d.reason.value,
-                    d.rule_version,
-                    second_to_dt(e.occurred_at // 1000),  # DateTime holds seconds
-                    e.occurred_at,
-                    d.stream_time_ms,
-                    e.source,
-                    e.channel or "",
-                    e.visibility.value,
-                    d.record.topic,
-                    d.record.partition,
-                    d.record.offset,
-                    decided_at,
-                    "",
-                )
-            )
-        epoch = ms_to_dt(0)
-        for x in dead:
-            rows.append(
-                (
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    0,
-                    UNDECODABLE,
-                    RULE_VERSION,
-                    epoch,
-                    0,
-                    x.stream_time_ms,
-                    "",
-                    "",
-                    "",
-                    x.topic,
-                    x.partition,
-                    x.offset,
-                    decided_at,
-                    f"{x.reason}: {x.detail}"[:2000],
-                )
-            )
-        return self.ch.insert("kudos.decisions", DECISION_COLUMNS, rows)
+    def write_decision_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """One insert per batch (rows with one decided_at): a batch is stored whole or not."""
+        return self.ch.insert("kudos.decisions", DECISION_COLUMNS, rows) if rows else 0
 
-    def load_partition_state(
-        self, topic: str, partition: int, rules_for: RulesLookup
-    ) -> PartitionState:
-        """Rebuild the deciding state of one input partition from its stored decisions."""
-        state = PartitionState()
+    def decisions_head(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """(highest stored offset, its stream time) of an input partition; None if none."""
         head = self.ch.query(
             "SELECT max(src_offset), max(stream_time_ms), count() FROM kudos.decisions "
             "WHERE src_topic = %(topic)s AND src_partition = %(p)s",
             {"topic": topic, "p": partition},
         )
         if not head or not head[0][2]:
-            return state
-        max_offset, stream_time, _ = head[0]
-        state.next_offset = int(max_offset) + 1
-        state.stream_time_ms = int(stream_time)
-        horizon = int(stream_time) - rules_for.max_grace_ms() - STATE_MARGIN_MS
-        if rules_for.any_weekly_budget():
-            horizon -= WEEK_MS  # a week's budget counts from the week's start
+            return None
+        return int(head[0][0]), int(head[0][1])
+
+    def seen_decisions(
+        self, topic: str, partition: int, since_ms: int, reasons: Sequence[str]
+    ) -> list[tuple[str, str, str, str, str, str, int]]:
+        """(org, event, type, actor, recipient, reason, occurred ms) of a partition's
+        decisions with these reasons about events since `since_ms`."""
         rows = self.ch.query(
             "SELECT org_id, event_id, event_type, actor_id, recipient_id, reason, occurred_at_ms "
             "FROM kudos.decisions WHERE src_topic = %(topic)s AND src_partition = %(p)s "
             "AND occurred_at_ms >= %(horizon)s AND reason IN %(reasons)s",
-            {"topic": topic, "p": partition, "horizon": horizon, "reasons": _SEEN_REASONS},
+            {"topic": topic, "p": partition, "horizon": since_ms, "reasons": tuple(reasons)},
         )
-        # Sets of (event, recipient): a decision stored twice (a replayed insert) counts once.
-        counted_pairs: dict[tuple[str, str, str, int], set[str]] = defaultdict(set)
-        given: dict[tuple[str, str, str, int], set[tuple[str, str]]] = defaultdict(set)
-        for org, event_id, event_type, actor, recipient, reason, occurred in rows:
-            at = int(occurred)
-            remember(state, org, event_id, at)
-            if event_type == "THANKS" and reason == Reason.COUNTED.value:
-                rules = rules_for(org)
-                day = rules.calendar.day_start(at)
-                counted_pairs[(org, actor, recipient, day)].add(event_id)
-                for period in giver_periods_at(org, actor, at, rules):
-                    given[period].add((event_id, recipient))
-        state.pair_counts = {retained_pair(k): len(v) for k, v in counted_pairs.items()}
-        state.giver_counts = {k: len(v) for k, v in given.items()}
-        return state
+        return [
+            (str(o), str(e), str(t), str(a), str(r), str(x), int(at))
+            for o, e, t, a, r, x, at in rows
+        ]
 
     # --- aggregating stage -------------------------------------------------------------
 
-    def load_keys(self, keys: Iterable[WindowKey], book: ScoreBook) -> None:
-        """Load the stored totals, thankers and awarded badges of keys not yet in `book`."""
-        missing = [k for k in keys if k not in book.totals]
-        by_org: dict[str, tuple[set[str], set[int]]] = defaultdict(lambda: (set(), set()))
-        for org, _window, start, user in missing:
-            users, starts = by_org[org]
-            users.add(user)
-            starts.add(start)
-        wanted = set(missing)
-        # Build aside and merge at the end: a failed load leaves `book` untouched for a retry.
-        loaded = {k: WindowTotals() for k in missing}
-        awarded: set[tuple[str, str, str, int]] = set()
-        users_loaded: set[tuple[str, str]] = set()
-        for org, (users, starts) in by_org.items():
-            # One statement per table and org, whatever the number of users: the ids are
-            # bound (sinks/clickhouse.py), not written into the SQL text.
-            ordered = sorted(users)
-            self._load_org(org, ordered, starts, wanted, loaded)
-            new_users = [u for u in ordered if (org, u) not in book.users_loaded]
-            if new_users:
-                for user, badge, period in self.ch.query(
-                    "SELECT user_id, badge, period_start FROM kudos.badge_award_rows "
-                    "WHERE org_id = %(org)s AND user_id IN %(users)s",
-                    {"org": org, "users": tuple(new_users)},
-                ):
-                    awarded.add((org, user, str(badge), dt_to_ms(period)))
-                users_loaded.update((org, u) for u in new_users)
-        book.totals.update(loaded)
-        book.awarded |= awarded
-        book.users_loaded |= users_loaded
-
-    def _load_org(
-        self,
-        org: str,
-        users: Sequence[str],
-        starts: set[int],
-        wanted: set[WindowKey],
-        loaded: dict[WindowKey, WindowTotals],
-    ) -> None:
-        params = {
-            "org": org,
-            "users": tuple(users),
-            "starts": tuple(ms_to_dt(s) for s in sorted(starts)),
-        }
-        best: dict[WindowKey, tuple[int, tuple[Any, ...]]] = {}
-        for row in self.ch.query(
-            "SELECT window, window_start, user_id, shares, thanks_given, thanks_received, "
-            "reactions_received, hwm_partitions, hwm_offsets, version, decay_value, "
-            "decay_at_ms FROM kudos.score_state "
-            "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
-            params,
-        ):
-            key: WindowKey = (org, _window_name(row[0]), dt_to_ms(row[1]), row[2])
-            if key in wanted and (key not in best or row[9] > best[key][0]):
-                best[key] = (int(row[9]), row)
-        for key, (_, row) in best.items():
-            t = loaded[key]
-            t.shares, t.thanks_given, t.thanks_received, t.reactions_received = (
-                int(row[3]),
-                int(row[4]),
-                int(row[5]),
-                int(row[6]),
+    def score_state_rows(
+        self, org: str, users: Sequence[str], starts: Iterable[int]
+    ) -> list[tuple[Any, ...]]:
+        """Every stored version of these users' score_state rows in windows starting at
+        `starts`: (window, start ms, user, shares, thanks_given, thanks_received,
+        reactions_received, hwm_partitions, hwm_offsets, version, decay_value, decay_at_ms)."""
+        return [
+            (_window_name(r[0]), dt_to_ms(r[1]), *r[2:])
+            for r in self.ch.query(
+                "SELECT window, window_start, user_id, shares, thanks_given, thanks_received, "
+                "reactions_received, hwm_partitions, hwm_offsets, version, decay_value, "
+                "decay_at_ms FROM kudos.score_state WHERE org_id = %(org)s "
+                "AND user_id IN %(users)s AND window_start IN %(starts)s",
+                _user_windows(org, users, starts),
             )
-            t.hwm = {int(p): int(o) for p, o in zip(row[7], row[8], strict=True)}
-            t.decay, t.decay_at = float(row[10]), int(row[11])
-        for window, start, user, thanker in self.ch.query(
-            "SELECT window, window_start, user_id, thanker_id FROM kudos.thankers "
-            "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
-            params,
-        ):
-            key = (org, _window_name(window), dt_to_ms(start), user)
-            if key in wanted:
-                loaded[key].thankers.add(thanker)
+        ]
+
+    def thanker_rows(
+        self, org: str, users: Sequence[str], starts: Iterable[int]
+    ) -> list[tuple[WindowName, int, str, str]]:
+        """(window, start ms, user, thanker) of these users in windows starting at `starts`."""
+        return [
+            (_window_name(w), dt_to_ms(start), str(user), str(thanker))
+            for w, start, user, thanker in self.ch.query(
+                "SELECT window, window_start, user_id, thanker_id FROM kudos.thankers "
+                "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
+                _user_windows(org, users, starts),
+            )
+        ]
+
+    def awarded_badges(self, org: str, users: Sequence[str]) -> list[tuple[str, str, int]]:
+        """(user, badge, period start ms) of every badge these users were awarded."""
+        return [
+            (str(user), str(badge), dt_to_ms(period))
+            for user, badge, period in self.ch.query(
+                "SELECT user_id, badge, period_start FROM kudos.badge_award_rows "
+                "WHERE org_id = %(org)s AND user_id IN %(users)s",
+                {"org": org, "users": tuple(users)},
+            )
+        ]
 
     def write_thankers(self, rows: Sequence[tuple[WindowKey, str]]) -> int:
         if not rows:
@@ -348,66 +196,8 @@ class RecognitionStore:
                     {"org": org, "keys": tuple(chunk)},
                 )
 
-    def write_badges(self, awards: Sequence[BadgeAward]) -> int:
-        if not awards:
-            return 0
-        at = now_utc()
-        return self.ch.insert(
-            "kudos.badge_award_rows",
-            BADGE_COLUMNS,
-            [
-                (
-                    a.org_id,
-                    a.user_id,
-                    a.badge,
-                    ms_to_dt(a.period_start),
-                    at,
-                    a.rule_version,
-                    a.evidence,
-                )
-                for a in awards
-            ],
-        )
-
-    def write_scores(
-        self, book: ScoreBook, keys: Iterable[WindowKey], rules_for: RulesLookup
-    ) -> int:
-        return self.write_score_rows(self.score_rows(book, keys, rules_for))
-
-    @staticmethod
-    def score_rows(
-        book: ScoreBook, keys: Iterable[WindowKey], rules_for: RulesLookup
-    ) -> list[tuple[Any, ...]]:
-        """`kudos.score_state` rows of these keys as they are now (a snapshot)."""
-        at = now_utc()
-        rows: list[tuple[Any, ...]] = []
-        for key in keys:
-            org, window, start, user = key
-            t = book.totals[key]
-            rules = rules_for(org)
-            parts = sorted(t.hwm)
-            rows.append(
-                (
-                    org,
-                    window,
-                    ms_to_dt(start),
-                    user,
-                    t.shares,
-                    t.thanks_given,
-                    t.thanks_received,
-                    t.distinct_thankers,
-                    t.reactions_received,
-                    t.score(rules),
-                    parts,
-                    [t.hwm[p] for p in parts],
-                    t.version,
-                    at,
-                    t.decay,
-                    t.decay_at,
-                    rules.decay_half_life_ms / 1000,
-                )
-            )
-        return rows
+    def write_badge_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        return self.ch.insert("kudos.badge_award_rows", BADGE_COLUMNS, rows) if rows else 0
 
     def write_score_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         if not rows:
@@ -443,8 +233,6 @@ class RecognitionStore:
     def leaderboard(
         self, org: str, window: WindowName, start_ms: int, top: int
     ) -> list[LeaderboardEntry]:
-        from sinks.directory import OPTED_OUT_SQL, opted_out_users, people
-
         # Opted-out users never appear (sinks/directory.py); ranks close up over the rest.
         # leader_rows holds every key that can be in a top-D of the full board, D =
         # leader_depth (streams/leaders.py), so the top-N of the others is exact there
@@ -485,8 +273,6 @@ class RecognitionStore:
     ) -> list[dict[str, Any]]:
         """The org's (or one user's) badge awards, newest first, without opted-out people;
         `limit` of them from `offset` on (all when `limit` is None)."""
-        from sinks.directory import OPTED_OUT_SQL
-
         sql = (
             "SELECT user_id, badge, period_start, awarded_at FROM kudos.badge_awards "
             f"WHERE org_id = %(org)s AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL})"
@@ -504,15 +290,19 @@ class RecognitionStore:
                 "org": org,
                 "user_id": r[0],
                 "badge": r[1],
-                "period_start": iso(dt_to_ms(r[2])),
-                "awarded_at": iso(dt_to_ms(r[3])),
+                "period_start": format_rfc3339(dt_to_ms(r[2])),
+                "awarded_at": format_rfc3339(dt_to_ms(r[3])),
             }
             for r in self.ch.query(sql, params)
         ]
 
 
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _user_windows(org: str, users: Sequence[str], starts: Iterable[int]) -> dict[str, Any]:
+    return {
+        "org": org,
+        "users": tuple(users),
+        "starts": tuple(ms_to_dt(s) for s in sorted(starts)),
+    }
 
 
 def _window_name(value: str) -> WindowName:

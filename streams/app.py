@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,46 +20,23 @@ from schemas.directory import directory_codec_for
 from schemas.registry import codec_for
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
-from sinks.store import RecognitionStore
 from streams import metrics, security
 from streams.admission import ApiReads, HealthProbe
 from streams.audit import Auditor
 from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.directory import DirectoryStage
 from streams.drain import BatchRoute, batch_consumer
-from streams.entry import run_fatal_cleanups
 from streams.faults import poisoned
 from streams.health import ProgressTracker
 from streams.isolation import IsolatableStage, Isolator, PoisonStorm, isolatable
+from streams.lifecycle import EXIT_BAD_INPUT, EXIT_CRASH, fatal
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
+from streams.rules import RulesLookup
 from streams.settings import Settings
+from streams.state_store import StateStore
 from streams.web import register_directory_views, register_views
 
 log = logging.getLogger(__name__)
-
-
-EXIT_CRASH = 70
-EXIT_BAD_INPUT = 3
-
-
-def fatal(message: str, code: int) -> NoReturn:
-    """Crash-only: exit at once, without acking or committing the batch in hand.
-
-    Raising would let faust's commit loop go on committing what other batches acked, and a
-    stage's later batches are already decided on the state of the failed one. Exiting here
-    instead makes the next start replay from the last commit, which the stages are built to
-    do without double counting.
-
-    Before that, the cleanups registered with `streams.entry.run_on_fatal_exit` run: the
-    broker `kudos up` started must not outlive it, and `os._exit` skips the `finally`
-    that stops it otherwise. They touch no offset; whatever they raise, the exit happens.
-    """
-    (log.warning if code == 0 else log.critical)("%s (exit %d)", message, code)
-    try:
-        run_fatal_cleanups()
-        logging.shutdown()
-    finally:
-        os._exit(code)
 
 
 class KudosWorker(faust.Worker):
@@ -111,7 +87,7 @@ class Kudos:
     settings: Settings
     app: faust.App
     clickhouse: ClickHouse
-    store: RecognitionStore
+    store: StateStore
     blocking: Blocking
     reads: ApiReads  # the HTTP API's reads (streams/admission.py)
     decide: DecideStage
@@ -123,6 +99,10 @@ class Kudos:
     joined: asyncio.Event = field(default_factory=asyncio.Event)
     directory: DirectoryStage | None = None  # the user directory (streams/directory.py)
     auditor: Auditor | None = None  # the collusion audit (streams/audit.py)
+
+    @property
+    def rules_for(self) -> RulesLookup:
+        return self.decide.rules_for
 
 
 def create_app(
@@ -176,7 +156,7 @@ def create_app(
     web.production_blueprints = []  # type: ignore[misc]  # instance override of a ClassVar
     web.blueprints = type(web.blueprints)(web._enabled_blueprints())
 
-    store = RecognitionStore(clickhouse, settings.leader_depth)
+    store = StateStore(clickhouse, settings.leader_depth)
     stopping = threading.Event()
     blocking = Blocking(stop_requested=stopping.is_set)
     publisher = FaustPublisher(app)

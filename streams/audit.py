@@ -28,7 +28,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+from typing import Any
 
+from schemas.times import ms_to_dt, now_utc
 from sinks import audit as sql
 from sinks.clickhouse import ClickHouse
 from sinks.erase import rebuild_org_boards
@@ -36,7 +39,7 @@ from sinks.store import LEADER_COLUMNS
 from streams import metrics
 from streams.collusion import Change, audit_week, collusive_groups, thanker_drops
 from streams.pipeline import TRANSIENT, Blocking, Publisher, publish
-from streams.rules import RulesLookup
+from streams.rules import RuleConfig, RulesLookup
 from streams.transport import Control, encode_control
 
 log = logging.getLogger(__name__)
@@ -160,7 +163,8 @@ class Auditor:
         )
         elsewhere = await run(sql.counted_elsewhere, self.ch, org, start, end, lost)
         drops = thanker_drops(decisions, changes, rules, elsewhere)
-        await run(sql.write_reversals, self.ch, org, start, changes, drops, rules)
+        rows = change_rows(org, start, changes, drops, rules, now_utc())
+        await run(sql.write_reversals, self.ch, rows)
         reversed_, reinstated = count_changes(changes)
         await run(
             sql.write_step,
@@ -221,3 +225,46 @@ class Auditor:
             sql.write_step, self.ch, audit.org_id, audit.week_start, audit.week_end, sql.DONE
         )
         return True
+
+
+def change_rows(
+    org: str,
+    week_start_ms: int,
+    changes: Sequence[Change],
+    drops: dict[tuple[str, str], list[tuple[str, int]]],
+    rules: RuleConfig,
+    at: datetime,
+) -> list[tuple[Any, ...]]:
+    """One kudos.reversals row per changed decision. A pair's thanker drops go on each of
+    its changed rows in those windows (applying one twice is harmless)."""
+    rows = []
+    for c in changes:
+        d = c.decision
+        dropped = set(drops.get((d.actor_id, d.recipient_id), ()))
+        windows = [
+            window
+            for window, start in rules.calendar.starts(d.occurred_at)
+            if c.delta < 0 and (window, start) in dropped
+        ]
+        rows.append(
+            (
+                org,
+                ms_to_dt(week_start_ms),
+                d.event_id,
+                d.actor_id,
+                d.recipient_id,
+                d.topic,
+                d.partition,
+                d.offset,
+                d.occurred_at,
+                d.reason.value,
+                c.reason.value,
+                c.delta,
+                c.rule,
+                list(c.group),
+                rules.version,
+                windows,
+                at,
+            )
+        )
+    return rows

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from streams.windows import WINDOWS, WindowName
+from schemas.vocabulary import WINDOWS, WindowName
 
 BadgeKind = Literal["threshold", "first", "streak"]
 # What a badge can be measured on: the four totals, distinct thankers and the score.

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from schemas.codec import default_codec
 from schemas.event import CollaborationEvent
-from streams.entry import exit_during_startup, run_on_fatal_exit
+from schemas.vocabulary import WINDOWS
+from streams.lifecycle import exit_during_startup, run_on_fatal_exit
 from streams.settings import Settings, get_settings
-from streams.windows import WINDOWS
 
 if TYPE_CHECKING:
     from sinks.clickhouse import ClickHouse
@@ -516,15 +516,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Recompute a time range's scores under the rules of a TOML file (streams/replay.py)."""
     from sinks.clickhouse import connect
     from sinks.history import DecisionHistory
-    from streams import replay
+    from streams import replay, replay_job
     from streams.replay import ReplayError
 
     settings = get_settings()
     _setup_logging(settings)
     try:
-        start, end = replay.parse_time(args.from_), replay.parse_time(args.to)
+        start, end = replay_job.parse_time(args.from_), replay_job.parse_time(args.to)
         rules_path = Path(args.rules)
-        new_rules = replay.load_rules(rules_path, settings)
+        new_rules = replay_job.load_rules(rules_path, settings)
         rules_text = rules_path.read_bytes()
     except (ReplayError, OSError) as exc:
         log.error("%s", exc)
@@ -546,7 +546,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     ch = connect(settings.clickhouse_url())
     try:
-        data = replay.run_replay(
+        data = replay_job.run_replay(
             DecisionHistory(ch),
             settings.rules_lookup(),
             new_rules,

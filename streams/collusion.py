@@ -59,36 +59,12 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from schemas.event import CollaborationEvent, EventType, Visibility
-from streams.rules import PartitionState, Reason, RuleConfig, target_reason
+from schemas.rows import DecisionKey, ThanksDecision
+from schemas.vocabulary import Reason
+from streams.rules import PartitionState, RuleConfig, target_reason
 
 # Reasons the recap re-decides: the outcomes of the pair cap and giver budget checks.
 _RECAP_REASONS = frozenset({Reason.COUNTED, Reason.PAIR_DAILY_CAP, Reason.GIVER_BUDGET})
-
-DecisionKey = tuple[str, int, int, str]  # topic, partition, offset, recipient_id
-
-
-@dataclass(frozen=True, slots=True)
-class ThanksDecision:
-    """One stored decision about one recipient of a THANKS (a row of kudos.decisions)."""
-
-    org_id: str
-    event_id: str
-    actor_id: str
-    recipient_id: str
-    reason: Reason  # what the deciding stage decided
-    occurred_at: int  # epoch ms
-    topic: str
-    partition: int
-    offset: int
-
-    @property
-    def key(self) -> DecisionKey:
-        """Its identity: a stored row references the decision by this lineage."""
-        return (self.topic, self.partition, self.offset, self.recipient_id)
-
-    @property
-    def counted(self) -> bool:
-        return self.reason is Reason.COUNTED
 
 
 @dataclass(frozen=True, slots=True)

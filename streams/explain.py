@@ -50,15 +50,29 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from streams.params import Page
-from streams.rules import Metric, Reason, RuleConfig, RulesLookup
-from streams.windows import WindowName, hour_start, window_bounds
+from schemas.times import format_rfc3339
+from schemas.vocabulary import Metric, Reason, WindowName
+from streams.rules import RuleConfig
+from streams.windows import hour_start
 
 if TYPE_CHECKING:
-    from sinks.history import DecisionGroup, DecisionHistory, DecisionRow
+    from schemas.rows import DecisionGroup, DecisionRow
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """`limit` items starting at `offset` of a list (0 is the first)."""
+
+    limit: int
+    offset: int
+
+    def next_offset(self, more: bool) -> int | None:
+        """The offset of the next page, None when this one is the last."""
+        return self.offset + self.limit if more else None
+
 
 DEFAULT_LIMIT: Final = 1000
 MAX_LIMIT: Final = 10_000
@@ -94,14 +108,6 @@ def weight(rules: RuleConfig, metric: Metric) -> int:
     return rules.weight_reactions_received
 
 
-def rfc3339(ms: int) -> str:
-    """Epoch millis as RFC 3339 UTC, with milliseconds when there are any."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    if ms % 1000:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def entry(
     row: DecisionRow, metric: Metric, rules: RuleConfig, hidden: Collection[str] = ()
 ) -> dict[str, Any]:
@@ -117,7 +123,9 @@ def entry(
     return {
         "event_id": None if private else row.event_id,
         "event_type": row.event_type,
-        "occurred_at": rfc3339(hour_start(row.occurred_at_ms) if private else row.occurred_at_ms),
+        "occurred_at": format_rfc3339(
+            hour_start(row.occurred_at_ms) if private else row.occurred_at_ms
+        ),
         "actor_id": shown(row.actor_id),
         "recipient_id": shown(row.recipient_id),
         "private": private,
@@ -182,8 +190,8 @@ def explain_payload(
         "org": org,
         "user_id": user,
         "window": window,
-        "window_start": rfc3339(start),
-        "window_end": rfc3339(end) if end is not None else None,
+        "window_start": format_rfc3339(start),
+        "window_end": format_rfc3339(end) if end is not None else None,
         "score": rules.score(
             totals[Metric.SHARES],
             totals[Metric.THANKS_GIVEN],
@@ -207,32 +215,3 @@ def explain_payload(
         "truncated": next_offset is not None,
         "entries": list(entries[: page.limit]),
     }
-
-
-def explain_user(
-    history: DecisionHistory,
-    rules_for: RulesLookup,
-    org: str,
-    user: str,
-    window: WindowName,
-    at_ms: int,
-    limit: int = DEFAULT_LIMIT,
-    offset: int = 0,
-) -> dict[str, Any]:
-    """Read and assemble one explain response (blocking: run it off the event loop)."""
-    from sinks.directory import people
-
-    rules = rules_for(org)
-    bounds = window_bounds(window, at_ms, rules.calendar)
-    page = Page(limit, offset)
-    person = people(history.ch, org, [user]).get(user)
-    if person is not None and person.opted_out:  # the answer of an unknown id
-        return explain_payload(org, user, window, bounds, rules, [], [], page)
-    start, end = bounds
-    listed = history.user_entries(org, user, start, end, limit + 1, offset)
-    others = {p for row, _ in listed for p in (row.actor_id, row.recipient_id) if p and p != user}
-    found = people(history.ch, org, sorted(others)) if others else {}
-    hidden = {p for p, who in found.items() if who.opted_out}
-    entries = [entry(row, Metric(metric), rules, hidden) for row, metric in listed]
-    groups = history.user_decision_groups(org, user, start, end)
-    return explain_payload(org, user, window, bounds, rules, entries, groups, page)

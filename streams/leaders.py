@@ -35,10 +35,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from streams.windows import WindowName
+from schemas.vocabulary import DEPTH, BoardKey, WindowName
 
-DEPTH = 1000  # the API's largest `top`
-BoardKey = tuple[str, WindowName, int]  # (org, window, window_start ms)
 R = TypeVar("R")
 
 

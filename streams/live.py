@@ -16,8 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
 
+from schemas.vocabulary import WindowName
 from streams import metrics
-from streams.windows import WindowName
 
 log = logging.getLogger(__name__)
 

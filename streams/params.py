@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from schemas.limits import MAX_ID_BYTES, LimitError, check_org, check_text
-from streams.windows import WINDOWS, WindowName, rfc3339_ms
+from schemas.times import parse_time
+from schemas.vocabulary import WINDOWS, WindowName
+from streams.explain import Page
 
 MIN_AT: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_AT: Final = 4_102_444_800_000  # 2100-01-01T00:00:00Z, excluded
@@ -57,18 +58,6 @@ class BadRequest(ValueError):
         self.parameter = name
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    """`limit` items starting at `offset` of a list (0 is the first)."""
-
-    limit: int
-    offset: int
-
-    def next_offset(self, more: bool) -> int | None:
-        """The offset of the next page, None when this one is the last."""
-        return self.offset + self.limit if more else None
-
-
 def parse_int(name: str, text: str, minimum: int, maximum: int) -> int:
     if _DIGITS.fullmatch(text) is None or not minimum <= int(text) <= maximum:
         raise BadRequest(name, f"must be an integer from {minimum} to {maximum}")
@@ -80,7 +69,7 @@ def parse_at(text: str, name: str = "at") -> int:
     if _EPOCH_MS.fullmatch(text) is None and _DATE_TIME.fullmatch(text) is None:
         raise BadRequest(name, _AT_RULE)
     try:
-        ms = rfc3339_ms(text)
+        ms = parse_time(text)
     except (ValueError, OverflowError, OSError):  # Feb 30, hour 24, offset 99:00, ...
         raise BadRequest(name, _AT_RULE) from None
     if not MIN_AT <= ms < MAX_AT:

@@ -21,19 +21,18 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLarge
 
 from schemas.codec import DecodeError, EventCodec
 from schemas.registry import SchemaRegistryError
+from schemas.vocabulary import DEPTH as LEADER_DEPTH
+from schemas.vocabulary import HOUR_MS, Metric, Reason
 from sinks import audit as audit_sql
 from sinks.clickhouse import ClickHouseUnavailable
 from sinks.erase import erase_person, new_token, rebuild_org_boards, record_erasure
-from sinks.store import LEADER_COLUMNS, SCORE_COLUMNS, DeadLetter, RecognitionStore
+from sinks.store import LEADER_COLUMNS, SCORE_COLUMNS
 from streams import metrics
 from streams.breaker import DeadLetterBreaker
-from streams.leaders import DEPTH as LEADER_DEPTH
 from streams.leaders import Boards, select_rows
 from streams.rules import (
     Decision,
-    Metric,
     PartitionState,
-    Reason,
     RulesLookup,
     SourceRecord,
     decide_batch,
@@ -48,6 +47,7 @@ from streams.scorebook import (
     apply_effects,
     keys_needed,
 )
+from streams.state_store import DeadLetter, StateStore
 from streams.transport import (
     Control,
     badge_id,
@@ -61,7 +61,6 @@ from streams.transport import (
     is_control,
     route_effects,
 )
-from streams.windows import HOUR_MS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -295,7 +294,7 @@ class DecideStage:
 
     def __init__(
         self,
-        store: RecognitionStore,
+        store: StateStore,
         codec: EventCodec,
         rules_for: RulesLookup,
         publisher: Publisher,
@@ -525,7 +524,7 @@ class AggregateStage:
 
     def __init__(
         self,
-        store: RecognitionStore,
+        store: StateStore,
         rules_for: RulesLookup,
         publisher: Publisher,
         blocking: Blocking,

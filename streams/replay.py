@@ -53,25 +53,24 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from pathlib import Path
 from typing import Any, Final
 
 from schemas.event import CollaborationEvent, EventType, Visibility
-from sinks.history import DecisionHistory, DecisionRow, StoredTotals
-from streams.explain import metrics_for, rfc3339
+from schemas.rows import DecisionRow, StoredTotals
+from schemas.times import format_rfc3339
+from schemas.vocabulary import DAY_MS, Reason, WindowKey, WindowName
+from streams.explain import metrics_for
 from streams.rules import (
     Decision,
     Effect,
     PartitionState,
-    Reason,
     RulesLookup,
     SourceRecord,
     decide_batch,
     effects_of,
 )
-from streams.scorebook import Applied, ScoreBook, WindowKey, WindowTotals, apply_effects
-from streams.settings import RuleOverrides, Settings
-from streams.windows import DAY_MS, WindowName, rfc3339_ms, window_bounds
+from streams.scorebook import Applied, ScoreBook, WindowTotals, apply_effects
+from streams.windows import window_bounds
 
 # Beyond the largest grace: a local week (giver budgets) plus the worker's state margin.
 SEED_MARGIN_MS: Final = 9 * DAY_MS
@@ -82,36 +81,6 @@ ZERO: Final[Metrics] = (0, 0, 0, 0)
 
 class ReplayError(ValueError):
     """The replay cannot be done as asked (bad rules file, range, calendar change)."""
-
-
-# --- input -------------------------------------------------------------------------------
-
-
-def parse_time(value: str) -> int:
-    """RFC 3339 (or epoch millis) to epoch millis; a time without zone is UTC."""
-    try:
-        return rfc3339_ms(value)
-    except ValueError as exc:
-        raise ReplayError(f"not an RFC 3339 timestamp: {value!r}") from exc
-
-
-def load_rules(path: Path, base: Settings) -> RulesLookup:
-    """The rules of a TOML file shaped like kudos.toml's `[rules]` and `[org_rules.X]`
-    (other tables are ignored, so a whole kudos.toml works). The file replaces the running
-    rule overrides: what it does not set is rules v1's default."""
-    import tomllib
-
-    try:
-        with path.open("rb") as f:
-            doc = tomllib.load(f)
-        rules = RuleOverrides.model_validate(doc.get("rules", {}))
-        org_rules = {
-            str(org): RuleOverrides.model_validate(o)
-            for org, o in dict(doc.get("org_rules", {})).items()
-        }
-        return base.model_copy(update={"rules": rules, "org_rules": org_rules}).rules_lookup()
-    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
-        raise ReplayError(f"{path}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +362,7 @@ def report(
         user(w.org_id, w.user_id)["windows"].append(
             {
                 "window": w.window,
-                "window_start": rfc3339(w.window_start),
+                "window_start": format_rfc3339(w.window_start),
                 "whole": w.whole,
                 "old_score": w.old_score,
                 "new_score": w.new_score,
@@ -404,10 +373,10 @@ def report(
         )
     reasons = sorted(set(replayed.old_reasons) | set(replayed.new_reasons))
     return {
-        "from": rfc3339(start_ms),
-        "to": rfc3339(end_ms),
+        "from": format_rfc3339(start_ms),
+        "to": format_rfc3339(end_ms),
         "org": org,
-        "replayed_from": rfc3339(since_ms),
+        "replayed_from": format_rfc3339(since_ms),
         "events": replayed.events,
         "decisions": replayed.decisions,
         "replayed_events": replayed.replayed,
@@ -482,63 +451,6 @@ def format_table(data: dict[str, Any]) -> str:
         a = data["applied"]
         lines.append(f"wrote {a['rows']} rows to {a['table']} (replay_id {a['replay_id']})")
     return "\n".join(lines)
-
-
-def run_replay(
-    history: DecisionHistory,
-    old_rules: RulesLookup,
-    new_rules: RulesLookup,
-    start_ms: int,
-    end_ms: int,
-    org: str | None = None,
-    *,
-    apply_as: str | None = None,
-    rules_text: str = "",
-    progress: Callable[[int], object] = lambda n: None,
-    total: Callable[[int], object] = lambda n: None,
-) -> dict[str, Any]:
-    """Read, replay, diff; with `apply_as` (a replay id) also write kudos.replay_scores."""
-    if end_ms <= start_ms:
-        raise ReplayError("--to must be after --from")
-    if apply_as is not None and not history.has_replay_table():
-        raise ReplayError(
-            "--apply writes to kudos.replay_scores, which this database does not have "
-            "(sinks.history.REPLAY_SCORES_DDL, to ship as a migration); nothing was written"
-        )
-    since = start_ms - max(old_rules.max_grace_ms(), new_rules.max_grace_ms()) - SEED_MARGIN_MS
-    last = history.last_offsets(start_ms, end_ms)
-    events = rebuild_events(history.replay_rows(since, last))
-    check_calendars(events, old_rules, new_rules)
-    total(len(events))
-    replayed = replay(events, old_rules, new_rules, start_ms, end_ms, org, progress)
-    keys = set(replayed.old_book.totals) | set(replayed.new_book.totals)
-    windows = diff_windows(replayed, history.stored_totals(keys), new_rules, start_ms, end_ms)
-    data = report(replayed, windows, start_ms=start_ms, end_ms=end_ms, since_ms=since, org=org)
-    if apply_as is not None:
-        from sinks.store import ms_to_dt, now_utc
-
-        at = now_utc()
-        rows = [
-            (
-                apply_as,
-                at,
-                ms_to_dt(start_ms),
-                ms_to_dt(end_ms),
-                w.org_id,
-                w.window,
-                ms_to_dt(w.window_start),
-                w.user_id,
-                1 if w.whole else 0,
-                w.old_score,
-                w.new_score,
-                *w.new,
-                rules_text,
-            )
-            for w in windows
-        ]
-        written = history.write_replay_scores(rows)
-        data["applied"] = {"table": "kudos.replay_scores", "replay_id": apply_as, "rows": written}
-    return data
 
 
 def dumps(data: dict[str, Any]) -> str:

@@ -19,41 +19,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import cached_property
 from hashlib import blake2b
 from typing import Final
 
 from schemas.event import CollaborationEvent, EventType, Visibility
+from schemas.vocabulary import DAY_MS, HOUR_MS, Metric, Reason
 from streams.badges import BadgeRule, badges_by_change, v1_badges
-from streams.windows import DAY_MS, HOUR_MS, Calendar, calendar
+from streams.windows import Calendar, calendar
 
 RULE_VERSION: Final = 1
-
-
-class Reason(StrEnum):
-    COUNTED = "counted"
-    DUPLICATE = "duplicate"
-    SELF = "self"
-    PRIVATE = "private"
-    PAIR_DAILY_CAP = "pair_daily_cap"
-    GIVER_BUDGET = "giver_budget"
-    LATE = "late"
-    FUTURE = "future"
-    INVALID = "invalid"
-    # A THANKS or REACTION to more distinct people than the org's max_recipients_per_event:
-    # refused whole (one decision, recipient ''), nothing counted for anyone.
-    TOO_MANY_RECIPIENTS = "too_many_recipients"
-    # Never decided by the deciding stage: a counted THANKS reversed by the weekly
-    # collusion audit (streams/collusion.py), recorded in kudos.reversals.
-    COLLUSION = "collusion"
-
-
-class Metric(StrEnum):
-    SHARES = "shares"
-    THANKS_GIVEN = "thanks_given"
-    THANKS_RECEIVED = "thanks_received"
-    REACTIONS_RECEIVED = "reactions_received"
 
 
 @dataclass(frozen=True)

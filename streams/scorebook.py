@@ -15,11 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from schemas.vocabulary import Metric, WindowKey, WindowName
 from streams.badges import BadgeRule, streak_ends
-from streams.rules import Effect, Metric, RuleConfig, RulesLookup
-from streams.windows import Calendar, WindowName
-
-WindowKey = tuple[str, WindowName, int, str]  # org, window, window start ms, user
+from streams.rules import Effect, RuleConfig, RulesLookup
+from streams.windows import Calendar
 
 
 class Badge(StrEnum):

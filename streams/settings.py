@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, get_type_hints
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, create_model
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,49 +16,58 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from streams.badges import BadgeRule
+from streams import rules as rules_module
 from streams.rules import DEFAULT_RULES, RuleConfig, RulesLookup
 
+# What an override of a RuleConfig field may be, beyond its type (RuleConfig.__post_init__
+# checks the same for code that builds a RuleConfig directly).
+_OVERRIDE_LIMITS: Final[dict[str, dict[str, Any]]] = {
+    "max_recipients_per_event": {"ge": 1},
+    "giver_daily_budget": {"ge": 0},
+    "giver_weekly_budget": {"ge": 0},
+    "timezone": {"description": "IANA time zone of the org's windows"},
+    "week_start": {"description": "first day of the week, e.g. sunday"},
+    "decay_half_life_days": {"gt": 0},
+    "collusion_min_each": {"ge": 0},
+    "collusion_ratio": {"ge": 0},
+    "collusion_max_group": {"ge": 2, "le": 8},
+}
 
-class RuleOverrides(BaseModel):
-    """Per-org changes to rules v1 (any field of RuleConfig)."""
+
+class _Overrides(BaseModel):
+    """Per-org changes to rules v1: any field of RuleConfig, None meaning unchanged. Rules
+    that differ from v1 should say so in `version`: decisions and badges carry it. `badges`
+    replaces v1's four (streams/badges.py): [[org_rules.X.badges]]."""
 
     model_config = {"frozen": True, "extra": "forbid"}
 
-    # Rules that differ from v1 should say so: decisions and badges carry the version.
-    version: int | None = None
-    grace_ms: int | None = None
-    future_tolerance_ms: int | None = None
-    pair_daily_cap: int | None = None
-    max_recipients_per_event: int | None = Field(None, ge=1)
-    weight_thanks_received: int | None = None
-    weight_thanks_given: int | None = None
-    weight_shares: int | None = None
-    weight_reactions_received: int | None = None
-    helper_distinct_thankers: int | None = None
-    sharer_weekly_shares: int | None = None
-    streak_days: int | None = None
-    giver_daily_budget: int | None = Field(None, ge=0)
-    giver_weekly_budget: int | None = Field(None, ge=0)
-    timezone: str | None = Field(None, description="IANA time zone of the org's windows")
-    week_start: str | None = Field(None, description="first day of the week, e.g. sunday")
-    decay_half_life_days: float | None = Field(None, gt=0)
-    collusion_min_each: int | None = Field(None, ge=0)
-    collusion_ratio: float | None = Field(None, ge=0)
-    collusion_max_group: int | None = Field(None, ge=2, le=8)
-    # The org's badges, replacing v1's four (streams/badges.py): [[org_rules.X.badges]].
-    badges: tuple[BadgeRule, ...] | None = None
-
     def apply(self, base: RuleConfig) -> RuleConfig:
-        from dataclasses import replace
-
         changes = {k: v for k, v in self.model_dump(exclude={"badges"}).items() if v is not None}
-        if self.badges is not None:
-            names = [b.name for b in self.badges]
+        badges = getattr(self, "badges", None)
+        if badges is not None:
+            names = [b.name for b in badges]
             if len(set(names)) != len(names):
                 raise ValueError(f"badge names must be unique: {names}")
-            changes["badges"] = self.badges
-        return replace(base, **changes)
+            changes["badges"] = badges
+        return dataclasses.replace(base, **changes)
+
+
+def _override_fields() -> dict[str, Any]:
+    """One optional field per RuleConfig field, of its type, with its limits."""
+    hints = get_type_hints(RuleConfig, globalns=vars(rules_module))
+    return {
+        f.name: (hints[f.name] | None, Field(None, **_OVERRIDE_LIMITS.get(f.name, {})))
+        for f in dataclasses.fields(RuleConfig)
+    }
+
+
+if TYPE_CHECKING:
+
+    class RuleOverrides(_Overrides):
+        def __init__(self, **overrides: Any) -> None: ...
+
+else:
+    RuleOverrides = create_model("RuleOverrides", __base__=_Overrides, **_override_fields())
 
 
 class Settings(BaseSettings):

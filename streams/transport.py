@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from streams.rules import Effect, Metric
+from schemas.vocabulary import Metric, WindowName
+from streams.rules import Effect
 from streams.scorebook import BadgeAward
-from streams.windows import WindowName
 
 _METRICS = {m.value: m for m in Metric}
 

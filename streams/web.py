@@ -18,25 +18,52 @@ import logging
 import time
 from collections.abc import Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
+import faust
 from aiohttp import web
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from schemas.times import format_rfc3339
+from schemas.vocabulary import WindowName
+from sinks.clickhouse import ClickHouse
 from sinks.history import DecisionHistory
 from sinks.pagedata import PreviousRank
-from sinks.store import LeaderboardEntry, RecognitionStore, iso
+from sinks.store import LeaderboardEntry, RecognitionStore
 from streams import httpguard, metrics
-from streams.explain import DEFAULT_LIMIT, MAX_LIMIT, explain_user
+from streams.admission import ApiReads, HealthProbe
+from streams.explain import DEFAULT_LIMIT, MAX_LIMIT, Page
+from streams.explain_read import explain_user
+from streams.health import ProgressTracker
 from streams.live import LiveFeed, LiveKey, StreamLimits, sse_message
-from streams.params import Page, Params, parse_user
+from streams.params import Params, parse_user
 from streams.readcache import ReadCache
 from streams.rules import RulesLookup
-from streams.windows import WindowName, window_bounds
+from streams.settings import Settings
+from streams.windows import window_bounds
 
-if TYPE_CHECKING:
-    from streams.app import Kudos
+
+class WebContext(Protocol):
+    """What the views read of a running worker (`streams.app.Kudos` is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def app(self) -> faust.App: ...
+    @property
+    def api_clickhouse(self) -> ClickHouse: ...
+    @property
+    def reads(self) -> ApiReads: ...
+    @property
+    def health(self) -> HealthProbe: ...
+    @property
+    def progress(self) -> ProgressTracker: ...
+    @property
+    def joined(self) -> asyncio.Event: ...
+    @property
+    def rules_for(self) -> RulesLookup: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +96,7 @@ def team_board_payload(
     return {
         "org": org,
         "window": window,
-        "window_start": iso(start_ms),
+        "window_start": format_rfc3339(start_ms),
         "by": by,
         "min_members": min_members,
         "offset": offset,
@@ -116,7 +143,7 @@ def leaderboard_payload(
     return {
         "org": org,
         "window": window,
-        "window_start": iso(start_ms),
+        "window_start": format_rfc3339(start_ms),
         "entries": [
             {
                 "rank": e.rank,
@@ -140,7 +167,7 @@ def explained(*args: Any) -> bytes:
     return json.dumps(explain_user(*args), separators=(",", ":")).encode()
 
 
-async def readiness(kudos: Kudos) -> tuple[bool, dict[str, Any]]:
+async def readiness(kudos: WebContext) -> tuple[bool, dict[str, Any]]:
     """/health's answer: ClickHouse (its own probe, streams/admission.py), the group, stalls."""
     clickhouse = await kudos.health.clickhouse()
     stalled = [f"{t}[{p}]" for t, p in kudos.progress.stalled(time.monotonic())]
@@ -158,13 +185,13 @@ async def readiness(kudos: Kudos) -> tuple[bool, dict[str, Any]]:
     }
 
 
-def register_views(kudos: Kudos) -> None:
+def register_views(kudos: WebContext) -> None:
     app = kudos.app
     reads = kudos.reads
     store = RecognitionStore(kudos.api_clickhouse, kudos.settings.leader_depth)
     history = DecisionHistory(kudos.api_clickhouse)
     fresh_s = kudos.settings.read_cache_ms / 1000
-    rules_for = kudos.decide.rules_for
+    rules_for = kudos.rules_for
     boards: ReadCache[tuple[str, str, int, int], list[LeaderboardEntry]] = ReadCache(
         fresh_s, 10 * fresh_s
     )
@@ -263,7 +290,7 @@ def register_views(kudos: Kudos) -> None:
 # --- people and teams (the user directory, sinks/directory.py) ----------------------------
 
 
-def register_directory_views(kudos: Kudos) -> None:
+def register_directory_views(kudos: WebContext) -> None:
     """Team and department boards, bridging thanks, give/receive balance (privacy rules:
     sinks/directory.py)."""
     from sinks.directory import DirectoryStore
@@ -271,7 +298,7 @@ def register_directory_views(kudos: Kudos) -> None:
     app = kudos.app
     directory = DirectoryStore(kudos.api_clickhouse, kudos.settings.team_min_size)
     reads = kudos.reads
-    rules_for = kudos.decide.rules_for
+    rules_for = kudos.rules_for
     k = directory.team_min_size
 
     def common(q: Params) -> tuple[str, WindowName, int, int | None]:
@@ -312,7 +339,7 @@ def register_directory_views(kudos: Kudos) -> None:
                 {
                     "org": org,
                     "window": window,
-                    "window_start": iso(start),
+                    "window_start": format_rfc3339(start),
                     "min_members": k,
                     "limit": page.limit,
                     "offset": page.offset,
@@ -341,7 +368,7 @@ def register_directory_views(kudos: Kudos) -> None:
                 {
                     "org": org,
                     "window": window,
-                    "window_start": iso(start),
+                    "window_start": format_rfc3339(start),
                     "user_id": found.user_id,
                     "display_name": found.display_name,
                     "team": found.team,
@@ -426,7 +453,9 @@ def changes_payload(
 ) -> dict[str, Any]:
     """/api/leaderboard's body, plus where each entry stood in the previous window."""
     body = leaderboard_payload(org, window, start_ms, entries)
-    body["previous_window_start"] = None if previous_start is None else iso(previous_start)
+    body["previous_window_start"] = (
+        None if previous_start is None else format_rfc3339(previous_start)
+    )
     for entry in body["entries"]:
         before = previous.get(entry["user_id"]) if previous_start is not None else None
         entry["previous_rank"] = before.rank if before else None
@@ -492,7 +521,7 @@ async def pump(
         last_write = time.monotonic()
 
 
-def register_page_views(kudos: Kudos) -> None:
+def register_page_views(kudos: WebContext) -> None:
     """What the live page reads: rank changes, a badge feed, one user's score history, the
     live stream, and the page's own assets."""
     from sinks.directory import DirectoryStore
@@ -502,7 +531,7 @@ def register_page_views(kudos: Kudos) -> None:
     settings = kudos.settings
     store = RecognitionStore(kudos.api_clickhouse, settings.leader_depth)
     reads = kudos.reads
-    rules_for = kudos.decide.rules_for
+    rules_for = kudos.rules_for
     fresh_s = settings.read_cache_ms / 1000
     pages = PageData(kudos.api_clickhouse, settings.leader_depth, settings.team_min_size)
     directory = DirectoryStore(kudos.api_clickhouse, settings.team_min_size)
@@ -629,7 +658,7 @@ def register_page_views(kudos: Kudos) -> None:
                     "user_id": found.user_id,
                     "display_name": found.display_name,
                     "points": [
-                        {"window_start": iso(p.window_start), "score": p.score}
+                        {"window_start": format_rfc3339(p.window_start), "score": p.score}
                         for p in found.points
                     ],
                 }

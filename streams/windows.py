@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Final, Literal
+from typing import Final
 
-WindowName = Literal["hour", "day", "week", "all"]
-WINDOWS: Final[tuple[WindowName, ...]] = ("hour", "day", "week", "all")
+from schemas.vocabulary import DAY_MS, HOUR_MS, WEEK_MS, WindowName
 
-HOUR_MS: Final = 3_600_000
-DAY_MS: Final = 24 * HOUR_MS
-WEEK_MS: Final = 7 * DAY_MS
 # 1970-01-01 was a Thursday; the Monday on or before it is 1969-12-29, three days earlier.
 _MONDAY_OFFSET_MS: Final = 3 * DAY_MS
 
@@ -31,17 +27,6 @@ def day_start(ms: int) -> int:
 def week_start(ms: int) -> int:
     shifted = ms + _MONDAY_OFFSET_MS
     return shifted - shifted % WEEK_MS - _MONDAY_OFFSET_MS
-
-
-def rfc3339_ms(value: str) -> int:
-    """An RFC 3339 timestamp (or epoch millis) as epoch millis; without a zone it is UTC.
-    Raises ValueError for anything else."""
-    if value.isascii() and value.lstrip("-").isdigit():  # not "²" or Arabic-Indic digits
-        return int(value)
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
 
 
 def window_start(window: WindowName, ms: int) -> int:

@@ -31,13 +31,14 @@ from kafka import KafkaProducer
 from prometheus_client import REGISTRY
 
 from schemas.codec import default_codec
+from schemas.vocabulary import DAY_MS, HOUR_MS, WINDOWS
 from sinks.clickhouse import ClickHouse, connect
-from sinks.store import RecognitionStore
 from streams.audit import Auditor
 from streams.broker import ensure_topics
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
 from streams.rules import RuleConfig, RulesLookup
-from streams.windows import DAY_MS, HOUR_MS, WINDOWS, week_start, window_start
+from streams.state_store import StateStore
+from streams.windows import week_start, window_start
 from tests.e2e import scenario
 from tests.e2e.test_explain_replay import PARTITIONS, MemoryPublisher
 from tests.e2e.worker import WorkerProcess
@@ -233,7 +234,7 @@ class Pipeline:
     def __init__(self, ch: ClickHouse, topic: str = "collab.events") -> None:
         self.ch = ch
         self.topic = topic
-        self.store = RecognitionStore(ch, leader_depth=DEPTH)
+        self.store = StateStore(ch, leader_depth=DEPTH)
         self.publisher = MemoryPublisher()
         self.blocking = Blocking()
         self.codec = default_codec()
@@ -308,7 +309,7 @@ class Pipeline:
         raise AssertionError("the audit did not settle")
 
 
-def boards(store: RecognitionStore, at: int, top: int) -> dict[str, dict[str, tuple[int, ...]]]:
+def boards(store: StateStore, at: int, top: int) -> dict[str, dict[str, tuple[int, ...]]]:
     out = {}
     for window in WINDOWS:
         entries = store.leaderboard(ORG, window, window_start(window, at), top)

@@ -26,15 +26,15 @@ from typing import Any
 import pytest
 
 from schemas.codec import default_codec
+from schemas.vocabulary import DAY_MS, WINDOWS
 from sinks.clickhouse import ClickHouse
 from sinks.history import DecisionHistory
-from sinks.store import RecognitionStore
 from streams import cli
-from streams.explain import explain_user
+from streams.explain_read import explain_user
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
 from streams.rules import RulesLookup
 from streams.settings import get_settings
-from streams.windows import DAY_MS, WINDOWS
+from streams.state_store import StateStore
 from tests.e2e import reference, scenario
 
 pytestmark = [pytest.mark.clickhouse, pytest.mark.e2e]
@@ -59,7 +59,7 @@ def run_pipeline(ch: ClickHouse, events: list[dict[str, Any]]) -> None:
         value = codec.encode_avro(scenario.to_event(d))
         batch.append(RawMessage("collab.events", p, offsets[p], None, value))
         offsets[p] += 1
-    store = RecognitionStore(ch)
+    store = StateStore(ch)
     rules = RulesLookup()
     publisher = MemoryPublisher()
     blocking = Blocking()
@@ -92,7 +92,7 @@ def run_pipeline(ch: ClickHouse, events: list[dict[str, Any]]) -> None:
         blocking.shutdown()
 
 
-def board(store: RecognitionStore, org: str, window: str, start: int) -> dict[str, Any]:
+def board(store: StateStore, org: str, window: str, start: int) -> dict[str, Any]:
     return {e.user_id: e for e in store.leaderboard(org, window, start, 1000)}  # type: ignore[arg-type]
 
 
@@ -103,7 +103,7 @@ def test_explain_and_replay(
     events = scenario.build("kp", now, seed=3)
     run_pipeline(ch, events)
     model = reference.run(events, now)
-    store = RecognitionStore(ch)
+    store = StateStore(ch)
     history = DecisionHistory(ch)
     rules = RulesLookup()
 

@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 
 from schemas.event import EventType
+from schemas.vocabulary import WINDOWS, Metric
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DIRECTORY_COLUMNS
 from sinks.erase import erasure_done
-from sinks.store import RecognitionStore
 from streams.pipeline import AggregateStage, Blocking, RawMessage
-from streams.rules import Effect, Metric, RuleConfig, RulesLookup, scrub_person
+from streams.rules import Effect, RuleConfig, RulesLookup, scrub_person
+from streams.state_store import StateStore
 from streams.transport import Control, encode_control, encode_effects
-from streams.windows import WINDOWS
 from tests.e2e import reference, scenario
 from tests.e2e.test_explain_replay import PARTITIONS, MemoryPublisher, run_pipeline
 from tests.sinks.test_history import REVERSAL_COLUMNS
@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.clickhouse, pytest.mark.e2e]
 DEPTH = 3
 
 
-def boards(store: RecognitionStore, now: int, top: int) -> dict[str, list[tuple[str, int]]]:
+def boards(store: StateStore, now: int, top: int) -> dict[str, list[tuple[str, int]]]:
     return {
         w: [(e.user_id, e.score) for e in store.leaderboard("fg", w, reference.starts(now)[w], top)]
         for w in WINDOWS
@@ -99,7 +99,7 @@ def test_forget_erases_a_person_and_nothing_else(ch: ClickHouse) -> None:
         [("fg", victim, "Victim Name", "team-a", "dep", 0, 0, 1, 1, 0, 0, datetime(2026, 1, 1))],
     )
     add_reversals(ch, victim)
-    store = RecognitionStore(ch, leader_depth=DEPTH)
+    store = StateStore(ch, leader_depth=DEPTH)
     assert mentions(ch, victim)
     assert {"reversals.actor_id", "reversals.recipient_id", "reversals.group_members"} <= set(
         mentions(ch, victim)

@@ -3,7 +3,7 @@
 Each test runs `python -m streams up` (embedded Tansu, embedded chdb) as a subprocess,
 finds its Tansu child in /proc, ends `kudos up` one way, and asserts the broker is gone
 within a few seconds: SIGKILL (nothing runs in the process: the kernel must do it),
-SIGTERM (faust's orderly stop), and a crash through `streams.app.fatal()` (the circuit
+SIGTERM (faust's orderly stop), and a crash through `streams.lifecycle.fatal()` (the circuit
 breaker's exit 3, an `os._exit` that skips every `finally`).
 """
 

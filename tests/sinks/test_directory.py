@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from schemas.directory import DirectoryRecord
+from schemas.vocabulary import DAY_MS, WindowKey
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryRow, DirectoryStore, opted_out_users, people
-from sinks.store import RecognitionStore
 from streams.rules import RulesLookup
-from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
-from streams.windows import DAY_MS
+from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowTotals
+from streams.state_store import StateStore
 
 pytestmark = pytest.mark.clickhouse
 
@@ -48,7 +48,7 @@ class Directory:
 def write_scores(ch: ClickHouse, totals: dict[WindowKey, WindowTotals], leaders: int) -> None:
     """score_state for every key; leader_rows for each board's `leaders` best keys, as
     the aggregating stage keeps them (streams/leaders.py)."""
-    store = RecognitionStore(ch)
+    store = StateStore(ch)
     book = ScoreBook()
     book.totals.update(totals)
     rules = RulesLookup()
@@ -95,8 +95,8 @@ def test_opted_out_users_leave_every_board_and_ranks_close_up(ch: ClickHouse) ->
         ((u, score(t)) for (o, _, _, u), t in totals.items() if o == ORG and u not in hidden),
         key=lambda r: (-r[1], r[0]),
     )
-    fast = RecognitionStore(ch, leader_depth=8)
-    scores_only = RecognitionStore(ch, leader_depth=0)  # always kudos.scores
+    fast = StateStore(ch, leader_depth=8)
+    scores_only = StateStore(ch, leader_depth=0)  # always kudos.scores
     for top in (1, 3, 6, 7, 18, 25):  # 6 + 2 opt-outs = 8: the deepest leader_rows read
         want = [(n + 1, u, s, names.get(u)) for n, (u, s) in enumerate(board[:top])]
         for store in (fast, scores_only):

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from schemas.vocabulary import DAY_MS
 from sinks.clickhouse import ClickHouse
 from sinks.erase import erase_person
 from sinks.history import DecisionHistory
-from streams.explain import explain_user
+from streams.explain_read import explain_user
 from streams.rules import RulesLookup
-from streams.windows import DAY_MS
 from tests.sinks.test_history import ORG, WEEK, D, R, store
 
 pytestmark = pytest.mark.clickhouse

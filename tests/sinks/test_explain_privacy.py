@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from schemas.vocabulary import HOUR_MS
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
 from sinks.history import DecisionHistory
 from sinks.store import DECISION_COLUMNS
-from streams.explain import explain_user
+from streams.explain_read import explain_user
 from streams.rules import RulesLookup
-from streams.windows import HOUR_MS
 from tests.sinks.test_directory import Directory
 
 pytestmark = pytest.mark.clickhouse

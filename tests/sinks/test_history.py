@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from schemas.vocabulary import DAY_MS
 from sinks.audit import REVERSAL_COLUMNS
 from sinks.clickhouse import ClickHouse
 from sinks.history import DecisionHistory
 from sinks.store import DECISION_COLUMNS
-from streams.explain import explain_user
+from streams.explain_read import explain_user
 from streams.rules import RuleConfig, RulesLookup
-from streams.windows import DAY_MS
 
 pytestmark = pytest.mark.clickhouse
 

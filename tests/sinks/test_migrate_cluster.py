@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from schemas.event import EventType
+from schemas.vocabulary import Reason, WindowKey, WindowName
 from sinks.clickhouse import ChdbClickHouse, ClickHouse, connect
 from sinks.cluster import SHARDING_KEYS, cluster_steps, tracking_table_statement
 from sinks.migrate import (
@@ -34,10 +35,9 @@ from sinks.migrate import (
     load_migrations,
     pending_migrations,
 )
-from sinks.store import RecognitionStore
-from streams.rules import RULE_VERSION, Decision, Reason, RuleConfig, RulesLookup
-from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
-from streams.windows import WindowName
+from streams.rules import RULE_VERSION, Decision, RuleConfig, RulesLookup
+from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowTotals
+from streams.state_store import StateStore
 from tests.services.clickhouse_cluster import CLUSTER, ClickHouseCluster
 from tests.streams.factories import event, records
 
@@ -282,19 +282,19 @@ def test_scores_written_through_distributed_tables_read_back_exactly_from_any_ho
                 shares=i % 4, thanks_received=i % 9, thankers={f"t{i % 3}", "z"}, hwm={0: i + 1}
             )
             keys.append(key)
-    store = RecognitionStore(writer, leader_depth=5)
+    store = StateStore(writer, leader_depth=5)
     stale = ScoreBook(
         totals={k: WindowTotals(shares=99, hwm={0: 0}) for k in keys}  # older versions
     )
     store.write_scores(stale, keys, RulesLookup())
     store.write_scores(book, keys, RulesLookup())
-    RecognitionStore(other).write_scores(stale, keys[:30], RulesLookup())  # late, old rows
+    StateStore(other).write_scores(stale, keys[:30], RulesLookup())  # late, old rows
     rows = store.score_rows(book, keys, RulesLookup())
     store.write_leader_rows([r for r in rows if r[9] >= 25])
     store.write_thankers([(k, t) for k in keys for t in book.totals[k].thankers])
     award = BadgeAward("acme", users[7], Badge.HELPER, WEEK, 1, "five thankers")
     store.write_badges([award])
-    RecognitionStore(other).write_badges([award])  # a replayed award, from another worker
+    StateStore(other).write_badges([award])  # a replayed award, from another worker
 
     # Every key on exactly one shard, and both shards used.
     _assert_sharded(
@@ -317,7 +317,7 @@ def test_scores_written_through_distributed_tables_read_back_exactly_from_any_ho
         key=lambda r: (-r[1], r[0]),
     )
     for ch in hosts:
-        reader = RecognitionStore(ch, leader_depth=5)
+        reader = StateStore(ch, leader_depth=5)
         # kudos.scores (FINAL over the Distributed table): one row per key, the newest.
         got = ch.query(
             "SELECT user_id, score, shares FROM kudos.scores WHERE org_id = 'acme' "
@@ -353,7 +353,7 @@ def test_decisions_keep_each_source_partition_on_one_shard(hosts: list[ClickHous
             decisions.append(
                 Decision(rec, f"r{n}", Reason.COUNTED, rec.event.occurred_at, RULE_VERSION)
             )
-    assert RecognitionStore(writer).write_decisions(decisions) == 20
+    assert StateStore(writer).write_decisions(decisions) == 20
     shards = _keys_per_shard(
         hosts,
         "SELECT DISTINCT src_partition FROM kudos.decisions_local WHERE org_id = %(org)s",
@@ -363,7 +363,7 @@ def test_decisions_keep_each_source_partition_on_one_shard(hosts: list[ClickHous
     assert shards[0] | shards[1] == {(p,) for p in range(4)}
     for ch in (other, writer):
         for partition in range(4):
-            state = RecognitionStore(ch).load_partition_state(
+            state = StateStore(ch).load_partition_state(
                 "collab.events", partition, RulesLookup(RuleConfig(grace_ms=0))
             )
             assert state.next_offset == 100 * partition + 5
@@ -414,7 +414,7 @@ def test_a_person_is_erased_on_every_shard(hosts: list[ClickHouse]) -> None:
             thanks_received=i + 1, thankers={victim, "z"}, hwm={0: i + 1}
         )
         keys.append(key)
-    store = RecognitionStore(writer, leader_depth=5)
+    store = StateStore(writer, leader_depth=5)
     store.write_scores(book, keys, RulesLookup())
     rows = store.score_rows(book, keys, RulesLookup())
     store.write_leader_rows(rows)
@@ -439,7 +439,7 @@ def test_a_person_is_erased_on_every_shard(hosts: list[ClickHouse]) -> None:
         ):
             n = ch.query(f"SELECT count() FROM kudos.{table} WHERE {column} = %(u)s", {"u": victim})
             assert n == [(0,)], (table, column)
-        board = RecognitionStore(ch, leader_depth=5).leaderboard("erase", "all", 0, 5)
+        board = StateStore(ch, leader_depth=5).leaderboard("erase", "all", 0, 5)
         assert [e.user_id for e in board] == users[::-1][:5]  # victim was not on top
         # Everyone keeps their distinct thankers (the victim became the token).
         assert board[0].distinct_thankers == 2
@@ -455,11 +455,11 @@ def test_reversals_are_read_and_erased_through_distributed_tables(
     from dataclasses import replace
 
     from schemas.directory import DirectoryRecord
+    from schemas.vocabulary import DAY_MS
     from sinks.directory import DirectoryRow, DirectoryStore
     from sinks.erase import erase_person
     from sinks.history import DecisionHistory
-    from streams.explain import explain_user
-    from streams.windows import DAY_MS
+    from streams.explain_read import explain_user
     from tests.sinks import test_history as h
 
     org = "audited"
@@ -546,7 +546,7 @@ def test_collusion_audit_on_a_cluster(hosts: list[ClickHouse]) -> None:
     finally:
         pipe.blocking.shutdown()
     at = events[0]["occurred_at"]
-    reader = RecognitionStore(hosts[1], leader_depth=tc.DEPTH)
+    reader = StateStore(hosts[1], leader_depth=tc.DEPTH)
     deep, shallow = tc.boards(reader, at, 1000), tc.boards(reader, at, tc.DEPTH)
     for window, expected in want.items():
         assert deep[window] == expected, window

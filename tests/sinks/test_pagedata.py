@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from schemas.vocabulary import DAY_MS, WEEK_MS, WindowKey
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
 from sinks.pagedata import PageData, PreviousRank
-from streams.scorebook import WindowKey, WindowTotals
-from streams.windows import DAY_MS, WEEK_MS
+from streams.scorebook import WindowTotals
 from tests.sinks.test_directory import ORG, WEEK, Directory, score, write_scores
 
 pytestmark = pytest.mark.clickhouse

@@ -23,6 +23,9 @@ import pytest
 
 from schemas.directory import DirectoryRecord
 from schemas.event import EventType
+from schemas.rows import ThanksDecision
+from schemas.times import ms_to_dt, now_utc
+from schemas.vocabulary import DAY_MS, WEEK_MS, Reason, WindowKey
 from sinks import audit, erase, migrate
 from sinks.clickhouse import (
     MUTATION_MAX_BYTES,
@@ -33,11 +36,12 @@ from sinks.clickhouse import (
 from sinks.directory import DirectoryRow, DirectoryStore
 from sinks.history import REPLAY_COLUMNS, DecisionHistory
 from sinks.pagedata import PageData
-from sinks.store import LEADER_COLUMNS, DeadLetter, RecognitionStore, ms_to_dt, now_utc
-from streams.collusion import Change, ThanksDecision
-from streams.rules import RULE_VERSION, Decision, Reason, RuleConfig, RulesLookup
-from streams.scorebook import BadgeAward, ScoreBook, WindowKey, WindowTotals
-from streams.windows import DAY_MS, WEEK_MS
+from sinks.store import LEADER_COLUMNS
+from streams.audit import change_rows
+from streams.collusion import Change
+from streams.rules import RULE_VERSION, Decision, RuleConfig, RulesLookup
+from streams.scorebook import BadgeAward, ScoreBook, WindowTotals
+from streams.state_store import DeadLetter, StateStore
 from tests.streams.factories import event, records
 
 pytestmark = pytest.mark.clickhouse
@@ -128,7 +132,7 @@ def _decisions(org: str, users: list[str]) -> list[Decision]:
 def test_no_input_value_is_written_into_sql_text(ch: ClickHouse, texts: SqlTexts) -> None:
     org = maximal(ORG_MARK, 0)
     users = [maximal(ID_MARK, i) for i in range(MANY_USERS)]
-    store = RecognitionStore(ch, leader_depth=5)
+    store = StateStore(ch, leader_depth=5)
     rules = RulesLookup()
 
     # --- deciding stage -----------------------------------------------------------
@@ -240,7 +244,8 @@ def test_no_input_value_is_written_into_sql_text(ch: ClickHouse, texts: SqlTexts
                             Reason.COUNTED, first.occurred_at, TOPIC, 0, first.offset)  # fmt: skip
     change = Change(thanks, Reason.COLLUSION, "reciprocal", (users[0], users[1]))
     drops = {(thanks.actor_id, thanks.recipient_id): [("week", WEEK)]}
-    assert audit.write_reversals(ch, org, WEEK, [change], drops, RuleConfig()) == 1
+    rows = change_rows(org, WEEK, [change], drops, RuleConfig(), now_utc())
+    assert audit.write_reversals(ch, rows) == 1
     assert len(audit.reversal_rows(ch, org, WEEK)) == 1
     audit.write_step(ch, org, WEEK, WEEK + WEEK_MS, audit.DECIDED)
     assert audit.audited_through(ch) == {org: WEEK + WEEK_MS}

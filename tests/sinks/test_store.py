@@ -1,11 +1,12 @@
-"""RecognitionStore on both backends: state round trips at scale, leaderboard sources."""
+"""StateStore on both backends: state round trips at scale, leaderboard sources."""
 
 from __future__ import annotations
 
+from schemas.vocabulary import WindowKey
 from sinks.clickhouse import ClickHouse
-from sinks.store import RecognitionStore
 from streams.rules import RulesLookup
-from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowKey, WindowTotals
+from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowTotals
+from streams.state_store import StateStore
 
 WEEK = 1_795_392_000_000  # Monday 2026-11-23 00:00 UTC
 
@@ -14,7 +15,7 @@ def test_many_long_user_ids_load_back_exactly(ch: ClickHouse) -> None:
     """A batch can touch thousands of new users: written into SQL, one IN (...) list of
     them all passed ClickHouse's max_query_size (256 KiB), which a 1M-user benchmark hit;
     bound, they are one set per statement (tests/sinks/test_sql_text.py: 20,000)."""
-    store = RecognitionStore(ch)
+    store = StateStore(ch)
     users = [f"user-{i:05d}-" + "x" * 120 for i in range(3000)]
     book = ScoreBook()
     keys: list[WindowKey] = []
@@ -38,7 +39,7 @@ def test_many_long_user_ids_load_back_exactly(ch: ClickHouse) -> None:
 def test_leaderboards_up_to_the_depth_read_leader_rows_and_deeper_ones_scores(
     ch: ClickHouse,
 ) -> None:
-    store = RecognitionStore(ch, leader_depth=2)
+    store = StateStore(ch, leader_depth=2)
     book = ScoreBook()
     keys: list[WindowKey] = [("acme", "all", 0, u) for u in ("a", "b", "c")]
     for n, key in enumerate(keys):
@@ -55,8 +56,8 @@ def test_deciding_state_rebuilt_from_decisions_equals_the_live_state(ch: ClickHo
     """Caps, giver budgets and dedupe ids survive a restart, in the org's calendar."""
     import random
 
+    from schemas.vocabulary import HOUR_MS
     from streams.rules import PartitionState, RuleConfig, decide_batch
-    from streams.windows import HOUR_MS
     from tests.streams.factories import event, ms, records
 
     rules = RulesLookup(
@@ -88,7 +89,7 @@ def test_deciding_state_rebuilt_from_decisions_equals_the_live_state(ch: ClickHo
     live = PartitionState()
     now = start + 200 * HOUR_MS
     decisions = decide_batch(records(events, partition=2), live, now, rules)
-    store = RecognitionStore(ch)
+    store = StateStore(ch)
     store.write_decisions(decisions[:250], [])
     store.write_decisions(decisions[200:], [])  # a replayed insert: rows stored twice
     loaded = store.load_partition_state("collab.events", 2, rules)
@@ -104,7 +105,7 @@ def test_decayed_score_round_trips_and_the_view_decays_it_to_now(ch: ClickHouse)
 
     from streams.rules import RuleConfig
 
-    store = RecognitionStore(ch)
+    store = StateStore(ch)
     now = int(time.time() * 1000)
     day = 86_400_000
     book = ScoreBook()

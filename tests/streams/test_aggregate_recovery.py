@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from schemas.vocabulary import Metric
 from sinks.clickhouse import ClickHouse
-from sinks.store import RecognitionStore
 from streams.pipeline import AggregateStage, Blocking, RawMessage
-from streams.rules import Effect, Metric, RulesLookup
+from streams.rules import Effect, RulesLookup
+from streams.state_store import StateStore
 from streams.transport import encode_effects
 from tests.streams.factories import ms
 
@@ -27,7 +28,7 @@ class Crash(BaseException):
     """SIGKILL between two writes: nothing after it runs, nothing is acked."""
 
 
-class CrashingStore(RecognitionStore):
+class CrashingStore(StateStore):
     """Dies at the `n`-th write call of a batch (counting only non-empty writes)."""
 
     def __init__(self, ch: ClickHouse, n: int) -> None:
@@ -74,7 +75,7 @@ def batch() -> list[RawMessage]:
     return [RawMessage("kudos.effects", 0, 5, None, encode_effects(effects))]
 
 
-def run(store: RecognitionStore, messages: list[RawMessage]) -> None:
+def run(store: StateStore, messages: list[RawMessage]) -> None:
     blocking = Blocking()
     stage = AggregateStage(
         store, RulesLookup(), Sink(), blocking, badges_topic="recognition.badges", leader_depth=3
@@ -103,13 +104,13 @@ def test_a_crash_between_writes_and_a_replay_equal_one_clean_run(
 ) -> None:
     with pytest.raises(Crash):
         run(CrashingStore(ch, crash_at), batch())
-    run(RecognitionStore(ch, leader_depth=3), batch())  # the restart replays the batch
+    run(StateStore(ch, leader_depth=3), batch())  # the restart replays the batch
     crashed = snapshot(ch)
     ch.execute("TRUNCATE TABLE kudos.score_state")
     ch.execute("TRUNCATE TABLE kudos.leader_rows")
     ch.execute("TRUNCATE TABLE kudos.thankers")
     ch.execute("TRUNCATE TABLE kudos.badge_award_rows")
-    run(RecognitionStore(ch, leader_depth=3), batch())
+    run(StateStore(ch, leader_depth=3), batch())
     clean = snapshot(ch)
     assert crashed == clean
     assert len(clean[1]) == 4 * 6  # every window of every user is on its (shallow) board

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.vocabulary import DAY_MS, Metric
 from streams.badges import BadgeRule, streak_ends
-from streams.rules import Effect, Metric, RuleConfig, RulesLookup
+from streams.rules import Effect, RuleConfig, RulesLookup
 from streams.scorebook import Applied, ScoreBook, apply_effects
-from streams.windows import DAY_MS
 from tests.streams.factories import ms
 
 MONDAY = date(2026, 11, 2)

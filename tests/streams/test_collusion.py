@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.event import CollaborationEvent, EventType
+from schemas.rows import ThanksDecision
+from schemas.vocabulary import DAY_MS, HOUR_MS, Reason
 from streams.collusion import (
     Change,
-    ThanksDecision,
     audit_week,
     collusive_groups,
     flagged_pairs,
@@ -22,13 +23,11 @@ from streams.collusion import (
 from streams.rules import (
     Decision,
     PartitionState,
-    Reason,
     RuleConfig,
     RulesLookup,
     SourceRecord,
     decide_batch,
 )
-from streams.windows import DAY_MS, HOUR_MS
 from tests.streams.factories import event, ms
 
 WEEK = ms("2026-11-23T00:00:00")  # a Monday: the start of a UTC org week

@@ -58,8 +58,7 @@ def test_fatal_runs_the_registered_cleanups_and_still_exits_with_its_code(tmp_pa
     ran = tmp_path / "ran"
     script = f"""
 import pathlib
-from streams.app import fatal
-from streams.entry import run_on_fatal_exit
+from streams.lifecycle import fatal, run_on_fatal_exit
 
 def boom() -> None:
     raise RuntimeError("boom")

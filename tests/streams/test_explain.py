@@ -6,18 +6,20 @@ from dataclasses import replace
 
 import pytest
 
-from sinks.history import Audit, DecisionGroup, DecisionRow
+from schemas.rows import Audit, DecisionGroup, DecisionRow
+from schemas.times import format_rfc3339
+from schemas.vocabulary import DAY_MS, HOUR_MS, Metric
 from streams.explain import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    Page,
     entries_of,
     explain_payload,
     metrics_for,
-    rfc3339,
 )
-from streams.params import BadRequest, Page, Params
-from streams.rules import Metric, RuleConfig
-from streams.windows import DAY_MS, HOUR_MS, calendar, window_bounds
+from streams.params import BadRequest, Params
+from streams.rules import RuleConfig
+from streams.windows import calendar, window_bounds
 from tests.streams.factories import ms
 
 NOW = ms("2026-11-25T12:34:56")  # a Wednesday
@@ -158,7 +160,7 @@ def test_limit_and_timestamps() -> None:
     for bad in ("0", "-1", "x", "10001", "²"):
         with pytest.raises(BadRequest, match="'limit'"):
             page(limit=bad)
-    assert rfc3339(NOW + 7) == "2026-11-25T12:34:56.007Z"
+    assert format_rfc3339(NOW + 7) == "2026-11-25T12:34:56.007Z"
 
 
 def test_a_private_decision_names_nobody_and_hides_its_lineage_and_minute() -> None:

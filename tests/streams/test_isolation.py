@@ -10,13 +10,13 @@ from typing import Any, cast
 import pytest
 
 from schemas.codec import default_codec
-from sinks.store import RecognitionStore
 from streams import metrics
 from streams.drain import BatchRoute
 from streams.faults import poisoned
 from streams.isolation import Isolator, PoisonStorm, describe, isolatable
 from streams.pipeline import Blocking, DecideStage, FlushChain, RawMessage, StopRequested
 from streams.rules import PartitionState, RulesLookup, remember
+from streams.state_store import StateStore
 from tests.streams.factories import event
 from tests.streams.test_pipeline import NOW, FakePublisher, FakeStore
 
@@ -322,7 +322,7 @@ def test_the_deciding_stage_dead_letters_a_poison_event_and_decides_the_rest_onc
     pub = FakePublisher(store.log)
     rules = poisoned(RulesLookup(), "POISON-")
     decide = DecideStage(
-        cast(RecognitionStore, store),
+        cast(StateStore, store),
         default_codec(),
         rules,
         pub,
@@ -357,7 +357,7 @@ def test_the_deciding_stage_dead_letters_a_poison_event_and_decides_the_rest_onc
     assert sorted(o for b in acked for o in b) == list(range(20))
     # A restart finds offset 7 decided (as undecodable) and decides nothing again.
     again = DecideStage(
-        cast(RecognitionStore, store),
+        cast(StateStore, store),
         codec,
         rules,
         pub,

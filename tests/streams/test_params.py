@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.params import MAX_AT, MAX_OFFSET, MIN_AT, BadRequest, Page, Params, parse_user
+from streams.explain import Page
+from streams.params import MAX_AT, MAX_OFFSET, MIN_AT, BadRequest, Params, parse_user
 from tests.streams.factories import ms
 
 NOW = ms("2026-11-25T12:34:56")

@@ -9,12 +9,14 @@ from typing import Any, cast
 import pytest
 
 from schemas.codec import default_codec
+from schemas.times import dt_to_ms
+from schemas.vocabulary import WindowKey
 from sinks.clickhouse import ClickHouseUnavailable
-from sinks.store import DeadLetter, RecognitionStore, dt_to_ms
 from streams import pipeline
 from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
 from streams.rules import Decision, PartitionState, RulesLookup
-from streams.scorebook import BadgeAward, ScoreBook, WindowKey
+from streams.scorebook import BadgeAward, ScoreBook
+from streams.state_store import DeadLetter, StateStore
 from tests.streams.factories import event, ms
 
 NOW = ms("2026-11-23T12:00:00")
@@ -58,7 +60,7 @@ class FakeStore:
         self.badges.extend(awards)
         return len(awards)
 
-    score_rows = staticmethod(RecognitionStore.score_rows)
+    score_rows = staticmethod(StateStore.score_rows)
 
     def write_score_rows(self, rows: Sequence[Any]) -> int:
         self._maybe_fail()
@@ -95,7 +97,7 @@ def make(fail_times: int = 0) -> tuple[FakeStore, FakePublisher, DecideStage, Ag
     blocking = Blocking()
     rules = RulesLookup()
     decide = DecideStage(
-        cast(RecognitionStore, store),
+        cast(StateStore, store),
         default_codec(),
         rules,
         pub,
@@ -106,7 +108,7 @@ def make(fail_times: int = 0) -> tuple[FakeStore, FakePublisher, DecideStage, Ag
         clock=lambda: NOW,
     )
     aggregate = AggregateStage(
-        cast(RecognitionStore, store), rules, pub, blocking, badges_topic="recognition.badges"
+        cast(StateStore, store), rules, pub, blocking, badges_topic="recognition.badges"
     )
     return store, pub, decide, aggregate
 

@@ -8,21 +8,21 @@ from pathlib import Path
 import pytest
 
 from schemas.event import CollaborationEvent
-from sinks.history import DecisionRow, StoredTotals
+from schemas.rows import DecisionRow, StoredTotals
+from schemas.vocabulary import DAY_MS, HOUR_MS
 from streams.replay import (
     ReplayError,
     StoredEvent,
     diff_windows,
     format_table,
-    load_rules,
-    parse_time,
     rebuild_events,
     replay,
     report,
 )
+from streams.replay_job import load_rules, parse_time
 from streams.rules import Decision, PartitionState, RuleConfig, RulesLookup, decide_batch
 from streams.settings import Settings
-from streams.windows import DAY_MS, HOUR_MS, day_start
+from streams.windows import day_start
 from tests.streams.factories import event, ms, records
 
 NOW = ms("2026-11-23T12:00:00")

@@ -1,15 +1,13 @@
+from schemas.vocabulary import DAY_MS, HOUR_MS, Metric, Reason
 from streams.rules import (
     DEFAULT_RULES,
-    Metric,
     PartitionState,
-    Reason,
     RuleConfig,
     RulesLookup,
     decide_batch,
     effects_of,
     seen_key,
 )
-from streams.windows import DAY_MS, HOUR_MS
 from tests.streams.factories import event, ms, records
 
 NOW = ms("2026-11-23T12:00:00")

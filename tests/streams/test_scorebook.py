@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.event import EventType
-from streams.rules import Effect, Metric, RulesLookup
+from schemas.vocabulary import DAY_MS, Metric
+from streams.rules import Effect, RulesLookup
 from streams.scorebook import (
     Adjustment,
     Applied,
@@ -14,7 +15,7 @@ from streams.scorebook import (
     apply_effects,
     keys_needed,
 )
-from streams.windows import DAY_MS, week_start
+from streams.windows import week_start
 from tests.streams.factories import event, ms
 from tests.streams.reference import run_pure
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.rules import Effect, Metric
+from schemas.vocabulary import Metric
+from streams.rules import Effect
 from streams.transport import (
     EFFECTS_MESSAGE_BYTES,
     decode_effects,
