@@ -32,21 +32,8 @@ from typing import Any, Final, Literal
 from schemas.directory import DirectoryRecord
 from sinks.clickhouse import ClickHouse
 from sinks.history import audited_decisions
+from sinks.tables import DIRECTORY
 
-DIRECTORY_COLUMNS: Final = (
-    "org_id",
-    "user_id",
-    "display_name",
-    "team",
-    "department",
-    "opted_out",
-    "deleted",
-    "updated_at_ms",
-    "version",
-    "src_partition",
-    "src_offset",
-    "stored_at",
-)
 DEFAULT_TEAM_MIN_SIZE: Final = 5
 GroupBy = Literal["team", "department"]
 _NO_END: Final = 2**63 - 1
@@ -187,8 +174,8 @@ class DirectoryStore:
             return 0
         at = datetime.now(tz=UTC).replace(tzinfo=None, microsecond=0)
         return self.ch.insert(
-            "kudos.directory",
-            DIRECTORY_COLUMNS,
+            DIRECTORY.qualified,
+            DIRECTORY.columns,
             [
                 (
                     r.record.org_id,

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from sinks.clickhouse import ClickHouse
 from sinks.store import dt_to_ms, ms_to_dt
+from sinks.tables import REPLAY_SCORES
 from streams.scorebook import WindowKey
 
 # The dedup key of kudos.decisions (its ORDER BY), plus src_topic, which one source
@@ -136,26 +137,6 @@ ENTRY_ORDER: Final = (
 
 # Reasons of rows that hold no event (messages that could not be decoded).
 UNDECODABLE: Final = "undecodable"
-REPLAY_COLUMNS: Final = (
-    "replay_id",
-    "replayed_at",
-    "range_from",
-    "range_to",
-    "org_id",
-    "window",
-    "window_start",
-    "user_id",
-    "whole",
-    "old_score",
-    "score",
-    "shares",
-    "thanks_given",
-    "thanks_received",
-    "reactions_received",
-    "rules",
-)
-
-# What `kudos replay --apply` writes to: kudos.replay_scores (migration 0015).
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +364,8 @@ class DecisionHistory:
         return bool(rows and rows[0][0])
 
     def write_replay_scores(self, rows: Sequence[Sequence[Any]]) -> int:
-        """Rows in `REPLAY_COLUMNS` order (datetimes as naive UTC) into kudos.replay_scores."""
+        """Rows in `REPLAY_SCORES.columns` order (datetimes as naive UTC) into
+        kudos.replay_scores."""
         if not rows:
             return 0
-        return self.ch.insert("kudos.replay_scores", REPLAY_COLUMNS, rows)
+        return self.ch.insert(REPLAY_SCORES.qualified, REPLAY_SCORES.columns, rows)

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from sinks.clickhouse import ClickHouse, mutation_chunks
 from sinks.erase import mutate
+from sinks.tables import BADGE_AWARD_ROWS, DECISIONS, LEADER_ROWS, SCORE_STATE, THANKERS
 from streams.leaders import DEPTH, BoardKey
 from streams.rules import (
     NOT_SEEN,
@@ -32,59 +33,7 @@ from streams.rules import (
 from streams.scorebook import BadgeAward, ScoreBook, WindowKey, WindowTotals
 from streams.windows import WEEK_MS, WindowName
 
-DECISION_COLUMNS: Final = (
-    "org_id",
-    "event_id",
-    "event_type",
-    "actor_id",
-    "recipient_id",
-    "counted",
-    "reason",
-    "rule_version",
-    "occurred_at",
-    "occurred_at_ms",
-    "stream_time_ms",
-    "source",
-    "channel",
-    "visibility",
-    "src_topic",
-    "src_partition",
-    "src_offset",
-    "decided_at",
-    "error",
-)
 UNDECODABLE: Final = "undecodable"
-SCORE_COLUMNS: Final = (
-    "org_id",
-    "window",
-    "window_start",
-    "user_id",
-    "shares",
-    "thanks_given",
-    "thanks_received",
-    "distinct_thankers",
-    "reactions_received",
-    "score",
-    "hwm_partitions",
-    "hwm_offsets",
-    "version",
-    "updated_at",
-    "decay_value",
-    "decay_at_ms",
-    "decay_half_life_s",
-)
-# kudos.leader_rows has score_state's columns but the decayed score's: the first ones.
-LEADER_COLUMNS: Final = SCORE_COLUMNS[: SCORE_COLUMNS.index("decay_value")]
-THANKER_COLUMNS: Final = ("org_id", "window", "window_start", "user_id", "thanker_id")
-BADGE_COLUMNS: Final = (
-    "org_id",
-    "user_id",
-    "badge",
-    "period_start",
-    "awarded_at",
-    "rule_version",
-    "evidence",
-)
 # Reasons after which an event id counts as seen (streams.rules.NOT_SEEN: it passed
 # invalid/too_many_recipients/future/late).
 _SEEN_REASONS: Final = tuple(r.value for r in Reason if r not in NOT_SEEN)
@@ -204,7 +153,7 @@ class RecognitionStore:
                     f"{x.reason}: {x.detail}"[:2000],
                 )
             )
-        return self.ch.insert("kudos.decisions", DECISION_COLUMNS, rows)
+        return self.ch.insert(DECISIONS.qualified, DECISIONS.columns, rows)
 
     def load_partition_state(
         self, topic: str, partition: int, rules_for: RulesLookup
@@ -326,8 +275,8 @@ class RecognitionStore:
         if not rows:
             return 0
         return self.ch.insert(
-            "kudos.thankers",
-            THANKER_COLUMNS,
+            THANKERS.qualified,
+            THANKERS.columns,
             [(org, w, ms_to_dt(s), user, thanker) for (org, w, s, user), thanker in rows],
         )
 
@@ -353,8 +302,8 @@ class RecognitionStore:
             return 0
         at = now_utc()
         return self.ch.insert(
-            "kudos.badge_award_rows",
-            BADGE_COLUMNS,
+            BADGE_AWARD_ROWS.qualified,
+            BADGE_AWARD_ROWS.columns,
             [
                 (
                     a.org_id,
@@ -412,14 +361,14 @@ class RecognitionStore:
     def write_score_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         if not rows:
             return 0
-        return self.ch.insert("kudos.score_state", SCORE_COLUMNS, rows)
+        return self.ch.insert(SCORE_STATE.qualified, SCORE_STATE.columns, rows)
 
     def write_leader_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """score_state rows of keys at or above their board's threshold (streams/leaders)."""
         if not rows:
             return 0
-        n = len(LEADER_COLUMNS)
-        return self.ch.insert("kudos.leader_rows", LEADER_COLUMNS, [r[:n] for r in rows])
+        n = len(LEADER_ROWS.columns)  # score_state's first columns (sinks/tables.py)
+        return self.ch.insert(LEADER_ROWS.qualified, LEADER_ROWS.columns, [r[:n] for r in rows])
 
     def load_boards(
         self, boards: Iterable[BoardKey], depth: int
