@@ -34,7 +34,7 @@ import aiohttp
 from schemas.vocabulary import DAY_MS, HOUR_MS
 from sinks.clickhouse import ClickHouse, connect
 from sinks.migrate import apply_migrations, load_migrations
-from sinks.store import LEADER_COLUMNS
+from sinks.tables import LEADER_ROWS, SCORE_STATE
 from streams.broker import EmbeddedBroker
 from streams.windows import window_start
 from tests.e2e.worker import WorkerProcess
@@ -72,7 +72,8 @@ def generate(ch: ClickHouse, users: int, events: int, now_ms: int) -> int:
         start = datetime.fromtimestamp(start_ms // 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         n = f"toUInt64({per_user} * {share} + cityHash64(number, {start_ms}) % 3)"
         ch.execute(
-            "INSERT INTO kudos.score_state (" + ", ".join(LEADER_COLUMNS) + ") "
+            # leader_rows' columns: score_state's first ones (the decayed score's default)
+            f"INSERT INTO {SCORE_STATE.qualified} ({LEADER_ROWS.column_list()}) "
             "SELECT org_id, `window`, window_start, user_id, "
             "shares, thanks_given, thanks_received, least(thanks_received, 40), "
             "reactions_received, 2 * shares + thanks_given + 3 * thanks_received "

@@ -17,40 +17,11 @@ from schemas.times import dt_to_ms, ms_to_dt, now_utc
 from schemas.vocabulary import Reason
 from sinks.clickhouse import ClickHouse
 from sinks.history import audited_decisions, deduped_decisions
+from sinks.tables import AUDITS, REVERSALS, STREAM_TIMES
 
 DECIDED: Final = "decided"
 APPLIED: Final = "applied"
 DONE: Final = "done"
-REVERSAL_COLUMNS: Final = (
-    "org_id",
-    "week_start",
-    "event_id",
-    "actor_id",
-    "recipient_id",
-    "src_topic",
-    "src_partition",
-    "src_offset",
-    "occurred_at_ms",
-    "was",
-    "now",
-    "delta",
-    "rule",
-    "group_members",
-    "rule_version",
-    "drop_thanker",
-    "audited_at",
-)
-AUDIT_COLUMNS: Final = (
-    "org_id",
-    "week_start",
-    "week_end_ms",
-    "step",
-    "part",
-    "reversed",
-    "reinstated",
-    "groups",
-    "at",
-)
 # Reasons of THANKS decisions an audit can change (the rest stay what they were).
 _AUDITED_REASONS: Final = (
     Reason.COUNTED.value,
@@ -79,9 +50,7 @@ def write_stream_times(ch: ClickHouse, rows: Sequence[tuple[str, int, int]]) -> 
     """(topic, partition, stream time ms) of partitions whose decisions are stored."""
     at = now_utc()
     return ch.insert(
-        "kudos.stream_times",
-        ("src_topic", "src_partition", "stream_time_ms", "at"),
-        [(t, p, ms, at) for t, p, ms in rows],
+        STREAM_TIMES.qualified, STREAM_TIMES.columns, [(t, p, ms, at) for t, p, ms in rows]
     )
 
 
@@ -173,8 +142,8 @@ def counted_elsewhere(
 
 
 def write_reversals(ch: ClickHouse, rows: Sequence[tuple[Any, ...]]) -> int:
-    """kudos.reversals rows (REVERSAL_COLUMNS), one per changed decision."""
-    return ch.insert("kudos.reversals", REVERSAL_COLUMNS, rows) if rows else 0
+    """kudos.reversals rows (sinks.tables.REVERSALS), one per changed decision."""
+    return ch.insert(REVERSALS.qualified, REVERSALS.columns, rows) if rows else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +182,8 @@ def write_step(
     counts: tuple[int, int, int] = (0, 0, 0),
 ) -> None:
     ch.insert(
-        "kudos.audits",
-        AUDIT_COLUMNS,
+        AUDITS.qualified,
+        AUDITS.columns,
         [(org, ms_to_dt(week_start_ms), week_end_ms, step, part, *counts, now_utc())],
     )
 

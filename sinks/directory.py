@@ -33,21 +33,8 @@ from schemas.directory import DirectoryRecord
 from schemas.times import ms_to_dt
 from sinks.clickhouse import ClickHouse
 from sinks.history import audited_decisions
+from sinks.tables import DIRECTORY
 
-DIRECTORY_COLUMNS: Final = (
-    "org_id",
-    "user_id",
-    "display_name",
-    "team",
-    "department",
-    "opted_out",
-    "deleted",
-    "updated_at_ms",
-    "version",
-    "src_partition",
-    "src_offset",
-    "stored_at",
-)
 DEFAULT_TEAM_MIN_SIZE: Final = 5
 GroupBy = Literal["team", "department"]
 _NO_END: Final = 2**63 - 1
@@ -184,8 +171,8 @@ class DirectoryStore:
             return 0
         at = datetime.now(tz=UTC).replace(tzinfo=None, microsecond=0)
         return self.ch.insert(
-            "kudos.directory",
-            DIRECTORY_COLUMNS,
+            DIRECTORY.qualified,
+            DIRECTORY.columns,
             [
                 (
                     r.record.org_id,

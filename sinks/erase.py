@@ -33,6 +33,7 @@ import time
 from typing import Any, Final
 
 from sinks.clickhouse import ClickHouse
+from sinks.tables import DECISIONS, ERASURES, LEADER_ROWS, SCORE_STATE, THANKERS, Table
 
 DATABASE: Final = "kudos"
 ERASED: Final = "erased"
@@ -98,6 +99,34 @@ def mutate(ch: ClickHouse, table: str, action: str, params: dict[str, Any]) -> N
         time.sleep(0.05)
 
 
+# The placeholder of a decision the person received (see the module docstring): these
+# columns change, every other column is copied. A column added to kudos.decisions is
+# copied too: if it can name or describe the person, replace it here (tests/e2e/
+# test_forget.py fails when a String column still holds their id).
+_PLACEHOLDER: Final = {
+    "actor_id": "if(actor_id = %(user)s, %(token)s, actor_id)",
+    "recipient_id": "%(token)s",
+    "counted": "0",
+    "reason": "%(erased)s",
+    "source": "''",
+    "channel": "''",
+    "error": "''",
+}
+
+
+def _copy(table: Table, replaced: dict[str, str], where: str) -> str:
+    """SQL: insert into `table` its own rows that `where` selects, every column copied
+    but those of `replaced` (column -> SQL expression; values stay bound parameters)."""
+    unknown = set(replaced) - set(table.columns)
+    if unknown:
+        raise ValueError(f"{table.name} has no column {sorted(unknown)}")
+    select = ", ".join(replaced.get(c, f"`{c}`") for c in table.columns)
+    return (
+        f"INSERT INTO {table.qualified} ({table.column_list()}) "
+        f"SELECT {select} FROM {table.qualified} WHERE {where}"
+    )
+
+
 def _has_table(ch: ClickHouse, table: str) -> bool:
     rows = ch.query(
         "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(t)s",
@@ -128,12 +157,7 @@ def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, i
     theirs = "org_id = %(org)s AND thanker_id = %(user)s"
     n_own, n_named = count("thankers", mine), count("thankers", theirs)
     if n_named:
-        ch.execute(
-            f"INSERT INTO {DATABASE}.thankers (org_id, `window`, window_start, user_id, "
-            "thanker_id) SELECT org_id, `window`, window_start, user_id, %(token)s "
-            f"FROM {DATABASE}.thankers WHERE {theirs}",
-            p,
-        )
+        ch.execute(_copy(THANKERS, {"thanker_id": "%(token)s"}, theirs), p)
     if n_own or n_named:
         mutate(ch, "thankers", f"DELETE WHERE {mine} OR ({theirs})", p)
     touched["thankers"] = n_own + n_named
@@ -143,18 +167,7 @@ def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, i
     acted = "org_id = %(org)s AND actor_id = %(user)s"
     n_received, n_acted = count("decisions", received), count("decisions", acted)
     if n_received:
-        ch.execute(
-            f"INSERT INTO {DATABASE}.decisions (org_id, event_id, event_type, actor_id, "
-            "recipient_id, counted, reason, rule_version, occurred_at, occurred_at_ms, "
-            "stream_time_ms, source, channel, visibility, src_topic, src_partition, "
-            "src_offset, decided_at, error) "
-            "SELECT org_id, event_id, event_type, "
-            "if(actor_id = %(user)s, %(token)s, actor_id), %(token)s, 0, %(erased)s, "
-            "rule_version, occurred_at, occurred_at_ms, stream_time_ms, '', '', visibility, "
-            "src_topic, src_partition, src_offset, decided_at, '' "
-            f"FROM {DATABASE}.decisions WHERE {received}",
-            p,
-        )
+        ch.execute(_copy(DECISIONS, _PLACEHOLDER, received), p)
         mutate(ch, "decisions", f"DELETE WHERE {received}", p)
     if n_acted:
         mutate(
@@ -187,16 +200,16 @@ def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, i
     return touched
 
 
-def rebuild_org_boards(ch: ClickHouse, org: str, depth: int, columns: tuple[str, ...]) -> None:
+def rebuild_org_boards(ch: ClickHouse, org: str, depth: int) -> None:
     """Copy every board's exact top `depth` of an org from score_state to leader_rows.
 
     After a person is erased the k-th score of a board can fall, so people ranked just
     below the old threshold may have no leader row yet (streams/leaders.py): this gives
     them one, as migration 0009 does for all orgs."""
-    cols = ", ".join(f"`{c}`" for c in columns)
+    cols = LEADER_ROWS.column_list()  # score_state has them all (sinks/tables.py)
     ch.execute(
-        f"INSERT INTO {DATABASE}.leader_rows ({cols}) SELECT {cols} FROM "
-        f"(SELECT * FROM {DATABASE}.score_state FINAL WHERE org_id = %(org)s "
+        f"INSERT INTO {LEADER_ROWS.qualified} ({cols}) SELECT {cols} FROM "
+        f"(SELECT * FROM {SCORE_STATE.qualified} FINAL WHERE org_id = %(org)s "
         "ORDER BY org_id, `window`, window_start, score DESC, user_id "
         "LIMIT %(depth)s BY org_id, `window`, window_start)",
         {"org": org, "depth": depth},
@@ -207,11 +220,7 @@ def record_erasure(ch: ClickHouse, request_id: str, org: str, rows: int) -> None
     from datetime import UTC, datetime
 
     at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    ch.insert(
-        f"{DATABASE}.erasures",
-        ("request_id", "org_id", "rows_touched", "erased_at"),
-        [(request_id, org, rows, at)],
-    )
+    ch.insert(ERASURES.qualified, ERASURES.columns, [(request_id, org, rows, at)])
 
 
 def erasure_done(ch: ClickHouse, request_id: str) -> int | None:

@@ -29,6 +29,7 @@ from schemas.rows import Audit, DecisionGroup, DecisionRow, StoredTotals
 from schemas.times import dt_to_ms, ms_to_dt
 from schemas.vocabulary import UNDECODABLE, WindowKey
 from sinks.clickhouse import ClickHouse
+from sinks.tables import REPLAY_SCORES
 
 # The dedup key of kudos.decisions (its ORDER BY), plus src_topic, which one source
 # position needs to be unique across topics.
@@ -321,7 +322,8 @@ class DecisionHistory:
         return bool(rows and rows[0][0])
 
     def write_replay_scores(self, rows: Sequence[Sequence[Any]]) -> int:
-        """Rows in `REPLAY_COLUMNS` order (datetimes as naive UTC) into kudos.replay_scores."""
+        """Rows in `REPLAY_SCORES.columns` order (datetimes as naive UTC) into
+        kudos.replay_scores."""
         if not rows:
             return 0
-        return self.ch.insert("kudos.replay_scores", REPLAY_COLUMNS, rows)
+        return self.ch.insert(REPLAY_SCORES.qualified, REPLAY_SCORES.columns, rows)

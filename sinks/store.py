@@ -11,66 +11,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from schemas.times import dt_to_ms, format_rfc3339, ms_to_dt
 from schemas.vocabulary import DEPTH, BoardKey, WindowKey, WindowName
 from sinks.clickhouse import ClickHouse, mutation_chunks
 from sinks.directory import OPTED_OUT_SQL, opted_out_users, people
 from sinks.erase import mutate
-
-DECISION_COLUMNS: Final = (
-    "org_id",
-    "event_id",
-    "event_type",
-    "actor_id",
-    "recipient_id",
-    "counted",
-    "reason",
-    "rule_version",
-    "occurred_at",
-    "occurred_at_ms",
-    "stream_time_ms",
-    "source",
-    "channel",
-    "visibility",
-    "src_topic",
-    "src_partition",
-    "src_offset",
-    "decided_at",
-    "error",
-)
-SCORE_COLUMNS: Final = (
-    "org_id",
-    "window",
-    "window_start",
-    "user_id",
-    "shares",
-    "thanks_given",
-    "thanks_received",
-    "distinct_thankers",
-    "reactions_received",
-    "score",
-    "hwm_partitions",
-    "hwm_offsets",
-    "version",
-    "updated_at",
-    "decay_value",
-    "decay_at_ms",
-    "decay_half_life_s",
-)
-# kudos.leader_rows has score_state's columns but the decayed score's: the first ones.
-LEADER_COLUMNS: Final = SCORE_COLUMNS[: SCORE_COLUMNS.index("decay_value")]
-THANKER_COLUMNS: Final = ("org_id", "window", "window_start", "user_id", "thanker_id")
-BADGE_COLUMNS: Final = (
-    "org_id",
-    "user_id",
-    "badge",
-    "period_start",
-    "awarded_at",
-    "rule_version",
-    "evidence",
-)
+from sinks.tables import BADGE_AWARD_ROWS, DECISIONS, LEADER_ROWS, SCORE_STATE, THANKERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +46,7 @@ class RecognitionStore:
 
     def write_decision_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """One insert per batch (rows with one decided_at): a batch is stored whole or not."""
-        return self.ch.insert("kudos.decisions", DECISION_COLUMNS, rows) if rows else 0
+        return self.ch.insert(DECISIONS.qualified, DECISIONS.columns, rows) if rows else 0
 
     def decisions_head(self, topic: str, partition: int) -> tuple[int, int] | None:
         """(highest stored offset, its stream time) of an input partition; None if none."""
@@ -174,8 +122,8 @@ class RecognitionStore:
         if not rows:
             return 0
         return self.ch.insert(
-            "kudos.thankers",
-            THANKER_COLUMNS,
+            THANKERS.qualified,
+            THANKERS.columns,
             [(org, w, ms_to_dt(s), user, thanker) for (org, w, s, user), thanker in rows],
         )
 
@@ -197,19 +145,23 @@ class RecognitionStore:
                 )
 
     def write_badge_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        return self.ch.insert("kudos.badge_award_rows", BADGE_COLUMNS, rows) if rows else 0
+        return (
+            self.ch.insert(BADGE_AWARD_ROWS.qualified, BADGE_AWARD_ROWS.columns, rows)
+            if rows
+            else 0
+        )
 
     def write_score_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         if not rows:
             return 0
-        return self.ch.insert("kudos.score_state", SCORE_COLUMNS, rows)
+        return self.ch.insert(SCORE_STATE.qualified, SCORE_STATE.columns, rows)
 
     def write_leader_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """score_state rows of keys at or above their board's threshold (streams/leaders)."""
         if not rows:
             return 0
-        n = len(LEADER_COLUMNS)
-        return self.ch.insert("kudos.leader_rows", LEADER_COLUMNS, [r[:n] for r in rows])
+        n = len(LEADER_ROWS.columns)  # score_state's first columns (sinks/tables.py)
+        return self.ch.insert(LEADER_ROWS.qualified, LEADER_ROWS.columns, [r[:n] for r in rows])
 
     def load_boards(
         self, boards: Iterable[BoardKey], depth: int

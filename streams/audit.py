@@ -35,7 +35,6 @@ from schemas.times import ms_to_dt, now_utc
 from sinks import audit as sql
 from sinks.clickhouse import ClickHouse
 from sinks.erase import rebuild_org_boards
-from sinks.store import LEADER_COLUMNS
 from streams import metrics
 from streams.collusion import Change, audit_week, collusive_groups, thanker_drops
 from streams.pipeline import TRANSIENT, Blocking, Publisher, publish
@@ -212,9 +211,7 @@ class Auditor:
             if time.time() * 1000 - audit.decided_at_ms > 2 * self.interval_s * 1000:
                 await self._send(audit.org_id, audit.week_start, missing)
             return False
-        await self.blocking.run(
-            rebuild_org_boards, self.ch, audit.org_id, self.leader_depth, LEADER_COLUMNS
-        )
+        await self.blocking.run(rebuild_org_boards, self.ch, audit.org_id, self.leader_depth)
         reset = encode_control(Control("reset_boards", audit.org_id))
         await publish(
             self.publisher,

@@ -26,7 +26,7 @@ from schemas.vocabulary import HOUR_MS, Metric, Reason
 from sinks import audit as audit_sql
 from sinks.clickhouse import ClickHouseUnavailable
 from sinks.erase import erase_person, new_token, rebuild_org_boards, record_erasure
-from sinks.store import LEADER_COLUMNS, SCORE_COLUMNS
+from sinks.tables import SCORE_STATE
 from streams import metrics
 from streams.breaker import DeadLetterBreaker
 from streams.leaders import Boards, select_rows
@@ -487,7 +487,7 @@ class DecideStage:
         return self.chain.then(flush)
 
 
-_SCORE_AT = SCORE_COLUMNS.index("score")
+_SCORE_AT = SCORE_STATE.columns.index("score")
 
 
 def observe_freshness(event_times_ms: Sequence[int], stored_at_s: float) -> None:
@@ -649,12 +649,7 @@ class AggregateStage:
                     "erase", erase_person, self.store.ch, org, user, token
                 )
                 await self.blocking.retrying(
-                    "leader_rows",
-                    rebuild_org_boards,
-                    self.store.ch,
-                    org,
-                    self.boards.depth,
-                    LEADER_COLUMNS,
+                    "leader_rows", rebuild_org_boards, self.store.ch, org, self.boards.depth
                 )
                 # Every worker's boards of the org must forget what they knew, and its
                 # deciding stage the person.

@@ -21,6 +21,7 @@ import pytest
 
 from sinks.clickhouse import ChdbClickHouse, ClickHouseError
 from sinks.migrate import apply_migrations
+from sinks.tables import BADGE_AWARD_ROWS, LEADER_ROWS, SCORE_STATE
 from tests.deploy.test_deploy import DASHBOARDS, all_panels, clickhouse_queries
 
 CLICKHOUSE_TYPE = "grafana-clickhouse-datasource"
@@ -231,9 +232,8 @@ def leaderboard_db(chdb_session: ChdbClickHouse) -> ChdbClickHouse:
         rows.append(state(ORG, "hour", start + timedelta(hours=9), "ana", days_ago, 1))
     rows.append(state(ORG, "week", WEEK - timedelta(days=7), "bo", 40, 1))
     ch.execute(
-        "INSERT INTO kudos.score_state (org_id, `window`, window_start, user_id, shares, "
-        "thanks_given, thanks_received, distinct_thankers, reactions_received, score, "
-        "hwm_partitions, hwm_offsets, version, updated_at) VALUES " + ", ".join(rows)
+        f"INSERT INTO {SCORE_STATE.qualified} ({LEADER_ROWS.column_list()}) VALUES "
+        + ", ".join(rows)
     )
 
     awards = []
@@ -250,8 +250,8 @@ def leaderboard_db(chdb_session: ChdbClickHouse) -> ChdbClickHouse:
                 f"{_ts(when + timedelta(seconds=delay))}, 1, '')"
             )
     ch.execute(
-        "INSERT INTO kudos.badge_award_rows (org_id, user_id, badge, period_start, awarded_at, "
-        "rule_version, evidence) VALUES " + ", ".join(awards)
+        f"INSERT INTO {BADGE_AWARD_ROWS.qualified} ({BADGE_AWARD_ROWS.column_list()}) VALUES "
+        + ", ".join(awards)
     )
     return ch
 

@@ -23,15 +23,14 @@ import pytest
 from schemas.event import EventType
 from schemas.vocabulary import WINDOWS, Metric
 from sinks.clickhouse import ClickHouse
-from sinks.directory import DIRECTORY_COLUMNS
 from sinks.erase import erasure_done
+from sinks.tables import DIRECTORY, REVERSALS
 from streams.pipeline import AggregateStage, Blocking, RawMessage
 from streams.rules import Effect, RuleConfig, RulesLookup, scrub_person
 from streams.state_store import StateStore
 from streams.transport import Control, encode_control, encode_effects
 from tests.e2e import reference, scenario
 from tests.e2e.test_explain_replay import PARTITIONS, MemoryPublisher, run_pipeline
-from tests.sinks.test_history import REVERSAL_COLUMNS
 
 pytestmark = [pytest.mark.clickhouse, pytest.mark.e2e]
 DEPTH = 3
@@ -84,7 +83,7 @@ def add_reversals(ch: ClickHouse, victim: str) -> None:
         (org, week, *rest, *tail, [rest[1], rest[2], victim], 1, ["week"], audited)
         for org, *rest in picks
     ]
-    ch.insert("kudos.reversals", REVERSAL_COLUMNS, rows + rows[:1])  # a re-run's copy
+    ch.insert(REVERSALS.qualified, REVERSALS.columns, rows + rows[:1])  # a re-run's copy
 
 
 def test_forget_erases_a_person_and_nothing_else(ch: ClickHouse) -> None:
@@ -94,8 +93,8 @@ def test_forget_erases_a_person_and_nothing_else(ch: ClickHouse) -> None:
     assert any(e["actor_id"] == victim for e in events)
     run_pipeline(ch, events)
     ch.insert(
-        "kudos.directory",
-        DIRECTORY_COLUMNS,
+        DIRECTORY.qualified,
+        DIRECTORY.columns,
         [("fg", victim, "Victim Name", "team-a", "dep", 0, 0, 1, 1, 0, 0, datetime(2026, 1, 1))],
     )
     add_reversals(ch, victim)

@@ -26,56 +26,12 @@ from sinks.clickhouse import (
     mutation_statement,
     quote_string,
 )
+from sinks.tables import BADGE_AWARD_ROWS, DECISIONS, LEADER_ROWS, THANKERS
 from tests.services.clickhouse_server import free_port
 
 TRICKY = "it's \\ a \"quote\"\nnew line\ttab — ünïcödé 👍 ' \\' %s %(x)s"
 PLUS_TWO = timezone(timedelta(hours=2))
 
-DECISION_COLUMNS = (
-    "org_id",
-    "event_id",
-    "event_type",
-    "actor_id",
-    "recipient_id",
-    "counted",
-    "reason",
-    "rule_version",
-    "occurred_at",
-    "occurred_at_ms",
-    "stream_time_ms",
-    "source",
-    "channel",
-    "visibility",
-    "src_topic",
-    "src_partition",
-    "src_offset",
-    "decided_at",
-)
-STATE_COLUMNS = (
-    "org_id",
-    "window",
-    "window_start",
-    "user_id",
-    "shares",
-    "thanks_given",
-    "thanks_received",
-    "distinct_thankers",
-    "reactions_received",
-    "score",
-    "hwm_partitions",
-    "hwm_offsets",
-    "version",
-    "updated_at",
-)
-BADGE_COLUMNS = (
-    "org_id",
-    "user_id",
-    "badge",
-    "period_start",
-    "awarded_at",
-    "rule_version",
-    "evidence",
-)
 WEEK = datetime(2024, 1, 1)  # a Monday, naive UTC
 WEEK_BOARD = "SELECT user_id, score FROM kudos.scores WHERE window = 'week' ORDER BY user_id"
 
@@ -86,6 +42,8 @@ def _select(ch: ClickHouse, table: str, columns: tuple[str, ...], order: str) ->
 
 
 def _state_row(user: str, version: int, score: int, window: str = "week") -> tuple[Any, ...]:
+    """A kudos.score_state row of `LEADER_ROWS.columns`, score_state's first columns (the
+    decayed score, 0011-0013, takes its defaults)."""
     return (
         "org",
         window,
@@ -130,9 +88,10 @@ def test_decisions_round_trip_every_column_type(ch: ClickHouse) -> None:
         4_294_967_295,
         2**64 - 1,
         decided,
+        "",
     )
-    assert ch.insert("kudos.decisions", DECISION_COLUMNS, [row]) == 1
-    [back] = _select(ch, "kudos.decisions", DECISION_COLUMNS, "event_id")
+    assert ch.insert("kudos.decisions", DECISIONS.columns, [row]) == 1
+    [back] = _select(ch, "kudos.decisions", DECISIONS.columns, "event_id")
     expected = list(row)
     expected[8] = datetime(2024, 2, 29, 21, 59, 58)  # returned as naive UTC
     assert list(back) == expected
@@ -165,8 +124,8 @@ def test_score_state_round_trips_arrays_and_extremes(ch: ClickHouse) -> None:
             datetime(2106, 2, 7, 6, 28, 15),  # the last second DateTime can hold
         ),
     ]
-    assert ch.insert("kudos.score_state", STATE_COLUMNS, rows) == 2
-    back = _select(ch, "kudos.score_state", STATE_COLUMNS, "`window`")
+    assert ch.insert("kudos.score_state", LEADER_ROWS.columns, rows) == 2
+    back = _select(ch, "kudos.score_state", LEADER_ROWS.columns, "`window`")
     assert back[0] == rows[0]
     assert back[1][:10] == ("o", "week", WEEK, *rows[1][3:10])
     assert back[1][10:] == ([0, 7, 4_294_967_295], [-(2**63), 0, 2**63 - 1], *rows[1][12:])
@@ -175,28 +134,24 @@ def test_score_state_round_trips_arrays_and_extremes(ch: ClickHouse) -> None:
 
 @pytest.mark.clickhouse
 def test_thankers_and_badge_rows_round_trip(ch: ClickHouse) -> None:
-    ch.insert(
-        "kudos.thankers",
-        ("org_id", "window", "window_start", "user_id", "thanker_id"),
-        [("o", "day", WEEK, "u", TRICKY)],
-    )
+    ch.insert(THANKERS.qualified, THANKERS.columns, [("o", "day", WEEK, "u", TRICKY)])
     assert ch.query("SELECT thanker_id, window FROM kudos.thankers") == [(TRICKY, "day")]
     award = ("o", "u", "helper", WEEK, datetime(2024, 1, 3, 12), 1, '{"thankers": 5}')
-    ch.insert("kudos.badge_award_rows", BADGE_COLUMNS, [award])
-    assert _select(ch, "kudos.badge_award_rows", BADGE_COLUMNS, "user_id") == [award]
+    ch.insert("kudos.badge_award_rows", BADGE_AWARD_ROWS.columns, [award])
+    assert _select(ch, "kudos.badge_award_rows", BADGE_AWARD_ROWS.columns, "user_id") == [award]
 
 
 @pytest.mark.clickhouse
 def test_bulk_insert_is_one_statement(ch: ClickHouse) -> None:
     def row(i: int) -> tuple[Any, ...]:
         event = ("o", f"e{i}", "SHARE", f"a{i % 97}", "", 1, "counted", 1, WEEK, i, i)
-        return (*event, "wiki", "", "PUBLIC", "t", i % 4, i, WEEK)
+        return (*event, "wiki", "", "PUBLIC", "t", i % 4, i, WEEK, "")
 
     rows = [row(i) for i in range(20_000)]
-    assert ch.insert("kudos.decisions", DECISION_COLUMNS, rows) == 20_000
+    assert ch.insert("kudos.decisions", DECISIONS.columns, rows) == 20_000
     totals = "SELECT count(), uniqExact(event_id), sum(src_offset) FROM kudos.decisions"
     assert ch.query(totals) == [(20_000, 20_000, sum(range(20_000)))]
-    assert ch.insert("kudos.decisions", DECISION_COLUMNS, []) == 0
+    assert ch.insert("kudos.decisions", DECISIONS.columns, []) == 0
 
 
 # --- views -----------------------------------------------------------------------------
@@ -209,9 +164,9 @@ def test_scores_view_shows_the_highest_version_once_before_any_merge(ch: ClickHo
     # chdb merges small parts within milliseconds: hold merges to see the unmerged state.
     ch.execute("SYSTEM STOP MERGES kudos.score_state")
     for version, score in [(1, 10), (3, 30), (2, 20), (3, 30), (1, 10)]:
-        ch.insert("kudos.score_state", STATE_COLUMNS, [_state_row("alice", version, score)])
-    ch.insert("kudos.score_state", STATE_COLUMNS, [_state_row("bob", 5, 7)])
-    ch.insert("kudos.score_state", STATE_COLUMNS, [_state_row("alice", 9, 99, window="day")])
+        ch.insert("kudos.score_state", LEADER_ROWS.columns, [_state_row("alice", version, score)])
+    ch.insert("kudos.score_state", LEADER_ROWS.columns, [_state_row("bob", 5, 7)])
+    ch.insert("kudos.score_state", LEADER_ROWS.columns, [_state_row("alice", 9, 99, window="day")])
     assert ch.query("SELECT count() FROM kudos.score_state") == [(7,)]  # not merged
 
     assert ch.query("SELECT * FROM kudos.scores ORDER BY window, user_id") == [
@@ -254,10 +209,14 @@ def test_badge_awards_view_has_one_row_per_award_with_the_first_time(ch: ClickHo
     for hours in (5, 0, 2):  # the replays insert the same award later
         ch.insert(
             "kudos.badge_award_rows",
-            BADGE_COLUMNS,
+            BADGE_AWARD_ROWS.columns,
             [("o", "u", "helper", WEEK, first + timedelta(hours=hours), 1, "")],
         )
-    ch.insert("kudos.badge_award_rows", BADGE_COLUMNS, [("o", "u", "sharer", WEEK, first, 1, "")])
+    ch.insert(
+        "kudos.badge_award_rows",
+        BADGE_AWARD_ROWS.columns,
+        [("o", "u", "sharer", WEEK, first, 1, "")],
+    )
     assert ch.query("SELECT count() FROM kudos.badge_award_rows") == [(4,)]
     assert ch.query("SELECT * FROM kudos.badge_awards ORDER BY badge") == [
         ("o", "u", "helper", WEEK, first),

@@ -15,6 +15,7 @@ from schemas.directory import DirectoryRecord
 from schemas.vocabulary import DAY_MS, WindowKey
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryRow, DirectoryStore, opted_out_users, people
+from sinks.tables import DECISIONS, REVERSALS
 from streams.rules import RulesLookup
 from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowTotals
 from streams.state_store import StateStore
@@ -218,25 +219,10 @@ def test_group_boards_sum_visible_members_and_hide_groups_below_k(ch: ClickHouse
 def _decision(
     n: int, actor: str, recipient: str, at: int, *, counted: int = 1, kind: str = "THANKS"
 ) -> tuple[Any, ...]:
+    """A kudos.decisions row (`DECISIONS.columns`); what the reads here ignore is empty."""
     when = datetime.fromtimestamp(at // 1000, tz=UTC).replace(tzinfo=None)
     return (ORG, f"e{n}", kind, actor, recipient, counted, "counted" if counted else "self",
-            when, at, 0, n, when)  # fmt: skip
-
-
-DECISION_COLUMNS = (
-    "org_id",
-    "event_id",
-    "event_type",
-    "actor_id",
-    "recipient_id",
-    "counted",
-    "reason",
-    "occurred_at",
-    "occurred_at_ms",
-    "src_partition",
-    "src_offset",
-    "decided_at",
-)
+            0, when, at, 0, "", "", "", "", 0, n, when, "")  # fmt: skip
 
 
 def test_bridging_counts_counted_thanks_across_visible_teams(ch: ClickHouse) -> None:
@@ -258,7 +244,7 @@ def test_bridging_counts_counted_thanks_across_visible_teams(ch: ClickHouse) -> 
     rows.append(_decision(90, "red0", "green0", at, counted=0))  # refused
     rows.append(_decision(91, "red0", "green0", at, kind="REACTION"))
     rows.append(_decision(92, "red0", "green0", WEEK - 1))  # the week before
-    ch.insert("kudos.decisions", DECISION_COLUMNS, rows)
+    ch.insert(DECISIONS.qualified, DECISIONS.columns, rows)
 
     expected: dict[str, list[int]] = {}
     for actor, recipient in thanks:
@@ -278,31 +264,14 @@ def test_bridging_counts_counted_thanks_across_visible_teams(ch: ClickHouse) -> 
     assert everything["red"] == expected["red"][0] + 1
 
 
-REVERSAL_COLUMNS = (
-    "org_id",
-    "week_start",
-    "event_id",
-    "actor_id",
-    "recipient_id",
-    "src_partition",
-    "src_offset",
-    "occurred_at_ms",
-    "was",
-    "now",
-    "delta",
-    "rule",
-    "group_members",
-    "rule_version",
-    "audited_at",
-)
-
-
 def _reversal(decision: tuple[Any, ...], now: str, delta: int, org: str = ORG) -> tuple[Any, ...]:
-    """A kudos.reversals row of a `_decision` row (same lineage: partition 0, its offset)."""
-    _org, event, _kind, actor, recipient, _c, was, _when, at, part, offset, _d = decision
+    """A kudos.reversals row (`REVERSALS.columns`) of a `_decision` row (same lineage)."""
+    d = dict(zip(DECISIONS.columns, decision, strict=True))
+    actor, recipient = d["actor_id"], d["recipient_id"]
     rule = "reciprocal" if delta < 0 else "recap"
-    return (org, datetime(2026, 11, 23), event, actor, recipient, part, offset, at, was, now,
-            delta, rule, [actor, recipient], 2, datetime(2026, 12, 1))  # fmt: skip
+    return (org, datetime(2026, 11, 23), d["event_id"], actor, recipient, d["src_topic"],
+            d["src_partition"], d["src_offset"], d["occurred_at_ms"], d["reason"], now, delta,
+            rule, [actor, recipient], 2, [], datetime(2026, 12, 1))  # fmt: skip
 
 
 def test_bridging_counts_thanks_as_the_collusion_audit_left_them(ch: ClickHouse) -> None:
@@ -326,8 +295,8 @@ def test_bridging_counts_thanks_as_the_collusion_audit_left_them(ch: ClickHouse)
     ]
     # Another org's reversal with the same lineage changes nothing here.
     reversals.append(_reversal(rows[-1], "collusion", -1, org="other"))
-    ch.insert("kudos.decisions", DECISION_COLUMNS, rows + rows[:3])  # retried inserts
-    ch.insert("kudos.reversals", REVERSAL_COLUMNS, reversals + reversals[:2])  # a re-run
+    ch.insert(DECISIONS.qualified, DECISIONS.columns, rows + rows[:3])  # retried inserts
+    ch.insert(REVERSALS.qualified, REVERSALS.columns, reversals + reversals[:2])  # a re-run
 
     expected: dict[str, list[int]] = {}
     for actor, recipient, counted, delta in thanks:

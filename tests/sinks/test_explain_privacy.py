@@ -16,7 +16,7 @@ from schemas.vocabulary import HOUR_MS
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
 from sinks.history import DecisionHistory
-from sinks.store import DECISION_COLUMNS
+from sinks.tables import DECISIONS
 from streams.explain_read import explain_user
 from streams.rules import RulesLookup
 from tests.sinks.test_directory import Directory
@@ -53,7 +53,7 @@ def store_rows(ch: ClickHouse) -> None:
         decision(31, "THANKS", "bob", "quinn", h + 1 * 60_000, "PRIVATE"),
         decision(32, "THANKS", "pat", "bob", h + HOUR_MS + 30 * 60_000, "PRIVATE"),  # 11:30
     ]
-    ch.insert("kudos.decisions", DECISION_COLUMNS, rows)
+    ch.insert(DECISIONS.qualified, DECISIONS.columns, rows)
     directory = Directory(DirectoryStore(ch))
     directory.put("oscar", display_name="Oscar", opted_out=True)
     directory.put("bob", display_name="Bob")

@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 
 from schemas.vocabulary import DAY_MS
-from sinks.audit import REVERSAL_COLUMNS
 from sinks.clickhouse import ClickHouse
 from sinks.history import DecisionHistory
-from sinks.store import DECISION_COLUMNS
+from sinks.tables import DECISIONS, REVERSALS
 from streams.explain_read import explain_user
 from streams.rules import RuleConfig, RulesLookup
 
@@ -108,11 +107,11 @@ def scenario() -> tuple[list[D], list[R]]:
 
 def store(ch: ClickHouse, ds: list[D], rs: list[R]) -> None:
     first, retry = datetime(2026, 11, 25), datetime(2026, 12, 1)  # two monthly partitions
-    ch.insert("kudos.decisions", DECISION_COLUMNS, [d.row(first) for d in ds])
-    ch.insert("kudos.decisions", DECISION_COLUMNS, [d.row(retry) for d in ds[:6]])
+    ch.insert(DECISIONS.qualified, DECISIONS.columns, [d.row(first) for d in ds])
+    ch.insert(DECISIONS.qualified, DECISIONS.columns, [d.row(retry) for d in ds[:6]])
     audited = datetime(2026, 12, 1, 1)
-    ch.insert("kudos.reversals", REVERSAL_COLUMNS, [r.row(audited) for r in rs])
-    ch.insert("kudos.reversals", REVERSAL_COLUMNS, [r.row(audited) for r in rs[:4]])  # re-run
+    ch.insert(REVERSALS.qualified, REVERSALS.columns, [r.row(audited) for r in rs])
+    ch.insert(REVERSALS.qualified, REVERSALS.columns, [r.row(audited) for r in rs[:4]])  # re-run
 
 
 def expected(

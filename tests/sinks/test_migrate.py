@@ -138,7 +138,7 @@ def test_other_database_names_are_refused() -> None:
 def test_leader_rows_backfill_keeps_the_exact_top_1000_of_every_board(ch: ClickHouse) -> None:
     from datetime import datetime
 
-    from sinks.store import LEADER_COLUMNS
+    from sinks.tables import LEADER_ROWS, SCORE_STATE
 
     start = datetime(2026, 11, 23)
     rows = []
@@ -163,7 +163,7 @@ def test_leader_rows_backfill_keeps_the_exact_top_1000_of_every_board(ch: ClickH
                 )
             )
     rows.append(("globex", "all", datetime(1970, 1, 1), "x", 0, 0, 0, 0, 0, 5, [0], [1], 1, start))
-    ch.insert("kudos.score_state", LEADER_COLUMNS, rows)  # the columns 0009 copies
+    ch.insert(SCORE_STATE.qualified, LEADER_ROWS.columns, rows)  # the columns 0009 copies
     (backfill,) = [m for m in load_migrations() if m.name == "0009_leader_rows_backfill"]
     ch.execute(backfill.sql)
     got = ch.query(

@@ -401,7 +401,6 @@ def test_a_person_is_erased_on_every_shard(hosts: list[ClickHouse]) -> None:
     """`kudos forget` on a cluster: mutations ON CLUSTER on the local tables of every host,
     waited for everywhere; nothing of the person is left on any shard."""
     from sinks.erase import erase_person, rebuild_org_boards
-    from sinks.store import LEADER_COLUMNS
 
     writer = hosts[0]
     users = [f"gdpr-{i:02d}" for i in range(30)]
@@ -426,7 +425,7 @@ def test_a_person_is_erased_on_every_shard(hosts: list[ClickHouse]) -> None:
     store.write_decisions(decisions, [])
 
     touched = erase_person(writer, "erase", victim, "erased:t")
-    rebuild_org_boards(writer, "erase", 5, LEADER_COLUMNS)
+    rebuild_org_boards(writer, "erase", 5)
     # Their own set (2 rows) and their name in everyone's set (30, their own included).
     assert touched["score_state"] == 1 and touched["thankers"] == 2 + len(users)
     for ch in hosts:

@@ -15,6 +15,7 @@ from schemas.vocabulary import DAY_MS, WEEK_MS, WindowKey
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
 from sinks.pagedata import PageData, PreviousRank
+from sinks.tables import BADGE_AWARD_ROWS
 from streams.scorebook import WindowTotals
 from tests.sinks.test_directory import ORG, WEEK, Directory, score, write_scores
 
@@ -58,8 +59,8 @@ def test_recent_badges_newest_first_without_opted_out_people(ch: ClickHouse) -> 
     rows = [("ann", "first_thanks", 0, WEEK), ("oz", "first_thanks", 0, WEEK)]
     rows += [(u, "helper", WEEK, WEEK + DAY_MS) for u in ("bob", "oz", "ann")]
     ch.insert(
-        "kudos.badge_award_rows",
-        ("org_id", "user_id", "badge", "period_start", "awarded_at", "rule_version", "evidence"),
+        BADGE_AWARD_ROWS.qualified,
+        BADGE_AWARD_ROWS.columns,
         [(ORG, u, b, _dt(p), _dt(at), 1, "") for u, b, p, at in rows],
     )
     pages = PageData(ch, 1000, 5)

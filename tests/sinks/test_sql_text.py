@@ -34,9 +34,9 @@ from sinks.clickhouse import (
     NativeClickHouse,
 )
 from sinks.directory import DirectoryRow, DirectoryStore
-from sinks.history import REPLAY_COLUMNS, DecisionHistory
+from sinks.history import DecisionHistory
 from sinks.pagedata import PageData
-from sinks.store import LEADER_COLUMNS
+from sinks.tables import REPLAY_SCORES
 from streams.audit import change_rows
 from streams.collusion import Change
 from streams.rules import RULE_VERSION, Decision, RuleConfig, RulesLookup
@@ -229,7 +229,7 @@ def test_no_input_value_is_written_into_sql_text(ch: ClickHouse, texts: SqlTexts
     assert reads.has_replay_table()
     replay = (maximal(ID_MARK, 600_000), now_utc(), ms_to_dt(0), ms_to_dt(WEEK), org, "week",
               ms_to_dt(WEEK), users[0], 1, 0, 5, 0, 0, 5, 0, maximal(ID_MARK, 600_001))  # fmt: skip
-    assert len(replay) == len(REPLAY_COLUMNS)
+    assert len(replay) == len(REPLAY_SCORES.columns)
     reads.write_replay_scores([replay])
 
     # --- the collusion audit ------------------------------------------------------------
@@ -255,7 +255,7 @@ def test_no_input_value_is_written_into_sql_text(ch: ClickHouse, texts: SqlTexts
     request = maximal(ID_MARK, 500_000)
     touched = erase.erase_person(ch, org, users[1], erase.new_token())
     assert touched["score_state"] == 2 and touched["decisions"] > 0 and touched["reversals"]
-    erase.rebuild_org_boards(ch, org, 5, LEADER_COLUMNS)
+    erase.rebuild_org_boards(ch, org, 5)
     erase.record_erasure(ch, request, org, sum(touched.values()))
     assert erase.erasure_done(ch, request) == sum(touched.values())
 
