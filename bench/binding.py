@@ -28,9 +28,9 @@ from pathlib import Path
 from schemas.vocabulary import WindowKey
 from sinks.clickhouse import ClickHouse, connect
 from sinks.migrate import apply_migrations
-from streams.rules import RulesLookup
-from streams.scorebook import ScoreBook, WindowTotals
-from streams.state_store import StateStore
+from streams.domain.rules import RulesLookup
+from streams.domain.scorebook import ScoreBook, WindowTotals
+from streams.stages.state_store import StateStore
 
 ORG = "bench-org"
 WEEK_MS = 1_795_132_800_000  # Monday 2026-11-23 00:00 UTC

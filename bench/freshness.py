@@ -27,8 +27,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from schemas.codec import default_codec
 from schemas.event import CollaborationEvent, EventType, Visibility
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.synthetic import SyntheticTraffic
+from streams.cli.synthetic import SyntheticTraffic
+from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e.worker import WorkerProcess
 
 TOPICS = ["collab.events", "collab.events.dlq", "recognition.badges", "kudos.effects"]

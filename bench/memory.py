@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.throughput import TOPIC, metric, produce_avro
 from schemas.event import CollaborationEvent, EventType, Visibility
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e.worker import WorkerProcess
 
 ORGS = ("acme", "globex", "initech")

@@ -35,8 +35,8 @@ from schemas.vocabulary import DAY_MS, HOUR_MS
 from sinks.clickhouse import ClickHouse, connect
 from sinks.migrate import apply_migrations, load_migrations
 from sinks.tables import LEADER_ROWS, SCORE_STATE
-from streams.broker import EmbeddedBroker
-from streams.windows import window_start
+from streams.domain.windows import window_start
+from streams.kafka.broker import EmbeddedBroker
 from tests.e2e.worker import WorkerProcess
 
 ORG = "bench"

@@ -16,10 +16,10 @@ import time
 from collections import defaultdict
 
 from schemas.codec import default_codec
-from streams.rules import PartitionState, RulesLookup, SourceRecord, decide_batch, effects_of
-from streams.scorebook import Applied, ScoreBook, apply_effects
-from streams.synthetic import SyntheticTraffic, TrafficShape
-from streams.windows import window_starts
+from streams.cli.synthetic import SyntheticTraffic, TrafficShape
+from streams.domain.rules import PartitionState, RulesLookup, SourceRecord, decide_batch, effects_of
+from streams.domain.scorebook import Applied, ScoreBook, apply_effects
+from streams.domain.windows import window_starts
 
 BATCH = 5000
 

@@ -32,8 +32,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from schemas.codec import DecodeError, default_codec
 from schemas.event import CollaborationEvent
 from sinks.clickhouse import connect
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.synthetic import SyntheticTraffic, TrafficShape
+from streams.cli.synthetic import SyntheticTraffic, TrafficShape
+from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e.worker import WorkerProcess
 
 TOPIC = "collab.events"
@@ -113,7 +113,7 @@ LEAN_COLUMNS = (
 async def lean_drain(bootstrap: str, n: int, url: str) -> tuple[float, float]:
     """(b): the same aggregates as kudos, without rules, state or lineage."""
     from schemas.times import ms_to_dt
-    from streams.windows import window_starts
+    from streams.domain.windows import window_starts
 
     ch = connect(url)
     ch.execute("CREATE DATABASE IF NOT EXISTS bench_lean")

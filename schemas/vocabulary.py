@@ -59,5 +59,5 @@ WindowKey = tuple[str, WindowName, int, str]
 BoardKey = tuple[str, WindowName, int]
 
 # The API's largest `top`; the boards in kudos.leader_rows hold every key of any top-N with
-# N <= DEPTH (streams/leaders.py).
+# N <= DEPTH (streams/domain/leaders.py).
 DEPTH: Final = 1000

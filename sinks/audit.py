@@ -1,4 +1,4 @@
-"""What the collusion audit (streams/audit.py) reads from and writes to ClickHouse.
+"""What the collusion audit (streams/stages/audit.py) reads from and writes to ClickHouse.
 
 Reads go to `kudos.decisions`, which may hold a decision twice until a merge (a retried
 insert): every read here keeps one row per decision, the newest. Writes go only to the

@@ -17,7 +17,7 @@ on one shard. Privacy rules, stated once here and relied on by every reader:
   people they thanked: the stream is unchanged; only what is shown is filtered.
 * An opted-out person's own reads (balance, history, explain) answer exactly as an
   unknown id's do (zeros, no name, no team), so no answer tells who opted out; and they
-  are never named in anyone else's explain (streams/explain.py).
+  are never named in anyone else's explain (streams/domain/explain.py).
 * A group (team or department) is shown only with at least `min_size` visible members in
   the directory now (tombstoned and opted-out people are not members).
 """

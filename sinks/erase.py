@@ -1,7 +1,7 @@
 """Erasing a person (`kudos forget USER --org ORG`, GDPR): what ClickHouse holds of them.
 
 Run by the aggregating stage that owns the person, in order with its own writes (see
-`streams.pipeline.AggregateStage`), so nothing it loads afterwards can bring their rows
+`streams.stages.pipeline.AggregateStage`), so nothing it loads afterwards can bring their rows
 back. Every step is idempotent: a replayed forget finds nothing left to erase.
 
 What goes, table by table:
@@ -204,7 +204,7 @@ def rebuild_org_boards(ch: ClickHouse, org: str, depth: int) -> None:
     """Copy every board's exact top `depth` of an org from score_state to leader_rows.
 
     After a person is erased the k-th score of a board can fall, so people ranked just
-    below the old threshold may have no leader row yet (streams/leaders.py): this gives
+    below the old threshold may have no leader row yet (streams/domain/leaders.py): this gives
     them one, as migration 0009 does for all orgs."""
     cols = LEADER_ROWS.column_list()  # score_state has them all (sinks/tables.py)
     ch.execute(

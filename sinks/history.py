@@ -7,7 +7,7 @@ by the table's dedup key (org, event, recipient, source position) and takes the 
 copy's values (`argMax(..., decided_at)`): exact before and after merges, on ClickHouse
 18.16 and on chdb 26.x alike, without relying on FINAL's cross-partition behaviour.
 
-The weekly collusion audit (streams/collusion.py) changes decisions after the fact: each
+The weekly collusion audit (streams/domain/collusion.py) changes decisions after the fact: each
 change is one row of `kudos.reversals` (migration 0017) naming the decision by its lineage
 (src_topic, src_partition, src_offset, recipient_id) and saying what it is now. The explain
 reads join those in (`REVERSALS` below), so a decision shows what the aggregating stage
@@ -114,7 +114,7 @@ def audited_decisions(where: str) -> str:
     return _AUDITED.format(where=where)
 
 
-# Explain's entries (streams/explain.py): a decision gives `user` one entry per metric it
+# Explain's entries (streams/domain/explain.py): a decision gives `user` one entry per metric it
 # feeds for them, numbered in this order (a self-thank-you gives two: received, given); a
 # reaction the user gave feeds nothing and is no entry.
 ENTRY_METRICS: Final = ("thanks_received", "reactions_received", "thanks_given", "shares")

@@ -1,4 +1,4 @@
-"""ClickHouse reads behind the live page (streams/static/, streams/web.py): the previous
+"""ClickHouse reads behind the live page (streams/web/static/, streams/web/views.py): the previous
 window's ranks, the recent-badges feed, one user's score over consecutive windows, and
 whether an org has a team board at all.
 
@@ -68,7 +68,7 @@ class PageData:
         depth = min(PREVIOUS_DEPTH, self.leader_depth - len(hidden))
         params: dict[str, Any] = {"org": org, "window": window, "start": ms_to_dt(start_ms)}
         if depth >= 1:
-            # leader_rows holds every key of any top-D (streams/leaders.py): exact here.
+            # leader_rows holds every key of any top-D (streams/domain/leaders.py): exact here.
             source, shown = "kudos.leader_rows FINAL", ""
             if hidden:
                 shown, params["hidden"] = "AND user_id NOT IN %(hidden)s ", tuple(hidden)
@@ -165,7 +165,7 @@ class PageData:
 
     def has_points(self, org: str) -> bool:
         """Whether the org has any points at all (the live feed starts no poller for an org
-        without: streams/web.py). One primary-key lookup."""
+        without: streams/web/views.py). One primary-key lookup."""
         rows = self.ch.query(
             "SELECT count() FROM (SELECT 1 FROM kudos.score_state WHERE org_id = %(org)s LIMIT 1)",
             {"org": org},

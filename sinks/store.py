@@ -3,7 +3,8 @@
 Rows in, rows out: writers take rows (tuples in the tables' column order) and insert them with
 the driver's column insert; they never format values into SQL. Readers return rows. What the
 rows mean to the rules (decisions, window totals, the state a restarted worker rebuilds from
-them) is the stages' business: `streams/state_store.py` maps, `streams/state.py` rebuilds.
+them) is the stages' business: `streams/stages/state_store.py` maps, and
+`streams/domain/state.py` rebuilds.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ class RecognitionStore:
     ) -> list[LeaderboardEntry]:
         # Opted-out users never appear (sinks/directory.py); ranks close up over the rest.
         # leader_rows holds every key that can be in a top-D of the full board, D =
-        # leader_depth (streams/leaders.py), so the top-N of the others is exact there
+        # leader_depth (streams/domain/leaders.py), so the top-N of the others is exact there
         # while N + (opted-out users of the org) <= D; else read kudos.scores.
         hidden = opted_out_users(self.ch, org, self.leader_depth + 1)
         params = {"org": org, "window": window, "start": ms_to_dt(start_ms), "top": top}

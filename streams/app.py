@@ -20,21 +20,22 @@ from schemas.directory import directory_codec_for
 from schemas.registry import codec_for
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
-from streams import metrics, security
-from streams.admission import ApiReads, HealthProbe
-from streams.audit import Auditor
-from streams.breaker import BadInputRatioExceeded, DeadLetterBreaker
-from streams.directory import DirectoryStage
-from streams.drain import BatchRoute, batch_consumer
-from streams.faults import poisoned
-from streams.health import ProgressTracker
-from streams.isolation import IsolatableStage, Isolator, PoisonStorm, isolatable
+from streams import metrics
+from streams.domain.rules import RulesLookup
+from streams.kafka import security
 from streams.lifecycle import EXIT_BAD_INPUT, EXIT_CRASH, fatal
-from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
-from streams.rules import RulesLookup
 from streams.settings import Settings
-from streams.state_store import StateStore
-from streams.web import register_directory_views, register_views
+from streams.stages.audit import Auditor
+from streams.stages.breaker import BadInputRatioExceeded, DeadLetterBreaker
+from streams.stages.directory import DirectoryStage
+from streams.stages.drain import BatchRoute, batch_consumer
+from streams.stages.faults import poisoned
+from streams.stages.isolation import IsolatableStage, Isolator, PoisonStorm, isolatable
+from streams.stages.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
+from streams.stages.progress import ProgressTracker
+from streams.stages.state_store import StateStore
+from streams.web.admission import ApiReads, HealthProbe
+from streams.web.views import register_directory_views, register_views
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class Kudos:
     clickhouse: ClickHouse
     store: StateStore
     blocking: Blocking
-    reads: ApiReads  # the HTTP API's reads (streams/admission.py)
+    reads: ApiReads  # the HTTP API's reads (streams/web/admission.py)
     decide: DecideStage
     aggregate: AggregateStage
     stopping: threading.Event
@@ -97,8 +98,8 @@ class Kudos:
     api_clickhouse: ClickHouse  # the API's connections (a pool), not the writers'
     health: HealthProbe  # /health's own connection and thread
     joined: asyncio.Event = field(default_factory=asyncio.Event)
-    directory: DirectoryStage | None = None  # the user directory (streams/directory.py)
-    auditor: Auditor | None = None  # the collusion audit (streams/audit.py)
+    directory: DirectoryStage | None = None  # the user directory (streams/stages/directory.py)
+    auditor: Auditor | None = None  # the collusion audit (streams/stages/audit.py)
 
     @property
     def rules_for(self) -> RulesLookup:
@@ -116,7 +117,7 @@ def create_app(
 ) -> Kudos:
     """The worker's app. `api_clickhouse` serves the HTTP API's reads and
     `health_clickhouse` /health's probe; both default to `clickhouse` (the writers'), which
-    only tests should rely on (streams/cli.py opens separate ones)."""
+    only tests should rely on (streams/cli/main.py opens separate ones)."""
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()],

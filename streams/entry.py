@@ -24,6 +24,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] in (["worker"], ["up"]):
         signal.signal(signal.SIGTERM, exit_during_startup)
-    from streams.cli import main as cli_main
+    from streams.cli.main import main as cli_main
 
     return cli_main(argv)

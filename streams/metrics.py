@@ -110,7 +110,7 @@ PARTITION_STALLED = Gauge(
     ["topic", "partition"],
 )
 # Messages a stage could not process even on their own (after two attempts), sent to the
-# dead-letter topic with reason `poison` (streams/isolation.py), by stage (`decide`,
+# dead-letter topic with reason `poison` (streams/stages/isolation.py), by stage (`decide`,
 # `aggregate`, `directory`). Any increase is a bug or a dependency refusing a value.
 POISON_MESSAGES = Counter(
     "kudos_poison_messages", "Messages dead-lettered because processing them failed", ["stage"]
@@ -123,7 +123,7 @@ DIRECTORY_APPLIED = Counter(
 # People erased with `kudos forget` (each request counted once per run of its erasure).
 ERASURES = Counter("kudos_erasures", "People erased from ClickHouse and worker state")
 
-# The collusion audit (streams/audit.py), which only the worker holding effects partition 0
+# The collusion audit (streams/stages/audit.py), which only the worker holding effects partition 0
 # runs. `rule` is reciprocal, clique or recap (a cap re-decided once collusion is removed).
 # Decisions the audit made stop counting, by rule.
 REVERSALS = Counter(
@@ -143,7 +143,7 @@ AUDIT_WATERMARK = Gauge(
     "kudos_audit_watermark_seconds", "Event time every events partition has passed"
 )
 
-# --- The HTTP API (streams/admission.py, streams/web.py) ------------------------------------
+# --- The HTTP API (streams/web/admission.py, streams/web/views.py) ---------------------
 # No user, org or path in any label: `reason` is one of the fixed words below.
 # API reads running now on their own threads and ClickHouse connections (at most
 # KUDOS_API_READ_CONCURRENCY), and reads waiting for one of those slots.

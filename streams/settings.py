@@ -16,8 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from streams import rules as rules_module
-from streams.rules import DEFAULT_RULES, RuleConfig, RulesLookup
+from streams.domain import rules as rules_module
+from streams.domain.rules import DEFAULT_RULES, RuleConfig, RulesLookup
 
 # What an override of a RuleConfig field may be, beyond its type (RuleConfig.__post_init__
 # checks the same for code that builds a RuleConfig directly).
@@ -37,7 +37,7 @@ _OVERRIDE_LIMITS: Final[dict[str, dict[str, Any]]] = {
 class _Overrides(BaseModel):
     """Per-org changes to rules v1: any field of RuleConfig, None meaning unchanged. Rules
     that differ from v1 should say so in `version`: decisions and badges carry it. `badges`
-    replaces v1's four (streams/badges.py): [[org_rules.X.badges]]."""
+    replaces v1's four (streams/domain/badges.py): [[org_rules.X.badges]]."""
 
     model_config = {"frozen": True, "extra": "forbid"}
 
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     )
 
     kafka: str = Field("", description="bootstrap servers; empty = start the embedded Tansu broker")
-    # Kafka security (streams/security.py turns these into faust, kafka-python and
+    # Kafka security (streams/kafka/security.py turns these into faust, kafka-python and
     # confluent-kafka settings). Secrets are SecretStr: never in repr, logs or dumps. Any
     # of them may come from a file in KUDOS_SECRETS_DIR named like its variable.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -150,7 +150,7 @@ class Settings(BaseSettings):
         description="leaderboard answers younger than this are served from memory; up to "
         "10x as old while a background read refreshes them (0: always read)",
     )
-    # The HTTP API (streams/admission.py, streams/web.py; README "HTTP API limits").
+    # The HTTP API (streams/web/admission.py, streams/web/views.py; README "HTTP API limits").
     api_read_concurrency: int = Field(
         4,
         ge=1,

@@ -10,7 +10,7 @@ import pytest
 
 from sinks.clickhouse import ChdbClickHouse, ClickHouse, connect
 from sinks.migrate import apply_migrations
-from streams.broker import EmbeddedBroker
+from streams.kafka.broker import EmbeddedBroker
 from tests.services.clickhouse_server import ClickHouseServer
 from tests.services.tansu import start_tansu
 

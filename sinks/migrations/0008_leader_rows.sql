@@ -1,7 +1,7 @@
 -- Why: /api/leaderboard answers a top-N (N <= 1000) in milliseconds even for boards with a
 -- million users, where sorting kudos.score_state FINAL takes hundreds. The aggregating
 -- stage copies a score_state row here when the key's score reaches its board's admission
--- threshold (streams/leaders.py explains why that is exact), so a board keeps about a
+-- threshold (streams/domain/leaders.py explains why that is exact), so a board keeps about a
 -- thousand rows. Same columns and engine as score_state: ReplacingMergeTree(version)
 -- keeps the newest state of a key, and FINAL on a board's key range reads only that range.
 CREATE TABLE IF NOT EXISTS kudos.leader_rows

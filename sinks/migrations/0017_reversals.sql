@@ -1,4 +1,4 @@
--- Why: the weekly collusion audit (streams/collusion.py) changes decisions after the fact:
+-- Why: the weekly collusion audit (streams/domain/collusion.py) changes decisions after the fact:
 -- it reverses counted thanks inside a collusive group, and re-decides the caps of the
 -- group's members without them (a thank-you a budget refused may now count, and rarely a
 -- counted one now hits the pair cap). kudos.decisions keeps what the deciding stage

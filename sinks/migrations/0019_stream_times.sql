@@ -1,5 +1,5 @@
 -- Why: the collusion audit closes an org week once every events partition's stream time
--- has passed its end plus grace (streams/audit.py). Reading that from kudos.decisions would
+-- has passed its end plus grace (streams/stages/audit.py). Reading that from kudos.decisions would
 -- scan every decision ever stored; instead the deciding stage stores a partition's stream
 -- time here, after the decisions that reached it, each time it enters a new hour (only
 -- while some org's rules enable the audit). A value here is never ahead of the stored

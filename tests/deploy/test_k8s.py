@@ -2,7 +2,7 @@
 
 Schemas: `kubernetes-validate` (PyPI, in the `test` extra) bundles the Kubernetes OpenAPI
 JSON schemas, so validation runs offline; strict mode rejects unknown fields too. The
-semantic checks tie the manifests to the worker: probe paths it serves (streams/web.py),
+semantic checks tie the manifests to the worker: probe paths it serves (streams/web/views.py),
 its port, the KUDOS_* settings it reads (streams/settings.py), the image's user
 (Dockerfile), and secrets that come from the Secret, never inline.
 """
@@ -74,7 +74,7 @@ def worker() -> dict[str, Any]:
 
 
 def served_paths() -> set[str]:
-    """Paths the worker's web server registers (`@app.page("...")` in streams/web.py)."""
+    """Paths the worker's web server registers (`@app.page("...")` in streams/web/views.py)."""
     text = (REPO / "streams" / "web.py").read_text()
     return set(re.findall(r"@app\.page\(\s*[\"']([^\"']+)[\"']", text))
 

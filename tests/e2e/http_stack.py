@@ -18,7 +18,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from schemas.directory import DirectoryCodec, DirectoryRecord, directory_key
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e.worker import WorkerProcess
 from tests.services.clickhouse_server import ClickHouseServer
 from tests.services.tansu import start_tansu

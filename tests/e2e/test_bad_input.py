@@ -29,7 +29,7 @@ import pytest
 from kafka import KafkaProducer
 
 from schemas.codec import default_codec
-from streams.broker import EmbeddedBroker
+from streams.kafka.broker import EmbeddedBroker
 from tests.e2e import reference, scenario
 from tests.e2e.test_end_to_end import api_boards, broker, consume_all, expected_boards, query
 from tests.e2e.worker import WorkerProcess

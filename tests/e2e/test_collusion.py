@@ -2,7 +2,7 @@
 
 Events go through decode, rules, kudos.decisions, effects and aggregation as in
 test_explain_replay.py (an in-memory stand-in for Kafka between the stages); the auditor
-(streams/audit.py) closes the weeks by the watermark, stores its reversal rows, and its
+(streams/stages/audit.py) closes the weeks by the watermark, stores its reversal rows, and its
 control messages reach the aggregating stage the same way. The leaderboards of every
 window, on both read paths (kudos.leader_rows, three deep, and kudos.scores), must then
 equal an independent model written here: decide the events with a pair cap and a daily
@@ -33,12 +33,12 @@ from prometheus_client import REGISTRY
 from schemas.codec import default_codec
 from schemas.vocabulary import DAY_MS, HOUR_MS, WINDOWS
 from sinks.clickhouse import ClickHouse, connect
-from streams.audit import Auditor
-from streams.broker import ensure_topics
-from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
-from streams.rules import RuleConfig, RulesLookup
-from streams.state_store import StateStore
-from streams.windows import week_start, window_start
+from streams.domain.rules import RuleConfig, RulesLookup
+from streams.domain.windows import week_start, window_start
+from streams.kafka.broker import ensure_topics
+from streams.stages.audit import Auditor
+from streams.stages.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
+from streams.stages.state_store import StateStore
 from tests.e2e import scenario
 from tests.e2e.test_explain_replay import PARTITIONS, MemoryPublisher
 from tests.e2e.worker import WorkerProcess
@@ -403,7 +403,7 @@ def test_collusion_reversed_and_caps_recomputed(ch: ClickHouse) -> None:
         # Delivered twice (to a restarted stage, which loads what is stored), and the
         # auditor run again: nothing changes.
         async def again() -> None:
-            from streams.transport import Control, encode_control
+            from streams.stages.transport import Control, encode_control
 
             pipe.restart_aggregate()
             week = week_start(at)

@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from schemas.directory import DirectoryCodec, DirectoryRecord, directory_key
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e.worker import WorkerProcess
 from tests.services.tansu import start_tansu
 

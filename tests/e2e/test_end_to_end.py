@@ -20,7 +20,7 @@ from confluent_kafka import Producer as ConfluentProducer
 from kafka import KafkaConsumer, KafkaProducer
 
 from schemas.codec import default_codec
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e import reference, scenario
 from tests.e2e.worker import WorkerProcess
 from tests.services.tansu import start_tansu

@@ -29,12 +29,12 @@ from schemas.codec import default_codec
 from schemas.vocabulary import DAY_MS, WINDOWS
 from sinks.clickhouse import ClickHouse
 from sinks.history import DecisionHistory
-from streams import cli
-from streams.explain_read import explain_user
-from streams.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
-from streams.rules import RulesLookup
+from streams.cli import main as cli
+from streams.domain.rules import RulesLookup
 from streams.settings import get_settings
-from streams.state_store import StateStore
+from streams.stages.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
+from streams.stages.state_store import StateStore
+from streams.web.explain import explain_user
 from tests.e2e import reference, scenario
 
 pytestmark = [pytest.mark.clickhouse, pytest.mark.e2e]

@@ -25,10 +25,10 @@ from schemas.vocabulary import WINDOWS, Metric
 from sinks.clickhouse import ClickHouse
 from sinks.erase import erasure_done
 from sinks.tables import DIRECTORY, REVERSALS
-from streams.pipeline import AggregateStage, Blocking, RawMessage
-from streams.rules import Effect, RuleConfig, RulesLookup, scrub_person
-from streams.state_store import StateStore
-from streams.transport import Control, encode_control, encode_effects
+from streams.domain.rules import Effect, RuleConfig, RulesLookup, scrub_person
+from streams.stages.pipeline import AggregateStage, Blocking, RawMessage
+from streams.stages.state_store import StateStore
+from streams.stages.transport import Control, encode_control, encode_effects
 from tests.e2e import reference, scenario
 from tests.e2e.test_explain_replay import PARTITIONS, MemoryPublisher, run_pipeline
 
@@ -197,7 +197,7 @@ def test_kudos_forget_through_a_running_worker(tmp_path: Any) -> None:
     from kafka import KafkaProducer
 
     from schemas.codec import default_codec
-    from streams.broker import ensure_topics
+    from streams.kafka.broker import ensure_topics
     from tests.e2e.test_operations import TOPICS, eventually
     from tests.e2e.worker import WorkerProcess
     from tests.services.tansu import start_tansu

@@ -29,7 +29,7 @@ from kafka import KafkaProducer
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from schemas.directory import DirectoryCodec, DirectoryRecord, directory_key
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e import reference
 from tests.e2e.worker import WorkerProcess
 from tests.services.tansu import start_tansu

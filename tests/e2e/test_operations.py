@@ -20,8 +20,8 @@ import pytest
 from kafka import KafkaProducer
 
 from schemas.codec import default_codec
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.synthetic import SyntheticTraffic
+from streams.cli.synthetic import SyntheticTraffic
+from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e import scenario
 from tests.e2e.worker import WorkerProcess
 from tests.services.prometheus import PrometheusServer

@@ -28,8 +28,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient
 
-from streams import security
-from streams.broker import BrokerError, ensure_topics
+from streams.kafka import security
+from streams.kafka.broker import BrokerError, ensure_topics
 from streams.settings import Settings
 from tests.e2e.worker import WorkerProcess
 from tests.services.clickhouse_tls import SecureClickHouseServer

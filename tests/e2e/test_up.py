@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from streams.broker import ensure_topics, free_port
+from streams.kafka.broker import ensure_topics, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 

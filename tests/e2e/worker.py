@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from streams.broker import free_port
+from streams.kafka.broker import free_port
 
 
 class WorkerProcess:

@@ -23,7 +23,7 @@ HOUR = 3_600_000
 
 
 # Orgs whose events the fault suite's workers make fail inside one stage (planted poison,
-# KUDOS_FAULT_POISON_DECIDE / _AGGREGATE, streams/faults.py).
+# KUDOS_FAULT_POISON_DECIDE / _AGGREGATE, streams/stages/faults.py).
 POISON_DECIDE = "poison-decide"
 POISON_AGGREGATE = "poison-aggregate"
 

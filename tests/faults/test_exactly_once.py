@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e import reference
 from tests.e2e.test_end_to_end import query
 from tests.e2e.worker import WorkerProcess

@@ -31,7 +31,7 @@ from kafka import KafkaConsumer
 from schemas.codec import AvroSchema, DecodeError, EventCodec, UnknownSchemaId
 from schemas.event import CollaborationEvent, EventType, Visibility
 from schemas.registry import SchemaRegistry, SchemaRegistryError, codec_for, redact_url
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from streams.settings import Settings
 from tests.services.registry import RegistryServer
 

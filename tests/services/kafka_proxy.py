@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.broker import free_port, tansu_command, wait_for_port
+from streams.kafka.broker import free_port, tansu_command, wait_for_port
 
 API_VERSIONS = 18
 SASL_HANDSHAKE = 17

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from streams.broker import free_port
+from streams.kafka.broker import free_port
 from tests.services.process import end_process
 
 BINARY = os.environ.get("KUDOS_TEST_PROMETHEUS", "/usr/bin/prometheus")

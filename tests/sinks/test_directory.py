@@ -16,9 +16,9 @@ from schemas.vocabulary import DAY_MS, WindowKey
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryRow, DirectoryStore, opted_out_users, people
 from sinks.tables import DECISIONS, REVERSALS
-from streams.rules import RulesLookup
-from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowTotals
-from streams.state_store import StateStore
+from streams.domain.rules import RulesLookup
+from streams.domain.scorebook import Badge, BadgeAward, ScoreBook, WindowTotals
+from streams.stages.state_store import StateStore
 
 pytestmark = pytest.mark.clickhouse
 
@@ -48,7 +48,7 @@ class Directory:
 
 def write_scores(ch: ClickHouse, totals: dict[WindowKey, WindowTotals], leaders: int) -> None:
     """score_state for every key; leader_rows for each board's `leaders` best keys, as
-    the aggregating stage keeps them (streams/leaders.py)."""
+    the aggregating stage keeps them (streams/domain/leaders.py)."""
     store = StateStore(ch)
     book = ScoreBook()
     book.totals.update(totals)

@@ -13,8 +13,8 @@ from schemas.vocabulary import DAY_MS
 from sinks.clickhouse import ClickHouse
 from sinks.erase import erase_person
 from sinks.history import DecisionHistory
-from streams.explain_read import explain_user
-from streams.rules import RulesLookup
+from streams.domain.rules import RulesLookup
+from streams.web.explain import explain_user
 from tests.sinks.test_history import ORG, WEEK, D, R, store
 
 pytestmark = pytest.mark.clickhouse

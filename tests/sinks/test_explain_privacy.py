@@ -17,8 +17,8 @@ from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
 from sinks.history import DecisionHistory
 from sinks.tables import DECISIONS
-from streams.explain_read import explain_user
-from streams.rules import RulesLookup
+from streams.domain.rules import RulesLookup
+from streams.web.explain import explain_user
 from tests.sinks.test_directory import Directory
 
 pytestmark = pytest.mark.clickhouse

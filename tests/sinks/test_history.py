@@ -17,8 +17,8 @@ from schemas.vocabulary import DAY_MS
 from sinks.clickhouse import ClickHouse
 from sinks.history import DecisionHistory
 from sinks.tables import DECISIONS, REVERSALS
-from streams.explain_read import explain_user
-from streams.rules import RuleConfig, RulesLookup
+from streams.domain.rules import RuleConfig, RulesLookup
+from streams.web.explain import explain_user
 
 pytestmark = pytest.mark.clickhouse
 

@@ -35,9 +35,9 @@ from sinks.migrate import (
     load_migrations,
     pending_migrations,
 )
-from streams.rules import RULE_VERSION, Decision, RuleConfig, RulesLookup
-from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowTotals
-from streams.state_store import StateStore
+from streams.domain.rules import RULE_VERSION, Decision, RuleConfig, RulesLookup
+from streams.domain.scorebook import Badge, BadgeAward, ScoreBook, WindowTotals
+from streams.stages.state_store import StateStore
 from tests.services.clickhouse_cluster import CLUSTER, ClickHouseCluster
 from tests.streams.factories import event, records
 
@@ -458,7 +458,7 @@ def test_reversals_are_read_and_erased_through_distributed_tables(
     from sinks.directory import DirectoryRow, DirectoryStore
     from sinks.erase import erase_person
     from sinks.history import DecisionHistory
-    from streams.explain_read import explain_user
+    from streams.web.explain import explain_user
     from tests.sinks import test_history as h
 
     org = "audited"

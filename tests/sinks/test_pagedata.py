@@ -16,7 +16,7 @@ from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryStore
 from sinks.pagedata import PageData, PreviousRank
 from sinks.tables import BADGE_AWARD_ROWS
-from streams.scorebook import WindowTotals
+from streams.domain.scorebook import WindowTotals
 from tests.sinks.test_directory import ORG, WEEK, Directory, score, write_scores
 
 pytestmark = pytest.mark.clickhouse

@@ -37,11 +37,11 @@ from sinks.directory import DirectoryRow, DirectoryStore
 from sinks.history import DecisionHistory
 from sinks.pagedata import PageData
 from sinks.tables import REPLAY_SCORES
-from streams.audit import change_rows
-from streams.collusion import Change
-from streams.rules import RULE_VERSION, Decision, RuleConfig, RulesLookup
-from streams.scorebook import BadgeAward, ScoreBook, WindowTotals
-from streams.state_store import DeadLetter, StateStore
+from streams.domain.collusion import Change
+from streams.domain.rules import RULE_VERSION, Decision, RuleConfig, RulesLookup
+from streams.domain.scorebook import BadgeAward, ScoreBook, WindowTotals
+from streams.stages.audit import change_rows
+from streams.stages.state_store import DeadLetter, StateStore
 from tests.streams.factories import event, records
 
 pytestmark = pytest.mark.clickhouse

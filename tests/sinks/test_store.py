@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from schemas.vocabulary import WindowKey
 from sinks.clickhouse import ClickHouse
-from streams.rules import RulesLookup
-from streams.scorebook import Badge, BadgeAward, ScoreBook, WindowTotals
-from streams.state_store import StateStore
+from streams.domain.rules import RulesLookup
+from streams.domain.scorebook import Badge, BadgeAward, ScoreBook, WindowTotals
+from streams.stages.state_store import StateStore
 
 WEEK = 1_795_392_000_000  # Monday 2026-11-23 00:00 UTC
 
@@ -57,7 +57,7 @@ def test_deciding_state_rebuilt_from_decisions_equals_the_live_state(ch: ClickHo
     import random
 
     from schemas.vocabulary import HOUR_MS
-    from streams.rules import PartitionState, RuleConfig, decide_batch
+    from streams.domain.rules import PartitionState, RuleConfig, decide_batch
     from tests.streams.factories import event, ms, records
 
     rules = RulesLookup(
@@ -103,7 +103,7 @@ def test_deciding_state_rebuilt_from_decisions_equals_the_live_state(ch: ClickHo
 def test_decayed_score_round_trips_and_the_view_decays_it_to_now(ch: ClickHouse) -> None:
     import time
 
-    from streams.rules import RuleConfig
+    from streams.domain.rules import RuleConfig
 
     store = StateStore(ch)
     now = int(time.time() * 1000)

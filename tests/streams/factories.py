@@ -6,7 +6,7 @@ import itertools
 from datetime import UTC, datetime
 
 from schemas.event import CollaborationEvent, EventType, Visibility
-from streams.rules import SourceRecord
+from streams.domain.rules import SourceRecord
 
 _ids = itertools.count()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from schemas.event import CollaborationEvent
-from streams.rules import PartitionState, RulesLookup, decide_batch, effects_of
-from streams.scorebook import Applied, ScoreBook, apply_effects
+from streams.domain.rules import PartitionState, RulesLookup, decide_batch, effects_of
+from streams.domain.scorebook import Applied, ScoreBook, apply_effects
 
 RULES = RulesLookup()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import free_port
+from streams.kafka.broker import free_port
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.8, 1.5])

@@ -1,0 +1,188 @@
+"""The stages' state in ClickHouse: rules objects to table rows and back.
+
+`sinks.store.RecognitionStore` speaks rows; `StateStore` adds what the stages write and
+load in the rules' terms (decisions, window totals, badge awards, the deciding state),
+mapping them to rows here and rebuilding state with `streams/domain/state.py`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from schemas.times import ms_to_dt, now_utc, second_to_dt
+from schemas.vocabulary import UNDECODABLE, WindowKey
+from sinks.store import RecognitionStore
+from streams.domain.rules import RULE_VERSION, Decision, PartitionState, RulesLookup
+from streams.domain.scorebook import BadgeAward, ScoreBook, WindowTotals
+from streams.domain.state import SEEN_REASONS, partition_state, seen_since, stored_totals
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be decoded, recorded beside the batch's decisions."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+    stream_time_ms: int
+
+
+def decision_row(d: Decision, decided_at: datetime) -> tuple[Any, ...]:
+    e = d.record.event
+    return (
+        e.org_id,
+        e.event_id,
+        e.event_type.value,
+        e.actor_id,
+        d.recipient_id,
+        1 if d.counted else 0,
+        d.reason.value,
+        d.rule_version,
+        second_to_dt(e.occurred_at // 1000),  # DateTime holds seconds
+        e.occurred_at,
+        d.stream_time_ms,
+        e.source,
+        e.channel or "",
+        e.visibility.value,
+        d.record.topic,
+        d.record.partition,
+        d.record.offset,
+        decided_at,
+        "",
+    )
+
+
+def dead_letter_row(x: DeadLetter, decided_at: datetime) -> tuple[Any, ...]:
+    detail = f"{x.reason}: {x.detail}"[:2000]
+    empty = ("", "", "", "", "", 0, UNDECODABLE, RULE_VERSION, ms_to_dt(0), 0)
+    return (
+        *empty,
+        x.stream_time_ms,
+        "",
+        "",
+        "",
+        x.topic,
+        x.partition,
+        x.offset,
+        decided_at,
+        detail,
+    )
+
+
+def score_row(
+    key: WindowKey, t: WindowTotals, rules_for: RulesLookup, at: datetime
+) -> tuple[Any, ...]:
+    """A `kudos.score_state` row of one key as it is now (a snapshot)."""
+    org, window, start, user = key
+    rules = rules_for(org)
+    parts = sorted(t.hwm)
+    return (
+        org,
+        window,
+        ms_to_dt(start),
+        user,
+        t.shares,
+        t.thanks_given,
+        t.thanks_received,
+        t.distinct_thankers,
+        t.reactions_received,
+        t.score(rules),
+        parts,
+        [t.hwm[p] for p in parts],
+        t.version,
+        at,
+        t.decay,
+        t.decay_at,
+        rules.decay_half_life_ms / 1000,
+    )
+
+
+class StateStore(RecognitionStore):
+    """RecognitionStore in the rules' terms, for the stages."""
+
+    # --- deciding stage ----------------------------------------------------------------
+
+    def write_decisions(
+        self, decisions: Sequence[Decision], dead: Sequence[DeadLetter] = ()
+    ) -> int:
+        """One insert per batch; one decided_at, so one part: a batch is stored whole or not."""
+        at = now_utc()
+        rows = [decision_row(d, at) for d in decisions] + [dead_letter_row(x, at) for x in dead]
+        return self.write_decision_rows(rows)
+
+    def load_partition_state(
+        self, topic: str, partition: int, rules_for: RulesLookup
+    ) -> PartitionState:
+        """Rebuild the deciding state of one input partition from its stored decisions."""
+        head = self.decisions_head(topic, partition)
+        if head is None:
+            return PartitionState()
+        last_offset, stream_time = head
+        since = seen_since(stream_time, rules_for)
+        rows = self.seen_decisions(topic, partition, since, SEEN_REASONS)
+        return partition_state(last_offset, stream_time, rows, rules_for)
+
+    # --- aggregating stage -------------------------------------------------------------
+
+    def load_keys(self, keys: Iterable[WindowKey], book: ScoreBook) -> None:
+        """Load the stored totals, thankers and awarded badges of keys not yet in `book`."""
+        by_org: dict[str, set[WindowKey]] = defaultdict(set)
+        for k in keys:
+            if k not in book.totals:
+                by_org[k[0]].add(k)
+        # Build aside and merge at the end: a failed load leaves `book` untouched for a retry.
+        loaded: dict[WindowKey, WindowTotals] = {}
+        awarded: set[tuple[str, str, str, int]] = set()
+        users_loaded: set[tuple[str, str]] = set()
+        for org, wanted in by_org.items():
+            # One statement per table and org, whatever the number of users: the ids are
+            # bound (sinks/clickhouse.py), not written into the SQL text.
+            users = sorted({k[3] for k in wanted})
+            starts = {k[2] for k in wanted}
+            states = self.score_state_rows(org, users, starts)
+            thankers = self.thanker_rows(org, users, starts)
+            loaded.update(stored_totals(org, wanted, states, thankers))
+            new_users = [u for u in users if (org, u) not in book.users_loaded]
+            if new_users:
+                for user, badge, period in self.awarded_badges(org, new_users):
+                    awarded.add((org, user, badge, period))
+                users_loaded.update((org, u) for u in new_users)
+        book.totals.update(loaded)
+        book.awarded |= awarded
+        book.users_loaded |= users_loaded
+
+    def write_badges(self, awards: Sequence[BadgeAward]) -> int:
+        at = now_utc()
+        return self.write_badge_rows(
+            [
+                (
+                    a.org_id,
+                    a.user_id,
+                    a.badge,
+                    ms_to_dt(a.period_start),
+                    at,
+                    a.rule_version,
+                    a.evidence,
+                )
+                for a in awards
+            ]
+        )
+
+    def write_scores(
+        self, book: ScoreBook, keys: Iterable[WindowKey], rules_for: RulesLookup
+    ) -> int:
+        return self.write_score_rows(self.score_rows(book, keys, rules_for))
+
+    @staticmethod
+    def score_rows(
+        book: ScoreBook, keys: Iterable[WindowKey], rules_for: RulesLookup
+    ) -> list[tuple[Any, ...]]:
+        """`kudos.score_state` rows of these keys as they are now (a snapshot)."""
+        at = now_utc()
+        return [score_row(key, book.totals[key], rules_for, at) for key in keys]
