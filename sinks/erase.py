@@ -1,7 +1,7 @@
 """Erasing a person (`kudos forget USER --org ORG`, GDPR): what ClickHouse holds of them.
 
 Run by the aggregating stage that owns the person, in order with its own writes (see
-`streams.stages.pipeline.AggregateStage`), so nothing it loads afterwards can bring their rows
+`streams.stages.aggregate.AggregateStage`), so nothing it loads afterwards can bring their rows
 back. Every step is idempotent: a replayed forget finds nothing left to erase.
 
 What goes, table by table:

@@ -25,13 +25,15 @@ from streams.domain.rules import RulesLookup
 from streams.kafka import security
 from streams.lifecycle import EXIT_BAD_INPUT, EXIT_CRASH, fatal
 from streams.settings import Settings
+from streams.stages.aggregate import AggregateStage
 from streams.stages.audit import Auditor
 from streams.stages.breaker import BadInputRatioExceeded, DeadLetterBreaker
+from streams.stages.decide import DecideStage
 from streams.stages.directory import DirectoryStage
 from streams.stages.drain import BatchRoute, batch_consumer
 from streams.stages.faults import poisoned
+from streams.stages.flush import Blocking, RawMessage, StopRequested
 from streams.stages.isolation import IsolatableStage, Isolator, PoisonStorm, isolatable
-from streams.stages.pipeline import AggregateStage, Blocking, DecideStage, RawMessage, StopRequested
 from streams.stages.progress import ProgressTracker
 from streams.stages.state_store import StateStore
 from streams.web.admission import ApiReads, HealthProbe
@@ -90,6 +92,7 @@ class Kudos:
     clickhouse: ClickHouse
     store: StateStore
     blocking: Blocking
+    publisher: FaustPublisher
     reads: ApiReads  # the HTTP API's reads (streams/web/admission.py)
     decide: DecideStage
     aggregate: AggregateStage
@@ -118,10 +121,33 @@ def create_app(
     """The worker's app. `api_clickhouse` serves the HTTP API's reads and
     `health_clickhouse` /health's probe; both default to `clickhouse` (the writers'), which
     only tests should rely on (streams/cli/main.py opens separate ones)."""
+    app = faust_app(settings, bootstrap)
+    routes = batch_routes(settings)
+    # Set before the app creates its consumer (at start), on this app's transport only.
+    app.transport.Consumer = batch_consumer(routes, settings.fetch_max_wait_ms)  # type: ignore[misc]
+    kudos = build_stages(
+        settings,
+        app,
+        clickhouse,
+        effects_partitions,
+        api_clickhouse or clickhouse,
+        health_clickhouse or clickhouse,
+    )
+    subscribe(kudos)
+    run_stages(kudos, routes)
+    handle_rebalances(kudos, routes)
+    start_timers(kudos, routes, effects_partitions)
+    register_views(kudos)
+    register_directory_views(kudos)
+    return kudos
+
+
+def faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    """faust's app: our consumer settings, our web server without faust's own pages."""
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()],
-        broker_credentials=security.faust_credentials(settings),  # TLS/SASL, streams/security
+        broker_credentials=security.faust_credentials(settings),  # TLS/SASL, kafka/security
         autodiscover=False,
         store="memory://",
         web_host=settings.http_host,
@@ -141,7 +167,17 @@ def create_app(
         producer_max_request_size=settings.max_transport_bytes,
         consumer_max_fetch_size=settings.max_transport_bytes,
     )
-    routes = {
+    # The live page is ours at "/": drop faust's production index, which also mounts there.
+    # faust picks its blueprints when the web driver is built, so rebuild the list.
+    web = app.web
+    web.production_blueprints = []  # type: ignore[misc]  # instance override of a ClassVar
+    web.blueprints = type(web.blueprints)(web._enabled_blueprints())
+    return app
+
+
+def batch_routes(settings: Settings) -> dict[str, BatchRoute]:
+    """One route per input topic: its batches go to one stage (streams/stages/drain.py)."""
+    return {
         name: BatchRoute(name, settings.batch_max_events, settings.batch_max_bytes, stage=stage)
         for name, stage in (
             (settings.events_topic, "decide"),
@@ -149,14 +185,17 @@ def create_app(
             (settings.directory_topic, "directory"),
         )
     }
-    # Set before the app creates its consumer (at start), on this app's transport only.
-    app.transport.Consumer = batch_consumer(routes, settings.fetch_max_wait_ms)  # type: ignore[misc]
-    # The live page is ours at "/": drop faust's production index, which also mounts there.
-    # faust picks its blueprints when the web driver is built, so rebuild the list.
-    web = app.web
-    web.production_blueprints = []  # type: ignore[misc]  # instance override of a ClassVar
-    web.blueprints = type(web.blueprints)(web._enabled_blueprints())
 
+
+def build_stages(
+    settings: Settings,
+    app: faust.App,
+    clickhouse: ClickHouse,
+    effects_partitions: int,
+    api_clickhouse: ClickHouse,
+    health_clickhouse: ClickHouse,
+) -> Kudos:
+    """The three stages and what they share (store, blocking writes, publisher)."""
     store = StateStore(clickhouse, settings.leader_depth)
     stopping = threading.Event()
     blocking = Blocking(stop_requested=stopping.is_set)
@@ -187,67 +226,71 @@ def create_app(
         effects_partitions=effects_partitions,
         dlq_topic=settings.dlq_topic,
     )
-    directory = DirectoryStage(
-        DirectoryStore(clickhouse, settings.team_min_size),
-        directory_codec_for(settings),
-        publisher,
-        blocking,
-        dlq_topic=settings.dlq_topic,
-    )
     aggregate.on_scrub = decide.scrub  # a forgotten person leaves this worker's caps too
-    reads = ApiReads(
-        settings.api_read_concurrency, settings.api_timeout_s, settings.api_max_waiting
-    )
-    progress = ProgressTracker(settings.stall_seconds)
     kudos = Kudos(
         settings,
         app,
         clickhouse,
         store,
         blocking,
-        reads,
+        publisher,
+        ApiReads(settings.api_read_concurrency, settings.api_timeout_s, settings.api_max_waiting),
         decide,
         aggregate,
         stopping,
-        progress,
-        api_clickhouse or clickhouse,
-        HealthProbe(health_clickhouse or clickhouse),
+        ProgressTracker(settings.stall_seconds),
+        api_clickhouse,
+        HealthProbe(health_clickhouse),
     )
-    kudos.directory = directory
+    kudos.directory = DirectoryStage(
+        DirectoryStore(clickhouse, settings.team_min_size),
+        directory_codec_for(settings),
+        publisher,
+        blocking,
+        dlq_topic=settings.dlq_topic,
+    )
+    return kudos
 
-    events_topic, effects_topic, directory_topic = (
-        app.topic(
-            name,
-            partitions=settings.partitions,
-            value_type=bytes,
-            key_type=bytes,
-            value_serializer="raw",
-            key_serializer="raw",
+
+def subscribe(kudos: Kudos) -> None:
+    """Subscribe to the input topics; records reach the stages through the routes."""
+    settings = kudos.settings
+    for name in (settings.events_topic, settings.effects_topic, settings.directory_topic):
+        kudos.app.topics.add(
+            kudos.app.topic(
+                name,
+                partitions=settings.partitions,
+                value_type=bytes,
+                key_type=bytes,
+                value_serializer="raw",
+                key_serializer="raw",
+            )
         )
-        for name in (settings.events_topic, settings.effects_topic, settings.directory_topic)
-    )
 
-    for topic in (events_topic, effects_topic, directory_topic):
-        app.topics.add(topic)  # subscribed; records reach the stages through `routes`
 
-    def fail(stage: str, exc: BaseException) -> NoReturn:
-        if isinstance(exc, BadInputRatioExceeded):
-            fatal(f"circuit breaker: {exc}", EXIT_BAD_INPUT)
-        if isinstance(exc, StopRequested):
-            fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
-        if isinstance(exc, PoisonStorm):
-            fatal(f"{exc}; restart replays from the last commit", EXIT_CRASH)
-        log.error("%s stage failed", stage, exc_info=exc)
-        fatal(f"{stage} stage failed; restart replays from the last commit", EXIT_CRASH)
+def fail(stage: str, exc: BaseException) -> NoReturn:
+    """A stage's runner failed: leave at once (crash-only, streams/lifecycle.py)."""
+    if isinstance(exc, BadInputRatioExceeded):
+        fatal(f"circuit breaker: {exc}", EXIT_BAD_INPUT)
+    if isinstance(exc, StopRequested):
+        fatal(f"{exc}: the batch in hand is not committed and will be replayed", 0)
+    if isinstance(exc, PoisonStorm):
+        fatal(f"{exc}; restart replays from the last commit", EXIT_CRASH)
+    log.error("%s stage failed", stage, exc_info=exc)
+    fatal(f"{stage} stage failed; restart replays from the last commit", EXIT_CRASH)
+
+
+def run_stages(kudos: Kudos, routes: dict[str, BatchRoute]) -> None:
+    """One task per topic that feeds its batches to its stage, isolating poison."""
+    app, settings = kudos.app, kudos.settings
 
     def ack(batch: Sequence[RawMessage]) -> None:
         cast(Any, app.consumer).ack_batch(batch)
 
     def stopping_now() -> bool:
-        return stopping.is_set() or bool(app.should_stop)
+        return kudos.stopping.is_set() or bool(app.should_stop)
 
     def runner(topic: str, stage: IsolatableStage) -> Callable[[], Awaitable[None]]:
-        """The task that feeds one topic's batches to its stage, isolating poison."""
         route = routes[topic]
         isolator = Isolator(
             stage,
@@ -264,9 +307,15 @@ def create_app(
 
         return run
 
-    app.task(runner(settings.events_topic, decide))
-    app.task(runner(settings.effects_topic, aggregate))
-    app.task(runner(settings.directory_topic, directory))
+    assert kudos.directory is not None
+    app.task(runner(settings.events_topic, kudos.decide))
+    app.task(runner(settings.effects_topic, kudos.aggregate))
+    app.task(runner(settings.directory_topic, kudos.directory))
+
+
+def handle_rebalances(kudos: Kudos, routes: dict[str, BatchRoute]) -> None:
+    """What the stages do when partitions are revoked and assigned."""
+    app, settings = kudos.app, kudos.settings
 
     async def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs["revoked"]
@@ -278,9 +327,9 @@ def create_app(
             await route.idle(settings.session_timeout_s / 2)
         await app.consumer.commit()
         cast(Any, app.consumer).forget_positions(revoked)
-        decide.forget([(tp.topic, tp.partition) for tp in revoked])
+        kudos.decide.forget([(tp.topic, tp.partition) for tp in revoked])
         if any(tp.topic == settings.effects_topic for tp in revoked):
-            aggregate.forget()
+            kudos.aggregate.forget()
 
     async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned: set[TP] = args[0] if args else kwargs["assigned"]
@@ -288,20 +337,28 @@ def create_app(
         ours = [tp for tp in assigned if tp.topic in routes]
         for name in routes:
             metrics.ASSIGNED_PARTITIONS.labels(name).set(sum(tp.topic == name for tp in ours))
-        kept = {(tp.topic, tp.partition) for tp in ours}
-        for topic, partition in set(progress.partitions) - kept:
-            # Another worker reports these now: stale series would read as ours.
-            _drop(metrics.CONSUMER_LAG, topic, str(partition))
-            _drop(metrics.PARTITION_STALLED, topic, str(partition))
-            if topic == settings.events_topic:
-                _drop(metrics.WATERMARK_LAG, str(partition))
-                _drop(metrics.STREAM_TIME, str(partition))
-        progress.assign(((tp.topic, tp.partition) for tp in ours), time.monotonic())
+        forget_progress_of_others(kudos, {(tp.topic, tp.partition) for tp in ours})
+        kudos.progress.assign(((tp.topic, tp.partition) for tp in ours), time.monotonic())
         kudos.joined.set()
 
     # faust types receivers with a positional-only sender; ours is compatible at run time.
     app.on_partitions_revoked.connect(cast(Any, on_revoked))
     app.on_partitions_assigned.connect(cast(Any, on_assigned))
+
+
+def forget_progress_of_others(kudos: Kudos, kept: set[tuple[str, int]]) -> None:
+    """Another worker reports partitions no longer ours: stale series would read as ours."""
+    for topic, partition in set(kudos.progress.partitions) - kept:
+        _drop(metrics.CONSUMER_LAG, topic, str(partition))
+        _drop(metrics.PARTITION_STALLED, topic, str(partition))
+        if topic == kudos.settings.events_topic:
+            _drop(metrics.WATERMARK_LAG, str(partition))
+            _drop(metrics.STREAM_TIME, str(partition))
+
+
+def start_timers(kudos: Kudos, routes: dict[str, BatchRoute], effects_partitions: int) -> None:
+    """Progress gauges, and the collusion audit on the worker holding effects partition 0."""
+    app, settings = kudos.app, kudos.settings
 
     async def watch_progress() -> None:
         observe_progress(kudos, routes)
@@ -309,7 +366,6 @@ def create_app(
     app.timer(settings.progress_interval_s)(watch_progress)
 
     def holds_effects_zero() -> bool:
-        """The collusion audit runs on the worker that holds kudos.effects partition 0."""
         try:
             assignment = app.consumer.assignment()
         except Exception:  # the consumer is not started yet, or is being rebuilt
@@ -317,9 +373,9 @@ def create_app(
         return any(tp.topic == settings.effects_topic and tp.partition == 0 for tp in assignment)
 
     auditor = Auditor(
-        clickhouse,
-        rules_for,
-        publisher,
+        kudos.clickhouse,
+        kudos.rules_for,
+        kudos.publisher,
         events_topic=settings.events_topic,
         effects_topic=settings.effects_topic,
         effects_partitions=effects_partitions,
@@ -327,17 +383,12 @@ def create_app(
         interval_s=settings.audit_interval_s,
         leads=holds_effects_zero,
     )
-
     kudos.auditor = auditor
 
     async def audit() -> None:
         await auditor.tick()
 
     app.timer(settings.audit_interval_s)(audit)
-
-    register_views(kudos)
-    register_directory_views(kudos)
-    return kudos
 
 
 def _drop(metric: Any, *labels: str) -> None:

@@ -20,7 +20,7 @@ threshold that is just as valid, because the facts it rests on are facts about t
 What would break it: a score that decreases or a stored row that is deleted. `kudos
 forget` deletes rows, so it rebuilds the org's boards from score_state
 (sinks/erase.rebuild_org_boards) and has every worker drop its boards of the org and
-rewrite its keys' leader rows (control `reset_boards`, streams/stages/pipeline.py). A collusion
+rewrite its keys' leader rows (control `reset_boards`, streams/stages/aggregate.py). A collusion
 audit lowers scores: every key it changes gets its leader row rewritten at once (a lower
 score is never left standing on a board), and once every partition has applied the audit
 the org's boards are rebuilt the same way (streams/stages/audit.py); until then a board may miss

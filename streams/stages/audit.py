@@ -38,7 +38,7 @@ from sinks.erase import rebuild_org_boards
 from streams import metrics
 from streams.domain.collusion import Change, audit_week, collusive_groups, thanker_drops
 from streams.domain.rules import RuleConfig, RulesLookup
-from streams.stages.pipeline import TRANSIENT, Blocking, Publisher, publish
+from streams.stages.flush import TRANSIENT, Blocking, Publisher, publish
 from streams.stages.transport import Control, encode_control
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Protocol
 from schemas.directory import DirectoryCodec, DirectoryDecodeError
 from sinks.directory import DirectoryRow
 from streams import metrics
-from streams.stages.pipeline import (
+from streams.stages.flush import (
     Blocking,
     FlushChain,
     Publisher,

@@ -25,13 +25,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from streams import metrics
-from streams.stages.pipeline import RawMessage
+from streams.stages.flush import RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +287,149 @@ async def _make_room(
         _ack_done(in_flight, stored)
 
 
+class FetchWaitThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, with `fetch_max_wait_ms` of its own (batch_consumer)."""
+
+    fetch_max_wait_ms: ClassVar[int] = 1500
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        return consumer
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer that hands the routes' topics to them in batches
+    (`BatchRoute.deliver`) and other topics to faust one by one."""
+
+    routes: ClassVar[dict[str, BatchRoute]] = {}
+    thread_class: ClassVar[type[FetchWaitThread]] = FetchWaitThread
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Next offset to process per partition, as far as this process has seen:
+        # the first offset handed to a stage, then one past each stored batch.
+        self.processed_next: dict[TP, int] = {}
+
+    def positions(self) -> dict[TP, int]:
+        """Next offset to process per assigned partition, where it is known: past the
+        stored batches, the committed offset, or where delivery resumed."""
+        out: dict[TP, int] = {}
+        for tp in self.assignment():
+            known = [
+                v
+                for v in (self._committed_offset.get(tp), self.processed_next.get(tp))
+                if v is not None
+            ]
+            if known:
+                out[tp] = max(known)
+        return out
+
+    def forget_positions(self, tps: Iterable[TP]) -> None:
+        for tp in tps:
+            self.processed_next.pop(tp, None)
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return self.thread_class(self, loop=self.loop, beacon=self.beacon)
+
+    def ack_batch(self, messages: Sequence[RawMessage]) -> None:
+        """`Consumer.ack` for a whole batch, without per-message `Message` objects."""
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        processed = self.processed_next
+        for m in messages:
+            if not acks_enabled_for(m.topic):
+                continue
+            tp = TP(m.topic, m.partition)
+            committed = self._committed_offset[tp]
+            if committed is not None and m.offset < committed:
+                continue
+            if processed.get(tp, -1) <= m.offset:
+                processed[tp] = m.offset + 1
+            index = self._acked_index[tp]
+            if m.offset not in index:
+                index.add(m.offset)
+                self._acked[tp].append(m.offset)
+                self._n_acked += 1
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - faust's
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        read_offset = self._read_offset
+        commit_every = self._commit_every
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                await self.sleep(0)
+                if self.should_stop:
+                    continue
+                records, active = await self._wait_next_records(1.0)
+                if records is None or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    await self.perform_seek()
+                    continue
+                generation = self.app.consumer_generation_id
+                for tp, recs in records.items():
+                    if not self.flow_active or generation != self.app.consumer_generation_id:
+                        break
+                    if not (active is None or tp in active or tp in self._buffered_partitions):
+                        continue
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    route = self.routes.get(tp.topic)
+                    if route is None:
+                        await self._deliver_one_by_one(tp, recs)
+                        continue
+                    await self._deliver_batch(route, tp, recs, read_offset.get(tp))
+                if commit_every is not None and self._n_acked >= commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+    async def _deliver_batch(
+        self, route: BatchRoute, tp: TP, recs: list[Any], r_offset: int | None
+    ) -> None:
+        batch: list[RawMessage] = []
+        last = r_offset
+        for r in recs:
+            offset = r.offset
+            if r_offset is not None and offset < r_offset:
+                continue  # before a seek point: already delivered
+            if last is not None and offset - last > 1 and r_offset:
+                # Offsets that will never come (compaction, transaction markers).
+                await self._add_gap(tp, last + 1, offset)
+            batch.append(RawMessage(tp.topic, tp.partition, offset, r.key, r.value or b""))
+            last = offset
+        if not batch:
+            return
+        self.processed_next.setdefault(tp, batch[0].offset)
+        # What faust's stream sensor records per event: its livelock check reads it
+        # and would otherwise log "Stream has not started processing" every few minutes.
+        self.app.monitor.stream_inbound_time[tp] = time.monotonic()
+        # Rebalance while the route is full: give up this batch, faust seeks back. Only
+        # a delivery that no rebalance interrupted moves the read offset: faust set it
+        # to the committed offset in the rebalance, and moving it past messages the
+        # rebalance dropped from the route would skip them for good.
+        generation = route.generation
+        await self.wait_first(route.deliver(batch), self.suspend_flow.wait())
+        if self.flow_active and route.generation == generation:
+            self._read_offset[tp] = batch[-1].offset
+
+    async def _deliver_one_by_one(self, tp: TP, recs: list[Any]) -> None:
+        callback = self.callback
+        for r in recs:
+            message = self._to_message(tp, r)
+            r_offset = self._read_offset.get(tp)
+            if r_offset is None or message.offset >= r_offset:
+                await self.wait_first(callback(message), self.suspend_flow.wait())
+                self._read_offset[tp] = message.offset
+
+
 def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> type[Any]:
     """faust's aiokafka consumer with the batch drain and a shorter fetch wait.
 
@@ -295,136 +438,6 @@ def batch_consumer(routes: dict[str, BatchRoute], fetch_max_wait_ms: int) -> typ
     10 messages/s, 2 ms with 100 ms), and each of our two stages is a hop, so freshness
     pays it twice. aiokafka reads the value when its fetcher starts, after construction.
     """
-
-    class Thread(faust_aiokafka.AIOKafkaConsumerThread):
-        def _create_worker_consumer(self, transport: Any) -> Any:
-            consumer = super()._create_worker_consumer(transport)
-            consumer._fetch_max_wait_ms = fetch_max_wait_ms
-            return consumer
-
-    class Consumer(faust_aiokafka.Consumer):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            # Next offset to process per partition, as far as this process has seen:
-            # the first offset handed to a stage, then one past each stored batch.
-            self.processed_next: dict[TP, int] = {}
-
-        def positions(self) -> dict[TP, int]:
-            """Next offset to process per assigned partition, where it is known: past the
-            stored batches, the committed offset, or where delivery resumed."""
-            out: dict[TP, int] = {}
-            for tp in self.assignment():
-                known = [
-                    v
-                    for v in (self._committed_offset.get(tp), self.processed_next.get(tp))
-                    if v is not None
-                ]
-                if known:
-                    out[tp] = max(known)
-            return out
-
-        def forget_positions(self, tps: Iterable[TP]) -> None:
-            for tp in tps:
-                self.processed_next.pop(tp, None)
-
-        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-            return Thread(self, loop=self.loop, beacon=self.beacon)
-
-        def ack_batch(self, messages: Sequence[RawMessage]) -> None:
-            """`Consumer.ack` for a whole batch, without per-message `Message` objects."""
-            acks_enabled_for = self.app.topics.acks_enabled_for
-            processed = self.processed_next
-            for m in messages:
-                if not acks_enabled_for(m.topic):
-                    continue
-                tp = TP(m.topic, m.partition)
-                committed = self._committed_offset[tp]
-                if committed is not None and m.offset < committed:
-                    continue
-                if processed.get(tp, -1) <= m.offset:
-                    processed[tp] = m.offset + 1
-                index = self._acked_index[tp]
-                if m.offset not in index:
-                    index.add(m.offset)
-                    self._acked[tp].append(m.offset)
-                    self._n_acked += 1
-
-        async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - faust's
-            consumer_should_stop = self._stopped.is_set
-            fetcher_should_stop = fetcher._stopped.is_set
-            read_offset = self._read_offset
-            commit_every = self._commit_every
-            try:
-                while not (consumer_should_stop() or fetcher_should_stop()):
-                    await self.sleep(0)
-                    if self.should_stop:
-                        continue
-                    records, active = await self._wait_next_records(1.0)
-                    if records is None or self.should_stop:
-                        continue
-                    if not self.flow_active:
-                        await self.perform_seek()
-                        continue
-                    generation = self.app.consumer_generation_id
-                    for tp, recs in records.items():
-                        if not self.flow_active or generation != self.app.consumer_generation_id:
-                            break
-                        if not (active is None or tp in active or tp in self._buffered_partitions):
-                            continue
-                        self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                        route = routes.get(tp.topic)
-                        if route is None:
-                            await self._deliver_one_by_one(tp, recs)
-                            continue
-                        await self._deliver_batch(route, tp, recs, read_offset.get(tp))
-                    if commit_every is not None and self._n_acked >= commit_every:
-                        self._n_acked = 0
-                        await self.commit()
-            except self.consumer_stopped_errors:
-                if self.transport.app.should_stop:
-                    return
-                raise
-            except asyncio.CancelledError:
-                if self.transport.app.should_stop:
-                    return
-                raise
-
-        async def _deliver_batch(
-            self, route: BatchRoute, tp: TP, recs: list[Any], r_offset: int | None
-        ) -> None:
-            batch: list[RawMessage] = []
-            last = r_offset
-            for r in recs:
-                offset = r.offset
-                if r_offset is not None and offset < r_offset:
-                    continue  # before a seek point: already delivered
-                if last is not None and offset - last > 1 and r_offset:
-                    # Offsets that will never come (compaction, transaction markers).
-                    await self._add_gap(tp, last + 1, offset)
-                batch.append(RawMessage(tp.topic, tp.partition, offset, r.key, r.value or b""))
-                last = offset
-            if not batch:
-                return
-            self.processed_next.setdefault(tp, batch[0].offset)
-            # What faust's stream sensor records per event: its livelock check reads it
-            # and would otherwise log "Stream has not started processing" every few minutes.
-            self.app.monitor.stream_inbound_time[tp] = time.monotonic()
-            # Rebalance while the route is full: give up this batch, faust seeks back. Only
-            # a delivery that no rebalance interrupted moves the read offset: faust set it
-            # to the committed offset in the rebalance, and moving it past messages the
-            # rebalance dropped from the route would skip them for good.
-            generation = route.generation
-            await self.wait_first(route.deliver(batch), self.suspend_flow.wait())
-            if self.flow_active and route.generation == generation:
-                self._read_offset[tp] = batch[-1].offset
-
-        async def _deliver_one_by_one(self, tp: TP, recs: list[Any]) -> None:
-            callback = self.callback
-            for r in recs:
-                message = self._to_message(tp, r)
-                r_offset = self._read_offset.get(tp)
-                if r_offset is None or message.offset >= r_offset:
-                    await self.wait_first(callback(message), self.suspend_flow.wait())
-                    self._read_offset[tp] = message.offset
-
-    return cast(type[Any], Consumer)
+    thread = type("Thread", (FetchWaitThread,), {"fetch_max_wait_ms": fetch_max_wait_ms})
+    attrs = {"routes": routes, "thread_class": thread}
+    return cast(type[Any], type("Consumer", (BatchConsumer,), attrs))

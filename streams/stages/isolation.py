@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from streams import metrics
 from streams.stages.breaker import BadInputRatioExceeded
-from streams.stages.pipeline import RawMessage, StopRequested
+from streams.stages.flush import RawMessage, StopRequested
 
 log = logging.getLogger(__name__)
 

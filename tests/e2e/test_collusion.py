@@ -36,8 +36,10 @@ from sinks.clickhouse import ClickHouse, connect
 from streams.domain.rules import RuleConfig, RulesLookup
 from streams.domain.windows import week_start, window_start
 from streams.kafka.broker import ensure_topics
+from streams.stages.aggregate import AggregateStage
 from streams.stages.audit import Auditor
-from streams.stages.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
+from streams.stages.decide import DecideStage
+from streams.stages.flush import Blocking, RawMessage
 from streams.stages.state_store import StateStore
 from tests.e2e import scenario
 from tests.e2e.test_explain_replay import PARTITIONS, MemoryPublisher

@@ -32,7 +32,9 @@ from sinks.history import DecisionHistory
 from streams.cli import main as cli
 from streams.domain.rules import RulesLookup
 from streams.settings import get_settings
-from streams.stages.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
+from streams.stages.aggregate import AggregateStage
+from streams.stages.decide import DecideStage
+from streams.stages.flush import Blocking, RawMessage
 from streams.stages.state_store import StateStore
 from streams.web.explain import explain_user
 from tests.e2e import reference, scenario

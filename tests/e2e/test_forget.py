@@ -26,7 +26,8 @@ from sinks.clickhouse import ClickHouse
 from sinks.erase import erasure_done
 from sinks.tables import DIRECTORY, REVERSALS
 from streams.domain.rules import Effect, RuleConfig, RulesLookup, scrub_person
-from streams.stages.pipeline import AggregateStage, Blocking, RawMessage
+from streams.stages.aggregate import AggregateStage
+from streams.stages.flush import Blocking, RawMessage
 from streams.stages.state_store import StateStore
 from streams.stages.transport import Control, encode_control, encode_effects
 from tests.e2e import reference, scenario

@@ -13,7 +13,8 @@ import pytest
 from schemas.vocabulary import Metric
 from sinks.clickhouse import ClickHouse
 from streams.domain.rules import Effect, RulesLookup
-from streams.stages.pipeline import AggregateStage, Blocking, RawMessage
+from streams.stages.aggregate import AggregateStage
+from streams.stages.flush import Blocking, RawMessage
 from streams.stages.state_store import StateStore
 from streams.stages.transport import encode_effects
 from tests.streams.factories import ms

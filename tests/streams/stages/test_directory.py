@@ -11,9 +11,9 @@ from schemas.directory import DirectoryCodec, DirectoryRecord, directory_key
 from sinks.clickhouse import ClickHouseUnavailable
 from sinks.directory import DirectoryRow
 from streams import metrics
-from streams.stages import pipeline
+from streams.stages import flush
 from streams.stages.directory import DirectoryStage
-from streams.stages.pipeline import Blocking, RawMessage
+from streams.stages.flush import Blocking, RawMessage
 from tests.streams.stages.test_pipeline import FakePublisher
 
 CODEC = DirectoryCodec()
@@ -108,7 +108,7 @@ def test_undecodable_messages_go_to_the_dlq_before_the_batch_is_stored() -> None
 def test_the_flush_future_completes_only_once_stored_and_retries_meanwhile(
     monkeypatch: Any,
 ) -> None:
-    monkeypatch.setattr(pipeline.asyncio, "sleep", _no_sleep)
+    monkeypatch.setattr(flush.asyncio, "sleep", _no_sleep)
     s, store, _ = stage(fail_times=3)
 
     async def run() -> None:

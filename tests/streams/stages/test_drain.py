@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from streams.stages.drain import BatchRoute
-from streams.stages.pipeline import RawMessage
+from streams.stages.flush import RawMessage
 
 
 def msgs(n: int, size: int, first: int = 0) -> list[RawMessage]:

@@ -12,10 +12,11 @@ import pytest
 from schemas.codec import default_codec
 from streams import metrics
 from streams.domain.rules import PartitionState, RulesLookup, remember
+from streams.stages.decide import DecideStage
 from streams.stages.drain import BatchRoute
 from streams.stages.faults import poisoned
+from streams.stages.flush import Blocking, FlushChain, RawMessage, StopRequested
 from streams.stages.isolation import Isolator, PoisonStorm, describe, isolatable
-from streams.stages.pipeline import Blocking, DecideStage, FlushChain, RawMessage, StopRequested
 from streams.stages.state_store import StateStore
 from tests.streams.factories import event
 from tests.streams.stages.test_pipeline import NOW, FakePublisher, FakeStore

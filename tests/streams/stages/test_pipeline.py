@@ -14,8 +14,10 @@ from schemas.vocabulary import WindowKey
 from sinks.clickhouse import ClickHouseUnavailable
 from streams.domain.rules import Decision, PartitionState, RulesLookup
 from streams.domain.scorebook import BadgeAward, ScoreBook
-from streams.stages import pipeline
-from streams.stages.pipeline import AggregateStage, Blocking, DecideStage, RawMessage
+from streams.stages import flush
+from streams.stages.aggregate import AggregateStage
+from streams.stages.decide import DecideStage
+from streams.stages.flush import Blocking, RawMessage
 from streams.stages.state_store import DeadLetter, StateStore
 from tests.streams.factories import event, ms
 
@@ -133,7 +135,7 @@ def test_effects_are_published_before_decisions_are_stored_and_garbage_goes_to_d
 
 
 def test_a_failing_store_is_retried_and_nothing_is_lost(monkeypatch: Any) -> None:
-    monkeypatch.setattr(pipeline.asyncio, "sleep", _no_sleep)
+    monkeypatch.setattr(flush.asyncio, "sleep", _no_sleep)
     store, _, decide, _ = make(fail_times=3)
     codec = default_codec()
     asyncio.run(decide.process(messages([codec.encode_avro(event()) for _ in range(4)])))
@@ -225,9 +227,9 @@ def test_a_stop_request_ends_the_retries() -> None:
         calls += 1
         raise ClickHouseUnavailable("down")
 
-    with pytest.raises(pipeline.StopRequested):
+    with pytest.raises(flush.StopRequested):
         asyncio.run(
-            pipeline.retry_forever("t", away, stop_requested=lambda: calls >= 2, first_delay=0.001)
+            flush.retry_forever("t", away, stop_requested=lambda: calls >= 2, first_delay=0.001)
         )
     assert calls == 2
 
@@ -322,7 +324,7 @@ def test_score_rows_are_a_snapshot_taken_when_the_batch_is_applied() -> None:
 
 def test_eviction_drops_the_oldest_keys_and_keeps_badges_per_user() -> None:
     from streams.domain.scorebook import Badge, WindowTotals
-    from streams.stages.pipeline import evict_oldest
+    from streams.stages.aggregate import evict_oldest
 
     book = ScoreBook()
     for i in range(10):
@@ -392,7 +394,7 @@ def test_a_registry_outage_holds_the_batch_instead_of_dead_lettering_it(monkeypa
     async def watch_sleep(_: float) -> None:
         blocked.append(gauge._value.get())
 
-    monkeypatch.setattr(pipeline.asyncio, "sleep", watch_sleep)
+    monkeypatch.setattr(flush.asyncio, "sleep", watch_sleep)
     _, pub, decide, _ = make()
     registry = FlakyRegistry(down=3)
     decide.codec = EventCodec(registry)

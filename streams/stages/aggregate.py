@@ -1,0 +1,392 @@
+"""The aggregating stage: load -> aggregate -> store totals, leader rows and badges.
+
+It owns the (org, user) keys of its kudos.effects partitions (streams/domain/scorebook.py);
+control messages on the same topic (erasure, board rebuilds, collusion audits) are handled
+here, one handler per kind, in the order they arrive among the effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from schemas.vocabulary import DEPTH as LEADER_DEPTH
+from schemas.vocabulary import Metric
+from sinks import audit as audit_sql
+from sinks.erase import new_token
+from sinks.tables import SCORE_STATE
+from streams import metrics
+from streams.domain.leaders import Boards, select_rows
+from streams.domain.rules import (
+    RulesLookup,
+)
+from streams.domain.scorebook import (
+    Adjustment,
+    Applied,
+    ScoreBook,
+    apply_adjustments,
+    apply_effects,
+    keys_needed,
+)
+from streams.stages.controls import Erasure, forget_held
+from streams.stages.flush import (
+    Blocking,
+    FlushChain,
+    Publisher,
+    RawMessage,
+    dead_letter,
+    now_ms,
+    publish,
+)
+from streams.stages.state_store import StateStore
+from streams.stages.transport import (
+    Control,
+    badge_id,
+    decode_control,
+    decode_effects,
+    effects_partition,
+    encode_badge,
+    encode_effects,
+    is_control,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+_SCORE_AT = SCORE_STATE.columns.index("score")
+
+
+def observe_freshness(event_times_ms: Sequence[int], stored_at_s: float) -> None:
+    """Event time to stored, once per point: what the freshness SLO is measured on."""
+    observe = metrics.FRESHNESS.observe
+    stored_ms = stored_at_s * 1000
+    for t in event_times_ms:
+        observe(max(stored_ms - t, 0) / 1000)
+
+
+def evict_oldest(book: ScoreBook, keep: int) -> None:
+    """Drop the keys loaded longest ago (dicts keep insertion order) down to `keep`.
+
+    Everything dropped is stored (the caller waits for pending flushes first) and reloads
+    on its next effect. Old hour and day windows go first, as nothing touches them again.
+    Badges already awarded are kept per user; past `keep` users they are dropped too.
+    """
+    totals = book.totals
+    for key in list(itertools.islice(totals, max(len(totals) - keep, 0))):
+        del totals[key]
+    if len(book.users_loaded) > keep:
+        book.awarded.clear()
+        book.users_loaded.clear()
+
+
+def score_of_row(row: Sequence[Any]) -> int:
+    return int(row[_SCORE_AT])
+
+
+class AggregateStage:
+    """Per (org, user): window totals, distinct thankers, badges; stored as absolute rows."""
+
+    name = "aggregate"  # the `stage` label of its metrics
+
+    def __init__(
+        self,
+        store: StateStore,
+        rules_for: RulesLookup,
+        publisher: Publisher,
+        blocking: Blocking,
+        *,
+        badges_topic: str,
+        max_cached_keys: int = 500_000,
+        leader_depth: int = LEADER_DEPTH,
+        effects_topic: str = "kudos.effects",
+        effects_partitions: int = 1,
+        dlq_topic: str = "collab.events.dlq",
+    ) -> None:
+        self.store = store
+        self.rules_for = rules_for
+        self.publisher = publisher
+        self.blocking = blocking
+        self.badges_topic = badges_topic
+        self.dlq_topic = dlq_topic
+        self.effects_topic = effects_topic
+        self.effects_partitions = effects_partitions
+        self.max_cached_keys = max_cached_keys
+        self.book = ScoreBook()
+        self.boards = Boards(depth=leader_depth)
+        self.chain = FlushChain()
+        self.stale = False
+        # Called with (org, user, token) for a `scrub` control: the worker points it at its
+        # deciding stage, whose caps and budgets must forget the person too.
+        self.on_scrub: Callable[[str, str, str], None] | None = None
+
+    def forget(self) -> None:
+        """After a rebalance another worker may own some users: reload from ClickHouse.
+
+        Not at once: a flush may still be writing this book's rows (a rebalance waits for
+        the stage only so long). The next batch drops the book after every pending flush
+        is stored; loading earlier would read rows older than those flushes."""
+        self.stale = True
+
+    async def reset(self) -> None:
+        """After a failed batch (streams/stages/isolation.py): forget the book and the boards,
+        which reload from ClickHouse key by key, as after a restart."""
+        await self.chain.wait()
+        self.book, self.stale = ScoreBook(), False
+        self.boards = Boards(depth=self.boards.depth)
+        self.chain = FlushChain()
+
+    def split(self, message: RawMessage) -> list[RawMessage] | None:
+        """An effects message as one message per source event (the effects of one source
+        offset stay together: `apply_effects` needs them so); None when it is one."""
+        if is_control(message.value):
+            return None
+        try:
+            effects = decode_effects(message.value)
+        except Exception:  # undecodable: it is poison whole
+            return None
+        parts = [
+            list(group)
+            for _, group in itertools.groupby(effects, key=lambda e: (e.partition, e.offset))
+        ]
+        if len(parts) < 2:
+            return None
+        return [
+            RawMessage(message.topic, message.partition, message.offset, message.key, encoded)
+            for encoded in map(encode_effects, parts)
+        ]
+
+    async def poison(self, message: RawMessage, detail: str) -> None:
+        """Dead-letter an effects message, or one source event's part of one, that fails on
+        its own: its value is those effects as JSON (`streams.stages.transport`), which name the
+        source event's partition and offset."""
+        stop = self.blocking.stop_requested
+        await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
+
+    async def process(self, messages: Sequence[RawMessage]) -> Applied:
+        """Aggregate and flush one batch; returns when its rows are stored."""
+        return await (await self.submit(messages))
+
+    async def submit(self, messages: Sequence[RawMessage]) -> asyncio.Future[Applied]:
+        """Apply a batch to the in-memory book now and snapshot the rows it changed; the
+        writes run after the flushes submitted before them (see `FlushChain`).
+
+        Control messages (`streams.stages.transport.Control`) split the batch: what came before
+        one is applied first, what comes after it later."""
+        if not any(is_control(m.value) for m in messages):
+            return await self._submit_effects(messages)
+        future: asyncio.Future[Applied] | None = None
+        chunk: list[RawMessage] = []
+        for m in messages:
+            if not is_control(m.value):
+                chunk.append(m)
+                continue
+            if chunk:
+                future, chunk = await self._submit_effects(chunk), []
+            future = await self._control(decode_control(m.value), m.partition)
+        if chunk:
+            future = await self._submit_effects(chunk)
+        assert future is not None
+        return future
+
+    async def _control(self, control: Control, partition: int) -> asyncio.Future[Applied]:
+        """A control message, in its place among the effects: one handler per kind."""
+        await self.chain.wait()  # the book holds what is stored, nothing in flight
+        if self.stale:  # after a rebalance: keys held here may belong to others now
+            self.book, self.stale = ScoreBook(), False
+        if control.action == "audit":
+            return await self._audit(control.org_id, control.at_ms, partition)
+        if control.action == "scrub":
+            return self._on_scrub(control)
+        if control.action == "forget":
+            return await self._on_forget(control)
+        return await self._on_reset_boards(control.org_id)
+
+    def _on_scrub(self, control: Control) -> asyncio.Future[Applied]:
+        """Another worker erased a person: the deciding stage forgets them too."""
+        if self.on_scrub is not None:
+            self.on_scrub(control.org_id, control.user_id, control.token)
+        done: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
+        done.set_result(Applied())
+        return done
+
+    async def _on_forget(self, control: Control) -> asyncio.Future[Applied]:
+        """Erase a person (streams/stages/controls.py), after what is in flight is stored."""
+        forget_held(self.book, control.org_id, control.user_id)
+        self.boards.drop_org(control.org_id)
+        erasure = Erasure(
+            self.blocking,
+            self.publisher,
+            self.store.ch,
+            self.effects_topic,
+            self.effects_partitions,
+            self.boards.depth,
+        )
+        done = self.chain.then(lambda: erasure.run(control, new_token()))
+        # Nothing after the forget may load the person's keys before they are erased.
+        await asyncio.shield(done)
+        return done
+
+    async def _on_reset_boards(self, org: str) -> asyncio.Future[Applied]:
+        """Reload the org's boards, and rewrite leader rows of the keys held here that belong
+        on them now (a board may have moved while ours was stale)."""
+        self.boards.drop_org(org)
+        keys = [k for k in self.book.totals if k[0] == org]
+        rows = self.store.score_rows(self.book, keys, self.rules_for)
+        missing = self.boards.missing({(k[0], k[1], k[2]) for k in keys})
+        if missing:
+            loaded = await self.blocking.retrying(
+                "leader_rows", self.store.load_boards, missing, self.boards.depth
+            )
+            for board, stored in loaded.items():
+                self.boards.add(board, stored)
+        leader_rows = select_rows(self.boards, keys, rows, score_of_row)
+
+        async def rewrite() -> Applied:
+            await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
+            return Applied()
+
+        return self.chain.then(rewrite)
+
+    async def _submit_effects(self, messages: Sequence[RawMessage]) -> asyncio.Future[Applied]:
+        started = time.perf_counter()
+        if self.stale or len(self.book.totals) > self.max_cached_keys:
+            await self.chain.wait()  # what is reloaded must be stored first
+            if self.stale:
+                self.book, self.stale = ScoreBook(), False
+            else:
+                evict_oldest(self.book, self.max_cached_keys * 3 // 4)
+        batches = [decode_effects(m.value) for m in messages]
+        keys = keys_needed((e for b in batches for e in b), self.rules_for)
+        await self.blocking.retrying("score_state", self.store.load_keys, keys, self.book)
+        applied = Applied()
+        total = 0
+        for batch in batches:
+            apply_effects(batch, self.book, self.rules_for, applied)
+            total += len(batch)
+        # Rows are taken now, on the loop: the next batch changes the book while these
+        # are written, and a row must show one consistent state of its key.
+        dirty = list(applied.dirty)
+        score_rows = self.store.score_rows(self.book, dirty, self.rules_for)
+        missing = self.boards.missing({(k[0], k[1], k[2]) for k in dirty})
+        if missing:
+            loaded = await self.blocking.retrying(
+                "leader_rows", self.store.load_boards, missing, self.boards.depth
+            )
+            for board, stored in loaded.items():
+                self.boards.add(board, stored)
+        leader_rows = select_rows(self.boards, dirty, score_rows, score_of_row)
+        metrics.WINDOW_KEYS.set(len(self.book.totals))
+        metrics.BATCH_SECONDS.labels("aggregate").observe(time.perf_counter() - started)
+
+        async def flush() -> Applied:
+            await self._write(applied, score_rows, leader_rows)
+            metrics.EFFECTS_APPLIED.inc(total - applied.replayed)
+            metrics.EFFECTS_REPLAYED.inc(applied.replayed)
+            observe_freshness(applied.event_times, time.time())
+            return applied
+
+        return self.chain.then(flush)
+
+    async def _write(
+        self,
+        applied: Applied,
+        score_rows: Sequence[tuple[Any, ...]],
+        leader_rows: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """Store what applying a batch (or an audit) changed.
+
+        Order matters for recovery: thankers, badges and leader rows before totals, whose
+        high-water marks say "applied". A crash in between re-applies the batch: sets
+        absorb that, and leader rows are snapshots rewritten alike. Leader rows written
+        after the totals would be lost by a crash in between (the replay finds the points
+        applied and writes no row), and a board could miss the key for good."""
+        if applied.dropped_thankers:
+            await self.blocking.retrying(
+                "thankers", self.store.delete_thankers, applied.dropped_thankers
+            )
+        await self.blocking.retrying("thankers", self.store.write_thankers, applied.new_thankers)
+        if applied.badges:
+            at = now_ms()
+            await publish(
+                self.publisher,
+                self.badges_topic,
+                [
+                    (
+                        a.user_id.encode(),
+                        encode_badge(a, at),
+                        None,
+                        [("kudos.badge_id", badge_id(a).encode())],
+                    )
+                    for a in applied.badges
+                ],
+                self.blocking.stop_requested,
+            )
+            await self.blocking.retrying(
+                "badge_award_rows", self.store.write_badges, applied.badges
+            )
+            for a in applied.badges:
+                metrics.BADGES_AWARDED.labels(a.badge).inc()
+        await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
+        await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
+        metrics.INSERT_ROWS.labels("leader_rows").inc(len(leader_rows))
+        metrics.INSERT_ROWS.labels("score_state").inc(len(score_rows))
+        metrics.INSERT_BATCHES.labels("score_state").inc()
+
+    async def _audit(self, org: str, week_start: int, partition: int) -> asyncio.Future[Applied]:
+        """Apply a collusion audit's stored changes to this partition's users (streams/audit).
+
+        Scores go down here, which leader rows cannot follow incrementally: every changed
+        key gets its leader row rewritten (a lower score must not stay on a board), and the
+        auditor rebuilds the org's boards once every partition has applied the audit."""
+        rows = await self.blocking.retrying(
+            "reversals", audit_sql.reversal_rows, self.store.ch, org, week_start
+        )
+        n = self.effects_partitions
+        adjustments: list[Adjustment] = []
+        for r in rows:
+            if effects_partition(org, r.recipient_id, n) == partition:
+                adjustments.append(
+                    Adjustment(
+                        org,
+                        r.recipient_id,
+                        Metric.THANKS_RECEIVED,
+                        r.actor_id,
+                        r.occurred_at,
+                        r.delta,
+                        frozenset(r.drop_thanker),
+                    )
+                )
+            if effects_partition(org, r.actor_id, n) == partition:
+                adjustments.append(
+                    Adjustment(
+                        org, r.actor_id, Metric.THANKS_GIVEN, r.actor_id, r.occurred_at, r.delta
+                    )
+                )
+        cal = self.rules_for(org).calendar
+        keys = {(org, w, s, a.user_id) for a in adjustments for w, s in cal.starts(a.occurred_at)}
+        await self.blocking.retrying("score_state", self.store.load_keys, keys, self.book)
+        applied = Applied()
+        apply_adjustments(adjustments, week_start, self.book, self.rules_for, applied)
+        score_rows = self.store.score_rows(self.book, list(applied.dirty), self.rules_for)
+        self.boards.drop_org(org)  # reloaded once the auditor has rebuilt them
+
+        async def flush() -> Applied:
+            await self._write(applied, score_rows, score_rows)
+            await self.blocking.retrying(
+                "audits",
+                audit_sql.write_step,
+                self.store.ch,
+                org,
+                week_start,
+                0,
+                audit_sql.APPLIED,
+                partition,
+            )
+            return applied
+
+        return self.chain.then(flush)

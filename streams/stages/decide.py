@@ -1,0 +1,271 @@
+"""The deciding stage: decode -> decide -> publish effects -> store decisions.
+
+One batch of one input partition at a time, in offset order, on the partition's explicit
+state (streams/domain/rules.py); the rules themselves are pure code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from schemas.codec import DecodeError, EventCodec
+from schemas.vocabulary import HOUR_MS, Reason
+from sinks import audit as audit_sql
+from streams import metrics
+from streams.domain.rules import (
+    Decision,
+    PartitionState,
+    RulesLookup,
+    SourceRecord,
+    decide_batch,
+    effects_of,
+    scrub_person,
+)
+from streams.stages.breaker import DeadLetterBreaker
+from streams.stages.flush import (
+    Blocking,
+    FlushChain,
+    Publisher,
+    RawMessage,
+    dead_letter,
+    now_ms,
+    publish,
+    resolve_schemas,
+)
+from streams.stages.state_store import DeadLetter, StateStore
+from streams.stages.transport import (
+    effects_messages,
+    route_effects,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DecideStage:
+    """Per input partition: decode, apply rules v1, publish effects, store decisions."""
+
+    name = "decide"  # the `stage` label of its metrics
+
+    def __init__(
+        self,
+        store: StateStore,
+        codec: EventCodec,
+        rules_for: RulesLookup,
+        publisher: Publisher,
+        blocking: Blocking,
+        *,
+        effects_topic: str,
+        effects_partitions: int,
+        dlq_topic: str,
+        clock: Callable[[], int] = now_ms,
+        breaker: DeadLetterBreaker | None = None,
+    ) -> None:
+        self.breaker = breaker or DeadLetterBreaker()
+        self.store = store
+        self.codec = codec
+        self.rules_for = rules_for
+        self.publisher = publisher
+        self.blocking = blocking
+        self.effects_topic = effects_topic
+        self.effects_partitions = effects_partitions
+        self.dlq_topic = dlq_topic
+        self.clock = clock
+        self.states: dict[tuple[str, int], PartitionState] = {}
+        self.chain = FlushChain()
+        # The hour of stream time last stored per partition for the collusion audit.
+        self.reported_hours: dict[tuple[str, int], int] = {}
+
+    def forget(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """Drop state of partitions this worker no longer owns; it reloads if they return."""
+        for tp in partitions:
+            self.states.pop(tp, None)
+            self.reported_hours.pop(tp, None)
+
+    async def reset(self) -> None:
+        """After a failed batch (streams/stages/isolation.py): forget every partition's state,
+        which reloads from the stored decisions when next needed, as after a restart."""
+        await self.chain.wait()
+        self.states.clear()
+        self.reported_hours.clear()
+        self.chain = FlushChain()
+
+    def split(self, message: RawMessage) -> list[RawMessage] | None:
+        return None  # one message, one event
+
+    async def poison(self, message: RawMessage, detail: str) -> None:
+        """Dead-letter a message that fails on its own, then record it among the stored
+        decisions (reason undecodable, error 'poison: ...') so that its offset counts as
+        decided: a restart skips it, and later offsets stay a prefix."""
+        stop = self.blocking.stop_requested
+        await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
+        state = await self._state(message.topic, message.partition)
+        dead = DeadLetter(
+            message.topic,
+            message.partition,
+            message.offset,
+            "poison",
+            detail,
+            state.stream_time_ms or 0,
+        )
+        await self.blocking.retrying("decisions", self.store.write_decisions, [], [dead])
+        state.next_offset = max(state.next_offset, message.offset + 1)
+
+    def scrub(self, org: str, user: str, token: str) -> None:
+        """A person was forgotten: out of every partition state held here."""
+        rules = self.rules_for(org)
+        for state in self.states.values():
+            scrub_person(state, org, user, token, rules)
+
+    def stream_times_to_report(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> list[tuple[str, int, int]]:
+        """Stream times that entered a new hour, for kudos.stream_times (streams/stages/audit.py);
+        none unless some org's rules enable the collusion audit."""
+        if not self.rules_for.any_collusion_audit():
+            return []
+        out = []
+        for tp in partitions:
+            state = self.states.get(tp)
+            if state is None or state.stream_time_ms is None:
+                continue
+            hour = state.stream_time_ms // HOUR_MS
+            if hour > self.reported_hours.get(tp, -1):
+                self.reported_hours[tp] = hour
+                out.append((tp[0], tp[1], state.stream_time_ms))
+        return out
+
+    async def _state(self, topic: str, partition: int) -> PartitionState:
+        state = self.states.get((topic, partition))
+        if state is None:
+            # Load what is stored only once this stage's own pending flushes are stored
+            # (after a rebalance some may still hold decisions of this partition).
+            await self.chain.wait()
+            state = await self.blocking.retrying(
+                "decisions", self.store.load_partition_state, topic, partition, self.rules_for
+            )
+            self.states[(topic, partition)] = state
+            log.info("partition %s[%d]: resuming at offset %d", topic, partition, state.next_offset)
+        return state
+
+    async def process(self, messages: Sequence[RawMessage]) -> list[Decision]:
+        """Decide and flush one batch; returns when everything it produced is stored."""
+        return await (await self.submit(messages))
+
+    async def submit(self, messages: Sequence[RawMessage]) -> asyncio.Future[list[Decision]]:
+        """Decide a batch now; its flush runs after the flushes submitted before it. The
+        returned future completes when the batch is stored: only then may it be acked."""
+        started = time.perf_counter()
+        metrics.EVENTS_IN.inc(len(messages))
+        by_tp: dict[tuple[str, int], list[RawMessage]] = {}
+        for m in messages:
+            by_tp.setdefault((m.topic, m.partition), []).append(m)
+        out = _Decided()
+        await resolve_schemas(self.codec, messages, self.blocking.stop_requested)
+        now = self.clock()
+        for (topic, partition), msgs in by_tp.items():
+            await self._decide_partition(topic, partition, msgs, now, out)
+        stream_times = self.stream_times_to_report(by_tp)
+        self.breaker.record(len(messages), len(out.undecodable))
+        metrics.BAD_INPUT_RATIO.set(self.breaker.ratio)
+        effects: list[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]] = [
+            (None, message, p, [])
+            for p, batch in route_effects(
+                effects_of(out.decisions), self.effects_partitions
+            ).items()
+            for message in effects_messages(batch)
+        ]
+        metrics.BATCH_SECONDS.labels("decide").observe(time.perf_counter() - started)
+        return self.chain.then(lambda: self._flush(out, effects, stream_times))
+
+    async def _decide_partition(
+        self, topic: str, partition: int, msgs: list[RawMessage], now: int, out: _Decided
+    ) -> None:
+        """Decode and decide one partition's messages of the batch on its state."""
+        state = await self._state(topic, partition)
+        fresh = [m for m in msgs if m.offset >= state.next_offset]
+        if not fresh:
+            return  # decided before a restart: replayed from an older committed offset
+        records: list[SourceRecord] = []
+        decoded_all = self.codec.decode_many([m.value for m in fresh])
+        for m, decoded in zip(fresh, decoded_all, strict=True):
+            if isinstance(decoded, DecodeError):
+                out.undecodable.append(
+                    DeadLetter(
+                        topic,
+                        partition,
+                        m.offset,
+                        decoded.reason,
+                        decoded.detail,
+                        state.stream_time_ms or 0,
+                    )
+                )
+                out.dead.append((m, decoded.reason, decoded.detail))
+            else:
+                records.append(SourceRecord(decoded, topic, partition, m.offset))
+        got = decide_batch(records, state, now, self.rules_for)
+        # A timestamp too far ahead is refused by the rules and handed to the DLQ too.
+        future = {d.record.offset for d in got if d.reason is Reason.FUTURE}
+        if future:
+            raw_at = {m.offset: m for m in fresh}
+            out.dead.extend(
+                (raw_at[o], "future", "occurred_at is ahead of the wall clock")
+                for o in sorted(future)
+            )
+        out.decisions.extend(got)
+        state.next_offset = max(state.next_offset, fresh[-1].offset + 1)
+        state.prune(self.rules_for.max_grace_ms())
+        if state.stream_time_ms is not None:
+            metrics.STREAM_TIME.labels(str(partition)).set(state.stream_time_ms / 1000)
+
+    async def _flush(
+        self,
+        out: _Decided,
+        effects: Sequence[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]],
+        stream_times: Sequence[tuple[str, int, int]],
+    ) -> list[Decision]:
+        # In this order, then the caller acks the offsets: DLQ and effects are
+        # acknowledged by the broker before the decisions that say "done" are stored.
+        stop = self.blocking.stop_requested
+        await dead_letter(self.publisher, self.dlq_topic, out.dead, stop)
+        await publish(self.publisher, self.effects_topic, effects, stop)
+        if out.decisions or out.undecodable:
+            await self.blocking.retrying(
+                "decisions", self.store.write_decisions, out.decisions, out.undecodable
+            )
+            metrics.INSERT_BATCHES.labels("decisions").inc()
+            metrics.INSERT_ROWS.labels("decisions").inc(len(out.decisions) + len(out.undecodable))
+        if stream_times:  # after the decisions that reached them
+            await self.blocking.retrying(
+                "stream_times", audit_sql.write_stream_times, self.store.ch, stream_times
+            )
+        count_decisions(out.decisions)
+        return out.decisions
+
+
+@dataclass(slots=True)
+class _Decided:
+    """What deciding a batch produced, for its flush."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    undecodable: list[DeadLetter] = field(default_factory=list)  # rows of kudos.decisions
+    dead: list[tuple[RawMessage, str, str]] = field(default_factory=list)  # to the DLQ
+
+
+def count_decisions(decisions: Sequence[Decision]) -> None:
+    """kudos_decisions_counted and kudos_decisions_refused{reason}, once a batch is stored."""
+    counted = 0
+    refused: dict[str, int] = {}
+    for d in decisions:
+        if d.reason is Reason.COUNTED:
+            counted += 1
+        else:
+            refused[d.reason.value] = refused.get(d.reason.value, 0) + 1
+    metrics.DECISIONS_COUNTED.inc(counted)
+    for reason, n in refused.items():
+        metrics.DECISIONS_REFUSED.labels(reason).inc(n)
