@@ -1,10 +1,10 @@
 """The live page's server-sent events: one poller per watched board, and limits on streams.
 
-`GET /api/live` (streams/web/views.py) streams snapshots of a board. `LiveFeed` reads each
+`GET /api/live` (streams/web/page.py) streams snapshots of a board. `LiveFeed` reads each
 watched board once per interval however many browsers watch it; `StreamLimits` bounds the
 open streams per client address and in total (beyond: 429), so a client cannot make the
 worker hold thousands of streams. A stream for an org without any points starts no poller
-at all (streams/web/views.py). Per-stream queues hold one snapshot: a slow reader skips
+at all (streams/web/page.py). Per-stream queues hold one snapshot: a slow reader skips
 snapshots, it never makes memory grow.
 """
 

@@ -1,6 +1,6 @@
-"""The live page without I/O: previous windows and history windows in an org's calendar,
-rank movements, the server-sent-event feed, and static checks of the shipped page (offline,
-no HTML built from data, a strict CSP holds, labelled controls, table headers)."""
+"""The live page without I/O: history windows in an org's calendar, the server-sent-event
+feed, and static checks of the shipped page (offline, no HTML built from data, a strict
+CSP holds, labelled controls, table headers)."""
 
 from __future__ import annotations
 
@@ -15,19 +15,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from sinks.pagedata import PreviousRank
-from sinks.store import LeaderboardEntry
 from streams.domain.rules import RuleConfig, RulesLookup
 from streams.web.live import LiveFeed, LiveKey, StreamLimits, sse_message
-from streams.web.views import (
-    STATIC_TYPES,
-    changes_payload,
-    history_starts,
-    movement,
-    previous_window_start,
-)
+from streams.web.page import STATIC_TYPES, history_starts
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = RulesLookup(per_org={"nz": RuleConfig(timezone="Pacific/Auckland", week_start="sunday")})
@@ -35,25 +25,6 @@ RULES = RulesLookup(per_org={"nz": RuleConfig(timezone="Pacific/Auckland", week_
 
 def ms(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-def test_previous_window_start_utc() -> None:
-    start = ms("2026-03-09T00:00:00")  # a Monday
-    assert previous_window_start(RULES, "acme", "week", start) == ms("2026-03-02T00:00:00")
-    assert previous_window_start(RULES, "acme", "day", start) == ms("2026-03-08T00:00:00")
-    assert previous_window_start(RULES, "acme", "hour", start) == ms("2026-03-08T23:00:00")
-    assert previous_window_start(RULES, "acme", "all", 0) is None
-
-
-def test_previous_window_follows_the_org_calendar() -> None:
-    # Auckland leaves daylight saving on 2026-04-05 03:00 local: that local day has 25 h.
-    at = ms("2026-04-05T15:00:00")  # Monday 2026-04-06 03:00 NZST (UTC+12)
-    day = RULES("nz").calendar.window_start("day", at)
-    assert day == ms("2026-04-05T12:00:00")
-    assert previous_window_start(RULES, "nz", "day", day) == ms("2026-04-04T11:00:00")
-    week = RULES("nz").calendar.window_start("week", at)  # Sunday 2026-04-05 00:00 NZDT
-    assert week == ms("2026-04-04T11:00:00")
-    assert previous_window_start(RULES, "nz", "week", week) == ms("2026-03-28T11:00:00")
 
 
 def test_history_starts_are_consecutive_oldest_first() -> None:
@@ -66,47 +37,6 @@ def test_history_starts_are_consecutive_oldest_first() -> None:
     assert history_starts(RULES, "acme", "hour", at, 1) == [ms("2026-03-09T10:00:00")]
     nz = history_starts(RULES, "nz", "day", ms("2026-04-06T00:00:00"), 3)
     assert [b - a for a, b in itertools.pairwise(nz)] == [24 * 3_600_000, 25 * 3_600_000]
-
-
-@pytest.mark.parametrize(
-    ("rank", "previous", "want"),
-    [
-        (1, None, None),
-        (1, PreviousRank(3, True), "up"),
-        (3, PreviousRank(1, True), "down"),
-        (2, PreviousRank(2, True), "same"),
-        (5, PreviousRank(None, False), "new"),
-        (5, PreviousRank(None, True), "up"),  # below the previous board's depth
-    ],
-)
-def test_movement(rank: int, previous: PreviousRank | None, want: str | None) -> None:
-    assert movement(rank, previous) == want
-
-
-def entry(rank: int, user: str, score: int) -> LeaderboardEntry:
-    return LeaderboardEntry(rank, user, score, 0, 0, score // 3, 1, 0, user.title())
-
-
-def test_changes_payload() -> None:
-    entries = [entry(1, "ann", 9), entry(2, "bob", 6), entry(3, "cy", 3)]
-    previous = {
-        "ann": PreviousRank(2, True),
-        "bob": PreviousRank(None, False),
-        "cy": PreviousRank(3, True),
-    }
-    start = ms("2026-03-09T00:00:00")
-    body = changes_payload("acme", "week", start, start - 7 * 86_400_000, entries, previous)
-    assert body["window_start"] == "2026-03-09T00:00:00Z"
-    assert body["previous_window_start"] == "2026-03-02T00:00:00Z"
-    assert [(e["user_id"], e["previous_rank"], e["movement"]) for e in body["entries"]] == [
-        ("ann", 2, "up"),
-        ("bob", None, "new"),
-        ("cy", 3, "same"),
-    ]
-    assert body["entries"][0]["display_name"] == "Ann"
-    every = changes_payload("acme", "all", 0, None, entries, previous)
-    assert every["previous_window_start"] is None
-    assert {e["movement"] for e in every["entries"]} == {None}
 
 
 def test_sse_message_is_one_event() -> None:

@@ -1,0 +1,156 @@
+"""The API's own routes: the leaderboard, explain, badges, erasures, health and metrics.
+
+Each route's answer is one method of `Api`; `register_api_views` only maps routes to them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Final
+
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sinks.history import DecisionHistory
+from streams.domain.explain import DEFAULT_LIMIT, MAX_LIMIT
+from streams.web.context import (
+    DEFAULT_TOP,
+    MAX_TOP,
+    Leaderboards,
+    WebContext,
+    now_ms,
+    params,
+    window_scope,
+)
+from streams.web.explain import explain_user
+from streams.web.params import Params, parse_user
+from streams.web.payloads import badges_payload, leaderboard_payload
+
+BADGES_LIMIT: Final = 100  # /api/badges: default page, and the largest
+MAX_BADGES_LIMIT: Final = 1000
+
+
+def explained(*args: Any) -> bytes:
+    """`explain_user`'s body as JSON, made on the read thread: 10,000 entries are a few
+    megabytes, which the event loop (and /health) need not wait for."""
+    return json.dumps(explain_user(*args), separators=(",", ":")).encode()
+
+
+async def readiness(kudos: WebContext) -> tuple[bool, dict[str, Any]]:
+    """/health's answer: ClickHouse (its own probe, streams/web/admission.py), the group, stalls."""
+    clickhouse = await kudos.health.clickhouse()
+    stalled = [f"{t}[{p}]" for t, p in kudos.progress.stalled(time.monotonic())]
+    joined = kudos.joined.is_set()
+    ready = clickhouse == "ok" and joined and not stalled
+    return ready, {
+        "status": "ok" if ready else "degraded",
+        "live": True,
+        "ready": ready,
+        "clickhouse": clickhouse,
+        "joined": joined,
+        "assigned": sorted(f"{tp.topic}[{tp.partition}]" for tp in kudos.app.consumer.assignment()),
+        "stalled": stalled,
+        "lag": {f"{t}[{p}]": lag for (t, p), lag in sorted(kudos.progress.lags().items())},
+    }
+
+
+class Api:
+    """One request's answer per route (what the route's view sends)."""
+
+    def __init__(self, kudos: WebContext) -> None:
+        self.kudos = kudos
+        self.reads = kudos.reads
+        self.rules_for = kudos.rules_for
+        self.boards = Leaderboards(kudos)
+        self.history = DecisionHistory(kudos.api_clickhouse)
+
+    async def leaderboard(self, q: Params) -> dict[str, Any]:
+        org, window, start, _ = window_scope(q, self.rules_for)
+        top = q.integer("top", DEFAULT_TOP, 1, MAX_TOP)
+        entries = await self.boards.get(org, window, start, top)
+        return leaderboard_payload(org, window, start, entries)
+
+    async def explain(self, q: Params, user: str) -> bytes:
+        """Every point of a user's score in a window, with its event, rule and rule version
+        (streams/domain/explain.py: paging and the privacy rules)."""
+        user = parse_user(user)
+        org, window, at = q.org(), q.window(), q.at(now_ms())
+        page = q.page(DEFAULT_LIMIT, MAX_LIMIT)
+        return await self.reads.run_heavy(
+            explained, self.history, self.rules_for, org, user, window, at, page.limit, page.offset
+        )
+
+    async def badges(self, q: Params) -> dict[str, Any]:
+        """Badge awards of an org (or one user), newest first, `limit` (100, at most
+        1,000) from `offset`."""
+        org, user = q.org(), q.user()
+        page = q.page(BADGES_LIMIT, MAX_BADGES_LIMIT)
+        rows = await self.reads.run(
+            self.boards.store.badges, org, user, page.limit + 1, page.offset
+        )
+        return badges_payload(org, user, rows, page)
+
+    async def health(self) -> tuple[dict[str, Any], int]:
+        """Readiness (`readiness`) and its status: 200 when ready, else 503."""
+        ready, body = await readiness(self.kudos)
+        return body, 200 if ready else 503
+
+    async def erasure(self, request_id: str) -> dict[str, Any]:
+        """Whether a `kudos forget` request has been carried out (for the CLI on chdb)."""
+        from sinks.erase import erasure_done
+
+        request_id = parse_user(request_id, "request_id")
+        rows = await self.reads.run(erasure_done, self.kudos.api_clickhouse, request_id)
+        return {"request_id": request_id, "done": rows is not None, "rows": rows}
+
+
+def register_api_views(kudos: WebContext) -> None:
+    app, api = kudos.app, Api(kudos)
+
+    @app.page("/api/leaderboard")
+    class LeaderboardView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(await api.leaderboard(params(request)))
+
+    @app.page("/api/users/{user}/explain")
+    class ExplainView(View):
+        async def get(self, request: Request, user: str) -> Response:
+            body = await api.explain(params(request), user)
+            return self.bytes(body, content_type="application/json")
+
+    @app.page("/api/badges")
+    class BadgesView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(await api.badges(params(request)))
+
+    @app.page("/health")
+    class HealthView(View):
+        """Everything at once; 200 when ready (as /health/ready), else 503."""
+
+        async def get(self, request: Request) -> Response:
+            body, status = await api.health()
+            return self.json(body, status=status)
+
+    @app.page("/health/live")
+    class LiveView(View):
+        """Liveness: the process and its event loop answer. A ClickHouse outage or a stalled
+        partition is not a reason to restart the worker, so they do not fail this."""
+
+        async def get(self, request: Request) -> Response:
+            return self.json({"live": True})
+
+    @app.page("/health/ready")
+    class ReadyView(HealthView):
+        """Readiness: ClickHouse answers, the worker has joined its consumer group, and no
+        assigned partition is stalled (lag, and no progress for KUDOS_STALL_SECONDS)."""
+
+    @app.page("/api/erasures/{request_id}")
+    class ErasureView(View):
+        async def get(self, request: Request, request_id: str) -> Response:
+            return self.json(await api.erasure(request_id))
+
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
