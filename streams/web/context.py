@@ -19,7 +19,6 @@ from sinks.store import LeaderboardEntry, RecognitionStore
 from streams.domain.rules import RulesLookup
 from streams.domain.windows import window_bounds
 from streams.settings import Settings
-from streams.stages.progress import ProgressTracker
 from streams.web.admission import ApiReads, HealthProbe
 from streams.web.params import Params
 from streams.web.readcache import ReadCache
@@ -28,6 +27,13 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 DEFAULT_TOP: Final = 10  # `top` when absent, on every board
 MAX_TOP: Final = 1000  # the largest `top` of the API's boards
+
+
+class Progress(Protocol):
+    """What /health/ready reads of the stages' progress (streams/stages/progress.py)."""
+
+    def stalled(self, now: float) -> list[tuple[str, int]]: ...
+    def lags(self) -> dict[tuple[str, int], int]: ...
 
 
 class WebContext(Protocol):
@@ -44,7 +50,7 @@ class WebContext(Protocol):
     @property
     def health(self) -> HealthProbe: ...
     @property
-    def progress(self) -> ProgressTracker: ...
+    def progress(self) -> Progress: ...
     @property
     def joined(self) -> asyncio.Event: ...
     @property

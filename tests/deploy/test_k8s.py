@@ -74,8 +74,8 @@ def worker() -> dict[str, Any]:
 
 
 def served_paths() -> set[str]:
-    """Paths the worker's web server registers (`@app.page("...")` in streams/web/views.py)."""
-    text = (REPO / "streams" / "web.py").read_text()
+    """Paths the worker's web server registers (`@app.page("...")` in streams/web/)."""
+    text = "".join(p.read_text() for p in sorted((REPO / "streams" / "web").glob("*.py")))
     return set(re.findall(r"@app\.page\(\s*[\"']([^\"']+)[\"']", text))
 
 
