@@ -1,2 +1,2 @@
-"""The `kudos` command: main (the parser and each command), replay (`kudos replay`'s run),
-synthetic (demo traffic)."""
+"""The `kudos` command: main (the parser, one subcommand per module: up, worker, migrate,
+produce, forget, leaderboard, replay), common (what they share), synthetic (demo traffic)."""

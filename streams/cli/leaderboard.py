@@ -1,0 +1,67 @@
+"""`kudos leaderboard`: print a leaderboard, from ClickHouse or a worker's HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from schemas.vocabulary import WINDOWS
+from streams.cli.common import format_table, worker_api
+from streams.settings import Settings, get_settings
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lb = sub.add_parser("leaderboard", help="print a leaderboard")
+    lb.add_argument("--org", required=True)
+    lb.add_argument("--window", choices=WINDOWS, default="week")
+    lb.add_argument("--at", default=None, help="RFC 3339 time inside the window (default now)")
+    lb.add_argument("--top", type=int, default=10)
+    lb.add_argument("--format", choices=("table", "json"), default="table")
+    lb.add_argument("--api", default=None, help="read through a worker's HTTP API at this URL")
+    lb.set_defaults(func=cmd_leaderboard)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    data = leaderboard_data(settings, args.org, args.window, args.at, args.top, args.api)
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(format_table(data["org"], data["window"], data["entries"], data["window_start"]))
+    return 0
+
+
+def leaderboard_data(
+    settings: Settings, org: str, window: str, at: str | None, top: int, api: str | None
+) -> dict[str, Any]:
+    from streams.web.params import Params
+    from streams.web.views import leaderboard_payload, now_ms, org_window_start
+
+    base = worker_api(settings, api)
+    if base is not None:  # chdb belongs to the running worker's process: ask its API.
+        query = {"org": org, "window": window, "top": str(top)}
+        if at:
+            query["at"] = at
+        with urllib.request.urlopen(
+            f"{base}/api/leaderboard?{urllib.parse.urlencode(query)}", timeout=10
+        ) as r:
+            return dict(json.load(r))
+    from sinks.clickhouse import connect
+    from sinks.store import RecognitionStore
+
+    q = Params([("window", window), ("at", at or "")])
+    w = q.window()
+    start = org_window_start(settings.rules_lookup(), org, w, q.at(now_ms()))
+    ch = connect(settings.clickhouse.get_secret_value())
+    try:
+        return leaderboard_payload(
+            org,
+            w,
+            start,
+            RecognitionStore(ch, settings.leader_depth).leaderboard(org, w, start, top),
+        )
+    finally:
+        ch.close()
