@@ -1,4 +1,4 @@
-"""ClickHouse reads behind the live page (streams/web/static/, streams/web/views.py): the previous
+"""ClickHouse reads behind the live page (streams/web/static/, streams/web/page.py): the previous
 window's ranks, the recent-badges feed, one user's score over consecutive windows, and
 whether an org has a team board at all.
 
@@ -165,7 +165,7 @@ class PageData:
 
     def has_points(self, org: str) -> bool:
         """Whether the org has any points at all (the live feed starts no poller for an org
-        without: streams/web/views.py). One primary-key lookup."""
+        without: streams/web/page.py). One primary-key lookup."""
         rows = self.ch.query(
             "SELECT count() FROM (SELECT 1 FROM kudos.score_state WHERE org_id = %(org)s LIMIT 1)",
             {"org": org},

@@ -120,7 +120,7 @@ def create_app(
 ) -> Kudos:
     """The worker's app. `api_clickhouse` serves the HTTP API's reads and
     `health_clickhouse` /health's probe; both default to `clickhouse` (the writers'), which
-    only tests should rely on (streams/cli/main.py opens separate ones)."""
+    only tests should rely on (streams/cli/worker.py opens separate ones)."""
     app = faust_app(settings, bootstrap)
     routes = batch_routes(settings)
     # Set before the app creates its consumer (at start), on this app's transport only.

@@ -143,7 +143,7 @@ AUDIT_WATERMARK = Gauge(
     "kudos_audit_watermark_seconds", "Event time every events partition has passed"
 )
 
-# --- The HTTP API (streams/web/admission.py, streams/web/views.py) ---------------------
+# --- The HTTP API (streams/web/admission.py, streams/web/api.py) -----------------------
 # No user, org or path in any label: `reason` is one of the fixed words below.
 # API reads running now on their own threads and ClickHouse connections (at most
 # KUDOS_API_READ_CONCURRENCY), and reads waiting for one of those slots.

@@ -150,7 +150,7 @@ class Settings(BaseSettings):
         description="leaderboard answers younger than this are served from memory; up to "
         "10x as old while a background read refreshes them (0: always read)",
     )
-    # The HTTP API (streams/web/admission.py, streams/web/views.py; README "HTTP API limits").
+    # The HTTP API (streams/web/admission.py, streams/web/guard.py; README "HTTP API limits").
     api_read_concurrency: int = Field(
         4,
         ge=1,

@@ -2,7 +2,7 @@
 
 Schemas: `kubernetes-validate` (PyPI, in the `test` extra) bundles the Kubernetes OpenAPI
 JSON schemas, so validation runs offline; strict mode rejects unknown fields too. The
-semantic checks tie the manifests to the worker: probe paths it serves (streams/web/views.py),
+semantic checks tie the manifests to the worker: probe paths it serves (streams/web/),
 its port, the KUDOS_* settings it reads (streams/settings.py), the image's user
 (Dockerfile), and secrets that come from the Secret, never inline.
 """
