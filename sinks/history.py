@@ -136,29 +136,6 @@ ENTRY_ORDER: Final = (
 )
 
 
-# Reasons of rows that hold no event (messages that could not be decoded).
-REPLAY_COLUMNS: Final = (
-    "replay_id",
-    "replayed_at",
-    "range_from",
-    "range_to",
-    "org_id",
-    "window",
-    "window_start",
-    "user_id",
-    "whole",
-    "old_score",
-    "score",
-    "shares",
-    "thanks_given",
-    "thanks_received",
-    "reactions_received",
-    "rules",
-)
-
-# What `kudos replay --apply` writes to: kudos.replay_scores (migration 0015).
-
-
 def _row(r: Sequence[Any]) -> DecisionRow:
     return DecisionRow(
         str(r[0]),
