@@ -1,5 +1,6 @@
-"""The faust app: two thin agents that move batches between Kafka and the stages, and the
-web views. All rule logic lives in `rules`/`scorebook`; all I/O shapes in `pipeline`/`sinks`.
+"""Wiring only: the faust app, one route and runner per input topic, the three stages, the
+rebalance handlers, the timers and the views. The rules live in `streams/domain/`, the
+running chain in `streams/stages/`, the HTTP API in `streams/web/` (README "Layout").
 """
 
 from __future__ import annotations
