@@ -66,14 +66,14 @@ def stored_totals(
     org: str,
     wanted: set[WindowKey],
     state_rows: Iterable[Sequence[Any]],
-    thanker_rows: Iterable[tuple[str, int, str, str]],
+    thanker_rows: Iterable[Sequence[Any]],
 ) -> dict[WindowKey, WindowTotals]:
     """The totals of the `wanted` keys of one org: each key's highest stored version of
     `sinks.store.RecognitionStore.score_state_rows`, and its thankers. A wanted key with
     no row starts at zero."""
     best: dict[WindowKey, Sequence[Any]] = {}
     for row in state_rows:
-        key: WindowKey = (org, row[0], row[1], row[2])
+        key: WindowKey = (org, row[0], int(row[1]), row[2])
         if key in wanted and (key not in best or row[9] > best[key][9]):
             best[key] = row
     loaded = {k: WindowTotals() for k in wanted}
@@ -84,7 +84,7 @@ def stored_totals(
         t.hwm = {int(p): int(o) for p, o in zip(row[7], row[8], strict=True)}
         t.decay, t.decay_at = float(row[10]), int(row[11])
     for window, start, user, thanker in thanker_rows:
-        key = (org, window, start, user)  # type: ignore[assignment]
+        key = (org, window, int(start), user)
         if key in wanted:
             loaded[key].thankers.add(thanker)
     return loaded
