@@ -27,8 +27,8 @@ from streams.web.explain import explain_user
 from streams.web.params import Params, parse_user
 from streams.web.payloads import badges_payload, leaderboard_payload
 
-BADGES_LIMIT: Final = 100  # /api/badges: default page, and the largest
-MAX_BADGES_LIMIT: Final = 1000
+BADGES_LIMIT: Final = 100  # /api/badges: the default page
+MAX_BADGES_LIMIT: Final = 1000  # and the largest
 
 
 def explained(*args: Any) -> bytes:
