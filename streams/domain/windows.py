@@ -104,12 +104,30 @@ class Calendar:
             at = datetime.fromtimestamp(q / 1000, UTC).astimezone(self._zone)
             offset = at.utcoffset()
             offset_ms = int(offset.total_seconds() * 1000) if offset is not None else 0
-            hour = q - (q + offset_ms) % HOUR_MS
+            hour = self._since_offset_change(q - (q + offset_ms) % HOUR_MS, q, offset)
             day = self._local_midnight(at.date())
             back = (at.weekday() - WEEKDAYS.index(self.week_start)) % 7
             week = self._local_midnight(at.date() - timedelta(days=back))
             hit = self._cache[q] = (hour, day, week)
         return hit
+
+    def _since_offset_change(self, hour: int, q: int, offset: timedelta | None) -> int:
+        """The local hour's start, or the instant the clock jumped if that came later.
+
+        A 30-minute daylight-saving change (Australia/Lord_Howe) moves the clock off the
+        local hour: `hour`, computed with the offset at `q`, then falls before the jump, in
+        the previous offset's time. The hour begins at the jump instead; zones change their
+        offset on a quarter of an hour, so the search goes back by quarters from `q`."""
+        at = datetime.fromtimestamp(hour / 1000, UTC).astimezone(self._zone)
+        if at.utcoffset() == offset:
+            return hour
+        start = q
+        while start - _QUARTER_MS > hour:
+            before = datetime.fromtimestamp((start - _QUARTER_MS) / 1000, UTC)
+            if before.astimezone(self._zone).utcoffset() != offset:
+                break
+            start -= _QUARTER_MS
+        return start
 
     def starts(self, ms: int) -> tuple[tuple[WindowName, int], ...]:
         """Every window an event at `ms` belongs to, as (window, start) pairs."""
@@ -147,8 +165,8 @@ def window_bounds(window: WindowName, at_ms: int, cal: Calendar) -> tuple[int, i
     org's calendar says (explain, the team boards and replay all take their windows here).
     """
     start = cal.window_start(window, at_ms)
-    if window == "hour":
-        return start, start + HOUR_MS
+    if window == "hour":  # no local hour is longer than 60 minutes, some are shorter
+        return start, cal.window_start("hour", start + HOUR_MS)
     if window == "day":
         return start, cal.shift_days(start, 1)
     if window == "week":

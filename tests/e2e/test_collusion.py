@@ -573,10 +573,20 @@ def test_a_worker_killed_in_the_middle_of_audits(tmp_path: Path, clickhouse_serv
         worker = audit_worker(broker.bootstrap, clickhouse_server.url, tmp_path).start()
         worker.wait_ready()
         wait_for_boards(worker, want, at)
-        steps = admin.query(
-            "SELECT step, count(DISTINCT week_start) FROM kudos.audits GROUP BY step"
-        )
-        assert {str(s): int(n) for s, n in steps} == {"decided": 2, "applied": 2, "done": 2}
+        # The boards can be right before the last audit's `done` step is stored (the
+        # boards are rebuilt, every partition told, then `done` written): wait for the
+        # steps too, then they must be exact.
+        expected_steps = {"decided": 2, "applied": 2, "done": 2}
+        deadline = time.monotonic() + 60
+        while True:
+            steps = admin.query(
+                "SELECT step, count(DISTINCT week_start) FROM kudos.audits GROUP BY step"
+            )
+            got_steps = {str(s): int(n) for s, n in steps}
+            if got_steps == expected_steps or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert got_steps == expected_steps, worker.log_tail()
         rows = admin.query(
             "SELECT count(), uniqExact(src_partition, src_offset, recipient_id) "
             "FROM kudos.reversals FINAL"

@@ -41,7 +41,7 @@ from zoneinfo import ZoneInfo  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from streams.domain.windows import WEEKDAYS, Calendar, calendar  # noqa: E402
+from streams.domain.windows import WEEKDAYS, Calendar, calendar, window_bounds  # noqa: E402
 
 ZONES = [
     "UTC",
@@ -95,6 +95,28 @@ def test_calendar_starts_match_local_time_by_brute_force(
     assert _local(at, zone).date() - local_week.date() < timedelta(days=7 + 1)
     assert cal.window_start("day", at) == day and cal.day_start(at) == day
     assert cal.window_start("week", at) == week and cal.window_start("hour", at) == hour
+
+
+def test_a_thirty_minute_clock_change_starts_an_hour_of_its_own() -> None:
+    # Australia/Lord_Howe, 2015-10-04: at 02:00 (+10:30) the clock went to 02:30 (+11:00);
+    # 2016-04-03: at 02:00 (+11:00) back to 01:30 (+10:30). Found by the property above.
+    howe = calendar("Australia/Lord_Howe", "monday")
+    spring = ms("2015-10-03T15:30:00")  # the jump: 02:30 +11:00
+    assert howe.window_start("hour", spring - 1) == ms("2015-10-03T14:30:00")  # 01:00
+    assert howe.window_start("hour", spring) == spring
+    assert window_bounds("hour", spring, howe) == (spring, ms("2015-10-03T16:00:00"))
+    assert window_bounds("hour", spring - 1, howe) == (ms("2015-10-03T14:30:00"), spring)
+    autumn = ms("2016-04-02T15:00:00")  # back to 01:30 +10:30
+    assert howe.window_start("hour", autumn - 1) == ms("2016-04-02T14:00:00")  # 01:00 +11
+    assert window_bounds("hour", autumn, howe) == (autumn, ms("2016-04-02T15:30:00"))
+    # Every hour of both days is at most 60 minutes and they tile the time without gaps.
+    for day in (ms("2015-10-03T12:00:00"), ms("2016-04-02T12:00:00")):
+        start, end = window_bounds("hour", day, howe)
+        while start < day + 12 * 3_600_000:
+            assert end is not None and 0 < end - start <= 3_600_000
+            following, after = window_bounds("hour", end, howe)
+            assert following == end
+            start, end = following, after
 
 
 def test_utc_calendar_is_the_v1_windows() -> None:
