@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Final
@@ -81,6 +82,11 @@ def dt_to_ms(value: datetime) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return int(value.timestamp() * 1000)
+
+
+def now_ms() -> int:
+    """Now, in epoch millis: the pipeline's wall clock (rules and reads take it injected)."""
+    return int(time.time() * 1000)
 
 
 def now_utc() -> datetime:

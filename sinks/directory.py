@@ -26,11 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from schemas.directory import DirectoryRecord
-from schemas.times import ms_to_dt
+from schemas.times import ms_to_dt, now_utc
 from sinks.clickhouse import ClickHouse
 from sinks.history import audited_decisions
 from sinks.tables import DIRECTORY
@@ -169,7 +168,7 @@ class DirectoryStore:
         """One insert; a replay writes the same (key, version) rows again, which collapse."""
         if not rows:
             return 0
-        at = datetime.now(tz=UTC).replace(tzinfo=None, microsecond=0)
+        at = now_utc()
         return self.ch.insert(
             DIRECTORY.qualified,
             DIRECTORY.columns,

@@ -32,6 +32,7 @@ import secrets
 import time
 from typing import Any, Final
 
+from schemas.times import now_utc
 from sinks.clickhouse import ClickHouse
 from sinks.tables import DECISIONS, ERASURES, LEADER_ROWS, SCORE_STATE, THANKERS, Table
 
@@ -217,10 +218,7 @@ def rebuild_org_boards(ch: ClickHouse, org: str, depth: int) -> None:
 
 
 def record_erasure(ch: ClickHouse, request_id: str, org: str, rows: int) -> None:
-    from datetime import UTC, datetime
-
-    at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    ch.insert(ERASURES.qualified, ERASURES.columns, [(request_id, org, rows, at)])
+    ch.insert(ERASURES.qualified, ERASURES.columns, [(request_id, org, rows, now_utc())])
 
 
 def erasure_done(ch: ClickHouse, request_id: str) -> int | None:

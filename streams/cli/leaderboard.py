@@ -37,8 +37,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def leaderboard_data(
     settings: Settings, org: str, window: str, at: str | None, top: int, api: str | None
 ) -> dict[str, Any]:
+    from schemas.times import now_ms
     from streams.web.params import Params
-    from streams.web.views import leaderboard_payload, now_ms, org_window_start
+    from streams.web.views import leaderboard_payload, org_window_start
 
     base = worker_api(settings, api)
     if base is not None:  # chdb belongs to the running worker's process: ask its API.

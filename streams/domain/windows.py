@@ -101,7 +101,7 @@ class Calendar:
         if hit is None:
             if len(self._cache) > 50_000:
                 self._cache.clear()
-            at = datetime.fromtimestamp(q / 1000, UTC).astimezone(self._zone)
+            at = self._local(q)
             offset = at.utcoffset()
             offset_ms = int(offset.total_seconds() * 1000) if offset is not None else 0
             hour = self._since_offset_change(q - (q + offset_ms) % HOUR_MS, q, offset)
@@ -111,6 +111,10 @@ class Calendar:
             hit = self._cache[q] = (hour, day, week)
         return hit
 
+    def _local(self, ms: int) -> datetime:
+        """The org's local time at epoch millis `ms`."""
+        return datetime.fromtimestamp(ms / 1000, UTC).astimezone(self._zone)
+
     def _since_offset_change(self, hour: int, q: int, offset: timedelta | None) -> int:
         """The local hour's start, or the instant the clock jumped if that came later.
 
@@ -118,14 +122,10 @@ class Calendar:
         local hour: `hour`, computed with the offset at `q`, then falls before the jump, in
         the previous offset's time. The hour begins at the jump instead; zones change their
         offset on a quarter of an hour, so the search goes back by quarters from `q`."""
-        at = datetime.fromtimestamp(hour / 1000, UTC).astimezone(self._zone)
-        if at.utcoffset() == offset:
+        if self._local(hour).utcoffset() == offset:
             return hour
         start = q
-        while start - _QUARTER_MS > hour:
-            before = datetime.fromtimestamp((start - _QUARTER_MS) / 1000, UTC)
-            if before.astimezone(self._zone).utcoffset() != offset:
-                break
+        while start - _QUARTER_MS > hour and self._local(start - _QUARTER_MS).utcoffset() == offset:
             start -= _QUARTER_MS
         return start
 
@@ -151,7 +151,7 @@ class Calendar:
         """The start of the local day `n` days after the day starting at `day`."""
         if self.is_utc_monday:
             return day + n * DAY_MS
-        local = datetime.fromtimestamp(day / 1000, UTC).astimezone(self._zone).date()
+        local = self._local(day).date()
         return self._local_midnight(local + timedelta(days=n))
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from schemas.times import now_ms
 from schemas.vocabulary import DEPTH as LEADER_DEPTH
 from schemas.vocabulary import Metric
 from sinks import audit as audit_sql
@@ -33,15 +34,7 @@ from streams.domain.scorebook import (
     keys_needed,
 )
 from streams.stages.controls import Erasure, forget_held
-from streams.stages.flush import (
-    Blocking,
-    FlushChain,
-    Publisher,
-    RawMessage,
-    dead_letter,
-    now_ms,
-    publish,
-)
+from streams.stages.flush import Blocking, FlushChain, Publisher, RawMessage, dead_letter, publish
 from streams.stages.state_store import StateStore
 from streams.stages.transport import (
     Control,

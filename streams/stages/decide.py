@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from schemas.codec import DecodeError, EventCodec
+from schemas.times import now_ms
 from schemas.vocabulary import HOUR_MS, Reason
 from sinks import audit as audit_sql
 from streams import metrics
@@ -33,7 +34,6 @@ from streams.stages.flush import (
     Publisher,
     RawMessage,
     dead_letter,
-    now_ms,
     publish,
     resolve_schemas,
 )

@@ -165,10 +165,6 @@ async def publish(
         )
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class ResolvesSchemas(Protocol):
     """A codec whose writer schemas may come from a Schema Registry."""
 

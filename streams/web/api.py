@@ -12,17 +12,10 @@ from typing import Any, Final
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from schemas.times import now_ms
 from sinks.history import DecisionHistory
 from streams.domain.explain import DEFAULT_LIMIT, MAX_LIMIT
-from streams.web.context import (
-    DEFAULT_TOP,
-    MAX_TOP,
-    Leaderboards,
-    WebContext,
-    now_ms,
-    params,
-    window_scope,
-)
+from streams.web.context import DEFAULT_TOP, MAX_TOP, Leaderboards, WebContext, params, window_scope
 from streams.web.explain import explain_user
 from streams.web.params import Params, parse_user
 from streams.web.payloads import badges_payload, leaderboard_payload

@@ -6,13 +6,13 @@ boards."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Hashable
 from typing import Final, Protocol, TypeVar
 
 import faust
 from faust.web import Request
 
+from schemas.times import now_ms
 from schemas.vocabulary import WindowName
 from sinks.clickhouse import ClickHouse
 from sinks.store import LeaderboardEntry, RecognitionStore
@@ -55,10 +55,6 @@ class WebContext(Protocol):
     def joined(self) -> asyncio.Event: ...
     @property
     def rules_for(self) -> RulesLookup: ...
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def params(request: Request) -> Params:

@@ -16,7 +16,7 @@ from typing import Any, Final, cast
 from aiohttp import web
 from faust.web import Request, Response, View
 
-from schemas.times import format_rfc3339
+from schemas.times import format_rfc3339, now_ms
 from schemas.vocabulary import WindowName
 from sinks.directory import DirectoryStore
 from sinks.pagedata import MAX_BADGES, MAX_POINTS, PageData, PreviousRank
@@ -29,7 +29,6 @@ from streams.web.context import (
     Leaderboards,
     WebContext,
     fresh_cache,
-    now_ms,
     org_window_start,
     params,
     previous_window_start,

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from streams.web import guard
 from streams.web.api import register_api_views
-from streams.web.context import WebContext, now_ms, org_window_start
+from streams.web.context import WebContext, org_window_start
 from streams.web.directory import register_directory_views
 from streams.web.page import register_page_views
 from streams.web.payloads import leaderboard_payload
@@ -32,7 +32,6 @@ from streams.web.payloads import leaderboard_payload
 __all__ = [
     "WebContext",
     "leaderboard_payload",
-    "now_ms",
     "org_window_start",
     "register_directory_views",
     "register_views",
