@@ -117,6 +117,11 @@ class ClickHouse(Protocol):
         """Inserts `rows` (one value per column, in `columns` order) in one statement."""
         ...
 
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[Any]) -> int:
+        """Inserts columns (lists, numpy arrays or pyarrow arrays of one length each, in
+        `columns` order; a DateTime column may hold epoch seconds) in one statement."""
+        ...
+
     def close(self) -> None:
         """Releases the connection. Idempotent."""
         ...
@@ -692,6 +697,17 @@ class NativeClickHouse:
             written = self._call(statement, rows, types_check=True)
         return int(written)
 
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[Any]) -> int:
+        size = _column_length(columns, data)
+        if not size:
+            return 0
+        statement = insert_statement(table, columns) + " VALUES"
+        values = [_as_list(c) for c in data]
+        with self._lock:
+            self._connect()
+            self._call(statement, values, types_check=True, columnar=True)
+        return size
+
     def close(self) -> None:
         with self._lock:
             self._client.disconnect()
@@ -964,12 +980,17 @@ class ChdbClickHouse:
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
+        return self.insert_columns(table, columns, _transpose(rows, len(columns)))
+
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[Any]) -> int:
+        if not _column_length(columns, data):
+            return 0
         statement = insert_statement(table, columns)
         with self._lock:
             types = self._types_of(table)
         # Serialising 100k rows takes a few hundred ms: not under the lock, so readers
         # (the HTTP API) are not held up by it.
-        payload = self._arrow_payload(table, columns, rows, types)
+        payload = self._arrow_payload(table, columns, data, types)
         with self._lock:
             if self._conn is None:
                 raise ClickHouseUnavailable(f"chdb at {self.path} is closed")
@@ -1033,19 +1054,19 @@ class ChdbClickHouse:
         self,
         table: str,
         columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
+        data: Sequence[Any],
         types: Mapping[str, str],
     ) -> bytes:
         pa = _pyarrow()
 
         arrays = []
         fields = []
-        for column, values in zip(columns, _transpose(rows, len(columns)), strict=True):
+        for column, values in zip(columns, data, strict=True):
             if column not in types:
                 raise ClickHouseError(f"table {table} has no column {column}")
             arrow_type, nullable = _arrow_type(types[column])
             try:
-                array = pa.array(values, type=arrow_type)
+                array = _arrow_array(pa, values, arrow_type)
             except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
                 raise ClickHouseError(f"column {column} ({types[column]}): {exc}") from exc
             _check_no_nulls(column, array, nullable)
@@ -1056,6 +1077,37 @@ class ChdbClickHouse:
         with pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_batch(batch)
         return sink.getvalue()
+
+
+def _arrow_array(pa: Any, values: Any, arrow_type: Any) -> Any:
+    """`values` (a list, numpy array or pyarrow array) as an array of `arrow_type`; epoch
+    seconds for a timestamp column."""
+    if isinstance(values, pa.Array):
+        return values if values.type == arrow_type else values.cast(arrow_type)
+    if pa.types.is_timestamp(arrow_type) and _is_int_array(values):
+        return pa.array(values, type=pa.int64()).cast(arrow_type)
+    return pa.array(values, type=arrow_type)
+
+
+def _is_int_array(values: Any) -> bool:
+    kind = getattr(getattr(values, "dtype", None), "kind", None)
+    return kind in ("i", "u")
+
+
+def _column_length(columns: Sequence[str], data: Sequence[Any]) -> int:
+    """The common length of insert columns; ClickHouseError if they differ."""
+    if len(data) != len(columns):
+        raise ClickHouseError(f"{len(data)} columns of values for {len(columns)} columns")
+    sizes = {len(c) for c in data}
+    if len(sizes) > 1:
+        raise ClickHouseError(f"columns of different lengths: {sorted(sizes)}")
+    return sizes.pop() if sizes else 0
+
+
+def _as_list(values: Any) -> list[Any]:
+    """A column for clickhouse-driver's columnar insert: a list of Python values."""
+    tolist = getattr(values, "to_pylist", None) or getattr(values, "tolist", None)
+    return list(tolist()) if tolist is not None else list(values)
 
 
 def _transpose(rows: Sequence[Sequence[Any]], width: int) -> list[tuple[Any, ...]]:
@@ -1275,6 +1327,13 @@ class ClickHousePool:
         conn = self._borrow()
         try:
             return conn.insert(table, columns, rows)
+        finally:
+            self._give_back(conn)
+
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[Any]) -> int:
+        conn = self._borrow()
+        try:
+            return conn.insert_columns(table, columns, data)
         finally:
             self._give_back(conn)
 

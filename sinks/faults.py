@@ -39,5 +39,9 @@ class SwitchableClickHouse:
         self._check()
         return self.inner.insert(table, columns, rows)
 
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[Any]) -> int:
+        self._check()
+        return self.inner.insert_columns(table, columns, data)
+
     def close(self) -> None:
         self.inner.close()

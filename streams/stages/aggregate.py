@@ -21,6 +21,7 @@ from sinks import audit as audit_sql
 from sinks.erase import new_token
 from sinks.tables import SCORE_STATE
 from streams import metrics
+from streams.domain.effects import batch_to_effects
 from streams.domain.leaders import Boards, select_rows
 from streams.domain.rules import (
     RulesLookup,
@@ -40,10 +41,11 @@ from streams.stages.transport import (
     Control,
     badge_id,
     decode_control,
-    decode_effects,
+    decode_effect_batch,
     effects_partition,
     encode_badge,
-    encode_effects,
+    encode_effect_batch,
+    event_starts,
     is_control,
 )
 
@@ -139,24 +141,28 @@ class AggregateStage:
         if is_control(message.value):
             return None
         try:
-            effects = decode_effects(message.value)
+            batch = decode_effect_batch(message.value)
         except Exception:  # undecodable: it is poison whole
             return None
-        parts = [
-            list(group)
-            for _, group in itertools.groupby(effects, key=lambda e: (e.partition, e.offset))
-        ]
-        if len(parts) < 2:
+        starts = event_starts(batch).tolist()
+        if len(starts) < 2:
             return None
+        ends = [*starts[1:], batch.num_rows]
         return [
-            RawMessage(message.topic, message.partition, message.offset, message.key, encoded)
-            for encoded in map(encode_effects, parts)
+            RawMessage(
+                message.topic,
+                message.partition,
+                message.offset,
+                message.key,
+                encode_effect_batch(batch.slice(a, b - a)),
+            )
+            for a, b in zip(starts, ends, strict=True)
         ]
 
     async def poison(self, message: RawMessage, detail: str) -> None:
         """Dead-letter an effects message, or one source event's part of one, that fails on
-        its own: its value is those effects as JSON (`streams.stages.transport`), which name the
-        source event's partition and offset."""
+        its own: its value is those effects as an effects message (`streams.stages.transport`),
+        whose rows name the source event's partition and offset."""
         stop = self.blocking.stop_requested
         await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
 
@@ -253,7 +259,7 @@ class AggregateStage:
                 self.book, self.stale = ScoreBook(), False
             else:
                 evict_oldest(self.book, self.max_cached_keys * 3 // 4)
-        batches = [decode_effects(m.value) for m in messages]
+        batches = [batch_to_effects(decode_effect_batch(m.value)) for m in messages]
         keys = keys_needed((e for b in batches for e in b), self.rules_for)
         await self.blocking.retrying("score_state", self.store.load_keys, keys, self.book)
         applied = Applied()

@@ -18,6 +18,7 @@ from schemas.times import now_ms
 from schemas.vocabulary import HOUR_MS, Reason
 from sinks import audit as audit_sql
 from streams import metrics
+from streams.domain.effects import effects_to_batch
 from streams.domain.rules import (
     Decision,
     PartitionState,
@@ -38,10 +39,7 @@ from streams.stages.flush import (
     resolve_schemas,
 )
 from streams.stages.state_store import DeadLetter, StateStore
-from streams.stages.transport import (
-    effects_messages,
-    route_effects,
-)
+from streams.stages.transport import batch_messages, route_batch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -175,10 +173,10 @@ class DecideStage:
         metrics.BAD_INPUT_RATIO.set(self.breaker.ratio)
         effects: list[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]] = [
             (None, message, p, [])
-            for p, batch in route_effects(
-                effects_of(out.decisions), self.effects_partitions
+            for p, batch in route_batch(
+                effects_to_batch(effects_of(out.decisions)), self.effects_partitions
             ).items()
-            for message in effects_messages(batch)
+            for message in batch_messages(batch)
         ]
         metrics.BATCH_SECONDS.labels("decide").observe(time.perf_counter() - started)
         return self.chain.then(lambda: self._flush(out, effects, stream_times))

@@ -13,7 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from schemas.vocabulary import Metric, WindowName
+from streams.domain.effects import EFFECT_SCHEMA, effects_to_batch
 from streams.domain.rules import Effect
 from streams.domain.scorebook import BadgeAward
 
@@ -82,6 +87,88 @@ def decode_effects(raw: bytes) -> list[Effect]:
         Effect(org, user, _METRICS[metric], actor, int(at), int(p), int(o))
         for org, user, metric, actor, at, p, o in json.loads(raw)
     ]
+
+
+# --- effects as Arrow record batches --------------------------------------------------
+#
+# An effects message is the format byte ARROW_EFFECTS and one Arrow IPC stream of
+# `EFFECT_SCHEMA` (streams/domain/effects.py). Messages of the first format (a JSON array
+# of arrays, `encode_effects`) still decode, while a replay can meet them.
+
+ARROW_EFFECTS: Final = b"\x01"
+
+
+def encode_effect_batch(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, EFFECT_SCHEMA) as writer:
+        writer.write_batch(batch)
+    encoded: bytes = sink.getvalue().to_pybytes()
+    return ARROW_EFFECTS + encoded
+
+
+def decode_effect_batch(raw: bytes) -> pa.RecordBatch:
+    """An effects message of either format as a batch; ValueError if it is neither."""
+    if raw[:1] == b"[":
+        return effects_to_batch(decode_effects(raw))
+    if raw[:1] != ARROW_EFFECTS:
+        raise ValueError("not an effects message")
+    try:
+        table = pa.ipc.open_stream(memoryview(raw)[1:]).read_all()
+        if not table.schema.equals(EFFECT_SCHEMA):
+            raise ValueError(f"effects of another schema: {table.schema}")
+        table.validate(full=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"undecodable effects: {exc}") from exc
+    return table.combine_chunks().to_batches()[0] if table.num_rows else _EMPTY
+
+
+_EMPTY: Final = pa.RecordBatch.from_pylist([], schema=EFFECT_SCHEMA)
+
+
+def route_batch(batch: pa.RecordBatch, partitions: int) -> dict[int, pa.RecordBatch]:
+    """`route_effects` for a batch: rows keep their order within each partition's part."""
+    if batch.num_rows == 0:
+        return {}
+    keys = pc.binary_join_element_wise(batch["org_id"], batch["user_id"], "\x00")
+    encoded = pc.dictionary_encode(keys)
+    unique = encoded.dictionary.to_pylist()
+    owner = np.array([zlib.crc32(k.encode()) % partitions for k in unique], dtype=np.int64)
+    target = owner[encoded.indices.to_numpy(zero_copy_only=False)]
+    out: dict[int, pa.RecordBatch] = {}
+    for p in np.unique(target).tolist():
+        out[int(p)] = batch.filter(pa.array(target == p))
+    return out
+
+
+def batch_messages(batch: pa.RecordBatch, max_bytes: int = EFFECTS_MESSAGE_BYTES) -> list[bytes]:
+    """`effects_messages` for a batch: split between source events only."""
+    encoded = encode_effect_batch(batch)
+    if len(encoded) <= max_bytes or batch.num_rows < 2:
+        return [encoded]
+    cut = _batch_boundary(batch, batch.num_rows // 2)
+    if cut is None:
+        return [encoded]  # one event's effects: small, whatever the bound
+    return batch_messages(batch.slice(0, cut), max_bytes) + batch_messages(
+        batch.slice(cut), max_bytes
+    )
+
+
+def event_starts(batch: pa.RecordBatch) -> np.ndarray:
+    """Indices of the rows that begin a source event's effects (0 included if any)."""
+    p = batch["partition"].to_numpy()
+    o = batch["offset"].to_numpy()
+    change = np.ones(len(p), dtype=bool)
+    change[1:] = (p[1:] != p[:-1]) | (o[1:] != o[:-1])
+    return np.flatnonzero(change)
+
+
+def _batch_boundary(batch: pa.RecordBatch, near: int) -> int | None:
+    starts = event_starts(batch)
+    starts = starts[starts > 0]
+    if not len(starts):
+        return None
+    after = starts[starts >= near]
+    return int(after[0]) if len(after) else int(starts[-1])
 
 
 def badge_id(award: BadgeAward) -> str:

@@ -154,6 +154,50 @@ def test_bulk_insert_is_one_statement(ch: ClickHouse) -> None:
     assert ch.insert("kudos.decisions", DECISIONS.columns, []) == 0
 
 
+@pytest.mark.clickhouse
+def test_insert_columns_takes_lists_numpy_and_arrow(ch: ClickHouse) -> None:
+    """Columns of any kind insert as the same rows as `insert`; DateTime columns may hold
+    epoch seconds; columns of different lengths are refused."""
+    import numpy as np
+    import pyarrow as pa
+
+    week_s = int(WEEK.replace(tzinfo=UTC).timestamp())
+    data = [
+        pa.array(["o", "o"]),
+        ["week", "all"],
+        np.array([week_s, 0], dtype=np.int64),
+        np.array([TRICKY, "u2"], dtype=object),
+        np.array([2**64 - 1, 1], dtype=np.uint64),
+        *([np.array([1, 2])] * 5),
+        [[0, 7], []],
+        [[-(2**63), 3], []],
+        np.array([5, 6], dtype=np.uint64),
+        np.array([week_s, week_s], dtype=np.int64),
+    ]
+    assert ch.insert_columns("kudos.score_state", LEADER_ROWS.columns, data) == 2
+    back = _select(ch, "kudos.score_state", LEADER_ROWS.columns, "`window` DESC")
+    assert back[0] == (
+        "o",
+        "week",
+        WEEK,
+        TRICKY,
+        2**64 - 1,
+        1,
+        1,
+        1,
+        1,
+        1,
+        [0, 7],
+        [-(2**63), 3],
+        5,
+        WEEK,
+    )
+    assert back[1][:4] == ("o", "all", datetime(1970, 1, 1), "u2")
+    assert ch.insert_columns("kudos.score_state", LEADER_ROWS.columns, [[]] * 14) == 0
+    with pytest.raises(ClickHouseError):
+        ch.insert_columns("kudos.score_state", LEADER_ROWS.columns, [["o"], []] + [["x"]] * 12)
+
+
 # --- views -----------------------------------------------------------------------------
 
 

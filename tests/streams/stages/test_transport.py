@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.vocabulary import Metric
+from streams.domain.effects import batch_to_effects, effects_to_batch
 from streams.domain.rules import Effect
 from streams.stages.transport import (
+    ARROW_EFFECTS,
     EFFECTS_MESSAGE_BYTES,
-    decode_effects,
-    effects_messages,
+    batch_messages,
+    decode_effect_batch,
+    encode_effect_batch,
     encode_effects,
+    route_batch,
+    route_effects,
 )
+
+
+def effects_messages(effects: list[Effect], max_bytes: int = EFFECTS_MESSAGE_BYTES) -> list[bytes]:
+    return batch_messages(effects_to_batch(effects), max_bytes)
+
+
+def decode_effects(raw: bytes) -> list[Effect]:
+    return batch_to_effects(decode_effect_batch(raw))
+
+
+def encode(effects: list[Effect]) -> bytes:
+    return encode_effect_batch(effects_to_batch(effects))
 
 
 def effect(offset: int, user: str = "u-bob", partition: int = 0) -> Effect:
@@ -23,8 +41,10 @@ def effect(offset: int, user: str = "u-bob", partition: int = 0) -> Effect:
 
 def test_a_small_batch_is_one_message() -> None:
     effects = [effect(i) for i in range(100)]
-    assert effects_messages(effects) == [encode_effects(effects)]
-    assert effects_messages([]) == [b"[]"]
+    assert effects_messages(effects) == [encode(effects)]
+    assert effects_messages([]) == [encode([])]
+    assert effects_messages([])[0][:1] == ARROW_EFFECTS
+    assert decode_effects(encode([])) == []
 
 
 def test_a_huge_batch_is_split_between_events_below_the_bound() -> None:
@@ -45,13 +65,13 @@ def test_a_huge_batch_is_split_between_events_below_the_bound() -> None:
 
 def test_one_events_effects_stay_together_whatever_the_bound() -> None:
     effects = [effect(7, user=f"u-{i}") for i in range(100)]
-    assert effects_messages(effects, max_bytes=100) == [encode_effects(effects)]
+    assert effects_messages(effects, max_bytes=100) == [encode(effects)]
 
 
 @settings(deadline=None, max_examples=60)
 @given(
     st.lists(st.tuples(st.integers(0, 3), st.integers(1, 5)), max_size=40),
-    st.integers(200, 5000),
+    st.integers(1500, 6000),  # an Arrow message is ~1 KB before its first row
 )
 def test_split_keeps_order_and_events_whole(events: list[tuple[int, int]], bound: int) -> None:
     effects = [
@@ -68,3 +88,28 @@ def test_split_keeps_order_and_events_whole(events: list[tuple[int, int]], bound
         assert (last.partition, last.offset) != (first.partition, first.offset)
     for m, d in zip(messages, decoded, strict=True):
         assert len(m) <= bound or len({(e.partition, e.offset) for e in d}) == 1
+
+
+def test_effects_of_the_first_format_still_decode() -> None:
+    """JSON effects messages written before the Arrow format, met again by a replay."""
+    effects = [effect(i, user=f"u-{i % 3}") for i in range(5)]
+    assert decode_effects(encode_effects(effects)) == effects
+    assert decode_effects(b"[]") == []
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"\x01", b"\x01garbage", b"\x02" + b"x" * 20, encode([effect(1)])[:-9]]
+)
+def test_garbage_is_a_value_error(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_effect_batch(raw)
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 30)), max_size=60))
+def test_routing_a_batch_is_routing_its_effects(users: list[tuple[str, int]]) -> None:
+    effects = [effect(i, user=f"u-{u}{n}") for i, (u, n) in enumerate(users)]
+    by_batch = {
+        p: batch_to_effects(b) for p, b in route_batch(effects_to_batch(effects), 5).items()
+    }
+    assert by_batch == route_effects(effects, 5)
