@@ -10,6 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Final
 
+import numpy as np
+
 from schemas.vocabulary import DAY_MS, HOUR_MS, WEEK_MS, WindowName
 
 # 1970-01-01 was a Thursday; the Monday on or before it is 1969-12-29, three days earlier.
@@ -135,6 +137,22 @@ class Calendar:
             return window_starts(ms)
         hour, day, week = self._quarter(ms)
         return (("hour", hour), ("day", day), ("week", week), ("all", 0))
+
+    def starts_array(self, ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`starts` of many instants at once: (hour, day, week) start arrays. The calendar
+        is constant within a quarter of an hour (`_quarter`), so each distinct quarter is
+        computed once."""
+        ms = np.asarray(ms, dtype=np.int64)
+        if self.is_utc_monday:
+            shifted = ms + _MONDAY_OFFSET_MS
+            return (
+                ms - ms % HOUR_MS,
+                ms - ms % DAY_MS,
+                shifted - shifted % WEEK_MS - _MONDAY_OFFSET_MS,
+            )
+        quarters, inverse = np.unique(ms - ms % _QUARTER_MS, return_inverse=True)
+        table = np.array([self._quarter(int(q)) for q in quarters], dtype=np.int64).reshape(-1, 3)
+        return table[inverse, 0], table[inverse, 1], table[inverse, 2]
 
     def window_start(self, window: WindowName, ms: int) -> int:
         if self.is_utc_monday:

@@ -1,0 +1,597 @@
+"""Window totals as columns: the aggregating stage's state, changed a batch at a time.
+
+The same totals, high-water marks, distinct thankers, decayed scores and badges as
+`streams/domain/scorebook.py` (kept as the per-event oracle of the tests), held as arrays
+instead of an object per key, and changed by a whole batch of effects (an Arrow record
+batch of `streams.domain.effects.EFFECT_SCHEMA`) with array operations:
+
+* ids: an (org, user) is a dense user id, an (org, window, start) a dense window id; a key
+  is `uid << 24 | wid`, found in a sorted index with `searchsorted`;
+* per key (a slot): the four counts, distinct thankers, decayed score, and its high-water
+  marks as a row of a (slots x deciding partitions) matrix;
+* distinct thankers: a sorted array of `slot << 32 | actor uid`;
+* badges: checked on the keys a batch changed; only keys that may earn one are walked
+  effect by effect, so awards and their evidence are those of the per-event path.
+
+`apply_batch` applies a batch as the per-event path applies its messages one after
+another, provided no deciding partition's offsets go back from one message to the next
+(`in_order`); the stage applies other batches message by message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.vocabulary import WindowKey, WindowName
+from streams.domain.badges import _CHANGED_BY, BadgeRule, streak_ends
+from streams.domain.effects import METRIC_CODES, RECEIVED_CODE, SHARES_CODE
+from streams.domain.rules import RuleConfig, RulesLookup
+from streams.domain.scorebook import BadgeAward, WindowTotals, streak_days_around
+
+WID_BITS: Final = 24
+KINDS: Final[tuple[WindowName, ...]] = ("hour", "day", "week", "all")
+_DAY: Final = 1
+_ALL: Final = 3
+# Columns of `_values`: the four counts by metric code, distinct thankers, score.
+_VALUE_AT: Final = {
+    **{m.value: i for i, m in enumerate(METRIC_CODES)},
+    "distinct_thankers": 4,
+    "score": 5,
+}
+_CHANGED_CODES: Final = {
+    metric: np.array([_VALUE_AT[m] for m in changed], dtype=np.int8)
+    for metric, changed in _CHANGED_BY.items()
+}
+
+
+def _grow(a: np.ndarray, size: int, fill: object) -> np.ndarray:
+    if len(a) >= size:
+        return a
+    out = np.full((max(size, 2 * len(a), 1024), *a.shape[1:]), fill, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class _Users:
+    """Dense ids for (org, user), with both texts by id (numpy object arrays, for rows)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[str, str], int] = {}
+        self.org = np.empty(0, dtype=object)
+        self.name = np.empty(0, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get(self, org: str, user: str) -> int:
+        found = self.ids.get((org, user))
+        if found is None:
+            found = self.ids[(org, user)] = len(self.ids)
+            self.org = _grow(self.org, found + 1, None)
+            self.name = _grow(self.name, found + 1, None)
+            self.org[found], self.name[found] = org, user
+        return found
+
+
+class ColumnBook:
+    """The aggregating stage's state as columns (module docstring)."""
+
+    def __init__(self) -> None:
+        self.users = _Users()
+        self.windows: dict[tuple[str, str, int], int] = {}
+        self.window_keys: list[tuple[str, WindowName, int]] = []
+        self.index = np.empty(0, dtype=np.int64)  # sorted packed keys
+        self.index_slot = np.empty(0, dtype=np.int64)
+        self.size = 0
+        self.slot_key = np.empty(0, dtype=np.int64)
+        self.counts = np.zeros((0, 4), dtype=np.int64)
+        self.thankers_n = np.zeros(0, dtype=np.int64)
+        self.decay = np.zeros(0, dtype=np.float64)
+        self.decay_at = np.zeros(0, dtype=np.int64)
+        self.hwm = np.full((0, 0), -1, dtype=np.int64)
+        self.partitions: list[int] = []  # hwm column -> deciding partition
+        self.pairs = np.empty(0, dtype=np.int64)  # sorted slot << 32 | actor uid
+        self.awarded: set[tuple[str, str, str, int]] = set()
+        self.users_loaded: set[tuple[str, str]] = set()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    # --- ids and keys ------------------------------------------------------------------
+
+    def wid(self, org: str, window: WindowName, start: int) -> int:
+        key = (org, window, start)
+        found = self.windows.get(key)
+        if found is None:
+            found = self.windows[key] = len(self.window_keys)
+            if found >= 1 << WID_BITS:
+                raise OverflowError("too many windows held: restart the stage's book")
+            self.window_keys.append(key)
+        return found
+
+    def packed(self, key: WindowKey) -> int:
+        org, window, start, user = key
+        return (self.users.get(org, user) << WID_BITS) | self.wid(org, window, start)
+
+    def key_of(self, slot: int) -> WindowKey:
+        packed = int(self.slot_key[slot])
+        org, window, start = self.window_keys[packed & ((1 << WID_BITS) - 1)]
+        return (org, window, start, str(self.users.name[packed >> WID_BITS]))
+
+    def find(self, packed: np.ndarray) -> np.ndarray:
+        """Slots of packed keys, -1 where not held."""
+        pos = np.searchsorted(self.index, packed)
+        pos[pos >= len(self.index)] = 0
+        hit = (self.index[pos] == packed) if len(self.index) else np.zeros(len(packed), bool)
+        return np.where(hit, self.index_slot[pos] if len(self.index) else -1, -1)
+
+    def slots(self, packed: np.ndarray) -> np.ndarray:
+        """Slots of packed keys, new zero slots for keys not held."""
+        found = self.find(packed)
+        missing = found < 0
+        if missing.any():
+            new_keys, inverse = np.unique(packed[missing], return_inverse=True)
+            first = self._add(new_keys)
+            found[missing] = first + inverse
+        return found
+
+    def _add(self, new_keys: np.ndarray) -> int:
+        """Zero slots for sorted keys that are not held; returns the first new slot."""
+        first, n = self.size, len(new_keys)
+        self.size += n
+        self.slot_key = _grow(self.slot_key, self.size, 0)
+        self.counts = _grow(self.counts, self.size, 0)
+        self.thankers_n = _grow(self.thankers_n, self.size, 0)
+        self.decay = _grow(self.decay, self.size, 0.0)
+        self.decay_at = _grow(self.decay_at, self.size, 0)
+        self.hwm = _grow(self.hwm, self.size, -1)
+        self.slot_key[first : self.size] = new_keys
+        slots = np.arange(first, self.size, dtype=np.int64)
+        at = np.searchsorted(self.index, new_keys)
+        self.index = np.insert(self.index, at, new_keys)
+        self.index_slot = np.insert(self.index_slot, at, slots)
+        return first
+
+    def column_of(self, partition: int) -> int:
+        if partition not in self.partitions:
+            self.partitions.append(partition)
+            grown = np.full((len(self.hwm), len(self.partitions)), -1, dtype=np.int64)
+            grown[:, :-1] = self.hwm
+            self.hwm = grown
+        return self.partitions.index(partition)
+
+    # --- objects in and out (loading, audits, the oracle) -------------------------------
+
+    def holds(self, key: WindowKey) -> bool:
+        return bool(self.find(np.array([self.packed(key)], dtype=np.int64))[0] >= 0)
+
+    def put(self, loaded: dict[WindowKey, WindowTotals]) -> None:
+        """Keys loaded from storage (or changed by an audit) as objects; replaces held ones."""
+        if not loaded:
+            return
+        keys = list(loaded)
+        slots = self.slots(np.array([self.packed(k) for k in keys], dtype=np.int64))
+        drop = np.isin(self.pairs >> 32, slots)
+        self.pairs = self.pairs[~drop]
+        pairs: list[int] = []
+        for key, slot in zip(keys, slots.tolist(), strict=True):
+            t = loaded[key]
+            self.counts[slot] = (t.shares, t.thanks_given, t.thanks_received, t.reactions_received)
+            self.thankers_n[slot] = len(t.thankers)
+            self.decay[slot], self.decay_at[slot] = t.decay, t.decay_at
+            self.hwm[slot] = -1
+            for p, o in t.hwm.items():
+                col = self.column_of(p)  # may widen self.hwm
+                self.hwm[slot, col] = o
+            org = key[0]
+            pairs.extend((slot << 32) | self.users.get(org, a) for a in t.thankers)
+        if pairs:
+            self.pairs = np.union1d(self.pairs, np.array(pairs, dtype=np.int64))
+
+    def totals(self, key: WindowKey) -> WindowTotals | None:
+        """A held key as a `WindowTotals` (None when not held)."""
+        slot = int(self.find(np.array([self.packed(key)], dtype=np.int64))[0])
+        if slot < 0:
+            return None
+        s, g, r, x = (int(v) for v in self.counts[slot])
+        lo, hi = np.searchsorted(self.pairs, [slot << 32, (slot + 1) << 32])
+        thankers = {str(self.users.name[int(p) & 0xFFFFFFFF]) for p in self.pairs[lo:hi]}
+        hwm = {
+            p: int(o)
+            for p, o in zip(self.partitions, self.hwm[slot].tolist(), strict=True)
+            if o >= 0
+        }
+        return WindowTotals(
+            s, g, r, x, thankers, hwm, float(self.decay[slot]), int(self.decay_at[slot])
+        )
+
+    def held_keys(self, org: str | None = None, user: str | None = None) -> list[WindowKey]:
+        out = []
+        for slot in self.index_slot.tolist():
+            key = self.key_of(slot)
+            if (org is None or key[0] == org) and (user is None or key[3] == user):
+                out.append(key)
+        return out
+
+    def drop(self, keep: np.ndarray) -> None:
+        """Keep the slots where `keep` is True (renumbered in order); drop the others."""
+        keep = keep[: self.size]
+        new_slot = np.cumsum(keep) - 1
+        pair_slot = self.pairs >> 32
+        kept_pairs = keep[pair_slot] if len(self.pairs) else np.zeros(0, bool)
+        self.pairs = (new_slot[pair_slot[kept_pairs]] << 32) | (self.pairs[kept_pairs] & 0xFFFFFFFF)
+        held = keep[self.index_slot]
+        self.index = self.index[held]
+        self.index_slot = new_slot[self.index_slot[held]]
+        for name in ("slot_key", "counts", "thankers_n", "decay", "decay_at", "hwm"):
+            setattr(self, name, getattr(self, name)[: self.size][keep].copy())
+        self.size = int(keep.sum())
+
+    def evict_oldest(self, keep: int) -> None:
+        """Drop the keys loaded longest ago down to `keep` (see aggregate.evict_oldest)."""
+        if self.size > keep:
+            mask = np.zeros(self.size, dtype=bool)
+            mask[self.size - keep :] = True
+            self.drop(mask)
+        if len(self.users_loaded) > keep:
+            self.awarded.clear()
+            self.users_loaded.clear()
+
+    def forget_user(self, org: str, user: str) -> None:
+        uid = self.users.ids.get((org, user))
+        if uid is not None:
+            self.drop((self.slot_key[: self.size] >> WID_BITS) != uid)
+        self.awarded = {a for a in self.awarded if not (a[0] == org and a[1] == user)}
+        self.users_loaded.discard((org, user))
+
+
+@dataclass(slots=True)
+class BatchKeys:
+    """The keys one batch of effects touches: per effect row, its four windows' keys."""
+
+    packed: np.ndarray  # (4, rows): hour, day, week, all
+    user: np.ndarray  # uid per row
+    actor: np.ndarray  # uid of the actor per row
+    org: list[str]  # org per row
+    rules: list[RuleConfig]  # per distinct org code
+    org_code: np.ndarray  # per row, index into `rules`
+
+
+def batch_keys(batch: pa.RecordBatch, book: ColumnBook, rules_for: RulesLookup) -> BatchKeys:
+    """Ids and window keys of every effect of `batch` (ids new to the book are added)."""
+    orgs = pc.dictionary_encode(batch["org_id"])
+    org_names: list[str] = orgs.dictionary.to_pylist()
+    org_code = orgs.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    rules = [rules_for(o) for o in org_names]
+    user = _uids(book, batch["org_id"], batch["user_id"])
+    actor = _uids(book, batch["org_id"], batch["actor_id"])
+    at = batch["occurred_at"].to_numpy()
+    wids = np.empty((4, len(at)), dtype=np.int64)
+    for code, name in enumerate(org_names):
+        rows = np.flatnonzero(org_code == code)
+        starts = rules[code].calendar.starts_array(at[rows])
+        for kind in range(3):
+            wids[kind, rows] = _wids(book, name, KINDS[kind], starts[kind])
+        wids[_ALL, rows] = book.wid(name, "all", 0)
+    packed = (user[np.newaxis, :] << WID_BITS) | wids
+    return BatchKeys(packed, user, actor, org_names, rules, org_code)
+
+
+def _uids(book: ColumnBook, org: pa.Array, user: pa.Array) -> np.ndarray:
+    joined = pc.dictionary_encode(pc.binary_join_element_wise(org, user, "\x00"))
+    ids = np.array(
+        [book.users.get(*k.split("\x00", 1)) for k in joined.dictionary.to_pylist()],
+        dtype=np.int64,
+    )
+    return np.asarray(ids[joined.indices.to_numpy(zero_copy_only=False)])
+
+
+def _wids(book: ColumnBook, org: str, window: WindowName, starts: np.ndarray) -> np.ndarray:
+    unique, inverse = np.unique(starts, return_inverse=True)
+    ids = np.array([book.wid(org, window, int(s)) for s in unique.tolist()], dtype=np.int64)
+    return ids[inverse]
+
+
+def streak_keys(batch: pa.RecordBatch, keys: BatchKeys, book: ColumnBook) -> set[WindowKey]:
+    """The day keys around each share's day that streak badges read."""
+    out: set[WindowKey] = set()
+    shares = np.flatnonzero(batch["metric"].to_numpy() == SHARES_CODE)
+    if not len(shares):
+        return out
+    pairs = np.unique(keys.packed[_DAY, shares])
+    for packed in pairs.tolist():
+        org, _, day = book.window_keys[packed & ((1 << WID_BITS) - 1)]
+        user = str(book.users.name[packed >> WID_BITS])
+        rules = keys.rules[keys.org.index(org)]
+        for rule in rules.badge_rules:
+            if rule.kind == "streak":
+                out.update(
+                    (org, "day", d, user) for d in streak_days_around(day, rule, rules.calendar)
+                )
+    return out
+
+
+def in_order(batches: Sequence[pa.RecordBatch]) -> bool:
+    """No deciding partition's offsets go back from one message to a later one."""
+    highest: dict[int, int] = {}
+    for b in batches:
+        if not b.num_rows:
+            continue
+        p = b["partition"].to_numpy()
+        o = b["offset"].to_numpy()
+        for part in np.unique(p).tolist():
+            mine = o[p == part]
+            if int(mine.min()) <= highest.get(part, -1):
+                return False
+            highest[part] = int(mine.max())
+    return True
+
+
+@dataclass(slots=True)
+class ColumnApplied:
+    """What applying batches changed: slots to write, new thanker pairs, badges, counts."""
+
+    dirty: list[np.ndarray] = field(default_factory=list)
+    new_pairs: list[np.ndarray] = field(default_factory=list)  # slot << 32 | actor uid
+    badges: list[BadgeAward] = field(default_factory=list)
+    replayed: int = 0
+    applied: int = 0
+    event_times: list[np.ndarray] = field(default_factory=list)
+
+    def dirty_slots(self) -> np.ndarray:
+        return np.unique(np.concatenate(self.dirty)) if self.dirty else np.empty(0, np.int64)
+
+    def thanker_pairs(self) -> np.ndarray:
+        return np.concatenate(self.new_pairs) if self.new_pairs else np.empty(0, np.int64)
+
+
+@dataclass(slots=True)
+class _Entries:
+    """One entry per (effect row, window) of a batch, kind-major: entry = kind * rows + row."""
+
+    row: np.ndarray
+    kind: np.ndarray
+    slot: np.ndarray
+    ok: np.ndarray  # applied for the first time (above the key's high-water mark)
+    metric: np.ndarray
+    weight: np.ndarray
+    new_thanker: np.ndarray
+
+
+def apply_batch(
+    batch: pa.RecordBatch, keys: BatchKeys, book: ColumnBook, out: ColumnApplied
+) -> None:
+    """Apply one in-order batch of effects (module docstring) to `book`."""
+    n = batch.num_rows
+    if not n:
+        return
+    part = batch["partition"].to_numpy()
+    offset = batch["offset"].to_numpy()
+    metric = batch["metric"].to_numpy().astype(np.int64)
+    at = batch["occurred_at"].to_numpy()
+    parts, inverse = np.unique(part, return_inverse=True)
+    col = np.array([book.column_of(int(p)) for p in parts.tolist()], dtype=np.int64)[inverse]
+    slot = book.slots(keys.packed.ravel())
+    row = np.tile(np.arange(n, dtype=np.int64), 4)
+    kind = np.repeat(np.arange(4, dtype=np.int64), n)
+    ok = offset[row] > book.hwm[slot, col[row]]
+    weights = np.array([[r.weight(m) for m in METRIC_CODES] for r in keys.rules], np.float64)
+    e = _Entries(
+        row,
+        kind,
+        slot,
+        ok,
+        metric[row],
+        weights[keys.org_code[row], metric[row]],
+        np.zeros(len(row), dtype=bool),
+    )
+    idx = np.flatnonzero(ok)
+    np.add.at(book.counts, (slot[idx], e.metric[idx]), 1)
+    np.maximum.at(book.hwm, (slot[idx], col[row[idx]]), offset[row[idx]])
+    _add_thankers(book, e, idx, keys.actor, out)
+    _add_decay(book, e, idx, at, keys)
+    out.dirty.append(np.unique(slot[idx]))
+    on_all = kind == _ALL
+    out.replayed += int(np.count_nonzero(on_all & ~ok))
+    out.applied += int(np.count_nonzero(on_all & ok))
+    out.event_times.append(at[row[on_all & ok]])
+    _badges(batch, book, e, keys, out)
+
+
+def _add_thankers(
+    book: ColumnBook, e: _Entries, idx: np.ndarray, actor: np.ndarray, out: ColumnApplied
+) -> None:
+    received = idx[e.metric[idx] == RECEIVED_CODE]
+    if not len(received):
+        return
+    pair = (e.slot[received] << 32) | actor[e.row[received]]
+    unique, first = np.unique(pair, return_index=True)
+    pos = np.searchsorted(book.pairs, unique)
+    known = pos < len(book.pairs)
+    known[known] = book.pairs[pos[known]] == unique[known]
+    new = unique[~known]
+    if not len(new):
+        return
+    e.new_thanker[received[first[~known]]] = True
+    np.add.at(book.thankers_n, new >> 32, 1)
+    book.pairs = np.union1d(book.pairs, new)
+    out.new_pairs.append(new)
+
+
+def _add_decay(
+    book: ColumnBook, e: _Entries, idx: np.ndarray, at: np.ndarray, keys: BatchKeys
+) -> None:
+    """Closed form of `WindowTotals.add_decayed` over every point of the batch."""
+    if not len(idx):
+        return
+    slots, inv = np.unique(e.slot[idx], return_inverse=True)
+    halves = np.array([r.decay_half_life_ms for r in keys.rules], dtype=np.float64)
+    half = halves[keys.org_code[e.row[idx]]]
+    t = at[e.row[idx]]
+    fresh = (book.decay[slots] == 0.0) & (book.decay_at[slots] == 0)
+    latest = np.where(fresh, np.iinfo(np.int64).min, book.decay_at[slots])
+    np.maximum.at(latest, inv, t)
+    points = np.bincount(
+        inv, weights=e.weight[idx] * np.exp2(-(latest[inv] - t) / half), minlength=len(slots)
+    )
+    slot_half = np.empty(len(slots))
+    slot_half[inv] = half
+    kept = book.decay[slots] * np.exp2(-(latest - book.decay_at[slots]) / slot_half)
+    book.decay[slots] = np.where(fresh, 0.0, kept) + points
+    book.decay_at[slots] = latest
+
+
+# --- badges --------------------------------------------------------------------------------
+
+
+def _values(book: ColumnBook, slots: np.ndarray, rules: RuleConfig, column: int) -> np.ndarray:
+    if column < 4:
+        return np.asarray(book.counts[slots, column])
+    if column == 4:
+        return np.asarray(book.thankers_n[slots])
+    w = np.array([rules.weight(m) for m in METRIC_CODES], dtype=np.int64)
+    return np.asarray(book.counts[slots] @ w)
+
+
+def _increments(e: _Entries, sel: np.ndarray, column: int) -> np.ndarray:
+    if column < 4:
+        inc = e.metric[sel] == column
+    elif column == 4:
+        inc = e.new_thanker[sel]
+    else:
+        inc = e.weight[sel]
+    return np.asarray(inc, dtype=np.int64)
+
+
+def _badges(
+    batch: pa.RecordBatch, book: ColumnBook, e: _Entries, keys: BatchKeys, out: ColumnApplied
+) -> None:
+    org_code = keys.org_code[e.row]
+    for code, rules in enumerate(keys.rules):
+        for rule in rules.badge_rules:
+            window = {"first": "all", "streak": "day"}.get(rule.kind, rule.window)
+            changed = np.isin(
+                e.metric, _CHANGED_CODES["shares" if rule.kind == "streak" else rule.metric]
+            )
+            sel = np.flatnonzero(
+                e.ok & (org_code == code) & (e.kind == KINDS.index(window)) & changed
+            )
+            if len(sel):
+                _rule_badges(batch, book, e, sel, rules, rule, out)
+
+
+def _rule_badges(
+    batch: pa.RecordBatch,
+    book: ColumnBook,
+    e: _Entries,
+    sel: np.ndarray,
+    rules: RuleConfig,
+    rule: BadgeRule,
+    out: ColumnApplied,
+) -> None:
+    order = sel[np.argsort(e.slot[sel], kind="stable")]
+    slots, starts = np.unique(e.slot[order], return_index=True)
+    ends = np.append(starts[1:], len(order))
+    column = _VALUE_AT[rule.metric]
+    if rule.kind == "threshold":
+        after = _values(book, slots, rules, column)
+        candidates = np.flatnonzero(after >= rule.threshold)
+    elif rule.kind == "first":
+        candidates = np.arange(len(slots))
+    else:
+        shares_in = np.diff(np.append(starts, len(order)))
+        candidates = np.flatnonzero(book.counts[slots, SHARES_CODE] == shares_in)
+    for i in candidates.tolist():
+        org, _, start, user = book.key_of(int(slots[i]))
+        if (org, user, rule.name, 0 if rule.kind == "first" else start) in book.awarded:
+            continue
+        mine = order[starts[i] : ends[i]]
+        if rule.kind == "streak":
+            _streaks(book, org, user, start, rules, rule, out)
+        elif rule.kind == "first":
+            r = int(e.row[mine[0]])
+            p, o = batch["partition"][r].as_py(), batch["offset"][r].as_py()
+            evidence = f"first counted {rule.metric} from event at {p}:{o}"
+            _award(book, out, org, user, rule, 0, rules, evidence)
+        else:
+            inc = _increments(e, mine, column)
+            running = int(after[i]) - int(inc.sum()) + np.cumsum(inc)
+            value = int(running[np.argmax(running >= rule.threshold)])
+            _award(book, out, org, user, rule, start, rules, f"{value} {rule.metric}")
+
+
+def _award(
+    book: ColumnBook,
+    out: ColumnApplied,
+    org: str,
+    user: str,
+    rule: BadgeRule,
+    period: int,
+    rules: RuleConfig,
+    evidence: str,
+) -> None:
+    ident = (org, user, rule.name, period)
+    if ident not in book.awarded:
+        book.awarded.add(ident)
+        out.badges.append(
+            BadgeAward(org, user, rule.name, period, rules.version, evidence, rule.period)
+        )
+
+
+def _streaks(
+    book: ColumnBook,
+    org: str,
+    user: str,
+    day: int,
+    rules: RuleConfig,
+    rule: BadgeRule,
+    out: ColumnApplied,
+) -> None:
+    """Every streak end through `day` (scorebook._streaks_through, on the columns)."""
+    cal = rules.calendar
+    days = streak_days_around(day, rule, cal)
+    slots = book.find(np.array([book.packed((org, "day", d, user)) for d in days], np.int64))
+    active = [s >= 0 and bool(book.counts[s, SHARES_CODE] > 0) for s in slots.tolist()]
+    weeks = [cal.window_start("week", d) for d in days]
+    for end in streak_ends(active, weeks, rule.span_days - 1, rule):
+        freezes = "" if rule.freezes_per_week == 0 else " (with freeze days)"
+        evidence = f"counted shares on {rule.days} days{freezes}"
+        _award(book, out, org, user, rule, days[end], rules, evidence)
+
+
+def apply_effects_batch(
+    batch: pa.RecordBatch, book: ColumnBook, rules_for: RulesLookup, out: ColumnApplied
+) -> None:
+    """`batch_keys` + `apply_batch` for a book that needs no loading (tests, replays)."""
+    apply_batch(batch, batch_keys(batch, book, rules_for), book, out)
+
+
+def held_totals(book: ColumnBook, keys: Iterable[WindowKey]) -> dict[WindowKey, WindowTotals]:
+    out = {}
+    for key in keys:
+        t = book.totals(key)
+        if t is not None:
+            out[key] = t
+    return out
+
+
+def in_order_runs(batches: Sequence[pa.RecordBatch]) -> list[pa.RecordBatch]:
+    """Consecutive messages of one effects partition joined into as few batches as
+    `apply_batch` can apply at once (`in_order`), in their order."""
+    runs: list[list[pa.RecordBatch]] = []
+    for b in batches:
+        if runs and in_order([*runs[-1], b]):
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    return [
+        run[0] if len(run) == 1 else pa.Table.from_batches(run).combine_chunks().to_batches()[0]
+        for run in runs
+        if sum(b.num_rows for b in run)
+    ]

@@ -1,0 +1,177 @@
+"""The columnar aggregation (streams/domain/tally.py) against the per-event oracle
+(streams/domain/scorebook.py): the same totals, marks, thankers, decay and badges."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.vocabulary import DAY_MS, HOUR_MS, Metric
+from streams.domain.badges import BadgeRule
+from streams.domain.effects import effects_to_batch
+from streams.domain.rules import Effect, RuleConfig, RulesLookup
+from streams.domain.scorebook import Applied, ScoreBook, WindowTotals, apply_effects
+from streams.domain.tally import (
+    ColumnApplied,
+    ColumnBook,
+    apply_effects_batch,
+    in_order_runs,
+)
+
+BASE = 1_764_000_000_000  # 2025-11-24
+RULES = RulesLookup(
+    RuleConfig(helper_distinct_thankers=2, sharer_weekly_shares=2, streak_days=2),
+    {
+        "zed": RuleConfig(
+            timezone="Australia/Lord_Howe",
+            week_start="sunday",
+            weight_thanks_received=0,
+            weight_shares=5,
+            decay_half_life_days=0.5,
+            badges=(
+                BadgeRule("busy", "threshold", "score", "day", 6),
+                BadgeRule("firstshare", "first", "shares"),
+                BadgeRule("liked", "threshold", "distinct_thankers", "all", 2),
+                BadgeRule("streak3", "streak", "shares", "day", 1, 3, freezes_per_week=1),
+            ),
+        ),
+        "ny": RuleConfig(timezone="America/New_York", pair_daily_cap=1),
+    },
+)
+USERS = ("a", "b", "c", "d")
+
+event_st = st.tuples(
+    st.integers(0, 2),  # deciding partition
+    st.sampled_from(("SHARE", "THANKS", "REACTION")),
+    st.sampled_from(("acme", "zed", "ny")),
+    st.sampled_from(USERS),
+    st.lists(st.sampled_from(USERS), min_size=1, max_size=3, unique=True),
+    st.integers(0, 10 * 24 * 4),  # quarter hours after BASE
+)
+
+
+def effects_of_event(ev: tuple[Any, ...], offset: int) -> list[Effect]:
+    p, kind, org, actor, recipients, q = ev
+    at = BASE + q * 15 * 60_000 + 1234
+    if kind == "SHARE":
+        return [Effect(org, actor, Metric.SHARES, actor, at, p, offset)]
+    out = []
+    for r in recipients:
+        if kind == "THANKS":
+            out.append(Effect(org, r, Metric.THANKS_RECEIVED, actor, at, p, offset))
+            out.append(Effect(org, actor, Metric.THANKS_GIVEN, actor, at, p, offset))
+        else:
+            out.append(Effect(org, r, Metric.REACTIONS_RECEIVED, actor, at, p, offset))
+    return out
+
+
+def messages_of(
+    events: list[tuple[Any, ...]], cuts: list[int], resend: list[int]
+) -> list[list[Effect]]:
+    next_offset = [0, 0, 0]
+    effects: list[list[Effect]] = []
+    for ev in events:
+        effects.append(effects_of_event(ev, next_offset[ev[0]]))
+        next_offset[ev[0]] += 1
+    messages, start = [], 0
+    for cut in sorted({c % (len(effects) + 1) for c in cuts} | {len(effects)}):
+        if cut > start:
+            messages.append([e for es in effects[start:cut] for e in es])
+            start = cut
+    for i, r in enumerate(resend):  # a message sent again later (a replay or a resend)
+        if messages:
+            at = min(len(messages), r % (len(messages) + 1) + 1)
+            messages.insert(at + i % 2, messages[r % len(messages)])
+    return messages
+
+
+def same_totals(a: WindowTotals, b: WindowTotals | None) -> None:
+    assert b is not None
+    assert (a.shares, a.thanks_given, a.thanks_received, a.reactions_received) == (
+        b.shares,
+        b.thanks_given,
+        b.thanks_received,
+        b.reactions_received,
+    )
+    assert a.thankers == b.thankers and a.hwm == b.hwm
+    assert a.decay_at == b.decay_at
+    assert math.isclose(a.decay, b.decay, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(event_st, max_size=40),
+    st.lists(st.integers(0, 60), max_size=6),
+    st.lists(st.integers(0, 60), max_size=3),
+    st.booleans(),
+)
+def test_columns_equal_the_per_event_oracle(
+    events: list[tuple[Any, ...]], cuts: list[int], resend: list[int], one_by_one: bool
+) -> None:
+    messages = messages_of(events, cuts, resend)
+    book, applied = ScoreBook(), Applied()
+    for m in messages:
+        apply_effects(m, book, RULES, applied)
+    columns, out = ColumnBook(), ColumnApplied()
+    batches = [effects_to_batch(m) for m in messages]
+    for run in [b for b in batches if b.num_rows] if one_by_one else in_order_runs(batches):
+        apply_effects_batch(run, columns, RULES, out)
+    assert set(columns.held_keys()) == set(book.totals)
+    for key, totals in book.totals.items():
+        same_totals(totals, columns.totals(key))
+    assert columns.awarded == book.awarded
+    assert sorted(out.badges, key=repr) == sorted(applied.badges, key=repr)
+    assert {columns.key_of(int(s)) for s in out.dirty_slots()} == applied.dirty
+    new = {
+        (columns.key_of(int(p) >> 32), str(columns.users.name[int(p) & 0xFFFFFFFF]))
+        for p in out.thanker_pairs()
+    }
+    assert new == set(applied.new_thankers)
+    assert out.replayed == applied.replayed
+    times = sorted(t for ts in out.event_times for t in ts.tolist())
+    assert times == sorted(applied.event_times)
+
+
+def test_keys_loaded_as_objects_carry_on_as_the_oracle() -> None:
+    """A key put in from storage (its marks included) skips what it has applied."""
+    t = BASE + 3 * HOUR_MS
+    stored = WindowTotals(
+        thanks_received=4, thankers={"x", "y"}, hwm={0: 9, 2: 1}, decay=3.0, decay_at=t - DAY_MS
+    )
+    key = ("acme", "all", 0, "a")
+    effects = [
+        Effect("acme", "a", Metric.THANKS_RECEIVED, "x", t, 0, 9),
+        Effect("acme", "a", Metric.THANKS_RECEIVED, "z", t, 0, 10),
+        Effect("acme", "a", Metric.THANKS_RECEIVED, "x", t, 2, 2),
+    ]
+    book = ScoreBook()
+    book.totals[key] = WindowTotals(
+        thanks_received=4, thankers={"x", "y"}, hwm={0: 9, 2: 1}, decay=3.0, decay_at=t - DAY_MS
+    )
+    apply_effects(effects, book, RULES, Applied())
+    columns = ColumnBook()
+    columns.put({key: stored})
+    apply_effects_batch(effects_to_batch(effects), columns, RULES, ColumnApplied())
+    same_totals(book.totals[key], columns.totals(key))
+
+
+def test_eviction_and_forgetting_keep_the_rest_intact() -> None:
+    effects = [
+        effects_of_event((0, "THANKS", "acme", u, ["a", "b"], i), i) for i, u in enumerate("abcd")
+    ]
+    flat = [e for es in effects for e in es]
+    book, columns = ScoreBook(), ColumnBook()
+    apply_effects(flat, book, RULES, Applied())
+    apply_effects_batch(effects_to_batch(flat), columns, RULES, ColumnApplied())
+    columns.forget_user("acme", "b")
+    keep = {k: v for k, v in book.totals.items() if k[3] != "b"}
+    assert set(columns.held_keys()) == set(keep)
+    for key, totals in keep.items():
+        same_totals(totals, columns.totals(key))
+    columns.evict_oldest(5)
+    assert len(columns) == 5
+    for key in columns.held_keys():
+        same_totals(book.totals[key], columns.totals(key))
