@@ -6,6 +6,7 @@ Label values are bounded: `reason` is a rule reason or a decode-error token, `st
 
 from __future__ import annotations
 
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 # Raw messages read from the events topic.
@@ -162,3 +163,15 @@ API_REJECTED = Counter("kudos_api_rejected", "API requests refused, by reason", 
 # Open /api/live streams, and the boards the live feed polls for them (one poller each).
 LIVE_STREAMS = Gauge("kudos_live_streams", "Open /api/live streams")
 LIVE_BOARDS_WATCHED = Gauge("kudos_live_boards_watched", "Boards the live feed polls")
+
+
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """`histogram.observe(v)` for each of `values`, with one increment per bucket: what
+    `Histogram.observe` does per value (its buckets and sum), for a batch of points."""
+    if not len(values):
+        return
+    bounds = np.array(histogram._upper_bounds, dtype=np.float64)
+    per_bucket = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for i in np.flatnonzero(per_bucket).tolist():
+        histogram._buckets[i].inc(int(per_bucket[i]))
+    histogram._sum.inc(float(np.sum(values)))

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+import numpy as np
 
 from schemas.vocabulary import DEPTH, BoardKey, WindowName
 
@@ -94,6 +96,16 @@ class Boards:
         board = self._boards[key]
         self._boards.move_to_end(key)
         return board.admit(user, score, self.depth)
+
+    def admit_many(self, key: BoardKey, users: Sequence[str], scores: np.ndarray) -> np.ndarray:
+        """`admit` of each (user, score) in order; rows below the threshold are refused
+        without a look at them, which is what `admit` does too."""
+        board = self._boards[key]
+        self._boards.move_to_end(key)
+        out = np.asarray(scores >= board.threshold)
+        for i in np.flatnonzero(out).tolist():
+            out[i] = board.admit(users[i], int(scores[i]), self.depth)
+        return out
 
     def drop_org(self, org: str) -> None:
         """Forget an org's boards: they reload from leader_rows when next needed."""

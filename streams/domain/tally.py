@@ -58,6 +58,19 @@ def _grow(a: np.ndarray, size: int, fill: object) -> np.ndarray:
     return out
 
 
+def _is_empty(t: WindowTotals) -> bool:
+    return not (
+        t.hwm
+        or t.thankers
+        or t.decay
+        or t.decay_at
+        or t.shares
+        or t.thanks_given
+        or t.thanks_received
+        or t.reactions_received
+    )
+
+
 class _Users:
     """Dense ids for (org, user), with both texts by id (numpy object arrays, for rows)."""
 
@@ -175,17 +188,20 @@ class ColumnBook:
         """Keys loaded from storage (or changed by an audit) as objects; replaces held ones."""
         if not loaded:
             return
-        keys = list(loaded)
+        empty = [k for k, t in loaded.items() if _is_empty(t)]
+        if empty:  # keys that are not stored: zero slots, made in bulk
+            self._zero(self.slots(np.array([self.packed(k) for k in empty], dtype=np.int64)))
+        keys = [k for k, t in loaded.items() if not _is_empty(t)]
+        if not keys:
+            return
         slots = self.slots(np.array([self.packed(k) for k in keys], dtype=np.int64))
-        drop = np.isin(self.pairs >> 32, slots)
-        self.pairs = self.pairs[~drop]
+        self._zero(slots)
         pairs: list[int] = []
         for key, slot in zip(keys, slots.tolist(), strict=True):
             t = loaded[key]
             self.counts[slot] = (t.shares, t.thanks_given, t.thanks_received, t.reactions_received)
             self.thankers_n[slot] = len(t.thankers)
             self.decay[slot], self.decay_at[slot] = t.decay, t.decay_at
-            self.hwm[slot] = -1
             for p, o in t.hwm.items():
                 col = self.column_of(p)  # may widen self.hwm
                 self.hwm[slot, col] = o
@@ -193,6 +209,13 @@ class ColumnBook:
             pairs.extend((slot << 32) | self.users.get(org, a) for a in t.thankers)
         if pairs:
             self.pairs = np.union1d(self.pairs, np.array(pairs, dtype=np.int64))
+
+    def _zero(self, slots: np.ndarray) -> None:
+        self.counts[slots] = 0
+        self.thankers_n[slots] = 0
+        self.decay[slots], self.decay_at[slots], self.hwm[slots] = 0.0, 0, -1
+        if len(self.pairs):
+            self.pairs = self.pairs[~np.isin(self.pairs >> 32, slots)]
 
     def totals(self, key: WindowKey) -> WindowTotals | None:
         """A held key as a `WindowTotals` (None when not held)."""
@@ -242,6 +265,12 @@ class ColumnBook:
         if len(self.users_loaded) > keep:
             self.awarded.clear()
             self.users_loaded.clear()
+
+    def org_slots(self, org: str) -> np.ndarray:
+        """Slots of the keys held of one org."""
+        wid = self.slot_key[: self.size] & ((1 << WID_BITS) - 1)
+        of_org = np.array([k[0] == org for k in self.window_keys] or [False], dtype=bool)
+        return np.flatnonzero(of_org[wid])
 
     def forget_user(self, org: str, user: str) -> None:
         uid = self.users.ids.get((org, user))
@@ -595,3 +624,89 @@ def in_order_runs(batches: Sequence[pa.RecordBatch]) -> list[pa.RecordBatch]:
         for run in runs
         if sum(b.num_rows for b in run)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreColumns:
+    """`kudos.score_state` values of some keys as they are now (a snapshot), by column;
+    `wid` and `score` for the boards. Window starts are epoch seconds."""
+
+    org: np.ndarray
+    window: np.ndarray
+    start_s: np.ndarray
+    user: np.ndarray
+    counts: np.ndarray  # (rows, 4) by metric code
+    distinct: np.ndarray
+    score: np.ndarray
+    hwm_partitions: pa.Array
+    hwm_offsets: pa.Array
+    version: np.ndarray
+    decay: np.ndarray
+    decay_at: np.ndarray
+    half_life_s: np.ndarray
+    wid: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.wid)
+
+    def take(self, rows: np.ndarray) -> ScoreColumns:
+        picked = pa.array(rows, type=pa.int64())
+        return ScoreColumns(
+            *(
+                getattr(self, f).take(picked) if f.startswith("hwm") else getattr(self, f)[rows]
+                for f in self.__dataclass_fields__
+            )
+        )
+
+
+def score_columns(book: ColumnBook, slots: np.ndarray, rules_for: RulesLookup) -> ScoreColumns:
+    """The rows of these slots, as `stages.state_store.score_row` would give them."""
+    packed = book.slot_key[slots]
+    uid = packed >> WID_BITS
+    wid = packed & ((1 << WID_BITS) - 1)
+    org, window, start, keys, inv = _window_columns(book, wid)
+    rules = [rules_for(k[0]) for k in keys]
+    weights = np.array([[r.weight(m) for m in METRIC_CODES] for r in rules] or [[0] * 4])[inv]
+    half = np.array([r.decay_half_life_ms / 1000 for r in rules] or [0.0], np.float64)[inv]
+    counts = book.counts[slots]
+    order = np.argsort(np.array(book.partitions, dtype=np.int64), kind="stable")
+    marks = book.hwm[slots][:, order]
+    held = marks >= 0
+    lengths = np.concatenate(([0], np.cumsum(held.sum(axis=1)))).astype(np.int32)
+    parts = np.broadcast_to(np.array(book.partitions, np.int64)[order], marks.shape)[held]
+    return ScoreColumns(
+        org,
+        window,
+        start,
+        book.users.name[uid],
+        counts,
+        book.thankers_n[slots],
+        (counts * weights).sum(axis=1).astype(np.int64) if len(slots) else np.zeros(0, np.int64),
+        pa.ListArray.from_arrays(pa.array(lengths), pa.array(parts, pa.uint32())),
+        pa.ListArray.from_arrays(pa.array(lengths), pa.array(marks[held], pa.int64())),
+        np.where(held, marks + 1, 0).sum(axis=1).astype(np.uint64),
+        book.decay[slots],
+        book.decay_at[slots],
+        half,
+        wid,
+    )
+
+
+def _window_columns(
+    book: ColumnBook, wid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[str, WindowName, int]], np.ndarray]:
+    """(org, window, start s) per row of window ids; the distinct windows and the inverse."""
+    held, inv = np.unique(wid, return_inverse=True)
+    keys = [book.window_keys[w] for w in held.tolist()]
+    org = np.array([k[0] for k in keys] or [""], dtype=object)[inv]
+    window = np.array([k[1] for k in keys] or [""], dtype=object)[inv]
+    start = np.array([k[2] for k in keys] or [0], dtype=np.int64)[inv] // 1000
+    return org, window, start, keys, inv
+
+
+def thanker_columns(book: ColumnBook, pairs: np.ndarray) -> list[np.ndarray]:
+    """`kudos.thankers` columns (org, window, start s, user, thanker) of thanker pairs."""
+    packed = book.slot_key[pairs >> 32]
+    org, window, start, _, _ = _window_columns(book, packed & ((1 << WID_BITS) - 1))
+    user = book.users.name[packed >> WID_BITS]
+    return [org, window, start, user, book.users.name[pairs & 0xFFFFFFFF]]

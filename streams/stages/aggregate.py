@@ -8,31 +8,36 @@ here, one handler per kind, in the order they arrive among the effects.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
+
+import numpy as np
+import pyarrow as pa
 
 from schemas.times import now_ms
 from schemas.vocabulary import DEPTH as LEADER_DEPTH
-from schemas.vocabulary import Metric
+from schemas.vocabulary import Metric, WindowKey
 from sinks import audit as audit_sql
 from sinks.erase import new_token
-from sinks.tables import SCORE_STATE
 from streams import metrics
-from streams.domain.effects import batch_to_effects
-from streams.domain.leaders import Boards, select_rows
-from streams.domain.rules import (
-    RulesLookup,
-)
-from streams.domain.scorebook import (
-    Adjustment,
-    Applied,
-    ScoreBook,
-    apply_adjustments,
-    apply_effects,
-    keys_needed,
+from streams.domain.leaders import Boards
+from streams.domain.rules import RulesLookup
+from streams.domain.scorebook import Adjustment, Applied, BadgeAward, ScoreBook, apply_adjustments
+from streams.domain.tally import (
+    WID_BITS,
+    BatchKeys,
+    ColumnApplied,
+    ColumnBook,
+    ScoreColumns,
+    apply_batch,
+    batch_keys,
+    held_totals,
+    in_order_runs,
+    score_columns,
+    streak_keys,
+    thanker_columns,
 )
 from streams.stages.controls import Erasure, forget_held
 from streams.stages.flush import Blocking, FlushChain, Publisher, RawMessage, dead_letter, publish
@@ -53,34 +58,34 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-_SCORE_AT = SCORE_STATE.columns.index("score")
-
-
-def observe_freshness(event_times_ms: Sequence[int], stored_at_s: float) -> None:
+def observe_freshness(event_times_ms: Sequence[np.ndarray], stored_at_s: float) -> None:
     """Event time to stored, once per point: what the freshness SLO is measured on."""
-    observe = metrics.FRESHNESS.observe
-    stored_ms = stored_at_s * 1000
-    for t in event_times_ms:
-        observe(max(stored_ms - t, 0) / 1000)
+    if event_times_ms:
+        times = np.concatenate(event_times_ms)
+        metrics.observe_many(metrics.FRESHNESS, np.maximum(stored_at_s - times / 1000, 0.0))
 
 
-def evict_oldest(book: ScoreBook, keep: int) -> None:
-    """Drop the keys loaded longest ago (dicts keep insertion order) down to `keep`.
-
-    Everything dropped is stored (the caller waits for pending flushes first) and reloads
-    on its next effect. Old hour and day windows go first, as nothing touches them again.
-    Badges already awarded are kept per user; past `keep` users they are dropped too.
-    """
-    totals = book.totals
-    for key in list(itertools.islice(totals, max(len(totals) - keep, 0))):
-        del totals[key]
-    if len(book.users_loaded) > keep:
-        book.awarded.clear()
-        book.users_loaded.clear()
+def effect_runs(messages: Sequence[RawMessage]) -> list[pa.RecordBatch]:
+    """The effects of a batch of messages as few record batches as apply in one go: per
+    effects partition (whose users no other partition has), in-order runs of messages."""
+    by_partition: dict[int, list[pa.RecordBatch]] = {}
+    for m in messages:
+        by_partition.setdefault(m.partition, []).append(decode_effect_batch(m.value))
+    return [run for batches in by_partition.values() for run in in_order_runs(batches)]
 
 
-def score_of_row(row: Sequence[Any]) -> int:
-    return int(row[_SCORE_AT])
+def missing_keys(
+    book: ColumnBook, keyed: Sequence[tuple[pa.RecordBatch, BatchKeys]]
+) -> set[WindowKey]:
+    """Keys the batches read that the book does not hold (to load before applying)."""
+    out: set[WindowKey] = set()
+    for run, keys in keyed:
+        packed = np.unique(keys.packed.ravel())
+        for p in packed[book.find(packed) < 0].tolist():
+            org, window, start = book.window_keys[p & ((1 << WID_BITS) - 1)]
+            out.add((org, window, start, str(book.users.name[p >> WID_BITS])))
+        out.update(k for k in streak_keys(run, keys, book) if not book.holds(k))
+    return out
 
 
 class AggregateStage:
@@ -111,7 +116,7 @@ class AggregateStage:
         self.effects_topic = effects_topic
         self.effects_partitions = effects_partitions
         self.max_cached_keys = max_cached_keys
-        self.book = ScoreBook()
+        self.book = ColumnBook()
         self.boards = Boards(depth=leader_depth)
         self.chain = FlushChain()
         self.stale = False
@@ -131,7 +136,7 @@ class AggregateStage:
         """After a failed batch (streams/stages/isolation.py): forget the book and the boards,
         which reload from ClickHouse key by key, as after a restart."""
         await self.chain.wait()
-        self.book, self.stale = ScoreBook(), False
+        self.book, self.stale = ColumnBook(), False
         self.boards = Boards(depth=self.boards.depth)
         self.chain = FlushChain()
 
@@ -166,11 +171,11 @@ class AggregateStage:
         stop = self.blocking.stop_requested
         await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
 
-    async def process(self, messages: Sequence[RawMessage]) -> Applied:
+    async def process(self, messages: Sequence[RawMessage]) -> ColumnApplied:
         """Aggregate and flush one batch; returns when its rows are stored."""
         return await (await self.submit(messages))
 
-    async def submit(self, messages: Sequence[RawMessage]) -> asyncio.Future[Applied]:
+    async def submit(self, messages: Sequence[RawMessage]) -> asyncio.Future[ColumnApplied]:
         """Apply a batch to the in-memory book now and snapshot the rows it changed; the
         writes run after the flushes submitted before them (see `FlushChain`).
 
@@ -178,7 +183,7 @@ class AggregateStage:
         one is applied first, what comes after it later."""
         if not any(is_control(m.value) for m in messages):
             return await self._submit_effects(messages)
-        future: asyncio.Future[Applied] | None = None
+        future: asyncio.Future[ColumnApplied] | None = None
         chunk: list[RawMessage] = []
         for m in messages:
             if not is_control(m.value):
@@ -192,11 +197,11 @@ class AggregateStage:
         assert future is not None
         return future
 
-    async def _control(self, control: Control, partition: int) -> asyncio.Future[Applied]:
+    async def _control(self, control: Control, partition: int) -> asyncio.Future[ColumnApplied]:
         """A control message, in its place among the effects: one handler per kind."""
         await self.chain.wait()  # the book holds what is stored, nothing in flight
         if self.stale:  # after a rebalance: keys held here may belong to others now
-            self.book, self.stale = ScoreBook(), False
+            self.book, self.stale = ColumnBook(), False
         if control.action == "audit":
             return await self._audit(control.org_id, control.at_ms, partition)
         if control.action == "scrub":
@@ -205,15 +210,15 @@ class AggregateStage:
             return await self._on_forget(control)
         return await self._on_reset_boards(control.org_id)
 
-    def _on_scrub(self, control: Control) -> asyncio.Future[Applied]:
+    def _on_scrub(self, control: Control) -> asyncio.Future[ColumnApplied]:
         """Another worker erased a person: the deciding stage forgets them too."""
         if self.on_scrub is not None:
             self.on_scrub(control.org_id, control.user_id, control.token)
-        done: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
-        done.set_result(Applied())
+        done: asyncio.Future[ColumnApplied] = asyncio.get_running_loop().create_future()
+        done.set_result(ColumnApplied())
         return done
 
-    async def _on_forget(self, control: Control) -> asyncio.Future[Applied]:
+    async def _on_forget(self, control: Control) -> asyncio.Future[ColumnApplied]:
         """Erase a person (streams/stages/controls.py), after what is in flight is stored."""
         forget_held(self.book, control.org_id, control.user_id)
         self.boards.drop_org(control.org_id)
@@ -230,61 +235,67 @@ class AggregateStage:
         await asyncio.shield(done)
         return done
 
-    async def _on_reset_boards(self, org: str) -> asyncio.Future[Applied]:
+    async def _on_reset_boards(self, org: str) -> asyncio.Future[ColumnApplied]:
         """Reload the org's boards, and rewrite leader rows of the keys held here that belong
         on them now (a board may have moved while ours was stale)."""
         self.boards.drop_org(org)
-        keys = [k for k in self.book.totals if k[0] == org]
-        rows = self.store.score_rows(self.book, keys, self.rules_for)
-        missing = self.boards.missing({(k[0], k[1], k[2]) for k in keys})
-        if missing:
-            loaded = await self.blocking.retrying(
-                "leader_rows", self.store.load_boards, missing, self.boards.depth
-            )
-            for board, stored in loaded.items():
-                self.boards.add(board, stored)
-        leader_rows = select_rows(self.boards, keys, rows, score_of_row)
+        rows = score_columns(self.book, self.book.org_slots(org), self.rules_for)
+        leaders = await self._leader_rows(rows)
 
-        async def rewrite() -> Applied:
-            await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
-            return Applied()
+        async def rewrite() -> ColumnApplied:
+            await self.blocking.retrying(
+                "leader_rows", self.store.write_score_columns, leaders, True
+            )
+            return ColumnApplied()
 
         return self.chain.then(rewrite)
 
-    async def _submit_effects(self, messages: Sequence[RawMessage]) -> asyncio.Future[Applied]:
-        started = time.perf_counter()
-        if self.stale or len(self.book.totals) > self.max_cached_keys:
-            await self.chain.wait()  # what is reloaded must be stored first
-            if self.stale:
-                self.book, self.stale = ScoreBook(), False
-            else:
-                evict_oldest(self.book, self.max_cached_keys * 3 // 4)
-        batches = [batch_to_effects(decode_effect_batch(m.value)) for m in messages]
-        keys = keys_needed((e for b in batches for e in b), self.rules_for)
-        await self.blocking.retrying("score_state", self.store.load_keys, keys, self.book)
-        applied = Applied()
-        total = 0
-        for batch in batches:
-            apply_effects(batch, self.book, self.rules_for, applied)
-            total += len(batch)
-        # Rows are taken now, on the loop: the next batch changes the book while these
-        # are written, and a row must show one consistent state of its key.
-        dirty = list(applied.dirty)
-        score_rows = self.store.score_rows(self.book, dirty, self.rules_for)
-        missing = self.boards.missing({(k[0], k[1], k[2]) for k in dirty})
+    async def _leader_rows(self, rows: ScoreColumns) -> ScoreColumns:
+        """The rows that must also go to `leader_rows` (streams/domain/leaders.py)."""
+        held, inverse = np.unique(rows.wid, return_inverse=True)
+        boards = [self.book.window_keys[w] for w in held.tolist()]
+        missing = self.boards.missing(boards)
         if missing:
             loaded = await self.blocking.retrying(
                 "leader_rows", self.store.load_boards, missing, self.boards.depth
             )
             for board, stored in loaded.items():
                 self.boards.add(board, stored)
-        leader_rows = select_rows(self.boards, dirty, score_rows, score_of_row)
-        metrics.WINDOW_KEYS.set(len(self.book.totals))
+        admitted = np.zeros(len(rows), dtype=bool)
+        for i, board in enumerate(boards):
+            mine = np.flatnonzero(inverse == i)
+            users = rows.user[mine].tolist()
+            admitted[mine] = self.boards.admit_many(board, users, rows.score[mine])
+        return rows.take(np.flatnonzero(admitted))
+
+    async def _submit_effects(
+        self, messages: Sequence[RawMessage]
+    ) -> asyncio.Future[ColumnApplied]:
+        started = time.perf_counter()
+        if self.stale or len(self.book) > self.max_cached_keys:
+            await self.chain.wait()  # what is reloaded must be stored first
+            if self.stale:
+                self.book, self.stale = ColumnBook(), False
+            else:
+                self.book.evict_oldest(self.max_cached_keys * 3 // 4)
+        keyed = [(run, batch_keys(run, self.book, self.rules_for)) for run in effect_runs(messages)]
+        missing = missing_keys(self.book, keyed)
+        if missing:
+            await self.blocking.retrying("score_state", self.store.load_into, missing, self.book)
+        applied = ColumnApplied()
+        for run, keys in keyed:
+            apply_batch(run, keys, self.book, applied)
+        # Rows are taken now, on the loop: the next batch changes the book while these
+        # are written, and a row must show one consistent state of its key.
+        rows = score_columns(self.book, applied.dirty_slots(), self.rules_for)
+        thankers = thanker_columns(self.book, applied.thanker_pairs())
+        leaders = await self._leader_rows(rows)
+        metrics.WINDOW_KEYS.set(len(self.book))
         metrics.BATCH_SECONDS.labels("aggregate").observe(time.perf_counter() - started)
 
-        async def flush() -> Applied:
-            await self._write(applied, score_rows, leader_rows)
-            metrics.EFFECTS_APPLIED.inc(total - applied.replayed)
+        async def flush() -> ColumnApplied:
+            await self._write(applied.badges, rows, leaders, thankers)
+            metrics.EFFECTS_APPLIED.inc(applied.applied)
             metrics.EFFECTS_REPLAYED.inc(applied.replayed)
             observe_freshness(applied.event_times, time.time())
             return applied
@@ -293,9 +304,11 @@ class AggregateStage:
 
     async def _write(
         self,
-        applied: Applied,
-        score_rows: Sequence[tuple[Any, ...]],
-        leader_rows: Sequence[tuple[Any, ...]],
+        badges: Sequence[BadgeAward],
+        rows: ScoreColumns,
+        leaders: ScoreColumns,
+        thankers: Sequence[np.ndarray] | None = None,
+        audited: Applied | None = None,
     ) -> None:
         """Store what applying a batch (or an audit) changed.
 
@@ -304,44 +317,86 @@ class AggregateStage:
         absorb that, and leader rows are snapshots rewritten alike. Leader rows written
         after the totals would be lost by a crash in between (the replay finds the points
         applied and writes no row), and a board could miss the key for good."""
-        if applied.dropped_thankers:
+        if audited is not None:
+            if audited.dropped_thankers:
+                await self.blocking.retrying(
+                    "thankers", self.store.delete_thankers, audited.dropped_thankers
+                )
             await self.blocking.retrying(
-                "thankers", self.store.delete_thankers, applied.dropped_thankers
+                "thankers", self.store.write_thankers, audited.new_thankers
             )
-        await self.blocking.retrying("thankers", self.store.write_thankers, applied.new_thankers)
-        if applied.badges:
-            at = now_ms()
-            await publish(
-                self.publisher,
-                self.badges_topic,
-                [
-                    (
-                        a.user_id.encode(),
-                        encode_badge(a, at),
-                        None,
-                        [("kudos.badge_id", badge_id(a).encode())],
-                    )
-                    for a in applied.badges
-                ],
-                self.blocking.stop_requested,
-            )
-            await self.blocking.retrying(
-                "badge_award_rows", self.store.write_badges, applied.badges
-            )
-            for a in applied.badges:
-                metrics.BADGES_AWARDED.labels(a.badge).inc()
-        await self.blocking.retrying("leader_rows", self.store.write_leader_rows, leader_rows)
-        await self.blocking.retrying("score_state", self.store.write_score_rows, score_rows)
-        metrics.INSERT_ROWS.labels("leader_rows").inc(len(leader_rows))
-        metrics.INSERT_ROWS.labels("score_state").inc(len(score_rows))
+        if thankers is not None:
+            await self.blocking.retrying("thankers", self.store.write_thanker_columns, thankers)
+        if badges:
+            await self._publish_badges(badges)
+        await self.blocking.retrying("leader_rows", self.store.write_score_columns, leaders, True)
+        await self.blocking.retrying("score_state", self.store.write_score_columns, rows)
+        metrics.INSERT_ROWS.labels("leader_rows").inc(len(leaders))
+        metrics.INSERT_ROWS.labels("score_state").inc(len(rows))
         metrics.INSERT_BATCHES.labels("score_state").inc()
 
-    async def _audit(self, org: str, week_start: int, partition: int) -> asyncio.Future[Applied]:
+    async def _publish_badges(self, badges: Sequence[BadgeAward]) -> None:
+        at = now_ms()
+        await publish(
+            self.publisher,
+            self.badges_topic,
+            [
+                (
+                    a.user_id.encode(),
+                    encode_badge(a, at),
+                    None,
+                    [("kudos.badge_id", badge_id(a).encode())],
+                )
+                for a in badges
+            ],
+            self.blocking.stop_requested,
+        )
+        await self.blocking.retrying("badge_award_rows", self.store.write_badges, badges)
+        for a in badges:
+            metrics.BADGES_AWARDED.labels(a.badge).inc()
+
+    async def _audit(
+        self, org: str, week_start: int, partition: int
+    ) -> asyncio.Future[ColumnApplied]:
         """Apply a collusion audit's stored changes to this partition's users (streams/audit).
 
         Scores go down here, which leader rows cannot follow incrementally: every changed
         key gets its leader row rewritten (a lower score must not stay on a board), and the
-        auditor rebuilds the org's boards once every partition has applied the audit."""
+        auditor rebuilds the org's boards once every partition has applied the audit. The
+        audit is applied by the per-key code (`scorebook.apply_adjustments`) to the keys it
+        touches, taken out of the book and put back."""
+        adjustments = await self._adjustments(org, week_start, partition)
+        cal = self.rules_for(org).calendar
+        keys = {(org, w, s, a.user_id) for a in adjustments for w, s in cal.starts(a.occurred_at)}
+        missing = [k for k in keys if not self.book.holds(k)]
+        if missing:
+            await self.blocking.retrying("score_state", self.store.load_into, missing, self.book)
+        book = ScoreBook(held_totals(self.book, keys), self.book.awarded, self.book.users_loaded)
+        applied = Applied()
+        apply_adjustments(adjustments, week_start, book, self.rules_for, applied)
+        self.book.put({k: book.totals[k] for k in applied.dirty})
+        dirty = np.array([self.book.packed(k) for k in applied.dirty], dtype=np.int64)
+        rows = score_columns(self.book, self.book.find(dirty), self.rules_for)
+        self.boards.drop_org(org)  # reloaded once the auditor has rebuilt them
+
+        async def flush() -> ColumnApplied:
+            await self._write(applied.badges, rows, rows, audited=applied)
+            await self.blocking.retrying(
+                "audits",
+                audit_sql.write_step,
+                self.store.ch,
+                org,
+                week_start,
+                0,
+                audit_sql.APPLIED,
+                partition,
+            )
+            return ColumnApplied(badges=applied.badges)
+
+        return self.chain.then(flush)
+
+    async def _adjustments(self, org: str, week_start: int, partition: int) -> list[Adjustment]:
+        """The audit's stored changes that concern this partition's users."""
         rows = await self.blocking.retrying(
             "reversals", audit_sql.reversal_rows, self.store.ch, org, week_start
         )
@@ -366,26 +421,4 @@ class AggregateStage:
                         org, r.actor_id, Metric.THANKS_GIVEN, r.actor_id, r.occurred_at, r.delta
                     )
                 )
-        cal = self.rules_for(org).calendar
-        keys = {(org, w, s, a.user_id) for a in adjustments for w, s in cal.starts(a.occurred_at)}
-        await self.blocking.retrying("score_state", self.store.load_keys, keys, self.book)
-        applied = Applied()
-        apply_adjustments(adjustments, week_start, self.book, self.rules_for, applied)
-        score_rows = self.store.score_rows(self.book, list(applied.dirty), self.rules_for)
-        self.boards.drop_org(org)  # reloaded once the auditor has rebuilt them
-
-        async def flush() -> Applied:
-            await self._write(applied, score_rows, score_rows)
-            await self.blocking.retrying(
-                "audits",
-                audit_sql.write_step,
-                self.store.ch,
-                org,
-                week_start,
-                0,
-                audit_sql.APPLIED,
-                partition,
-            )
-            return applied
-
-        return self.chain.then(flush)
+        return adjustments

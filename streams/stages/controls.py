@@ -15,19 +15,16 @@ from dataclasses import dataclass
 from sinks.clickhouse import ClickHouse
 from sinks.erase import erase_person, rebuild_org_boards, record_erasure
 from streams import metrics
-from streams.domain.scorebook import Applied, ScoreBook
+from streams.domain.tally import ColumnApplied, ColumnBook
 from streams.stages.flush import Blocking, Publisher, publish
 from streams.stages.transport import Control, encode_control
 
 log = logging.getLogger(__name__)
 
 
-def forget_held(book: ScoreBook, org: str, user: str) -> None:
+def forget_held(book: ColumnBook, org: str, user: str) -> None:
     """Drop a person's keys and badges from the stage's book."""
-    for key in [k for k in book.totals if k[0] == org and k[3] == user]:
-        del book.totals[key]
-    book.awarded = {a for a in book.awarded if not (a[0] == org and a[1] == user)}
-    book.users_loaded.discard((org, user))
+    book.forget_user(org, user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +38,7 @@ class Erasure:
     effects_partitions: int
     leader_depth: int
 
-    async def run(self, control: Control, token: str) -> Applied:
+    async def run(self, control: Control, token: str) -> ColumnApplied:
         org, user = control.org_id, control.user_id
         touched = await self.blocking.retrying("erase", erase_person, self.ch, org, user, token)
         await self.blocking.retrying(
@@ -53,7 +50,7 @@ class Erasure:
         )
         metrics.ERASURES.inc()
         log.info("erased a person of org %s (request %s)", org, control.request_id)
-        return Applied()
+        return ColumnApplied()
 
     async def _fan_out(self, org: str, user: str, token: str) -> None:
         """Every worker's boards of the org must forget what they knew, and its deciding

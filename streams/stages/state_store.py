@@ -13,12 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from schemas.times import ms_to_dt, now_utc, second_to_dt
-from schemas.vocabulary import UNDECODABLE, WindowKey
+from schemas.vocabulary import UNDECODABLE, Metric, WindowKey
 from sinks.store import RecognitionStore
+from sinks.tables import LEADER_ROWS, SCORE_STATE, THANKERS
+from streams.domain.effects import METRIC_CODE
 from streams.domain.rules import RULE_VERSION, Decision, PartitionState, RulesLookup
 from streams.domain.scorebook import BadgeAward, ScoreBook, WindowTotals
 from streams.domain.state import SEEN_REASONS, partition_state, seen_since, stored_totals
+from streams.domain.tally import ColumnBook, ScoreColumns
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +161,66 @@ class StateStore(RecognitionStore):
         book.totals.update(loaded)
         book.awarded |= awarded
         book.users_loaded |= users_loaded
+
+    def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> None:
+        """Load the stored totals, thankers and awarded badges of `keys`, which `book` does
+        not hold, into it."""
+        by_org: dict[str, set[WindowKey]] = defaultdict(set)
+        for k in keys:
+            by_org[k[0]].add(k)
+        # Build aside and merge at the end: a failed load leaves `book` untouched for a retry.
+        loaded: dict[WindowKey, WindowTotals] = {}
+        awarded: set[tuple[str, str, str, int]] = set()
+        users_loaded: set[tuple[str, str]] = set()
+        for org, wanted in by_org.items():
+            users = sorted({k[3] for k in wanted})
+            starts = {k[2] for k in wanted}
+            states = self.score_state_rows(org, users, starts)
+            thankers = self.thanker_rows(org, users, starts)
+            loaded.update(stored_totals(org, wanted, states, thankers))
+            new_users = [u for u in users if (org, u) not in book.users_loaded]
+            if new_users:
+                for user, badge, period in self.awarded_badges(org, new_users):
+                    awarded.add((org, user, badge, period))
+                users_loaded.update((org, u) for u in new_users)
+        book.put(loaded)
+        book.awarded |= awarded
+        book.users_loaded |= users_loaded
+
+    def write_score_columns(self, rows: ScoreColumns, leaders: bool = False) -> int:
+        """`kudos.score_state` (or, `leaders`, `kudos.leader_rows`) rows by column."""
+        if not len(rows):
+            return 0
+
+        def count(metric: Metric) -> np.ndarray:
+            return np.asarray(rows.counts[:, METRIC_CODE[metric]])
+
+        data = [
+            rows.org,
+            rows.window,
+            rows.start_s,
+            rows.user,
+            count(Metric.SHARES),
+            count(Metric.THANKS_GIVEN),
+            count(Metric.THANKS_RECEIVED),
+            rows.distinct,
+            count(Metric.REACTIONS_RECEIVED),
+            rows.score,
+            rows.hwm_partitions,
+            rows.hwm_offsets,
+            rows.version,
+            np.full(len(rows), int(now_utc().timestamp()), dtype=np.int64),
+            rows.decay,
+            rows.decay_at,
+            rows.half_life_s,
+        ]
+        table = LEADER_ROWS if leaders else SCORE_STATE
+        return self.ch.insert_columns(table.qualified, table.columns, data[: len(table.columns)])
+
+    def write_thanker_columns(self, columns: Sequence[np.ndarray]) -> int:
+        if not len(columns[0]):
+            return 0
+        return self.ch.insert_columns(THANKERS.qualified, THANKERS.columns, columns)
 
     def write_badges(self, awards: Sequence[BadgeAward]) -> int:
         at = now_utc()

@@ -13,6 +13,7 @@ import pytest
 from schemas.vocabulary import Metric
 from sinks.clickhouse import ClickHouse
 from streams.domain.rules import Effect, RulesLookup
+from streams.domain.tally import ScoreColumns
 from streams.stages.aggregate import AggregateStage
 from streams.stages.flush import Blocking, RawMessage
 from streams.stages.state_store import StateStore
@@ -22,7 +23,6 @@ from tests.streams.factories import ms
 pytestmark = pytest.mark.clickhouse
 
 AT = ms("2026-11-23T10:00:00")
-WRITES = ("write_thankers", "write_badges", "write_leader_rows", "write_score_rows")
 
 
 class Crash(BaseException):
@@ -42,25 +42,20 @@ class CrashingStore(StateStore):
         if self.calls == self.n:
             raise Crash(f"killed before write {self.n}")
 
-    def write_thankers(self, rows: Sequence[Any]) -> int:
-        if rows:
+    def write_thanker_columns(self, columns: Sequence[Any]) -> int:
+        if len(columns[0]):
             self._count()
-        return super().write_thankers(rows)
+        return super().write_thanker_columns(columns)
 
     def write_badges(self, awards: Sequence[Any]) -> int:
         if awards:
             self._count()
         return super().write_badges(awards)
 
-    def write_leader_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        if rows:
+    def write_score_columns(self, rows: ScoreColumns, leaders: bool = False) -> int:
+        if len(rows):  # leader rows, then score_state rows
             self._count()
-        return super().write_leader_rows(rows)
-
-    def write_score_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        if rows:
-            self._count()
-        return super().write_score_rows(rows)
+        return super().write_score_columns(rows, leaders)
 
 
 class Sink:

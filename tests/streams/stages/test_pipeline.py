@@ -9,11 +9,12 @@ from typing import Any, cast
 import pytest
 
 from schemas.codec import default_codec
-from schemas.times import dt_to_ms
-from schemas.vocabulary import WindowKey
+from schemas.vocabulary import Metric, WindowKey
 from sinks.clickhouse import ClickHouseUnavailable
+from streams.domain.effects import METRIC_CODE
 from streams.domain.rules import Decision, PartitionState, RulesLookup
-from streams.domain.scorebook import BadgeAward, ScoreBook
+from streams.domain.scorebook import BadgeAward
+from streams.domain.tally import ColumnBook, ScoreColumns
 from streams.stages import flush
 from streams.stages.aggregate import AggregateStage
 from streams.stages.decide import DecideStage
@@ -50,37 +51,32 @@ class FakeStore:
         self.dead.extend(dead)
         return len(decisions)
 
-    def load_keys(self, keys: Iterable[WindowKey], book: ScoreBook) -> None:
+    def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> None:
         self.log.append("load")
 
-    def write_thankers(self, rows: Sequence[Any]) -> int:
+    def write_thanker_columns(self, columns: Sequence[Any]) -> int:
         self.log.append("thankers")
-        return len(rows)
+        return len(columns[0])
 
     def write_badges(self, awards: Sequence[BadgeAward]) -> int:
         self.log.append("badges")
         self.badges.extend(awards)
         return len(awards)
 
-    score_rows = staticmethod(StateStore.score_rows)
-
-    def write_score_rows(self, rows: Sequence[Any]) -> int:
+    def write_score_columns(self, rows: ScoreColumns, leaders: bool = False) -> int:
+        if leaders:
+            self.log.append("leaders")
+            return len(rows)
         self._maybe_fail()
         self.log.append("scores")
-        for row in rows:
-            self.scores[row_key(row)] = (row[6], row[12])  # thanks_received, version
-        return 0
+        received = rows.counts[:, METRIC_CODE[Metric.THANKS_RECEIVED]]
+        for i in range(len(rows)):
+            key = (rows.org[i], rows.window[i], int(rows.start_s[i]) * 1000, rows.user[i])
+            self.scores[key] = (int(received[i]), int(rows.version[i]))
+        return len(rows)
 
     def load_boards(self, boards: Iterable[Any], depth: int) -> dict[Any, list[Any]]:
         return {b: [] for b in boards}
-
-    def write_leader_rows(self, rows: Sequence[Any]) -> int:
-        self.log.append("leaders")
-        return len(rows)
-
-
-def row_key(row: Sequence[Any]) -> WindowKey:
-    return (row[0], row[1], dt_to_ms(row[2]), row[3])
 
 
 class FakePublisher:
@@ -301,13 +297,17 @@ def test_score_rows_are_a_snapshot_taken_when_the_batch_is_applied() -> None:
         for i, (_, v, p, _) in enumerate(pub.sent["kudos.effects"])
     ]
     written: list[int] = []
-    write = store.write_score_rows
+    write = store.write_score_columns
 
-    def record(rows: Sequence[Any]) -> int:
-        written.extend(r[6] for r in rows if row_key(r) == ("acme", "all", 0, "bob"))
-        return write(rows)
+    def record(rows: ScoreColumns, leaders: bool = False) -> int:
+        if not leaders:
+            received = rows.counts[:, METRIC_CODE[Metric.THANKS_RECEIVED]]
+            for i in range(len(rows)):
+                if (rows.window[i], rows.user[i]) == ("all", "bob"):
+                    written.append(int(received[i]))
+        return write(rows, leaders)
 
-    store.write_score_rows = record  # type: ignore[method-assign]
+    store.write_score_columns = record  # type: ignore[method-assign]
     gated = GatedPublisher(store.log)
     aggregate.publisher = gated  # the first batch awards a badge: its flush waits
 
@@ -324,15 +324,14 @@ def test_score_rows_are_a_snapshot_taken_when_the_batch_is_applied() -> None:
 
 def test_eviction_drops_the_oldest_keys_and_keeps_badges_per_user() -> None:
     from streams.domain.scorebook import Badge, WindowTotals
-    from streams.stages.aggregate import evict_oldest
 
-    book = ScoreBook()
-    for i in range(10):
-        book.totals[("acme", "hour", i, "bob")] = WindowTotals()
+    book = ColumnBook()
+    book.put({("acme", "hour", i, "bob"): WindowTotals(shares=i + 1) for i in range(10)})
     book.awarded.add(("acme", "bob", Badge.FIRST_THANKS, 0))
     book.users_loaded.add(("acme", "bob"))
-    evict_oldest(book, 4)
-    assert [k[2] for k in book.totals] == [6, 7, 8, 9]
+    book.evict_oldest(4)
+    assert sorted(k[2] for k in book.held_keys()) == [6, 7, 8, 9]
+    assert [book.totals(("acme", "hour", i, "bob")).shares for i in range(6, 10)] == [7, 8, 9, 10]
     assert book.users_loaded == {("acme", "bob")} and book.awarded
 
 
