@@ -50,6 +50,20 @@ _CHANGED_CODES: Final = {
 }
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values: `np.unique` by sorting (numpy 2's hash-based
+    `np.unique` takes several times as long on int64 keys)."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
+def _merged(ordered: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Sorted `ordered` with the sorted values `new`, which it does not hold, inserted."""
+    return np.insert(ordered, np.searchsorted(ordered, new), new)
+
+
 def _grow(a: np.ndarray, size: int, fill: object) -> np.ndarray:
     if len(a) >= size:
         return a
@@ -75,7 +89,7 @@ class _Users:
     """Dense ids for (org, user), with both texts by id (numpy object arrays, for rows)."""
 
     def __init__(self) -> None:
-        self.ids: dict[tuple[str, str], int] = {}
+        self.ids: dict[str, int] = {}  # by "org\0user"
         self.org = np.empty(0, dtype=object)
         self.name = np.empty(0, dtype=object)
 
@@ -83,12 +97,18 @@ class _Users:
         return len(self.ids)
 
     def get(self, org: str, user: str) -> int:
-        found = self.ids.get((org, user))
+        return self.get_joined(f"{org}\x00{user}")
+
+    def find(self, org: str, user: str) -> int | None:
+        return self.ids.get(f"{org}\x00{user}")
+
+    def get_joined(self, joined: str) -> int:
+        found = self.ids.get(joined)
         if found is None:
-            found = self.ids[(org, user)] = len(self.ids)
+            found = self.ids[joined] = len(self.ids)
             self.org = _grow(self.org, found + 1, None)
             self.name = _grow(self.name, found + 1, None)
-            self.org[found], self.name[found] = org, user
+            self.org[found], self.name[found] = joined.split("\x00", 1)
         return found
 
 
@@ -107,6 +127,8 @@ class ColumnBook:
         self.thankers_n = np.zeros(0, dtype=np.int64)
         self.decay = np.zeros(0, dtype=np.float64)
         self.decay_at = np.zeros(0, dtype=np.int64)
+        # Bit i: the org's badge rule i is known awarded for this key's period (streaks aside).
+        self.badge_bits = np.zeros(0, dtype=np.uint64)
         self.hwm = np.full((0, 0), -1, dtype=np.int64)
         self.partitions: list[int] = []  # hwm column -> deciding partition
         self.pairs = np.empty(0, dtype=np.int64)  # sorted slot << 32 | actor uid
@@ -163,6 +185,7 @@ class ColumnBook:
         self.thankers_n = _grow(self.thankers_n, self.size, 0)
         self.decay = _grow(self.decay, self.size, 0.0)
         self.decay_at = _grow(self.decay_at, self.size, 0)
+        self.badge_bits = _grow(self.badge_bits, self.size, 0)
         self.hwm = _grow(self.hwm, self.size, -1)
         self.slot_key[first : self.size] = new_keys
         slots = np.arange(first, self.size, dtype=np.int64)
@@ -208,12 +231,13 @@ class ColumnBook:
             org = key[0]
             pairs.extend((slot << 32) | self.users.get(org, a) for a in t.thankers)
         if pairs:
-            self.pairs = np.union1d(self.pairs, np.array(pairs, dtype=np.int64))
+            self.pairs = _merged(self.pairs, distinct(np.array(pairs, dtype=np.int64)))
 
     def _zero(self, slots: np.ndarray) -> None:
         self.counts[slots] = 0
         self.thankers_n[slots] = 0
         self.decay[slots], self.decay_at[slots], self.hwm[slots] = 0.0, 0, -1
+        self.badge_bits[slots] = 0
         if len(self.pairs):
             self.pairs = self.pairs[~np.isin(self.pairs >> 32, slots)]
 
@@ -252,7 +276,7 @@ class ColumnBook:
         held = keep[self.index_slot]
         self.index = self.index[held]
         self.index_slot = new_slot[self.index_slot[held]]
-        for name in ("slot_key", "counts", "thankers_n", "decay", "decay_at", "hwm"):
+        for name in ("slot_key", "counts", "thankers_n", "decay", "decay_at", "badge_bits", "hwm"):
             setattr(self, name, getattr(self, name)[: self.size][keep].copy())
         self.size = int(keep.sum())
 
@@ -273,7 +297,7 @@ class ColumnBook:
         return np.flatnonzero(of_org[wid])
 
     def forget_user(self, org: str, user: str) -> None:
-        uid = self.users.ids.get((org, user))
+        uid = self.users.find(org, user)
         if uid is not None:
             self.drop((self.slot_key[: self.size] >> WID_BITS) != uid)
         self.awarded = {a for a in self.awarded if not (a[0] == org and a[1] == user)}
@@ -315,7 +339,7 @@ def batch_keys(batch: pa.RecordBatch, book: ColumnBook, rules_for: RulesLookup) 
 def _uids(book: ColumnBook, org: pa.Array, user: pa.Array) -> np.ndarray:
     joined = pc.dictionary_encode(pc.binary_join_element_wise(org, user, "\x00"))
     ids = np.array(
-        [book.users.get(*k.split("\x00", 1)) for k in joined.dictionary.to_pylist()],
+        [book.users.get_joined(k) for k in joined.dictionary.to_pylist()],
         dtype=np.int64,
     )
     return np.asarray(ids[joined.indices.to_numpy(zero_copy_only=False)])
@@ -333,7 +357,7 @@ def streak_keys(batch: pa.RecordBatch, keys: BatchKeys, book: ColumnBook) -> set
     shares = np.flatnonzero(batch["metric"].to_numpy() == SHARES_CODE)
     if not len(shares):
         return out
-    pairs = np.unique(keys.packed[_DAY, shares])
+    pairs = distinct(keys.packed[_DAY, shares])
     for packed in pairs.tolist():
         org, _, day = book.window_keys[packed & ((1 << WID_BITS) - 1)]
         user = str(book.users.name[packed >> WID_BITS])
@@ -354,7 +378,7 @@ def in_order(batches: Sequence[pa.RecordBatch]) -> bool:
             continue
         p = b["partition"].to_numpy()
         o = b["offset"].to_numpy()
-        for part in np.unique(p).tolist():
+        for part in distinct(p).tolist():
             mine = o[p == part]
             if int(mine.min()) <= highest.get(part, -1):
                 return False
@@ -374,7 +398,7 @@ class ColumnApplied:
     event_times: list[np.ndarray] = field(default_factory=list)
 
     def dirty_slots(self) -> np.ndarray:
-        return np.unique(np.concatenate(self.dirty)) if self.dirty else np.empty(0, np.int64)
+        return distinct(np.concatenate(self.dirty)) if self.dirty else np.empty(0, np.int64)
 
     def thanker_pairs(self) -> np.ndarray:
         return np.concatenate(self.new_pairs) if self.new_pairs else np.empty(0, np.int64)
@@ -425,7 +449,7 @@ def apply_batch(
     np.maximum.at(book.hwm, (slot[idx], col[row[idx]]), offset[row[idx]])
     _add_thankers(book, e, idx, keys.actor, out)
     _add_decay(book, e, idx, at, keys)
-    out.dirty.append(np.unique(slot[idx]))
+    out.dirty.append(distinct(slot[idx]))
     on_all = kind == _ALL
     out.replayed += int(np.count_nonzero(on_all & ~ok))
     out.applied += int(np.count_nonzero(on_all & ok))
@@ -449,7 +473,7 @@ def _add_thankers(
         return
     e.new_thanker[received[first[~known]]] = True
     np.add.at(book.thankers_n, new >> 32, 1)
-    book.pairs = np.union1d(book.pairs, new)
+    book.pairs = _merged(book.pairs, new)
     out.new_pairs.append(new)
 
 
@@ -536,6 +560,12 @@ def _rule_badges(
     else:
         shares_in = np.diff(np.append(starts, len(order)))
         candidates = np.flatnonzero(book.counts[slots, SHARES_CODE] == shares_in)
+    bit = np.uint64(1 << rules.badge_rules.index(rule))
+    if rule.kind == "streak":
+        candidates = candidates[_may_streak(book, slots[candidates], rules, rule)]
+    else:
+        candidates = candidates[(book.badge_bits[slots[candidates]] & bit) == 0]
+        book.badge_bits[slots[candidates]] |= bit  # awarded by now, if not before
     for i in candidates.tolist():
         org, _, start, user = book.key_of(int(slots[i]))
         if (org, user, rule.name, 0 if rule.kind == "first" else start) in book.awarded:
@@ -553,6 +583,27 @@ def _rule_badges(
             running = int(after[i]) - int(inc.sum()) + np.cumsum(inc)
             value = int(running[np.argmax(running >= rule.threshold)])
             _award(book, out, org, user, rule, start, rules, f"{value} {rule.metric}")
+
+
+def _may_streak(
+    book: ColumnBook, slots: np.ndarray, rules: RuleConfig, rule: BadgeRule
+) -> np.ndarray:
+    """Which day keys have at least `rule.days` share days within a streak's span around
+    them: the others cannot end or hold a streak, and need no walk."""
+    if not len(slots):
+        return np.zeros(0, dtype=bool)
+    packed = book.slot_key[slots]
+    days, inverse = np.unique(packed & ((1 << WID_BITS) - 1), return_inverse=True)
+    around = []
+    for wid in days.tolist():
+        org, _, day = book.window_keys[wid]
+        around.append(
+            [book.wid(org, "day", d) for d in streak_days_around(day, rule, rules.calendar)]
+        )
+    keys = ((packed >> WID_BITS)[:, np.newaxis] << WID_BITS) | np.array(around, np.int64)[inverse]
+    found = book.find(keys.ravel()).reshape(keys.shape)
+    active = (found >= 0) & (book.counts[np.maximum(found, 0), SHARES_CODE] > 0)
+    return np.asarray(active.sum(axis=1) >= rule.days)
 
 
 def _award(

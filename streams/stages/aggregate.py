@@ -8,6 +8,7 @@ here, one handler per kind, in the order they arrive among the effects.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from schemas.vocabulary import Metric, WindowKey
 from sinks import audit as audit_sql
 from sinks.erase import new_token
 from streams import metrics
+from streams.domain.effects import batch_to_effects
 from streams.domain.leaders import Boards
 from streams.domain.rules import RulesLookup
 from streams.domain.scorebook import Adjustment, Applied, BadgeAward, ScoreBook, apply_adjustments
@@ -33,6 +35,7 @@ from streams.domain.tally import (
     ScoreColumns,
     apply_batch,
     batch_keys,
+    distinct,
     held_totals,
     in_order_runs,
     score_columns,
@@ -50,6 +53,7 @@ from streams.stages.transport import (
     effects_partition,
     encode_badge,
     encode_effect_batch,
+    encode_effects,
     event_starts,
     is_control,
 )
@@ -80,7 +84,7 @@ def missing_keys(
     """Keys the batches read that the book does not hold (to load before applying)."""
     out: set[WindowKey] = set()
     for run, keys in keyed:
-        packed = np.unique(keys.packed.ravel())
+        packed = distinct(keys.packed.ravel())
         for p in packed[book.find(packed) < 0].tolist():
             org, window, start = book.window_keys[p & ((1 << WID_BITS) - 1)]
             out.add((org, window, start, str(book.users.name[p >> WID_BITS])))
@@ -166,9 +170,15 @@ class AggregateStage:
 
     async def poison(self, message: RawMessage, detail: str) -> None:
         """Dead-letter an effects message, or one source event's part of one, that fails on
-        its own: its value is those effects as an effects message (`streams.stages.transport`),
-        whose rows name the source event's partition and offset."""
+        its own. Its value is those effects as JSON (the first effects format, which people
+        and tools read more easily than Arrow), whose rows name the source event's partition
+        and offset; an effects message that does not decode is dead-lettered as it came."""
         stop = self.blocking.stop_requested
+        try:
+            readable = encode_effects(batch_to_effects(decode_effect_batch(message.value)))
+            message = dataclasses.replace(message, value=readable)
+        except ValueError:
+            pass
         await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
 
     async def process(self, messages: Sequence[RawMessage]) -> ColumnApplied:

@@ -21,6 +21,7 @@ from schemas.vocabulary import Metric, WindowName
 from streams.domain.effects import EFFECT_SCHEMA, effects_to_batch
 from streams.domain.rules import Effect
 from streams.domain.scorebook import BadgeAward
+from streams.domain.tally import distinct
 
 _METRICS = {m.value: m for m in Metric}
 
@@ -135,7 +136,7 @@ def route_batch(batch: pa.RecordBatch, partitions: int) -> dict[int, pa.RecordBa
     owner = np.array([zlib.crc32(k.encode()) % partitions for k in unique], dtype=np.int64)
     target = owner[encoded.indices.to_numpy(zero_copy_only=False)]
     out: dict[int, pa.RecordBatch] = {}
-    for p in np.unique(target).tolist():
+    for p in distinct(target).tolist():
         out[int(p)] = batch.filter(pa.array(target == p))
     return out
 
