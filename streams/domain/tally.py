@@ -204,6 +204,12 @@ class ColumnBook:
 
     # --- objects in and out (loading, audits, the oracle) -------------------------------
 
+    def hold(self, keys: Iterable[WindowKey]) -> None:
+        """Hold these keys, as zero keys where not held yet."""
+        packed = np.array([self.packed(k) for k in keys], dtype=np.int64)
+        if len(packed):
+            self.slots(packed)
+
     def holds(self, key: WindowKey) -> bool:
         return bool(self.find(np.array([self.packed(key)], dtype=np.int64))[0] >= 0)
 

@@ -164,7 +164,7 @@ class StateStore(RecognitionStore):
 
     def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> None:
         """Load the stored totals, thankers and awarded badges of `keys`, which `book` does
-        not hold, into it."""
+        not hold, into it (keys without stored rows as zero keys)."""
         by_org: dict[str, set[WindowKey]] = defaultdict(set)
         for k in keys:
             by_org[k[0]].add(k)
@@ -177,13 +177,16 @@ class StateStore(RecognitionStore):
             starts = {k[2] for k in wanted}
             states = self.score_state_rows(org, users, starts)
             thankers = self.thanker_rows(org, users, starts)
-            loaded.update(stored_totals(org, wanted, states, thankers))
+            # Only keys with stored rows: the others start at zero, made in bulk by the book.
+            stored = {(org, r[0], int(r[1]), r[2]) for r in (*states, *thankers)} & wanted
+            loaded.update(stored_totals(org, stored, states, thankers))
             new_users = [u for u in users if (org, u) not in book.users_loaded]
             if new_users:
                 for user, badge, period in self.awarded_badges(org, new_users):
                     awarded.add((org, user, badge, period))
                 users_loaded.update((org, u) for u in new_users)
         book.put(loaded)
+        book.hold(k for wanted in by_org.values() for k in wanted if k not in loaded)
         book.awarded |= awarded
         book.users_loaded |= users_loaded
 
