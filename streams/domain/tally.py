@@ -134,9 +134,22 @@ class ColumnBook:
         self.pairs = np.empty(0, dtype=np.int64)  # sorted slot << 32 | actor uid
         self.awarded: set[tuple[str, str, str, int]] = set()
         self.users_loaded: set[tuple[str, str]] = set()
+        # Per user id: every key of the user that storage holds is held here too (the
+        # user's `all` key, which every point touches, loaded as not stored, and none of
+        # the user's keys dropped since). A key of such a user that is not held is not
+        # stored either, and needs no query.
+        self.complete = np.zeros(0, dtype=bool)
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def mark_complete(self, uids: np.ndarray) -> None:
+        self.complete = _grow(self.complete, len(self.users), False)
+        self.complete[uids] = True
+
+    def is_complete(self, uids: np.ndarray) -> np.ndarray:
+        self.complete = _grow(self.complete, len(self.users), False)
+        return np.asarray(self.complete[uids])
 
     # --- ids and keys ------------------------------------------------------------------
 
@@ -155,7 +168,9 @@ class ColumnBook:
         return (self.users.get(org, user) << WID_BITS) | self.wid(org, window, start)
 
     def key_of(self, slot: int) -> WindowKey:
-        packed = int(self.slot_key[slot])
+        return self.key_of_packed(int(self.slot_key[slot]))
+
+    def key_of_packed(self, packed: int) -> WindowKey:
         org, window, start = self.window_keys[packed & ((1 << WID_BITS) - 1)]
         return (org, window, start, str(self.users.name[packed >> WID_BITS]))
 
@@ -209,6 +224,10 @@ class ColumnBook:
         packed = np.array([self.packed(k) for k in keys], dtype=np.int64)
         if len(packed):
             self.slots(packed)
+
+    def is_all_key(self, packed: np.ndarray) -> np.ndarray:
+        alls = np.array([i for i, k in enumerate(self.window_keys) if k[1] == "all"], np.int64)
+        return np.isin(packed & ((1 << WID_BITS) - 1), alls)
 
     def holds(self, key: WindowKey) -> bool:
         return bool(self.find(np.array([self.packed(key)], dtype=np.int64))[0] >= 0)
@@ -275,6 +294,8 @@ class ColumnBook:
     def drop(self, keep: np.ndarray) -> None:
         """Keep the slots where `keep` is True (renumbered in order); drop the others."""
         keep = keep[: self.size]
+        self.complete = _grow(self.complete, len(self.users), False)
+        self.complete[self.slot_key[: self.size][~keep] >> WID_BITS] = False
         new_slot = np.cumsum(keep) - 1
         pair_slot = self.pairs >> 32
         kept_pairs = keep[pair_slot] if len(self.pairs) else np.zeros(0, bool)
@@ -308,6 +329,9 @@ class ColumnBook:
             self.drop((self.slot_key[: self.size] >> WID_BITS) != uid)
         self.awarded = {a for a in self.awarded if not (a[0] == org and a[1] == user)}
         self.users_loaded.discard((org, user))
+        if uid is not None:
+            self.complete = _grow(self.complete, len(self.users), False)
+            self.complete[uid] = False
 
 
 @dataclass(slots=True)
@@ -357,23 +381,39 @@ def _wids(book: ColumnBook, org: str, window: WindowName, starts: np.ndarray) ->
     return ids[inverse]
 
 
-def streak_keys(batch: pa.RecordBatch, keys: BatchKeys, book: ColumnBook) -> set[WindowKey]:
-    """The day keys around each share's day that streak badges read."""
-    out: set[WindowKey] = set()
+def streak_keys(batch: pa.RecordBatch, keys: BatchKeys, book: ColumnBook) -> np.ndarray:
+    """The packed day keys around each share's day that streak badges read."""
     shares = np.flatnonzero(batch["metric"].to_numpy() == SHARES_CODE)
     if not len(shares):
-        return out
-    pairs = distinct(keys.packed[_DAY, shares])
-    for packed in pairs.tolist():
-        org, _, day = book.window_keys[packed & ((1 << WID_BITS) - 1)]
-        user = str(book.users.name[packed >> WID_BITS])
-        rules = keys.rules[keys.org.index(org)]
+        return np.empty(0, dtype=np.int64)
+    days = distinct(keys.packed[_DAY, shares])
+    out = [np.empty(0, dtype=np.int64)]
+    for code, rules in enumerate(keys.rules):
+        mine = days[np.isin(days & _WID_MASK, _org_wids(book, keys.org[code]))]
         for rule in rules.badge_rules:
-            if rule.kind == "streak":
-                out.update(
-                    (org, "day", d, user) for d in streak_days_around(day, rule, rules.calendar)
-                )
-    return out
+            if rule.kind == "streak" and len(mine):
+                out.append(_around(book, mine, rules, rule).ravel())
+    return distinct(np.concatenate(out))
+
+
+_WID_MASK: Final = (1 << WID_BITS) - 1
+
+
+def _org_wids(book: ColumnBook, org: str) -> np.ndarray:
+    return np.array([i for i, k in enumerate(book.window_keys) if k[0] == org], dtype=np.int64)
+
+
+def _around(book: ColumnBook, packed: np.ndarray, rules: RuleConfig, rule: BadgeRule) -> np.ndarray:
+    """Per packed day key, the packed keys of the days a streak through it reads."""
+    days, inverse = np.unique(packed & _WID_MASK, return_inverse=True)
+    around = []
+    for wid in days.tolist():
+        org, _, day = book.window_keys[wid]
+        around.append(
+            [book.wid(org, "day", d) for d in streak_days_around(day, rule, rules.calendar)]
+        )
+    user = (packed >> WID_BITS)[:, np.newaxis] << WID_BITS
+    return np.asarray(user | np.array(around, np.int64)[inverse])
 
 
 def in_order(batches: Sequence[pa.RecordBatch]) -> bool:
@@ -598,15 +638,7 @@ def _may_streak(
     them: the others cannot end or hold a streak, and need no walk."""
     if not len(slots):
         return np.zeros(0, dtype=bool)
-    packed = book.slot_key[slots]
-    days, inverse = np.unique(packed & ((1 << WID_BITS) - 1), return_inverse=True)
-    around = []
-    for wid in days.tolist():
-        org, _, day = book.window_keys[wid]
-        around.append(
-            [book.wid(org, "day", d) for d in streak_days_around(day, rule, rules.calendar)]
-        )
-    keys = ((packed >> WID_BITS)[:, np.newaxis] << WID_BITS) | np.array(around, np.int64)[inverse]
+    keys = _around(book, book.slot_key[slots], rules, rule)
     found = book.find(keys.ravel()).reshape(keys.shape)
     active = (found >= 0) & (book.counts[np.maximum(found, 0), SHARES_CODE] > 0)
     return np.asarray(active.sum(axis=1) >= rule.days)

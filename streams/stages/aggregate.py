@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from schemas.times import now_ms
 from schemas.vocabulary import DEPTH as LEADER_DEPTH
-from schemas.vocabulary import Metric, WindowKey
+from schemas.vocabulary import Metric
 from sinks import audit as audit_sql
 from sinks.erase import new_token
 from streams import metrics
@@ -78,18 +78,14 @@ def effect_runs(messages: Sequence[RawMessage]) -> list[pa.RecordBatch]:
     return [run for batches in by_partition.values() for run in in_order_runs(batches)]
 
 
-def missing_keys(
-    book: ColumnBook, keyed: Sequence[tuple[pa.RecordBatch, BatchKeys]]
-) -> set[WindowKey]:
-    """Keys the batches read that the book does not hold (to load before applying)."""
-    out: set[WindowKey] = set()
+def missing_keys(book: ColumnBook, keyed: Sequence[tuple[pa.RecordBatch, BatchKeys]]) -> np.ndarray:
+    """Packed keys the batches read that the book does not hold (to load first)."""
+    wanted = [np.empty(0, dtype=np.int64)]
     for run, keys in keyed:
-        packed = distinct(keys.packed.ravel())
-        for p in packed[book.find(packed) < 0].tolist():
-            org, window, start = book.window_keys[p & ((1 << WID_BITS) - 1)]
-            out.add((org, window, start, str(book.users.name[p >> WID_BITS])))
-        out.update(k for k in streak_keys(run, keys, book) if not book.holds(k))
-    return out
+        wanted.append(keys.packed.ravel())
+        wanted.append(streak_keys(run, keys, book))
+    packed = distinct(np.concatenate(wanted))
+    return np.asarray(packed[book.find(packed) < 0])
 
 
 class AggregateStage:
@@ -278,6 +274,28 @@ class AggregateStage:
             admitted[mine] = self.boards.admit_many(board, users, rows.score[mine])
         return rows.take(np.flatnonzero(admitted))
 
+    async def _load(self, packed: np.ndarray) -> None:
+        """Load keys the book does not hold. A user whose `all` key is not stored has no
+        stored key (`ColumnBook.complete`): their `all` keys go first, and the other keys
+        of such users are held as zero keys without a query."""
+        book = self.book
+        known = book.is_complete(packed >> WID_BITS)
+        book.slots(packed[known])
+        packed = packed[~known]
+        first = book.is_all_key(packed)
+        if first.any():
+            keys = [book.key_of_packed(p) for p in packed[first].tolist()]
+            stored = await self.blocking.retrying("score_state", self.store.load_into, keys, book)
+            new = [book.users.get(k[0], k[3]) for k in keys if k not in stored]
+            book.mark_complete(np.array(new, dtype=np.int64))
+            packed = packed[~first]
+            known = book.is_complete(packed >> WID_BITS)
+            book.slots(packed[known])
+            packed = packed[~known]
+        if len(packed):
+            keys = [book.key_of_packed(p) for p in packed.tolist()]
+            await self.blocking.retrying("score_state", self.store.load_into, keys, book)
+
     async def _submit_effects(
         self, messages: Sequence[RawMessage]
     ) -> asyncio.Future[ColumnApplied]:
@@ -289,9 +307,7 @@ class AggregateStage:
             else:
                 self.book.evict_oldest(self.max_cached_keys * 3 // 4)
         keyed = [(run, batch_keys(run, self.book, self.rules_for)) for run in effect_runs(messages)]
-        missing = missing_keys(self.book, keyed)
-        if missing:
-            await self.blocking.retrying("score_state", self.store.load_into, missing, self.book)
+        await self._load(missing_keys(self.book, keyed))
         applied = ColumnApplied()
         for run, keys in keyed:
             apply_batch(run, keys, self.book, applied)

@@ -162,9 +162,10 @@ class StateStore(RecognitionStore):
         book.awarded |= awarded
         book.users_loaded |= users_loaded
 
-    def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> None:
+    def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> set[WindowKey]:
         """Load the stored totals, thankers and awarded badges of `keys`, which `book` does
-        not hold, into it (keys without stored rows as zero keys)."""
+        not hold, into it (keys without stored rows as zero keys); returns the keys that
+        had stored rows."""
         by_org: dict[str, set[WindowKey]] = defaultdict(set)
         for k in keys:
             by_org[k[0]].add(k)
@@ -189,6 +190,7 @@ class StateStore(RecognitionStore):
         book.hold(k for wanted in by_org.values() for k in wanted if k not in loaded)
         book.awarded |= awarded
         book.users_loaded |= users_loaded
+        return set(loaded)
 
     def write_score_columns(self, rows: ScoreColumns, leaders: bool = False) -> int:
         """`kudos.score_state` (or, `leaders`, `kudos.leader_rows`) rows by column."""

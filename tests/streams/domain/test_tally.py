@@ -175,3 +175,26 @@ def test_eviction_and_forgetting_keep_the_rest_intact() -> None:
     assert len(columns) == 5
     for key in columns.held_keys():
         same_totals(book.totals[key], columns.totals(key))
+
+
+def test_streak_keys_are_the_days_around_each_share() -> None:
+    from streams.domain.scorebook import streak_days_around
+    from streams.domain.tally import batch_keys, streak_keys
+
+    effects = [
+        Effect("zed", "a", Metric.SHARES, "a", BASE + 5 * DAY_MS, 0, 1),
+        Effect("acme", "b", Metric.SHARES, "b", BASE, 0, 2),
+        Effect("acme", "b", Metric.THANKS_GIVEN, "b", BASE + DAY_MS, 0, 3),
+    ]
+    batch = effects_to_batch(effects)
+    book = ColumnBook()
+    got = streak_keys(batch, batch_keys(batch, book, RULES), book)
+    expected = set()
+    for e in effects[:2]:
+        rules = RULES(e.org_id)
+        day = rules.calendar.day_start(e.occurred_at)
+        for rule in rules.badge_rules:
+            if rule.kind == "streak":
+                for d in streak_days_around(day, rule, rules.calendar):
+                    expected.add((e.org_id, "day", d, e.user_id))
+    assert {book.key_of_packed(int(p)) for p in got} == expected

@@ -51,8 +51,9 @@ class FakeStore:
         self.dead.extend(dead)
         return len(decisions)
 
-    def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> None:
+    def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> set[WindowKey]:
         self.log.append("load")
+        return set()  # nothing stored
 
     def write_thanker_columns(self, columns: Sequence[Any]) -> int:
         self.log.append("thankers")
