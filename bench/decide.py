@@ -45,7 +45,7 @@ def new_path(codec: EventCodec, raws: list[bytes], now: int) -> None:
         cols, _errors = codec.decode_columns(raws[i : i + BATCH])
         offsets = cols.index + i
         decisions, _effects = decide_columns(cols, offsets, "collab.events", 0, state, now, rules)
-        decision_columns(decisions, [], int(time.time()))
+        decision_columns([decisions], [], int(time.time()))
         state.prune(rules.max_grace_ms())
 
 
