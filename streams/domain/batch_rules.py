@@ -40,6 +40,7 @@ from streams.domain.effects import (
 )
 from streams.domain.rules import (
     Decision,
+    PairDay,
     PartitionState,
     RuleConfig,
     RulesLookup,
@@ -347,24 +348,35 @@ def _pair_caps(b: _Batch, targets: _Targets, rows: np.ndarray, state: PartitionS
     heads = np.flatnonzero(new_group)
     group = np.cumsum(new_group) - 1
     rank = np.arange(len(rows)) - heads[group]
-    users = b.users.take(pa.array(np.unique(keys[1:3, heads]))).to_pylist()
-    lookup = dict(zip(np.unique(keys[1:3, heads]).tolist(), users, strict=True))
+    names = _pair_keys(b, keys[:, heads])
+    counts = state.pair_counts
+    get = counts.get
+    stored = np.fromiter((get(k, 0) for k in names), dtype=np.int64, count=len(names))
     cap = np.asarray([r.pair_daily_cap for r in b.rules], dtype=np.int64)[keys[0, heads]]
-    stored = np.zeros(len(heads), dtype=np.int64)
-    names = []
-    for g, (o, a, u, d) in enumerate(keys[:, heads].T.tolist()):
-        key = (b.orgs[o], lookup[a], lookup[u], d)
-        names.append(key)
-        stored[g] = state.pair_counts.get(key, 0)
     size = np.diff(np.append(heads, len(rows)))
-    taken = np.clip(cap - stored, 0, size)
-    for g in np.flatnonzero(taken).tolist():
+    after = stored + np.clip(cap - stored, 0, size)
+    for g in np.flatnonzero(after != stored).tolist():
         key = names[g]
-        state.pair_counts[key if stored[g] else retained_pair(key)] = int(stored[g] + taken[g])
+        counts[key if stored[g] else retained_pair(key)] = int(after[g])
     out = np.empty(len(rows), dtype=np.int8)
     counted = stored[group] + rank < cap[group]
     out[order] = np.where(counted, _CODE[Reason.COUNTED], _CODE[Reason.PAIR_DAILY_CAP])
     return out
+
+
+def _pair_keys(b: _Batch, keys: np.ndarray) -> list[PairDay]:
+    """(org, actor, recipient, day) of each column of codes (org, actor, recipient, day)."""
+    users = b.users.to_pylist()
+    orgs, actors, recipients, days = keys.tolist()
+    return list(
+        zip(
+            map(b.orgs.__getitem__, orgs),
+            map(users.__getitem__, actors),
+            map(users.__getitem__, recipients),
+            days,
+            strict=True,
+        )
+    )
 
 
 def _one_by_one(

@@ -201,3 +201,59 @@ def test_an_empty_batch() -> None:
     pair = Pair()
     pair.run([])
     assert pair.columns.stream_time_ms is None
+
+
+@SLOW
+@given(st.lists(events | hot_events, max_size=30))
+def test_decision_columns_are_the_decision_rows(batch: list[CollaborationEvent]) -> None:
+    from datetime import datetime
+
+    from schemas.times import second_to_dt
+    from streams.stages.state_store import (
+        DeadLetter,
+        dead_letter_row,
+        decision_columns,
+        decision_row,
+    )
+
+    got, _ = decide_columns(
+        EventColumns.from_events(batch, range(len(batch))),
+        np.arange(len(batch), dtype=np.int64) + 100,
+        "collab.events",
+        3,
+        PartitionState(),
+        NOW,
+        RULES,
+    )
+    dead = [DeadLetter("collab.events", 3, 7, "poison", "PlantedPoison: x", 5)]
+    at = 1_790_000_000
+    columns = decision_columns([got, got], dead, at)
+    rows = [decision_row(d, second_to_dt(at)) for d in got.decisions()] * 2
+    rows += [dead_letter_row(x, second_to_dt(at)) for x in dead]
+
+    def plain(v: Any) -> Any:
+        return int(v.timestamp()) if isinstance(v, datetime) else v
+
+    values = [c.to_pylist() if hasattr(c, "to_pylist") else c.tolist() for c in columns]
+    assert [tuple(col[i] for col in values) for i in range(len(rows))] == [
+        tuple(plain(v) for v in row) for row in rows
+    ]
+
+
+def test_the_seen_set_merges_its_tiers_keeps_the_latest_hour_and_prunes() -> None:
+    from streams.domain.rules import SeenSet, seen_key
+
+    seen = SeenSet()
+    keys = [seen_key("acme", f"e{i}") for i in range(10_000)]
+    for start in range(0, 10_000, 1000):  # batches: `recent` fills, then merges into `main`
+        chunk = np.frombuffer(b"".join(keys[start : start + 1000]), dtype="S16")
+        seen.add(chunk, np.full(len(chunk), start, dtype=np.int64))
+    assert len(seen) == 10_000 and set(seen) == set(keys)
+    seen[keys[0]] = 9_999  # a single add of a known key: its hour moves on
+    seen[seen_key("acme", "new")] = 0
+    assert keys[5] in seen and seen_key("acme", "new") in seen
+    assert seen_key("acme", "never") not in seen and b"short" not in seen
+    probe = np.frombuffer(keys[3] + seen_key("x", "y"), dtype="S16")
+    assert seen.contains(probe).tolist() == [True, False]
+    seen.prune(5000)
+    assert len(seen) == 5001 and keys[0] in seen and keys[1] not in seen and keys[5000] in seen
