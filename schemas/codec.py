@@ -799,8 +799,6 @@ class _JsonEvent(msgspec.Struct, gc=False):
 
 
 _JSON_EVENT = msgspec.json.Decoder(_JsonEvent)
-_TYPE_CODE: Final = _ENUM_CODES["event_type"]
-_VISIBILITY_CODE: Final = _ENUM_CODES["visibility"]
 
 
 class _JsonColumns:
@@ -814,7 +812,8 @@ class _JsonColumns:
         self.times: dict[int, int] = {}  # position in `events` -> an RFC 3339 time, parsed
 
     def add(self, i: int, raw: bytes) -> bool:
-        """Decode `raw`; False when it must take the exact path."""
+        """Decode `raw`; False when it must take the exact path. (Enum symbols and the
+        range of `occurred_at` are checked per column, in `columns`.)"""
         if not raw.isascii():
             try:
                 raw.decode("utf-8")
@@ -824,42 +823,55 @@ class _JsonColumns:
             e = _JSON_EVENT.decode(raw)
         except Exception:  # msgspec's DecodeError, ValidationError, RecursionError
             return False
-        if e.event_type not in _TYPE_CODE or e.visibility not in _VISIBILITY_CODE:
-            return False
         at = e.occurred_at
         if isinstance(at, str):
             try:
                 self.times[len(self.events)] = parse_rfc3339(at)
             except ValueError:
                 return False
-        elif not _LONG_MIN <= at <= _LONG_MAX:
-            return False
-        if (b"\\u" in raw or b"\\U" in raw) and not _encodable(e):
+        if b"\\" in raw and (b"\\u" in raw or b"\\U" in raw) and not _encodable(e):
             self.times.pop(len(self.events), None)
             return False
         self.index.append(i)
         self.events.append(e)
         return True
 
-    def columns(self) -> EventColumns:
+    def columns(self) -> tuple[EventColumns, list[int]]:
+        """The events as columns, and the messages to decode by the exact path after all
+        (an unknown enum symbol, a time out of the 64-bit range)."""
         es = self.events
-        times = [e.occurred_at for e in es]
+        times: list[Any] = [e.occurred_at for e in es]  # ints, once the strings are parsed
         for at, parsed in self.times.items():
             times[at] = parsed
-        kinds, shown = _TYPE_CODE, _VISIBILITY_CODE
-        return EventColumns(
+        kinds = pc.index_in(pa.array([e.event_type for e in es], pa.string()), _TYPE_SYMBOLS)
+        shown = pc.index_in(pa.array([e.visibility for e in es], pa.string()), _SHOWN_SYMBOLS)
+        try:
+            at_ms = np.array(times, dtype=np.int64)
+            odd = np.zeros(len(es), dtype=bool)
+        except OverflowError:
+            odd = np.array([not _LONG_MIN <= t <= _LONG_MAX for t in times], dtype=bool)
+            at_ms = np.array([0 if o else t for t, o in zip(times, odd, strict=True)], np.int64)
+        odd |= np.asarray(kinds.is_null()) | np.asarray(shown.is_null())
+        columns = EventColumns(
             np.array(self.index, dtype=np.int64),
             pa.array([e.event_id for e in es], pa.string()),
-            np.array([kinds[e.event_type] for e in es], dtype=np.int8),
+            np.asarray(kinds.fill_null(0), dtype=np.int8),
             pa.array([e.org_id for e in es], pa.string()),
             pa.array([e.actor_id for e in es], pa.string()),
             pa.array([e.recipient_ids for e in es], pa.list_(pa.string())),
             pa.array([e.content_id for e in es], pa.string()),
             pa.array([e.channel for e in es], pa.string()),
-            np.array([shown[e.visibility] for e in es], dtype=np.int8),
-            np.array(times, dtype=np.int64),
+            np.asarray(shown.fill_null(0), dtype=np.int8),
+            at_ms,
             pa.array([e.source for e in es], pa.string()),
         )
+        if not odd.any():
+            return columns, []
+        return columns.take(np.flatnonzero(~odd)), columns.index[odd].tolist()
+
+
+_TYPE_SYMBOLS: Final = pa.array([t.value for t in EVENT_TYPE_CODES], pa.string())
+_SHOWN_SYMBOLS: Final = pa.array([v.value for v in VISIBILITY_CODES], pa.string())
 
 
 def _encodable(e: _JsonEvent) -> bool:
@@ -1063,7 +1075,9 @@ class EventCodec:
         is each one's position in `raws`), and per undecodable message its position and
         the `DecodeError` that `decode_many` gives for it, in message order."""
         sorted_ = self._sort(raws)
-        parts = [sorted_.json.columns()]
+        json_part, unsure = sorted_.json.columns()
+        parts = [json_part]
+        sorted_.slow.extend(unsure)
         for schema_id, rows in sorted_.avro.items():
             plan = self._plans.get(schema_id)
             if plan is None or plan.columns is None:
