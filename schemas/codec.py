@@ -30,11 +30,22 @@ from importlib import resources
 from io import BytesIO
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar, cast, get_args
 
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
-from schemas.event import CollaborationEvent, EventType, Visibility
-from schemas.limits import LimitError, check_event_texts
+from schemas.event import (
+    EVENT_TYPE_CODES,
+    VISIBILITY_CODES,
+    CollaborationEvent,
+    EventColumns,
+    EventType,
+    Visibility,
+)
+from schemas.limits import MAX_CONTENT_ID_BYTES, MAX_ID_BYTES, LimitError, check_event_texts
 from schemas.times import parse_rfc3339
 
 __all__ = [
@@ -277,7 +288,7 @@ class _AvroPlan:
     Otherwise fastavro resolves writer -> reader and the result is re-validated.
     """
 
-    __slots__ = ("missing", "reader", "writer")
+    __slots__ = ("columns", "missing", "reader", "writer")
 
     def __init__(
         self,
@@ -288,6 +299,8 @@ class _AvroPlan:
         self.writer = writer
         self.reader = reader
         self.missing = missing
+        # How `decode_columns` reads these bodies as columns; None: message by message.
+        self.columns: _ColumnPlan | None = None
 
 
 def _decoding_form(schema: AvroSchema) -> tuple[AvroSchema, AvroSchema]:
@@ -345,7 +358,9 @@ def _plan(
                 break
         else:
             event_missing = tuple((n, d) for n, d in missing if n in _EVENT_FIELD_NAMES)
-            return _AvroPlan(writer_parsed, None, event_missing)
+            plan = _AvroPlan(writer_parsed, None, event_missing)
+            plan.columns = _column_plan(plan, expanded_writer)
+            return plan
     return _AvroPlan(writer_parsed, reader_parsed, ())
 
 
@@ -486,6 +501,490 @@ def _rfc3339_millis(text: str, field: str = "occurred_at") -> int:
         raise DecodeError("bad_timestamp", f"{field}: {exc}") from None
 
 
+# --- Decoding a batch into columns -------------------------------------------------------
+#
+# `EventCodec.decode_columns` decodes what it can as whole columns and leaves every message
+# it is not sure of to the per-message path above, which then gives the event or the exact
+# DecodeError that `decode_many` gives. Avro bodies written with a plan that needs no schema
+# resolution are read by a vectorised reader (numpy, one pass per field over the whole
+# batch); JSON objects by msgspec into a Struct. Only what both readers fully understand
+# stays on the fast path: Avro varints of at most 9 bytes, arrays in one block of at most
+# `_MAX_FAST_ITEMS` items, ASCII strings; JSON that is ASCII or valid UTF-8, with every
+# field of the right type and in range. The limits on text are checked per column.
+
+_MAX_FAST_ITEMS: Final = 64
+_STRING, _LONG, _ENUM, _STRINGS, _OPTIONAL = range(5)
+_STRING_FIELDS: Final = ("event_id", "org_id", "actor_id", "source")
+_OPTIONAL_FIELDS: Final = ("content_id", "channel")
+_ENUM_CODES: Final[dict[str, dict[str, int]]] = {
+    "event_type": {t.value: i for i, t in enumerate(EVENT_TYPE_CODES)},
+    "visibility": {v.value: i for i, v in enumerate(VISIBILITY_CODES)},
+}
+_READER_KINDS: Final = {
+    **{name: _STRING for name in _STRING_FIELDS},
+    **{name: _OPTIONAL for name in _OPTIONAL_FIELDS},
+    "event_type": _ENUM,
+    "visibility": _ENUM,
+    "recipient_ids": _STRINGS,
+    "occurred_at": _LONG,
+}
+
+
+class _ColumnPlan:
+    """How the vectorised reader walks a body: per writer field (kind, event field or None
+    when the event has no such field, extra: enum symbols or the union's null branch)."""
+
+    __slots__ = ("defaults", "steps")
+
+    def __init__(self, steps: list[tuple[int, str | None, Any]], defaults: dict[str, Any]):
+        self.steps = steps
+        self.defaults = defaults
+
+
+def _column_plan(plan: _AvroPlan, expanded_writer: AvroSchema) -> _ColumnPlan | None:
+    """The vectorised reader's walk for a plan read without resolution, or None when the
+    writer has a field it cannot read (then the batch's messages take the per-message path)."""
+    if plan.reader is not None:
+        return None
+    steps: list[tuple[int, str | None, Any]] = []
+    for field in expanded_writer["fields"]:
+        name = field["name"]
+        step = _field_step(_layout(field["type"]))
+        if step is None:
+            return None
+        kind, extra = step
+        event_field = name if name in _EVENT_FIELD_NAMES else None
+        if event_field is not None and _READER_KINDS[name] != kind:
+            return None
+        if kind == _ENUM and event_field is not None:
+            codes = _ENUM_CODES[name]
+            if not all(s in codes for s in extra):
+                return None
+            extra = np.array([codes[s] for s in extra], dtype=np.int8)
+        steps.append((kind, event_field, extra))
+    return _ColumnPlan(steps, dict(plan.missing))
+
+
+def _field_step(layout: Any) -> tuple[int, Any] | None:
+    if layout == "string":
+        return _STRING, None
+    if layout in ("long", "int"):
+        return _LONG, None
+    if isinstance(layout, list) and len(layout) == 2 and "null" in layout and "string" in layout:
+        return _OPTIONAL, layout.index("null")
+    if isinstance(layout, dict):
+        if layout.get("type") == "enum":
+            return _ENUM, tuple(layout["symbols"])
+        if layout.get("type") == "array" and layout.get("items") == "string":
+            return _STRINGS, None
+    return None
+
+
+class _Walk:
+    """The vectorised reader's cursor over one buffer holding every body of a batch."""
+
+    __slots__ = ("bad", "buf", "end", "limit", "pos")
+
+    def __init__(self, bodies: Sequence[bytes]) -> None:
+        sizes = np.fromiter((len(b) for b in bodies), dtype=np.int64, count=len(bodies))
+        ends = np.cumsum(sizes)
+        self.buf = np.frombuffer(b"".join(bodies) + bytes(16), dtype=np.uint8)
+        self.limit = len(self.buf) - 11
+        self.pos = ends - sizes + _HEADER_SIZE
+        self.end = ends
+        self.bad = np.zeros(len(bodies), dtype=bool)
+
+    def varint(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Read a zigzag varint at each row's position (all rows, or `rows`) and advance."""
+        pos = self.pos if rows is None else self.pos[rows]
+        at = np.minimum(pos, self.limit)
+        first = self.buf[at]
+        if not (first & 0x80).any():
+            value = (first >> 1).astype(np.int64) ^ -(first & 1).astype(np.int64)
+            size = np.ones(len(at), dtype=np.int64)
+        else:
+            value, size, ok = _long_varints(self.buf, at)
+            self._flag(~ok, rows)
+        if rows is None:
+            self.pos += size
+        else:
+            self.pos[rows] += size
+        out: np.ndarray = value
+        return out
+
+    def _flag(self, mask: np.ndarray, rows: np.ndarray | None) -> None:
+        if rows is None:
+            self.bad |= mask
+        else:
+            self.bad[rows[mask]] = True
+
+    def string(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(start, length) of a string at each row's position; advances past it."""
+        length = self.varint(rows)
+        self._flag(length < 0, rows)
+        length = np.clip(length, 0, self.limit)
+        start = self.pos if rows is None else self.pos[rows]
+        start = start.copy()
+        if rows is None:
+            self.pos += length
+        else:
+            self.pos[rows] += length
+        self.pos = np.minimum(self.pos, self.limit)
+        return start, length
+
+
+def _long_varints(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zigzag varints of up to 9 bytes (63 bits) at `at`: (value, size, ok)."""
+    k = np.arange(10)
+    raw = buf[at[:, None] + k]
+    more = (raw & 0x80) != 0
+    last = np.argmin(more, axis=1)  # the first byte without a continuation bit
+    ok = (last < 9) & ~more[np.arange(len(at)), last]
+    shift = (7 * k).astype(np.uint64)
+    parts = (raw & 0x7F).astype(np.uint64) << shift
+    u = np.where(k[None, :] <= last[:, None], parts, np.uint64(0)).sum(axis=1, dtype=np.uint64)
+    value = (u >> np.uint64(1)).astype(np.int64) ^ -(u & np.uint64(1)).astype(np.int64)
+    return value, last.astype(np.int64) + 1, ok
+
+
+class _Fields:
+    """What the vectorised reader found, per event field: (start, length) of strings,
+    values of ints and enums, recipients as (row, item, start, length)."""
+
+    __slots__ = ("bad_rows", "nulls", "recipients", "strings", "values")
+
+    def __init__(self, rows: int) -> None:
+        self.bad_rows = np.zeros(rows, dtype=bool)
+        self.strings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.nulls: dict[str, np.ndarray] = {}
+        self.values: dict[str, np.ndarray] = {}
+        self.recipients: tuple[np.ndarray, ...] = ()
+
+
+def _walk_bodies(walk: _Walk, plan: _ColumnPlan) -> _Fields:
+    """Read every field of every body; rows the reader is unsure of end up in `walk.bad`."""
+    out = _Fields(len(walk.pos))
+    for kind, name, extra in plan.steps:
+        if kind == _STRING:
+            got = walk.string()
+            if name is not None:
+                out.strings[name] = got
+        elif kind == _LONG:
+            value = walk.varint()
+            if name is not None:
+                out.values[name] = value
+        elif kind == _ENUM:
+            value = walk.varint()
+            walk.bad |= (value < 0) | (value >= len(extra))
+            if name is not None:
+                out.values[name] = extra[np.clip(value, 0, len(extra) - 1)]
+        elif kind == _OPTIONAL:
+            _walk_optional(walk, name, extra, out)
+        else:
+            _walk_strings(walk, name, out)
+    walk.bad |= walk.pos != walk.end
+    out.bad_rows = walk.bad
+    return out
+
+
+def _walk_optional(walk: _Walk, name: str | None, null_branch: int, out: _Fields) -> None:
+    branch = walk.varint()
+    walk.bad |= (branch != 0) & (branch != 1)
+    present = np.flatnonzero(branch == 1 - null_branch)
+    start = np.zeros(len(branch), dtype=np.int64)
+    length = np.zeros(len(branch), dtype=np.int64)
+    start[present], length[present] = walk.string(present)
+    if name is not None:
+        out.strings[name] = (start, length)
+        out.nulls[name] = branch != 1 - null_branch
+
+
+def _walk_strings(walk: _Walk, name: str | None, out: _Fields) -> None:
+    """An array of strings in one block (count, items, then the 0 that ends the array)."""
+    count = walk.varint()
+    walk.bad |= (count < 0) | (count > _MAX_FAST_ITEMS)
+    count = np.where(walk.bad, 0, count)
+    rows, items, starts, lengths = [], [], [], []
+    for j in range(int(count.max(initial=0))):
+        active = np.flatnonzero(count > j)
+        start, length = walk.string(active)
+        rows.append(active)
+        items.append(np.full(len(active), j, dtype=np.int64))
+        starts.append(start)
+        lengths.append(length)
+    filled = np.flatnonzero(count > 0)
+    walk.bad[filled[walk.varint(filled) != 0]] = True  # a second block: per message
+    if name is not None:
+        empty = np.zeros(0, dtype=np.int64)
+        out.recipients = tuple(np.concatenate(x) if x else empty for x in (rows, items, starts))
+        out.recipients += (np.concatenate(lengths) if lengths else empty,)
+        out.values["recipient_count"] = count
+
+
+def _gather(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Strings at (start, length) of `buf` as an Arrow binary array; and the rows that hold a
+    byte outside ASCII (the per-message path decodes those)."""
+    offsets = np.zeros(len(start) + 1, dtype=np.int64)
+    np.cumsum(length, out=offsets[1:])
+    total = int(offsets[-1])
+    idx = np.repeat(start - offsets[:-1], length) + np.arange(total, dtype=np.int64)
+    data = buf[idx]
+    high = data >= 0x80
+    rows = np.zeros(0, dtype=np.int64)
+    if high.any():
+        rows = np.unique(np.repeat(np.arange(len(start)), length)[high])
+    kind = pa.binary() if total < 2**31 else pa.large_binary()
+    width = np.int32 if total < 2**31 else np.int64
+    array = pa.Array.from_buffers(
+        kind, len(start), [None, pa.py_buffer(offsets.astype(width)), pa.py_buffer(data)]
+    )
+    return array, rows
+
+
+def _string_bytes(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets relative to the first value, data bytes) of a string or binary array."""
+    buffers = array.buffers()
+    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    offsets = np.frombuffer(buffers[1], dtype=np.int64 if wide else np.int32)
+    offsets = offsets[array.offset : array.offset + len(array) + 1].astype(np.int64)
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0)
+    data = data[offsets[0] : offsets[-1]]
+    return offsets - offsets[0], data
+
+
+def _text_flags(array: pa.Array, max_bytes: int, slash: bool = False) -> np.ndarray:
+    """Rows that break a limit of `schemas.limits`: longer than `max_bytes` UTF-8 bytes, a
+    control character (C0, DEL, or C1 as UTF-8 0xC2 0x80-0x9F), a '/' when `slash`."""
+    offsets, data = _string_bytes(array)
+    flags = np.diff(offsets) > max_bytes
+    hit = (data < 0x20) | (data == 0x7F)
+    if slash:
+        hit |= data == 0x2F
+    c1 = (data[:-1] == 0xC2) & (data[1:] >= 0x80) & (data[1:] <= 0x9F)
+    if c1.any():
+        hit[:-1] |= c1
+    if hit.any():
+        flags[np.searchsorted(offsets, np.flatnonzero(hit), side="right") - 1] = True
+    return flags
+
+
+def _limit_flags(cols: EventColumns) -> np.ndarray:
+    """Events that break a limit on text (their exact error: `check_event_texts`)."""
+    flags = _text_flags(cols.event_id, MAX_ID_BYTES)
+    flags |= _text_flags(cols.org_id, MAX_ID_BYTES, slash=True)
+    flags |= _text_flags(cols.actor_id, MAX_ID_BYTES)
+    flags |= _text_flags(cols.source, MAX_ID_BYTES)
+    flags |= _text_flags(cols.channel, MAX_ID_BYTES)
+    flags |= _text_flags(cols.content_id, MAX_CONTENT_ID_BYTES)
+    recipients = _text_flags(cols.recipient_values, MAX_ID_BYTES)
+    if recipients.any():
+        offsets = cols.recipient_offsets
+        flags[np.searchsorted(offsets, np.flatnonzero(recipients), side="right") - 1] = True
+    return flags
+
+
+class _JsonEvent(msgspec.Struct, gc=False):
+    """The JSON fast path's form of an event; anything it refuses takes the exact path."""
+
+    event_id: str
+    event_type: str
+    org_id: str
+    actor_id: str
+    recipient_ids: list[str]
+    occurred_at: int | str
+    source: str
+    content_id: str | None = None
+    channel: str | None = None
+    visibility: str = "PUBLIC"
+
+
+_JSON_EVENT = msgspec.json.Decoder(_JsonEvent)
+
+
+class _JsonColumns:
+    """Events the JSON fast path decoded, in message order."""
+
+    __slots__ = ("events", "index", "times")
+
+    def __init__(self) -> None:
+        self.index: list[int] = []
+        self.events: list[_JsonEvent] = []
+        self.times: dict[int, int] = {}  # position in `events` -> an RFC 3339 time, parsed
+
+    def add(self, i: int, raw: bytes) -> bool:
+        """Decode `raw`; False when it must take the exact path. (Enum symbols and the
+        range of `occurred_at` are checked per column, in `columns`.)"""
+        if not raw.isascii():
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+        try:
+            e = _JSON_EVENT.decode(raw)
+        except Exception:  # msgspec's DecodeError, ValidationError, RecursionError
+            return False
+        at = e.occurred_at
+        if isinstance(at, str):
+            try:
+                self.times[len(self.events)] = parse_rfc3339(at)
+            except ValueError:
+                return False
+        if b"\\" in raw and (b"\\u" in raw or b"\\U" in raw) and not _encodable(e):
+            self.times.pop(len(self.events), None)
+            return False
+        self.index.append(i)
+        self.events.append(e)
+        return True
+
+    def columns(self) -> tuple[EventColumns, list[int]]:
+        """The events as columns, and the messages to decode by the exact path after all
+        (an unknown enum symbol, a time out of the 64-bit range)."""
+        es = self.events
+        times: list[Any] = [e.occurred_at for e in es]  # ints, once the strings are parsed
+        for at, parsed in self.times.items():
+            times[at] = parsed
+        kinds = pc.index_in(pa.array([e.event_type for e in es], pa.string()), _TYPE_SYMBOLS)
+        shown = pc.index_in(pa.array([e.visibility for e in es], pa.string()), _SHOWN_SYMBOLS)
+        try:
+            at_ms = np.array(times, dtype=np.int64)
+            odd = np.zeros(len(es), dtype=bool)
+        except OverflowError:
+            odd = np.array([not _LONG_MIN <= t <= _LONG_MAX for t in times], dtype=bool)
+            at_ms = np.array([0 if o else t for t, o in zip(times, odd, strict=True)], np.int64)
+        odd |= np.asarray(kinds.is_null()) | np.asarray(shown.is_null())
+        columns = EventColumns(
+            np.array(self.index, dtype=np.int64),
+            pa.array([e.event_id for e in es], pa.string()),
+            np.asarray(kinds.fill_null(0), dtype=np.int8),
+            pa.array([e.org_id for e in es], pa.string()),
+            pa.array([e.actor_id for e in es], pa.string()),
+            pa.array([e.recipient_ids for e in es], pa.list_(pa.string())),
+            pa.array([e.content_id for e in es], pa.string()),
+            pa.array([e.channel for e in es], pa.string()),
+            np.asarray(shown.fill_null(0), dtype=np.int8),
+            at_ms,
+            pa.array([e.source for e in es], pa.string()),
+        )
+        if not odd.any():
+            return columns, []
+        return columns.take(np.flatnonzero(~odd)), columns.index[odd].tolist()
+
+
+_TYPE_SYMBOLS: Final = pa.array([t.value for t in EVENT_TYPE_CODES], pa.string())
+_SHOWN_SYMBOLS: Final = pa.array([v.value for v in VISIBILITY_CODES], pa.string())
+
+
+def _encodable(e: _JsonEvent) -> bool:
+    """No lone surrogate (from a JSON escape) in any of the event's strings."""
+    texts = [e.event_id, e.org_id, e.actor_id, e.source, *e.recipient_ids]
+    texts.extend(t for t in (e.content_id, e.channel) if t is not None)
+    try:
+        for text in texts:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _avro_columns(
+    buf: np.ndarray, fields: _Fields, plan: _ColumnPlan, good: np.ndarray, index: np.ndarray
+) -> tuple[EventColumns, np.ndarray]:
+    """The events of the `good` rows (of a schema id's group) as columns, but for rows
+    holding non-ASCII text: returned apart (group rows), for the per-message path."""
+    n = len(good)
+    binary: dict[str, pa.Array] = {}
+    unsure: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    for name, (start, length) in fields.strings.items():
+        binary[name], high = _gather(buf, start[good], length[good])
+        unsure.append(high)
+        if name in fields.nulls:
+            binary[name] = _with_nulls(binary[name], fields.nulls[name][good])
+    recipients, high = _recipients(buf, fields, good)
+    unsure.append(high)
+    codes = {
+        name: fields.values[name][good]
+        if name in fields.values
+        else np.full(n, _ENUM_CODES[name][plan.defaults[name]], dtype=np.int8)
+        for name in ("event_type", "visibility")
+    }
+    columns = EventColumns(
+        index[good],
+        _text(binary, plan, "event_id", n),
+        codes["event_type"],
+        _text(binary, plan, "org_id", n),
+        _text(binary, plan, "actor_id", n),
+        recipients,
+        _text(binary, plan, "content_id", n),
+        _text(binary, plan, "channel", n),
+        codes["visibility"],
+        fields.values["occurred_at"][good],
+        _text(binary, plan, "source", n),
+    )
+    odd = np.unique(np.concatenate(unsure))
+    if len(odd):
+        columns = columns.take(np.setdiff1d(np.arange(n), odd))
+    return _as_strings(columns), good[odd]
+
+
+def _with_nulls(array: pa.Array, nulls: np.ndarray) -> pa.Array:
+    if not nulls.any():
+        return array
+    return pc.if_else(pa.array(nulls), pa.scalar(None, array.type), array)
+
+
+def _text(binary: dict[str, pa.Array], plan: _ColumnPlan, name: str, n: int) -> pa.Array:
+    if name in binary:
+        return binary[name]
+    return pa.array([plan.defaults[name]] * n, pa.binary())
+
+
+def _recipients(
+    buf: np.ndarray, fields: _Fields, good: np.ndarray
+) -> tuple[pa.ListArray, np.ndarray]:
+    """The recipients of the good rows as a list array, and the rows (positions in `good`)
+    with non-ASCII recipients."""
+    rows, items, start, length = fields.recipients
+    position = np.full(len(fields.bad_rows), -1, dtype=np.int64)
+    position[good] = np.arange(len(good))
+    at = position[rows]
+    keep = np.flatnonzero(at >= 0)
+    order = keep[np.lexsort((items[keep], at[keep]))]
+    values, high = _gather(buf, start[order], length[order])
+    count = fields.values["recipient_count"][good]
+    offsets = np.zeros(len(good) + 1, dtype=np.int32)
+    np.cumsum(count, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values), np.unique(at[order][high])
+
+
+def _as_strings(c: EventColumns) -> EventColumns:
+    """Binary columns (known to hold ASCII) as string columns."""
+    return EventColumns(
+        c.index,
+        c.event_id.cast(pa.string()),
+        c.event_type,
+        c.org_id.cast(pa.string()),
+        c.actor_id.cast(pa.string()),
+        c.recipient_ids.cast(pa.list_(pa.string())),
+        c.content_id.cast(pa.string()),
+        c.channel.cast(pa.string()),
+        c.visibility,
+        c.occurred_at,
+        c.source.cast(pa.string()),
+    )
+
+
+class _Sorted:
+    """Where decode_columns sends each message of a batch."""
+
+    __slots__ = ("avro", "errors", "json", "slow")
+
+    def __init__(self) -> None:
+        self.avro: dict[int, list[int]] = {}
+        self.json = _JsonColumns()
+        self.slow: list[int] = []
+        self.errors: list[tuple[int, DecodeError]] = []
+
+
 # --- The codec ---------------------------------------------------------------------------
 
 _JSON_DECODE = json.JSONDecoder().decode
@@ -545,7 +1044,7 @@ class EventCodec:
         decode_json = self._decode_json
         out: list[CollaborationEvent | DecodeError] = []
         append = out.append
-        for raw in raws:
+        for raw in raws:  # `_decode_one`, inlined: this loop is hot
             try:
                 size = len(raw)
                 if size == 0 or size > limit:
@@ -560,6 +1059,59 @@ class EventCodec:
                     append(self._decode_other(raw))
             except DecodeError as exc:
                 append(exc)
+        return out
+
+    def _decode_one(self, raw: bytes) -> CollaborationEvent | DecodeError:
+        """`decode_many` for one message."""
+        try:
+            return self.decode(raw)
+        except DecodeError as exc:
+            return exc
+
+    def decode_columns(
+        self, raws: Sequence[bytes]
+    ) -> tuple[EventColumns, list[tuple[int, DecodeError]]]:
+        """Decode a batch into columns: its events in message order (`EventColumns.index`
+        is each one's position in `raws`), and per undecodable message its position and
+        the `DecodeError` that `decode_many` gives for it, in message order."""
+        sorted_ = self._sort(raws)
+        json_part, unsure = sorted_.json.columns()
+        parts = [json_part]
+        sorted_.slow.extend(unsure)
+        for schema_id, rows in sorted_.avro.items():
+            plan = self._plans.get(schema_id)
+            if plan is None or plan.columns is None:
+                sorted_.slow.extend(rows)
+                continue
+            part, odd = _read_avro_columns(raws, np.array(rows, dtype=np.int64), plan.columns)
+            parts.append(part)
+            sorted_.slow.extend(odd.tolist())
+        events: list[CollaborationEvent] = []
+        index: list[int] = []
+        for i in sorted(sorted_.slow):
+            got = self._decode_one(raws[i])
+            if isinstance(got, DecodeError):
+                sorted_.errors.append((i, got))
+            else:
+                events.append(got)
+                index.append(i)
+        parts.append(EventColumns.from_events(events, index))
+        columns = _checked(EventColumns.concat([p for p in parts if len(p)] or parts[:1]), sorted_)
+        sorted_.errors.sort(key=lambda x: x[0])
+        return columns, sorted_.errors
+
+    def _sort(self, raws: Sequence[bytes]) -> _Sorted:
+        """Size errors now; Avro by schema id, JSON through its fast path, the rest aside."""
+        out = _Sorted()
+        limit = self._max_message_bytes
+        for i, raw in enumerate(raws):
+            size = len(raw)
+            if size == 0 or size > limit:
+                out.errors.append((i, self._size_error(size)))
+            elif raw[0] == CONFLUENT_MAGIC_BYTE and size >= _HEADER_SIZE:
+                out.avro.setdefault(_SCHEMA_ID.unpack_from(raw, 1)[0], []).append(i)
+            elif raw[0] != _OPEN_BRACE or not out.json.add(i, raw):
+                out.slow.append(i)
         return out
 
     def encode_avro(self, event: CollaborationEvent, schema_id: int = READER_SCHEMA_ID) -> bytes:
@@ -677,6 +1229,35 @@ class EventCodec:
             "unknown_encoding",
             f"first byte 0x{raw[0]:02x} starts neither Confluent Avro (0x00) nor a JSON object",
         )
+
+
+def _read_avro_columns(
+    raws: Sequence[bytes], rows: np.ndarray, plan: _ColumnPlan
+) -> tuple[EventColumns, np.ndarray]:
+    """Read the Avro messages `rows` of `raws` (one schema id) as columns; returns them
+    and the rows left to the per-message path."""
+    walk = _Walk([raws[i] for i in rows])
+    fields = _walk_bodies(walk, plan)
+    good = np.flatnonzero(~walk.bad)
+    columns, odd = _avro_columns(walk.buf, fields, plan, good, rows)
+    return columns, np.concatenate([rows[walk.bad], rows[odd]])
+
+
+def _checked(columns: EventColumns, sorted_: _Sorted) -> EventColumns:
+    """`columns` without the events that break a limit on text, whose errors (those of
+    `check_event_texts`, as `decode_many` gives them) go to `sorted_.errors`."""
+    flags = _limit_flags(columns)
+    if not flags.any():
+        return columns
+    flagged = np.flatnonzero(flags)
+    refused = []
+    for row, event in zip(flagged, columns.take(flagged).events(), strict=True):
+        try:
+            _within_limits(event)
+        except DecodeError as exc:
+            sorted_.errors.append((int(columns.index[row]), exc))
+            refused.append(row)
+    return columns.take(np.setdiff1d(np.arange(len(columns)), refused))
 
 
 def _unknown_id_error(schema_id: int, exc: UnknownSchemaId) -> DecodeError:

@@ -49,6 +49,12 @@ class RecognitionStore:
         """One insert per batch (rows with one decided_at): a batch is stored whole or not."""
         return self.ch.insert(DECISIONS.qualified, DECISIONS.columns, rows) if rows else 0
 
+    def write_decision_column_data(self, columns: Sequence[Any]) -> int:
+        """`write_decision_rows` for columns in DECISIONS.columns order: one insert."""
+        if not len(columns[0]):
+            return 0
+        return self.ch.insert_columns(DECISIONS.qualified, DECISIONS.columns, columns)
+
     def decisions_head(self, topic: str, partition: int) -> tuple[int, int] | None:
         """(highest stored offset, its stream time) of an input partition; None if none."""
         head = self.ch.query(

@@ -17,11 +17,13 @@ decision, so a THANKS to 10,000 people costs one row, not 10,000.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from hashlib import blake2b
 from typing import Final
+
+import numpy as np
 
 from schemas.event import CollaborationEvent, EventType, Visibility
 from schemas.vocabulary import DAY_MS, HOUR_MS, Metric, Reason
@@ -167,6 +169,99 @@ class Effect:
     offset: int
 
 
+class SeenSet:
+    """The event ids accepted on a partition: 128-bit digests (`seen_key`) with the end of
+    each event's hour, as sorted numpy arrays (24 bytes an entry, not a dict's ~150).
+
+    Two sorted tiers, `main` and a smaller `recent` one that batches merge into (so a batch
+    costs a sort of about its own size, and `main` is rebuilt only when `recent` has grown
+    to a quarter of it); single adds (`remember`, rebuilding from stored decisions) wait in
+    a dict until the next vectorised use. Re-adding a digest keeps the latest hour."""
+
+    __slots__ = ("_keys", "_pending", "_recent", "_recent_until", "_until")
+
+    def __init__(self) -> None:
+        self._keys = np.zeros(0, dtype="S16")
+        self._until = np.zeros(0, dtype=np.int64)
+        self._recent = np.zeros(0, dtype="S16")
+        self._recent_until = np.zeros(0, dtype=np.int64)
+        self._pending: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        self._flush()
+        return len(self._keys) + len(self._recent)
+
+    def __contains__(self, key: object) -> bool:
+        if key in self._pending:
+            return True
+        if not isinstance(key, bytes) or len(key) != 16:
+            return False
+        return bool(self._in_tiers(np.frombuffer(key, dtype="S16"))[0])
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._flush()
+        for keys in (self._keys, self._recent):
+            raw = keys.tobytes()
+            yield from (raw[i : i + 16] for i in range(0, len(raw), 16))
+
+    def __setitem__(self, key: bytes, until: int) -> None:
+        self._pending[key] = until
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Per digest (an S16 array), whether it is in the set."""
+        self._flush()
+        return self._in_tiers(keys)
+
+    def _in_tiers(self, keys: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(keys), dtype=bool)
+        for tier in (self._keys, self._recent):
+            if len(tier):
+                at = np.minimum(np.searchsorted(tier, keys), len(tier) - 1)
+                found |= tier[at] == keys
+        return found
+
+    def add(self, keys: np.ndarray, until: np.ndarray) -> None:
+        """Add digests known to be absent and distinct (S16 array), with their hours."""
+        self._flush()
+        self._insert(keys, until)
+
+    def prune(self, horizon: int) -> None:
+        """Forget entries whose hour ends before `horizon`."""
+        self._flush()
+        keep = self._until >= horizon
+        self._keys, self._until = self._keys[keep], self._until[keep]
+        keep = self._recent_until >= horizon
+        self._recent, self._recent_until = self._recent[keep], self._recent_until[keep]
+
+    def _insert(self, keys: np.ndarray, until: np.ndarray) -> None:
+        recent = np.concatenate([self._recent, keys])
+        recent_until = np.concatenate([self._recent_until, until])
+        if len(recent) * 4 > len(self._keys) + 4096:
+            recent = np.concatenate([self._keys, recent])
+            recent_until = np.concatenate([self._until, recent_until])
+            order = np.argsort(recent, kind="stable")
+            self._keys, self._until = recent[order], recent_until[order]
+            self._recent = self._recent[:0]
+            self._recent_until = self._recent_until[:0]
+            return
+        order = np.argsort(recent, kind="stable")
+        self._recent, self._recent_until = recent[order], recent_until[order]
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        keys = np.frombuffer(b"".join(pending), dtype="S16")
+        until = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
+        for tier, hours in ((self._keys, self._until), (self._recent, self._recent_until)):
+            if len(tier):
+                at = np.minimum(np.searchsorted(tier, keys), len(tier) - 1)
+                hit = tier[at] == keys
+                hours[at[hit]] = until[hit]
+                keys, until = keys[~hit], until[~hit]
+        self._insert(keys, until)
+
+
 PairDay = tuple[str, str, str, int]  # org, actor, recipient, day start ms
 GiverPeriod = tuple[str, str, str, int]  # org, actor, "day" | "week", period start ms
 # State about a day is kept while any event of that day can still arrive within grace: a
@@ -178,7 +273,7 @@ STATE_MARGIN_MS: Final = 2 * DAY_MS
 class PartitionState:
     """What the rules read for one input partition. Rebuilt from stored decisions on recovery.
 
-    `seen` maps `seen_key(org, event_id)` to the end of the event's hour, for events accepted
+    `seen` holds `seen_key(org, event_id)` with the end of the event's hour, for events accepted
     within grace (pruning drops it once that is older than stream time - grace - 2 days).
     `pair_counts` counts counted THANKS per (org, actor, recipient, local day).
     `giver_counts` counts counted THANKS given per (org, actor, "day" | "week", start), kept
@@ -188,7 +283,7 @@ class PartitionState:
 
     stream_time_ms: int | None = None
     next_offset: int = 0
-    seen: dict[bytes, int] = field(default_factory=dict)
+    seen: SeenSet = field(default_factory=SeenSet)
     pair_counts: dict[PairDay, int] = field(default_factory=dict)
     giver_counts: dict[GiverPeriod, int] = field(default_factory=dict)
     pruned_at: int | None = None
@@ -204,7 +299,7 @@ class PartitionState:
             return
         self.pruned_at = self.stream_time_ms
         horizon = self.stream_time_ms - grace_ms - STATE_MARGIN_MS
-        self.seen = {k: t for k, t in self.seen.items() if t >= horizon}
+        self.seen.prune(horizon)
         self.pair_counts = {k: n for k, n in self.pair_counts.items() if k[3] >= horizon}
         if self.giver_counts:
             week_horizon = horizon - 7 * DAY_MS
@@ -258,7 +353,7 @@ def is_late(event: CollaborationEvent, stream_time_ms: int | None, rules: RuleCo
     return stream_time_ms is not None and event.occurred_at < stream_time_ms - rules.grace_ms
 
 
-def is_duplicate(event: CollaborationEvent, seen: dict[bytes, int]) -> bool:
+def is_duplicate(event: CollaborationEvent, seen: SeenSet) -> bool:
     return seen_key(event.org_id, event.event_id) in seen
 
 

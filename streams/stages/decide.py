@@ -9,25 +9,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, overload
 
-from schemas.codec import DecodeError, EventCodec
+import numpy as np
+import pyarrow as pa
+
+from schemas.codec import EventCodec
 from schemas.times import now_ms
-from schemas.vocabulary import HOUR_MS, Reason
+from schemas.vocabulary import HOUR_MS
 from sinks import audit as audit_sql
 from streams import metrics
-from streams.domain.effects import effects_to_batch
-from streams.domain.rules import (
-    Decision,
-    PartitionState,
-    RulesLookup,
-    SourceRecord,
-    decide_batch,
-    effects_of,
-    scrub_person,
+from streams.domain.batch_rules import (
+    COUNTED_CODE,
+    FUTURE_CODE,
+    REASON_CODES,
+    BatchDecisions,
+    decide_columns,
 )
+from streams.domain.effects import EFFECT_SCHEMA
+from streams.domain.rules import Decision, PartitionState, RulesLookup, scrub_person
 from streams.stages.breaker import DeadLetterBreaker
 from streams.stages.flush import (
     Blocking,
@@ -151,11 +153,11 @@ class DecideStage:
             log.info("partition %s[%d]: resuming at offset %d", topic, partition, state.next_offset)
         return state
 
-    async def process(self, messages: Sequence[RawMessage]) -> list[Decision]:
+    async def process(self, messages: Sequence[RawMessage]) -> Decided:
         """Decide and flush one batch; returns when everything it produced is stored."""
         return await (await self.submit(messages))
 
-    async def submit(self, messages: Sequence[RawMessage]) -> asyncio.Future[list[Decision]]:
+    async def submit(self, messages: Sequence[RawMessage]) -> asyncio.Future[Decided]:
         """Decide a batch now; its flush runs after the flushes submitted before it. The
         returned future completes when the batch is stored: only then may it be acked."""
         started = time.perf_counter()
@@ -173,9 +175,7 @@ class DecideStage:
         metrics.BAD_INPUT_RATIO.set(self.breaker.ratio)
         effects: list[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]] = [
             (None, message, p, [])
-            for p, batch in route_batch(
-                effects_to_batch(effects_of(out.decisions)), self.effects_partitions
-            ).items()
+            for p, batch in route_batch(_joined(out.effects), self.effects_partitions).items()
             for message in batch_messages(batch)
         ]
         metrics.BATCH_SECONDS.labels("decide").observe(time.perf_counter() - started)
@@ -189,33 +189,27 @@ class DecideStage:
         fresh = [m for m in msgs if m.offset >= state.next_offset]
         if not fresh:
             return  # decided before a restart: replayed from an older committed offset
-        records: list[SourceRecord] = []
-        decoded_all = self.codec.decode_many([m.value for m in fresh])
-        for m, decoded in zip(fresh, decoded_all, strict=True):
-            if isinstance(decoded, DecodeError):
-                out.undecodable.append(
-                    DeadLetter(
-                        topic,
-                        partition,
-                        m.offset,
-                        decoded.reason,
-                        decoded.detail,
-                        state.stream_time_ms or 0,
-                    )
-                )
-                out.dead.append((m, decoded.reason, decoded.detail))
-            else:
-                records.append(SourceRecord(decoded, topic, partition, m.offset))
-        got = decide_batch(records, state, now, self.rules_for)
+        columns, errors = self.codec.decode_columns([m.value for m in fresh])
+        for i, error in errors:
+            m = fresh[i]
+            at = state.stream_time_ms or 0
+            out.undecodable.append(
+                DeadLetter(topic, partition, m.offset, error.reason, error.detail, at)
+            )
+            out.dead.append((m, error.reason, error.detail))
+        offsets = np.array([m.offset for m in fresh], dtype=np.int64)[columns.index]
+        got, effects = decide_columns(
+            columns, offsets, topic, partition, state, now, self.rules_for
+        )
         # A timestamp too far ahead is refused by the rules and handed to the DLQ too.
-        future = {d.record.offset for d in got if d.reason is Reason.FUTURE}
+        future = np.unique(got.offsets[got.event[got.reason == FUTURE_CODE]]).tolist()
         if future:
             raw_at = {m.offset: m for m in fresh}
             out.dead.extend(
-                (raw_at[o], "future", "occurred_at is ahead of the wall clock")
-                for o in sorted(future)
+                (raw_at[o], "future", "occurred_at is ahead of the wall clock") for o in future
             )
-        out.decisions.extend(got)
+        out.decisions.append(got)
+        out.effects.append(effects)
         state.next_offset = max(state.next_offset, fresh[-1].offset + 1)
         state.prune(self.rules_for.max_grace_ms())
         if state.stream_time_ms is not None:
@@ -226,44 +220,92 @@ class DecideStage:
         out: _Decided,
         effects: Sequence[tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]]]],
         stream_times: Sequence[tuple[str, int, int]],
-    ) -> list[Decision]:
+    ) -> Decided:
         # In this order, then the caller acks the offsets: DLQ and effects are
         # acknowledged by the broker before the decisions that say "done" are stored.
         stop = self.blocking.stop_requested
         await dead_letter(self.publisher, self.dlq_topic, out.dead, stop)
         await publish(self.publisher, self.effects_topic, effects, stop)
-        if out.decisions or out.undecodable:
+        decided = Decided(out.decisions)
+        if decided or out.undecodable:
             await self.blocking.retrying(
-                "decisions", self.store.write_decisions, out.decisions, out.undecodable
+                "decisions", self.store.write_decision_columns, out.decisions, out.undecodable
             )
             metrics.INSERT_BATCHES.labels("decisions").inc()
-            metrics.INSERT_ROWS.labels("decisions").inc(len(out.decisions) + len(out.undecodable))
+            metrics.INSERT_ROWS.labels("decisions").inc(len(decided) + len(out.undecodable))
         if stream_times:  # after the decisions that reached them
             await self.blocking.retrying(
                 "stream_times", audit_sql.write_stream_times, self.store.ch, stream_times
             )
         count_decisions(out.decisions)
-        return out.decisions
+        return decided
 
 
 @dataclass(slots=True)
 class _Decided:
     """What deciding a batch produced, for its flush."""
 
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: list[BatchDecisions] = field(default_factory=list)  # per partition
+    effects: list[pa.RecordBatch] = field(default_factory=list)
     undecodable: list[DeadLetter] = field(default_factory=list)  # rows of kudos.decisions
     dead: list[tuple[RawMessage, str, str]] = field(default_factory=list)  # to the DLQ
 
 
-def count_decisions(decisions: Sequence[Decision]) -> None:
+def _joined(batches: Sequence[pa.RecordBatch]) -> pa.RecordBatch:
+    """The effects of every partition of the batch as one record batch."""
+    if len(batches) == 1:
+        return batches[0]
+    if not batches:
+        return pa.RecordBatch.from_pylist([], schema=EFFECT_SCHEMA)
+    return pa.Table.from_batches(batches, schema=EFFECT_SCHEMA).combine_chunks().to_batches()[0]
+
+
+class Decided(Sequence[Decision]):
+    """The decisions of a stored batch, as `BatchDecisions` per partition; indexing or
+    iterating makes `Decision` objects (tests; the stage itself never needs them)."""
+
+    __slots__ = ("_decisions", "batches")
+
+    def __init__(self, batches: Sequence[BatchDecisions]) -> None:
+        self.batches = list(batches)
+        self._decisions: list[Decision] | None = None
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+    def _all(self) -> list[Decision]:
+        if self._decisions is None:
+            self._decisions = [d for b in self.batches for d in b.decisions()]
+        return self._decisions
+
+    @overload
+    def __getitem__(self, i: int) -> Decision: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Decision]: ...
+    def __getitem__(self, i: int | slice) -> Decision | list[Decision]:
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[Decision]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Decided):
+            return self._all() == other._all()
+        return isinstance(other, list) and self._all() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Decided({self._all()!r})"
+
+
+def count_decisions(batches: Sequence[BatchDecisions]) -> None:
     """kudos_decisions_counted and kudos_decisions_refused{reason}, once a batch is stored."""
-    counted = 0
-    refused: dict[str, int] = {}
-    for d in decisions:
-        if d.reason is Reason.COUNTED:
-            counted += 1
-        else:
-            refused[d.reason.value] = refused.get(d.reason.value, 0) + 1
-    metrics.DECISIONS_COUNTED.inc(counted)
-    for reason, n in refused.items():
-        metrics.DECISIONS_REFUSED.labels(reason).inc(n)
+    if not batches:
+        return
+    codes = np.concatenate([b.reason for b in batches]).astype(np.int64)
+    counts = np.bincount(codes, minlength=len(REASON_CODES))
+    metrics.DECISIONS_COUNTED.inc(int(counts[COUNTED_CODE]))
+    for code in np.flatnonzero(counts).tolist():
+        if code != COUNTED_CODE:
+            metrics.DECISIONS_REFUSED.labels(REASON_CODES[code].value).inc(int(counts[code]))

@@ -14,11 +14,15 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from schemas.event import EVENT_TYPE_CODES, VISIBILITY_CODES
 from schemas.times import ms_to_dt, now_utc, second_to_dt
 from schemas.vocabulary import UNDECODABLE, Metric, WindowKey
 from sinks.store import RecognitionStore
 from sinks.tables import LEADER_ROWS, SCORE_STATE, THANKERS
+from streams.domain.batch_rules import COUNTED_CODE, REASON_CODES, BatchDecisions
 from streams.domain.effects import METRIC_CODE
 from streams.domain.rules import RULE_VERSION, Decision, PartitionState, RulesLookup
 from streams.domain.scorebook import BadgeAward, ScoreBook, WindowTotals
@@ -80,6 +84,77 @@ def dead_letter_row(x: DeadLetter, decided_at: datetime) -> tuple[Any, ...]:
     )
 
 
+_TYPE_NAMES = pa.array([t.value for t in EVENT_TYPE_CODES], pa.string())
+_VISIBILITY_NAMES = pa.array([v.value for v in VISIBILITY_CODES], pa.string())
+_REASON_NAMES = pa.array([r.value for r in REASON_CODES], pa.string())
+
+
+def decision_columns(
+    batches: Sequence[BatchDecisions], dead: Sequence[DeadLetter], decided_at_s: int
+) -> list[Any]:
+    """The kudos.decisions columns (DECISIONS.columns order) of these decisions and dead
+    letters: the rows `decision_row` and `dead_letter_row` give, as columns (strings as
+    Arrow arrays, numbers as numpy arrays, DateTime as epoch seconds)."""
+    parts = [_batch_columns(d, decided_at_s) for d in batches if len(d)]
+    if dead:
+        parts.append(_dead_columns(dead, decided_at_s))
+    if not parts:
+        return [[] for _ in range(19)]
+    return [
+        np.concatenate(cols) if isinstance(cols[0], np.ndarray) else pa.concat_arrays(cols)
+        for cols in zip(*parts, strict=True)
+    ]
+
+
+def _batch_columns(d: BatchDecisions, decided_at_s: int) -> list[Any]:
+    e = d.events
+    rows = pa.array(d.event)
+    n = len(d)
+    occurred = e.occurred_at[d.event]
+    return [
+        e.org_id.take(rows),
+        e.event_id.take(rows),
+        _TYPE_NAMES.take(pa.array(e.event_type[d.event])),
+        e.actor_id.take(rows),
+        d.recipient,
+        (d.reason == COUNTED_CODE).astype(np.uint8),
+        _REASON_NAMES.take(pa.array(d.reason)),
+        d.rule_version,
+        occurred // 1000,  # DateTime holds seconds
+        occurred,
+        d.stream_time_ms,
+        e.source.take(rows),
+        pc.fill_null(e.channel.take(rows), ""),
+        _VISIBILITY_NAMES.take(pa.array(e.visibility[d.event])),
+        pa.array([d.topic] * n, pa.string()),
+        np.full(n, d.partition, dtype=np.int64),
+        d.offsets[d.event],
+        np.full(n, decided_at_s, dtype=np.int64),
+        pa.array([""] * n, pa.string()),
+    ]
+
+
+def _dead_columns(dead: Sequence[DeadLetter], decided_at_s: int) -> list[Any]:
+    n = len(dead)
+    blank = pa.array([""] * n, pa.string())
+    zeros = np.zeros(n, dtype=np.int64)
+    return [
+        *(blank,) * 5,
+        zeros.astype(np.uint8),
+        pa.array([UNDECODABLE] * n, pa.string()),
+        np.full(n, RULE_VERSION, dtype=np.int64),
+        zeros,
+        zeros,
+        np.array([x.stream_time_ms for x in dead], dtype=np.int64),
+        *(blank,) * 3,
+        pa.array([x.topic for x in dead], pa.string()),
+        np.array([x.partition for x in dead], dtype=np.int64),
+        np.array([x.offset for x in dead], dtype=np.int64),
+        np.full(n, decided_at_s, dtype=np.int64),
+        pa.array([f"{x.reason}: {x.detail}"[:2000] for x in dead], pa.string()),
+    ]
+
+
 def score_row(
     key: WindowKey, t: WindowTotals, rules_for: RulesLookup, at: datetime
 ) -> tuple[Any, ...]:
@@ -120,6 +195,13 @@ class StateStore(RecognitionStore):
         at = now_utc()
         rows = [decision_row(d, at) for d in decisions] + [dead_letter_row(x, at) for x in dead]
         return self.write_decision_rows(rows)
+
+    def write_decision_columns(
+        self, batches: Sequence[BatchDecisions], dead: Sequence[DeadLetter] = ()
+    ) -> int:
+        """`write_decisions` for columnar decisions: one insert, one decided_at."""
+        at = int(now_utc().timestamp())
+        return self.write_decision_column_data(decision_columns(batches, dead, at))
 
     def load_partition_state(
         self, topic: str, partition: int, rules_for: RulesLookup

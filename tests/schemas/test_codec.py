@@ -661,3 +661,107 @@ def test_corrupted_json(event: CollaborationEvent, data: st.DataObject) -> None:
     position = data.draw(st.integers(0, len(raw) - 1))
     raw[position] = data.draw(st.integers(0, 255))
     decodes_or_decode_error(bytes(raw))
+
+
+# --- decode_columns agrees with decode_many, row by row ----------------------------------------
+
+# Text near the limits: long, multi-byte, control characters, '/', lone surrogates (JSON).
+edgy_texts = (
+    texts
+    | st.text(st.characters(), max_size=8)
+    | st.sampled_from(["", "a/b", "é" * 129, "x" * 257, "\x85", "\u200b", "\x7f", "ok\x00"])
+    | st.integers(60, 300).map(lambda n: "y" * n)
+)
+edgy_events = st.builds(
+    CollaborationEvent,
+    event_id=edgy_texts,
+    event_type=st.sampled_from(EventType),
+    org_id=edgy_texts,
+    actor_id=edgy_texts,
+    recipient_ids=st.lists(edgy_texts, max_size=4).map(tuple)
+    | st.integers(60, 70).map(lambda n: tuple(f"r{i}" for i in range(n))),
+    content_id=st.none() | edgy_texts | st.just("c" * 1025),
+    channel=st.none() | edgy_texts,
+    visibility=st.sampled_from(Visibility),
+    occurred_at=st.integers(-(2**63), 2**63 - 1),
+    source=edgy_texts,
+)
+
+
+def encoded(event: CollaborationEvent, how: str) -> bytes:
+    if how == "json":
+        return json.dumps(_json_record(event)).encode()  # ASCII, \\u escapes
+    if how == "json_utf8":
+        return json.dumps(_json_record(event), ensure_ascii=False).encode("utf-8", "replace")
+    schema_id = 1 if how == "avro1" else 2
+    try:
+        return CODEC.encode_avro(event, schema_id)
+    except (UnicodeEncodeError, ValueError):
+        return framed(schema_id, b"\x02x")
+
+
+def _json_record(event: CollaborationEvent) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for f in fields(CollaborationEvent):
+        record[f.name] = getattr(event, f.name)
+    record["recipient_ids"] = list(event.recipient_ids)
+    record["event_type"] = event.event_type.value
+    record["visibility"] = event.visibility.value
+    return record
+
+
+messages = st.one_of(
+    st.tuples(edgy_events, st.sampled_from(["avro1", "avro2", "json", "json_utf8"])).map(
+        lambda x: encoded(*x)
+    ),
+    st.binary(max_size=200),
+    st.builds(framed, st.sampled_from([1, 2, 3]), st.binary(max_size=120)),
+    field_values.map(lambda d: json.dumps(d).encode()),
+    st.tuples(events, st.sampled_from([1, 2]), st.integers(5, 200), st.integers(0, 255)).map(
+        lambda x: _corrupt(CODEC.encode_avro(x[0], x[1]), x[2], x[3])
+    ),
+    st.tuples(events, st.integers(0, 400), st.integers(0, 255)).map(
+        lambda x: _corrupt(CODEC.encode_json(x[0]), x[1], x[2])
+    ),
+)
+
+
+def _corrupt(raw: bytes, position: int, value: int) -> bytes:
+    if position >= len(raw):
+        return raw[: position % (len(raw) + 1)]  # cut short instead
+    return raw[:position] + bytes([value]) + raw[position + 1 :]
+
+
+def assert_columns_agree(raws: list[bytes], codec: EventCodec = CODEC) -> None:
+    columns, errors = codec.decode_columns(raws)
+    expected = codec.decode_many(raws)
+    got: list[Any] = [None] * len(raws)
+    for i, event in zip(columns.index.tolist(), columns.events(), strict=True):
+        got[i] = event
+    for i, error in errors:
+        assert got[i] is None
+        got[i] = (error.reason, error.detail)
+    want = [(x.reason, x.detail) if isinstance(x, DecodeError) else x for x in expected]
+    assert got == want
+    assert columns.index.tolist() == sorted(columns.index.tolist())
+    assert [i for i, _ in errors] == sorted(i for i, _ in errors)
+
+
+@settings(FUZZ, max_examples=400)
+@given(st.lists(messages, max_size=12))
+def test_decode_columns_agrees_with_decode_many(raws: list[bytes]) -> None:
+    assert_columns_agree(raws)
+
+
+def test_decode_columns_on_examples_and_writers_needing_resolution() -> None:
+    raws = [f.read_bytes() for f in VALID_JSON + VALID_BIN + INVALID]
+    event = sample_event()
+    record = {**json.loads(CODEC.encode_json(event)), "thread_id": "t"}
+    schemas = {10: reshuffled_writer(False), 11: reshuffled_writer(True)}
+    codec = EventCodec(DictResolver({**schemas, 1: shipped_json_schema(1)}))
+    raws += [framed(i, avro_body(s, record)) for i, s in schemas.items()]
+    raws += [CODEC.encode_avro(sample_event(recipient_ids=("é", "b"))), b"{}", b" {}"]
+    assert_columns_agree(raws, codec)
+    assert_columns_agree(raws)
+    columns, errors = codec.decode_columns([])
+    assert len(columns) == 0 and errors == []

@@ -144,7 +144,7 @@ def test_too_many_recipients_is_refused_whole_with_one_decision() -> None:
     assert reasons(ds) == [("", Reason.TOO_MANY_RECIPIENTS), ("", Reason.TOO_MANY_RECIPIENTS)]
     assert effects_of(ds) == []
     # Refused whole, like an invalid event: not seen, stream time and pair counts untouched.
-    assert state.seen == {} and state.pair_counts == {} and state.stream_time_ms is None
+    assert len(state.seen) == 0 and state.pair_counts == {} and state.stream_time_ms is None
     retried = decide_batch(records([event(event_id="x")], first=5), state, NOW, RULES)
     assert retried[0].reason is Reason.COUNTED
 

@@ -51,6 +51,10 @@ class FakeStore:
         self.dead.extend(dead)
         return len(decisions)
 
+    def write_decision_columns(self, batches: Sequence[Any], dead: Sequence[DeadLetter]) -> int:
+        # The stage stores columns (BatchDecisions); this fake keeps them as Decision objects.
+        return self.write_decisions([d for b in batches for d in b.decisions()], dead)
+
     def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> set[WindowKey]:
         self.log.append("load")
         return set()  # nothing stored
