@@ -53,6 +53,10 @@ class KudosWorker(faust.Worker):
     def __init__(self, kudos: Kudos, **kwargs: Any) -> None:
         super().__init__(kudos.app, **kwargs)
         self.kudos = kudos
+        # No start-up spinner: at a level of WARNING or above, faust's spinner sets the
+        # root logger to DEBUG so that every record spins it, and every library's debug
+        # call (aiokafka logs each message it sends) then builds a record for nothing.
+        self.spinner = None
 
     def _on_sigterm(self) -> None:
         self.kudos.stopping.set()
