@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, cast
+from typing import Any, Final, NoReturn, cast
 
 import faust
 from faust.types import TP
@@ -183,13 +183,19 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
 def batch_routes(settings: Settings) -> dict[str, BatchRoute]:
     """One route per input topic: its batches go to one stage (streams/stages/drain.py)."""
     return {
-        name: BatchRoute(name, settings.batch_max_events, settings.batch_max_bytes, stage=stage)
-        for name, stage in (
-            (settings.events_topic, "decide"),
-            (settings.effects_topic, "aggregate"),
-            (settings.directory_topic, "directory"),
+        name: BatchRoute(name, settings.batch_max_events, max_bytes, stage=stage)
+        for name, stage, max_bytes in (
+            (settings.events_topic, "decide", settings.batch_max_bytes),
+            # An effects message holds a whole deciding batch's points for a partition: a
+            # few MiB of them already touch a few hundred thousand window keys, which the
+            # aggregating stage holds until the batch is stored (KUDOS_MAX_STATE_KEYS).
+            (settings.effects_topic, "aggregate", min(settings.batch_max_bytes, AGGREGATE_BYTES)),
+            (settings.directory_topic, "directory", settings.batch_max_bytes),
         )
     }
+
+
+AGGREGATE_BYTES: Final = 2 << 20
 
 
 def build_stages(

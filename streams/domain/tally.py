@@ -306,6 +306,29 @@ class ColumnBook:
         for name in ("slot_key", "counts", "thankers_n", "decay", "decay_at", "badge_bits", "hwm"):
             setattr(self, name, getattr(self, name)[: self.size][keep].copy())
         self.size = int(keep.sum())
+        self._drop_users()
+
+    def _drop_users(self) -> None:
+        """Forget the ids of users no held key or thanker refers to, once they are most of
+        the ids: new ids in the same order, so the index and the pairs stay sorted."""
+        used = distinct(
+            np.concatenate((self.slot_key[: self.size] >> WID_BITS, self.pairs & 0xFFFFFFFF))
+        )
+        if len(self.users) < 1024 or len(used) * 2 > len(self.users):
+            return
+        old = self.users
+        self.users = _Users()
+        for org, name in zip(old.org[used].tolist(), old.name[used].tolist(), strict=True):
+            self.users.get(org, name)
+        self.complete = _grow(self.complete, len(old), False)[used]
+
+        def renumber(uid: np.ndarray) -> np.ndarray:
+            return np.searchsorted(used, uid).astype(np.int64)
+
+        wid = self.slot_key[: self.size] & _WID_MASK
+        self.slot_key = (renumber(self.slot_key[: self.size] >> WID_BITS) << WID_BITS) | wid
+        self.index = (renumber(self.index >> WID_BITS) << WID_BITS) | (self.index & _WID_MASK)
+        self.pairs = (self.pairs >> 32 << 32) | renumber(self.pairs & 0xFFFFFFFF)
 
     def evict_oldest(self, keep: int) -> None:
         """Drop the keys loaded longest ago down to `keep` (see aggregate.evict_oldest)."""

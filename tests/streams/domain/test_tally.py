@@ -198,3 +198,26 @@ def test_streak_keys_are_the_days_around_each_share() -> None:
                 for d in streak_days_around(day, rule, rules.calendar):
                     expected.add((e.org_id, "day", d, e.user_id))
     assert {book.key_of_packed(int(p)) for p in got} == expected
+
+
+def test_ids_of_users_no_longer_held_are_dropped_and_the_rest_carry_on() -> None:
+    """Eviction renumbers the user ids once most are unused; held keys and thankers keep
+    their values, and later effects apply to them as the oracle applies them."""
+    first = [
+        Effect("acme", f"u{i}", Metric.THANKS_RECEIVED, f"g{i % 7}", BASE + i, 0, i)
+        for i in range(3000)
+    ]
+    later = [
+        Effect("acme", f"u{i}", Metric.THANKS_RECEIVED, f"g{i % 5}", BASE + 4000 + i, 0, 4000 + i)
+        for i in range(2990, 3000)
+    ]
+    book, columns = ScoreBook(), ColumnBook()
+    apply_effects(first, book, RULES, Applied())
+    apply_effects_batch(effects_to_batch(first), columns, RULES, ColumnApplied())
+    columns.evict_oldest(40)
+    assert len(columns.users) < 100
+    apply_effects(later, book, RULES, Applied())
+    apply_effects_batch(effects_to_batch(later), columns, RULES, ColumnApplied())
+    for key in columns.held_keys():
+        same_totals(book.totals[key], columns.totals(key))
+    assert {k[3] for k in columns.held_keys()} >= {f"u{i}" for i in range(2990, 3000)}
