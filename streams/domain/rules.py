@@ -85,6 +85,8 @@ class RuleConfig:
             raise ValueError("collusion_max_group must be at least 2")
         if self.max_recipients_per_event < 1:
             raise ValueError("max_recipients_per_event must be at least 1")
+        if self.grace_ms < 0 or self.future_tolerance_ms < 0:
+            raise ValueError("grace_ms and future_tolerance_ms must not be negative")
 
     @cached_property
     def badge_rules(self) -> tuple[BadgeRule, ...]:

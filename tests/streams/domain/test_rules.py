@@ -374,3 +374,13 @@ def test_budgets_and_caps_match_a_brute_force_count(
                 days[(e.actor_id, d)] += 1
                 weeks[(e.actor_id, week)] += 1
     assert [d.reason for d in ds] == expected
+
+
+def test_a_negative_grace_or_future_tolerance_is_refused_at_start() -> None:
+    import pytest
+
+    from streams.domain.rules import RuleConfig
+
+    for bad in ({"grace_ms": -1}, {"future_tolerance_ms": -1}):
+        with pytest.raises(ValueError, match="must not be negative"):
+            RuleConfig(**bad)  # type: ignore[arg-type]
