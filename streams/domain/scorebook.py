@@ -205,13 +205,26 @@ def _award(
     rules: RuleConfig,
     evidence: str,
 ) -> None:
+    award_once(book.awarded, applied.badges, org, user, rule, period, rules, evidence)
+
+
+def award_once(
+    awarded: set[tuple[str, str, str, int]],
+    badges: list[BadgeAward],
+    org: str,
+    user: str,
+    rule: BadgeRule,
+    period: int,
+    rules: RuleConfig,
+    evidence: str,
+) -> None:
+    """Award `rule` to (org, user) for `period` unless it is in `awarded` already."""
     ident = (org, user, rule.name, period)
-    if ident in book.awarded:
-        return
-    book.awarded.add(ident)
-    applied.badges.append(
-        BadgeAward(org, user, rule.name, period, rules.version, evidence, rule.period)
-    )
+    if ident not in awarded:
+        awarded.add(ident)
+        badges.append(
+            BadgeAward(org, user, rule.name, period, rules.version, evidence, rule.period)
+        )
 
 
 def badge_value(totals: WindowTotals, metric: str, rules: RuleConfig) -> int:

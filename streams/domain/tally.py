@@ -32,7 +32,7 @@ from schemas.vocabulary import WindowKey, WindowName
 from streams.domain.badges import _CHANGED_BY, BadgeRule, streak_ends
 from streams.domain.effects import METRIC_CODES, RECEIVED_CODE, SHARES_CODE
 from streams.domain.rules import RuleConfig, RulesLookup
-from streams.domain.scorebook import BadgeAward, WindowTotals, streak_days_around
+from streams.domain.scorebook import BadgeAward, WindowTotals, award_once, streak_days_around
 
 WID_BITS: Final = 24
 KINDS: Final[tuple[WindowName, ...]] = ("hour", "day", "week", "all")
@@ -677,12 +677,7 @@ def _award(
     rules: RuleConfig,
     evidence: str,
 ) -> None:
-    ident = (org, user, rule.name, period)
-    if ident not in book.awarded:
-        book.awarded.add(ident)
-        out.badges.append(
-            BadgeAward(org, user, rule.name, period, rules.version, evidence, rule.period)
-        )
+    award_once(book.awarded, out.badges, org, user, rule, period, rules, evidence)
 
 
 def _streaks(

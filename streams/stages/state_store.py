@@ -218,28 +218,11 @@ class StateStore(RecognitionStore):
     # --- aggregating stage -------------------------------------------------------------
 
     def load_keys(self, keys: Iterable[WindowKey], book: ScoreBook) -> None:
-        """Load the stored totals, thankers and awarded badges of keys not yet in `book`."""
-        by_org: dict[str, set[WindowKey]] = defaultdict(set)
-        for k in keys:
-            if k not in book.totals:
-                by_org[k[0]].add(k)
-        # Build aside and merge at the end: a failed load leaves `book` untouched for a retry.
-        loaded: dict[WindowKey, WindowTotals] = {}
-        awarded: set[tuple[str, str, str, int]] = set()
-        users_loaded: set[tuple[str, str]] = set()
-        for org, wanted in by_org.items():
-            # One statement per table and org, whatever the number of users: the ids are
-            # bound (sinks/clickhouse.py), not written into the SQL text.
-            users = sorted({k[3] for k in wanted})
-            starts = {k[2] for k in wanted}
-            states = self.score_state_rows(org, users, starts)
-            thankers = self.thanker_rows(org, users, starts)
-            loaded.update(stored_totals(org, wanted, states, thankers))
-            new_users = [u for u in users if (org, u) not in book.users_loaded]
-            if new_users:
-                for user, badge, period in self.awarded_badges(org, new_users):
-                    awarded.add((org, user, badge, period))
-                users_loaded.update((org, u) for u in new_users)
+        """Load the stored totals, thankers and awarded badges of keys not yet in `book`
+        (the per-key book: tests and benchmarks; the stage uses `load_into`)."""
+        loaded, awarded, users_loaded = self._load(
+            {k for k in keys if k not in book.totals}, book.users_loaded, only_stored=False
+        )
         book.totals.update(loaded)
         book.awarded |= awarded
         book.users_loaded |= users_loaded
@@ -248,31 +231,42 @@ class StateStore(RecognitionStore):
         """Load the stored totals, thankers and awarded badges of `keys`, which `book` does
         not hold, into it (keys without stored rows as zero keys); returns the keys that
         had stored rows."""
+        wanted = set(keys)
+        loaded, awarded, users_loaded = self._load(wanted, book.users_loaded, only_stored=True)
+        book.put(loaded)
+        book.hold(k for k in wanted if k not in loaded)
+        book.awarded |= awarded
+        book.users_loaded |= users_loaded
+        return set(loaded)
+
+    def _load(
+        self, keys: set[WindowKey], users_loaded: set[tuple[str, str]], only_stored: bool
+    ) -> tuple[dict[WindowKey, WindowTotals], set[tuple[str, str, str, int]], set[tuple[str, str]]]:
+        """What storage holds of `keys` (with `only_stored`, just the keys it has rows of),
+        and the awarded badges of users not in `users_loaded`. Built aside: a failed load
+        leaves the caller's book untouched for a retry."""
         by_org: dict[str, set[WindowKey]] = defaultdict(set)
         for k in keys:
             by_org[k[0]].add(k)
-        # Build aside and merge at the end: a failed load leaves `book` untouched for a retry.
         loaded: dict[WindowKey, WindowTotals] = {}
         awarded: set[tuple[str, str, str, int]] = set()
-        users_loaded: set[tuple[str, str]] = set()
+        new_loaded: set[tuple[str, str]] = set()
         for org, wanted in by_org.items():
+            # One statement per table and org, whatever the number of users: the ids are
+            # bound (sinks/clickhouse.py), not written into the SQL text.
             users = sorted({k[3] for k in wanted})
             starts = {k[2] for k in wanted}
             states = self.score_state_rows(org, users, starts)
             thankers = self.thanker_rows(org, users, starts)
-            # Only keys with stored rows: the others start at zero, made in bulk by the book.
-            stored = {(org, r[0], int(r[1]), r[2]) for r in (*states, *thankers)} & wanted
-            loaded.update(stored_totals(org, stored, states, thankers))
-            new_users = [u for u in users if (org, u) not in book.users_loaded]
+            if only_stored:  # the others start at zero, made in bulk by the book
+                wanted = {(org, r[0], int(r[1]), r[2]) for r in (*states, *thankers)} & wanted
+            loaded.update(stored_totals(org, wanted, states, thankers))
+            new_users = [u for u in users if (org, u) not in users_loaded]
             if new_users:
                 for user, badge, period in self.awarded_badges(org, new_users):
                     awarded.add((org, user, badge, period))
-                users_loaded.update((org, u) for u in new_users)
-        book.put(loaded)
-        book.hold(k for wanted in by_org.values() for k in wanted if k not in loaded)
-        book.awarded |= awarded
-        book.users_loaded |= users_loaded
-        return set(loaded)
+                new_loaded.update((org, u) for u in new_users)
+        return loaded, awarded, new_loaded
 
     def write_score_columns(self, rows: ScoreColumns, leaders: bool = False) -> int:
         """`kudos.score_state` (or, `leaders`, `kudos.leader_rows`) rows by column."""

@@ -147,6 +147,9 @@ class _Recorder:
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         return len(rows)
 
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[Any]) -> int:
+        return len(data[0]) if data else 0
+
     def close(self) -> None:
         pass
 

@@ -163,6 +163,9 @@ class SlowClickHouse:
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         return 0
 
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[Any]) -> int:
+        return 0
+
     def close(self) -> None: ...
 
 
