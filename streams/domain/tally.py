@@ -15,7 +15,7 @@ batch of `streams.domain.effects.EFFECT_SCHEMA`) with array operations:
 
 `apply_batch` applies a batch as the per-event path applies its messages one after
 another, provided no deciding partition's offsets go back from one message to the next
-(`in_order`); the stage applies other batches message by message.
+(`in_order_runs` joins such messages; a resent one starts a run of its own).
 """
 
 from __future__ import annotations
@@ -147,9 +147,12 @@ class ColumnBook:
         self.complete = _grow(self.complete, len(self.users), False)
         self.complete[uids] = True
 
-    def is_complete(self, uids: np.ndarray) -> np.ndarray:
+    def hold_complete(self, packed: np.ndarray) -> np.ndarray:
+        """Hold the keys of complete users as zero keys; returns the other keys."""
         self.complete = _grow(self.complete, len(self.users), False)
-        return np.asarray(self.complete[uids])
+        known = self.complete[packed >> WID_BITS]
+        self.slots(packed[known])
+        return np.asarray(packed[~known])
 
     # --- ids and keys ------------------------------------------------------------------
 
@@ -439,20 +442,13 @@ def _around(book: ColumnBook, packed: np.ndarray, rules: RuleConfig, rule: Badge
     return np.asarray(user | np.array(around, np.int64)[inverse])
 
 
-def in_order(batches: Sequence[pa.RecordBatch]) -> bool:
-    """No deciding partition's offsets go back from one message to a later one."""
-    highest: dict[int, int] = {}
-    for b in batches:
-        if not b.num_rows:
-            continue
-        p = b["partition"].to_numpy()
-        o = b["offset"].to_numpy()
-        for part in distinct(p).tolist():
-            mine = o[p == part]
-            if int(mine.min()) <= highest.get(part, -1):
-                return False
-            highest[part] = int(mine.max())
-    return True
+def _offset_spans(batch: pa.RecordBatch) -> dict[int, tuple[int, int]]:
+    """(lowest, highest) source offset per deciding partition of a batch's rows."""
+    p = batch["partition"].to_numpy()
+    o = batch["offset"].to_numpy()
+    return {
+        part: (int(o[p == part].min()), int(o[p == part].max())) for part in distinct(p).tolist()
+    }
 
 
 @dataclass(slots=True)
@@ -646,12 +642,14 @@ def _rule_badges(
             r = int(e.row[mine[0]])
             p, o = batch["partition"][r].as_py(), batch["offset"][r].as_py()
             evidence = f"first counted {rule.metric} from event at {p}:{o}"
-            _award(book, out, org, user, rule, 0, rules, evidence)
+            award_once(book.awarded, out.badges, org, user, rule, 0, rules, evidence)
         else:
             inc = _increments(e, mine, column)
             running = int(after[i]) - int(inc.sum()) + np.cumsum(inc)
             value = int(running[np.argmax(running >= rule.threshold)])
-            _award(book, out, org, user, rule, start, rules, f"{value} {rule.metric}")
+            award_once(
+                book.awarded, out.badges, org, user, rule, start, rules, f"{value} {rule.metric}"
+            )
 
 
 def _may_streak(
@@ -665,19 +663,6 @@ def _may_streak(
     found = book.find(keys.ravel()).reshape(keys.shape)
     active = (found >= 0) & (book.counts[np.maximum(found, 0), SHARES_CODE] > 0)
     return np.asarray(active.sum(axis=1) >= rule.days)
-
-
-def _award(
-    book: ColumnBook,
-    out: ColumnApplied,
-    org: str,
-    user: str,
-    rule: BadgeRule,
-    period: int,
-    rules: RuleConfig,
-    evidence: str,
-) -> None:
-    award_once(book.awarded, out.badges, org, user, rule, period, rules, evidence)
 
 
 def _streaks(
@@ -698,7 +683,7 @@ def _streaks(
     for end in streak_ends(active, weeks, rule.span_days - 1, rule):
         freezes = "" if rule.freezes_per_week == 0 else " (with freeze days)"
         evidence = f"counted shares on {rule.days} days{freezes}"
-        _award(book, out, org, user, rule, days[end], rules, evidence)
+        award_once(book.awarded, out.badges, org, user, rule, days[end], rules, evidence)
 
 
 def apply_effects_batch(
@@ -719,13 +704,19 @@ def held_totals(book: ColumnBook, keys: Iterable[WindowKey]) -> dict[WindowKey, 
 
 def in_order_runs(batches: Sequence[pa.RecordBatch]) -> list[pa.RecordBatch]:
     """Consecutive messages of one effects partition joined into as few batches as
-    `apply_batch` can apply at once (`in_order`), in their order."""
+    `apply_batch` can apply at once, in their order: a message joins the run before it
+    when none of its deciding partitions' offsets goes back to or below the run's."""
     runs: list[list[pa.RecordBatch]] = []
+    highest: dict[int, int] = {}  # of the last run, per deciding partition
     for b in batches:
-        if runs and in_order([*runs[-1], b]):
+        spans = _offset_spans(b)
+        if runs and all(lo > highest.get(p, -1) for p, (lo, _) in spans.items()):
             runs[-1].append(b)
         else:
             runs.append([b])
+            highest = {}
+        for p, (_, hi) in spans.items():
+            highest[p] = max(highest.get(p, -1), hi)
     return [
         run[0] if len(run) == 1 else pa.Table.from_batches(run).combine_chunks().to_batches()[0]
         for run in runs

@@ -28,7 +28,6 @@ from streams.domain.leaders import Boards
 from streams.domain.rules import RulesLookup
 from streams.domain.scorebook import Adjustment, Applied, BadgeAward, ScoreBook, apply_adjustments
 from streams.domain.tally import (
-    WID_BITS,
     BatchKeys,
     ColumnApplied,
     ColumnBook,
@@ -279,19 +278,14 @@ class AggregateStage:
         stored key (`ColumnBook.complete`): their `all` keys go first, and the other keys
         of such users are held as zero keys without a query."""
         book = self.book
-        known = book.is_complete(packed >> WID_BITS)
-        book.slots(packed[known])
-        packed = packed[~known]
+        packed = book.hold_complete(packed)
         first = book.is_all_key(packed)
         if first.any():
             keys = [book.key_of_packed(p) for p in packed[first].tolist()]
             stored = await self.blocking.retrying("score_state", self.store.load_into, keys, book)
             new = [book.users.get(k[0], k[3]) for k in keys if k not in stored]
             book.mark_complete(np.array(new, dtype=np.int64))
-            packed = packed[~first]
-            known = book.is_complete(packed >> WID_BITS)
-            book.slots(packed[known])
-            packed = packed[~known]
+            packed = book.hold_complete(packed[~first])
         if len(packed):
             keys = [book.key_of_packed(p) for p in packed.tolist()]
             await self.blocking.retrying("score_state", self.store.load_into, keys, book)

@@ -31,46 +31,10 @@ def effects_partition(org_id: str, user_id: str, partitions: int) -> int:
     return zlib.crc32(f"{org_id}\x00{user_id}".encode()) % partitions
 
 
-def route_effects(effects: Sequence[Effect], partitions: int) -> dict[int, list[Effect]]:
-    out: dict[int, list[Effect]] = {}
-    for e in effects:
-        out.setdefault(effects_partition(e.org_id, e.user_id, partitions), []).append(e)
-    return out
-
-
 # Largest kudos.effects message the deciding stage sends: well below what a producer or a
 # broker takes (KUDOS_MAX_TRANSPORT_BYTES, Kafka's message.max.bytes), and the aggregating
 # stage's batch byte bound (KUDOS_BATCH_MAX_BYTES) holds for each message.
 EFFECTS_MESSAGE_BYTES: Final = 1 << 20
-
-
-def effects_messages(
-    effects: Sequence[Effect], max_bytes: int = EFFECTS_MESSAGE_BYTES
-) -> list[bytes]:
-    """`encode_effects` in messages of at most `max_bytes` each, split between source
-    events only (the effects of one event, at most 100, stay together: `apply_effects`
-    needs them so). The common case is one message, encoded once."""
-    encoded = encode_effects(effects)
-    if len(encoded) <= max_bytes:
-        return [encoded]
-    cut = _event_boundary(effects, len(effects) // 2)
-    if cut is None:
-        return [encoded]  # one event's effects: small, whatever the bound
-    return effects_messages(effects[:cut], max_bytes) + effects_messages(effects[cut:], max_bytes)
-
-
-def _event_boundary(effects: Sequence[Effect], near: int) -> int | None:
-    """An index i, as close after (else before) `near` as there is, where effects[i]
-    belongs to another source event than effects[i - 1]."""
-
-    def starts_event(i: int) -> bool:
-        a, b = effects[i - 1], effects[i]
-        return (a.partition, a.offset) != (b.partition, b.offset)
-
-    after = next((i for i in range(max(near, 1), len(effects)) if starts_event(i)), None)
-    if after is not None:
-        return after
-    return next((i for i in range(near - 1, 0, -1) if starts_event(i)), None)
 
 
 def encode_effects(effects: Sequence[Effect]) -> bytes:
@@ -127,7 +91,8 @@ _EMPTY: Final = pa.RecordBatch.from_pylist([], schema=EFFECT_SCHEMA)
 
 
 def route_batch(batch: pa.RecordBatch, partitions: int) -> dict[int, pa.RecordBatch]:
-    """`route_effects` for a batch: rows keep their order within each partition's part."""
+    """Each row to the partition of its (org, user) (`effects_partition`); rows keep their
+    order within each partition's part."""
     if batch.num_rows == 0:
         return {}
     keys = pc.binary_join_element_wise(batch["org_id"], batch["user_id"], "\x00")
@@ -142,7 +107,9 @@ def route_batch(batch: pa.RecordBatch, partitions: int) -> dict[int, pa.RecordBa
 
 
 def batch_messages(batch: pa.RecordBatch, max_bytes: int = EFFECTS_MESSAGE_BYTES) -> list[bytes]:
-    """`effects_messages` for a batch: split between source events only."""
+    """`encode_effect_batch` in messages of at most `max_bytes` each, split between source
+    events only (the effects of one event, at most 100, stay together: `apply_batch` needs
+    them so). The common case is one message, encoded once."""
     encoded = encode_effect_batch(batch)
     if len(encoded) <= max_bytes or batch.num_rows < 2:
         return [encoded]

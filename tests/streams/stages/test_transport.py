@@ -14,10 +14,10 @@ from streams.stages.transport import (
     EFFECTS_MESSAGE_BYTES,
     batch_messages,
     decode_effect_batch,
+    effects_partition,
     encode_effect_batch,
     encode_effects,
     route_batch,
-    route_effects,
 )
 
 
@@ -112,4 +112,7 @@ def test_routing_a_batch_is_routing_its_effects(users: list[tuple[str, int]]) ->
     by_batch = {
         p: batch_to_effects(b) for p, b in route_batch(effects_to_batch(effects), 5).items()
     }
-    assert by_batch == route_effects(effects, 5)
+    expected: dict[int, list[Effect]] = {}
+    for e in effects:
+        expected.setdefault(effects_partition(e.org_id, e.user_id, 5), []).append(e)
+    assert by_batch == expected
