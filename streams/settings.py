@@ -145,7 +145,7 @@ class Settings(BaseSettings):
         ge=1,
         description="window keys the aggregating stage caches (columns: about 125 bytes "
         "each, and about 350 per user held); "
-        "past it the oldest quarter is dropped and reloads from ClickHouse when touched",
+        "past it the quarter read longest ago is dropped and reloads from ClickHouse when touched",
     )
     read_cache_ms: int = Field(
         100,

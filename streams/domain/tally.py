@@ -112,6 +112,19 @@ class _Users:
         return found
 
 
+# The per-slot arrays of ColumnBook, in one list for growing and dropping.
+_SLOT_COLUMNS = (
+    "slot_key",
+    "counts",
+    "thankers_n",
+    "decay",
+    "decay_at",
+    "badge_bits",
+    "used",
+    "hwm",
+)
+
+
 class ColumnBook:
     """The aggregating stage's state as columns (module docstring)."""
 
@@ -129,6 +142,9 @@ class ColumnBook:
         self.decay_at = np.zeros(0, dtype=np.int64)
         # Bit i: the org's badge rule i is known awarded for this key's period (streaks aside).
         self.badge_bits = np.zeros(0, dtype=np.uint64)
+        # Per slot: the batch (`clock`) that last read the key; eviction keeps the latest.
+        self.used = np.zeros(0, dtype=np.int64)
+        self.clock = 0
         self.hwm = np.full((0, 0), -1, dtype=np.int64)
         self.partitions: list[int] = []  # hwm column -> deciding partition
         self.pairs = np.empty(0, dtype=np.int64)  # sorted slot << 32 | actor uid
@@ -204,6 +220,7 @@ class ColumnBook:
         self.decay = _grow(self.decay, self.size, 0.0)
         self.decay_at = _grow(self.decay_at, self.size, 0)
         self.badge_bits = _grow(self.badge_bits, self.size, 0)
+        self.used = _grow(self.used, self.size, self.clock)
         self.hwm = _grow(self.hwm, self.size, -1)
         self.slot_key[first : self.size] = new_keys
         slots = np.arange(first, self.size, dtype=np.int64)
@@ -306,7 +323,7 @@ class ColumnBook:
         held = keep[self.index_slot]
         self.index = self.index[held]
         self.index_slot = new_slot[self.index_slot[held]]
-        for name in ("slot_key", "counts", "thankers_n", "decay", "decay_at", "badge_bits", "hwm"):
+        for name in _SLOT_COLUMNS:
             setattr(self, name, getattr(self, name)[: self.size][keep].copy())
         self.size = int(keep.sum())
         self._drop_users()
@@ -333,11 +350,20 @@ class ColumnBook:
         self.index = (renumber(self.index >> WID_BITS) << WID_BITS) | (self.index & _WID_MASK)
         self.pairs = (self.pairs >> 32 << 32) | renumber(self.pairs & 0xFFFFFFFF)
 
-    def evict_oldest(self, keep: int) -> None:
-        """Drop the keys loaded longest ago down to `keep` (see aggregate.evict_oldest)."""
+    def touch(self, packed: np.ndarray) -> np.ndarray:
+        """A new batch reads these keys: the held ones are the last to be evicted.
+        Returns their slots (-1 where not held)."""
+        self.clock += 1
+        slots = self.find(packed)
+        self.used[slots[slots >= 0]] = self.clock
+        return slots
+
+    def evict_coldest(self, keep: int) -> None:
+        """Drop the keys that no batch has read for longest, down to `keep` (ties: the
+        ones loaded first). A key read by every batch, a popular person's, stays."""
         if self.size > keep:
             mask = np.zeros(self.size, dtype=bool)
-            mask[self.size - keep :] = True
+            mask[np.argsort(self.used[: self.size], kind="stable")[self.size - keep :]] = True
             self.drop(mask)
         if len(self.users_loaded) > keep:
             self.awarded.clear()

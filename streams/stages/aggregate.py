@@ -78,13 +78,14 @@ def effect_runs(messages: Sequence[RawMessage]) -> list[pa.RecordBatch]:
 
 
 def missing_keys(book: ColumnBook, keyed: Sequence[tuple[pa.RecordBatch, BatchKeys]]) -> np.ndarray:
-    """Packed keys the batches read that the book does not hold (to load first)."""
+    """Packed keys the batches read that the book does not hold (to load first); the
+    held ones are marked as read (`ColumnBook.touch`)."""
     wanted = [np.empty(0, dtype=np.int64)]
     for run, keys in keyed:
         wanted.append(keys.packed.ravel())
         wanted.append(streak_keys(run, keys, book))
     packed = distinct(np.concatenate(wanted))
-    return np.asarray(packed[book.find(packed) < 0])
+    return np.asarray(packed[book.touch(packed) < 0])
 
 
 class AggregateStage:
@@ -299,7 +300,7 @@ class AggregateStage:
             if self.stale:
                 self.book, self.stale = ColumnBook(), False
             else:
-                self.book.evict_oldest(self.max_cached_keys * 3 // 4)
+                self.book.evict_coldest(self.max_cached_keys * 3 // 4)
         keyed = [(run, batch_keys(run, self.book, self.rules_for)) for run in effect_runs(messages)]
         await self._load(missing_keys(self.book, keyed))
         applied = ColumnApplied()

@@ -171,7 +171,7 @@ def test_eviction_and_forgetting_keep_the_rest_intact() -> None:
     assert set(columns.held_keys()) == set(keep)
     for key, totals in keep.items():
         same_totals(totals, columns.totals(key))
-    columns.evict_oldest(5)
+    columns.evict_coldest(5)
     assert len(columns) == 5
     for key in columns.held_keys():
         same_totals(book.totals[key], columns.totals(key))
@@ -214,7 +214,7 @@ def test_ids_of_users_no_longer_held_are_dropped_and_the_rest_carry_on() -> None
     book, columns = ScoreBook(), ColumnBook()
     apply_effects(first, book, RULES, Applied())
     apply_effects_batch(effects_to_batch(first), columns, RULES, ColumnApplied())
-    columns.evict_oldest(40)
+    columns.evict_coldest(40)
     assert len(columns.users) < 100
     apply_effects(later, book, RULES, Applied())
     apply_effects_batch(effects_to_batch(later), columns, RULES, ColumnApplied())

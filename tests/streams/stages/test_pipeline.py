@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
+import numpy as np
 import pytest
 
 from schemas.codec import default_codec
@@ -327,16 +328,19 @@ def test_score_rows_are_a_snapshot_taken_when_the_batch_is_applied() -> None:
     assert written == [1, 2]
 
 
-def test_eviction_drops_the_oldest_keys_and_keeps_badges_per_user() -> None:
+def test_eviction_drops_the_keys_read_longest_ago_and_keeps_badges_per_user() -> None:
     from streams.domain.scorebook import Badge, WindowTotals
 
     book = ColumnBook()
     book.put({("acme", "hour", i, "bob"): WindowTotals(shares=i + 1) for i in range(10)})
     book.awarded.add(("acme", "bob", Badge.FIRST_THANKS, 0))
     book.users_loaded.add(("acme", "bob"))
-    book.evict_oldest(4)
-    assert sorted(k[2] for k in book.held_keys()) == [6, 7, 8, 9]
-    assert [book.totals(("acme", "hour", i, "bob")).shares for i in range(6, 10)] == [7, 8, 9, 10]
+    # Keys 0 and 1, loaded first, are read again (a popular person's): they stay.
+    book.touch(np.array([book.packed(("acme", "hour", i, "bob")) for i in (1, 0)]))
+    book.evict_coldest(4)
+    assert sorted(k[2] for k in book.held_keys()) == [0, 1, 8, 9]
+    kept = (0, 1, 8, 9)
+    assert [book.totals(("acme", "hour", i, "bob")).shares for i in kept] == [1, 2, 9, 10]
     assert book.users_loaded == {("acme", "bob")} and book.awarded
 
 
