@@ -9,7 +9,9 @@ orgs) into a fresh Tansu broker, then measures on the same broker and data:
   (c) `kudos worker` with every v1 rule, both stages and ClickHouse writes, timed from
       start until every event is decided and every point is applied (its /metrics).
 ClickHouse is chdb (a directory per process) unless KUDOS_CLICKHOUSE names a server.
-Prints events/s and CPU seconds for each, and c/b, c/a. Run:
+Prints events/s, CPU seconds and CPU µs per event for each (the worker's from its first
+event consumed, by thread name too: chdb's engine threads, faust's consumer thread, the
+event loop, the ClickHouse thread), and c/b, c/a. Run:
 
     .venv/bin/python -m bench.throughput [EVENTS=1000000] [USERS=100000]
 """
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -168,13 +171,46 @@ def metric(text: str, name: str) -> float:
     return total
 
 
-def cpu_seconds(worker: WorkerProcess) -> float:
-    assert worker.proc is not None
-    fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's live threads, summed by thread name (chdb's engine
+    threads, faust's consumer thread, the event loop...), plus its exited threads'."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name, _, rest = (task / "stat").read_text().partition(" (")[2].rpartition(")")
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = rest.split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # cutime/cstime are children's; the process total (utime+stime) counts every thread,
+    # exited ones too: what the live threads do not account for is theirs.
+    total = (int(fields[11]) + int(fields[12])) / tick
+    out["(exited threads)"] = max(total - sum(out.values()), 0.0)
+    return out
 
 
-def worker_drain(bootstrap: str, n: int, workdir: Path) -> tuple[float, float, float]:
+def thread_split(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    """The drain's CPU per event by thread name, largest first."""
+    spent = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    parts = sorted(((v, k) for k, v in spent.items() if v >= 0.005 * n / 1e6), reverse=True)
+    return ", ".join(f"{k} {v / n * 1e6:.1f}" for v, k in parts)
+
+
+@dataclass(frozen=True)
+class Drain:
+    """One worker's drain: wall seconds before and during, CPU seconds before and during,
+    and the drain's CPU per event by thread."""
+
+    start_s: float
+    drain_s: float
+    start_cpu: float
+    drain_cpu: float
+    threads: str
+
+
+def worker_drain(bootstrap: str, n: int, workdir: Path) -> Drain:
     url = os.environ.get("KUDOS_CLICKHOUSE") or f"chdb://{workdir / 'chdb'}"
     worker = WorkerProcess(
         bootstrap,
@@ -207,6 +243,7 @@ def worker_drain(bootstrap: str, n: int, workdir: Path) -> tuple[float, float, f
                 stderr=subprocess.DEVNULL,
             )
         first_seen = last_change = None
+        at_first: dict[str, float] = {}
         applied_before = -1.0
         while True:
             _, text = worker.get("/metrics")
@@ -214,7 +251,7 @@ def worker_drain(bootstrap: str, n: int, workdir: Path) -> tuple[float, float, f
             consumed = metric(text, "kudos_events_consumed_total")
             applied = metric(text, "kudos_effects_applied_total")
             if first_seen is None and consumed > 0:
-                first_seen = now
+                first_seen, at_first = now, thread_cpu(worker.proc.pid)
             # Done when every message of both topics is stored and committed (lag 0 on
             # every partition) -- a pause in the applied count alone can be a slow flush.
             lags = [
@@ -233,7 +270,15 @@ def worker_drain(bootstrap: str, n: int, workdir: Path) -> tuple[float, float, f
             ):
                 assert first_seen is not None
                 # From the first event consumed to the last point applied (within 0.25 s).
-                return first_seen - started, last_change - first_seen, cpu_seconds(worker)
+                at_end = thread_cpu(worker.proc.pid)
+                first_cpu, end_cpu = sum(at_first.values()), sum(at_end.values())
+                return Drain(
+                    first_seen - started,
+                    last_change - first_seen,
+                    first_cpu,
+                    end_cpu - first_cpu,
+                    thread_split(at_first, at_end, n),
+                )
             applied_before = applied
             time.sleep(0.25)
     finally:
@@ -252,15 +297,23 @@ def main(n: int, users: int) -> None:
             asyncio.run(preload(broker.bootstrap, n, users))
             a, a_cpu = asyncio.run(raw_drain(broker.bootstrap, n))
             b, b_cpu = asyncio.run(lean_drain(broker.bootstrap, n, lean_url))
-            c_start, c, c_cpu = worker_drain(broker.bootstrap, n, work)
+            c = worker_drain(broker.bootstrap, n, work)
     print(f"events: {n:,}, users: {users:,} in {len(TrafficShape().orgs)} orgs")
-    print(f"(a) aiokafka + decode          {n / a:10,.0f} events/s  ({a:.1f}s, cpu {a_cpu:.1f}s)")
-    print(f"(b) lean aiokafka+fastavro+CH  {n / b:10,.0f} events/s  ({b:.1f}s, cpu {b_cpu:.1f}s)")
+    for label, wall, cpu in (
+        ("(a) aiokafka + decode        ", a, a_cpu),
+        ("(b) lean aiokafka+fastavro+CH", b, b_cpu),
+        ("(c) kudos worker             ", c.drain_s, c.drain_cpu),
+    ):
+        print(
+            f"{label}  {n / wall:10,.0f} events/s  ({wall:.1f}s, cpu {cpu:.1f}s, "
+            f"{cpu / n * 1e6:.1f} µs/event)"
+        )
     print(
-        f"(c) kudos worker               {n / c:10,.0f} events/s  ({c:.1f}s, cpu {c_cpu:.1f}s; "
-        f"start-up and group join {c_start:.1f}s before that)"
+        f"    worker start-up and group join before the drain: {c.start_s:.1f}s, "
+        f"cpu {c.start_cpu:.1f}s (not counted)"
     )
-    print(f"c/b = {b / c:.3f}   c/a = {a / c:.3f}")
+    print(f"    worker CPU µs/event by thread: {c.threads}")
+    print(f"c/b = {b / c.drain_s:.3f}   c/a = {a / c.drain_s:.3f}")
 
 
 if __name__ == "__main__":
