@@ -99,6 +99,16 @@ class RecognitionStore:
             _user_windows(org, users, starts),
         )
 
+    def users_with_state(self, org: str, users: Sequence[str]) -> set[str]:
+        """Those of `users` that have any stored score_state row: every point reaches a
+        user's `all` window, so they are the users with a stored `all` key."""
+        rows = self.ch.query(
+            "SELECT DISTINCT user_id FROM kudos.score_state WHERE org_id = %(org)s "
+            "AND window = 'all' AND user_id IN %(users)s",
+            {"org": org, "users": tuple(users)},
+        )
+        return {str(r[0]) for r in rows}
+
     def thanker_rows(
         self, org: str, users: Sequence[str], starts: Iterable[int]
     ) -> list[tuple[Any, ...]]:

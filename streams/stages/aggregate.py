@@ -28,6 +28,7 @@ from streams.domain.leaders import Boards
 from streams.domain.rules import RulesLookup
 from streams.domain.scorebook import Adjustment, Applied, BadgeAward, ScoreBook, apply_adjustments
 from streams.domain.tally import (
+    WID_BITS,
     BatchKeys,
     ColumnApplied,
     ColumnBook,
@@ -276,17 +277,18 @@ class AggregateStage:
 
     async def _load(self, packed: np.ndarray) -> None:
         """Load keys the book does not hold. A user whose `all` key is not stored has no
-        stored key (`ColumnBook.complete`): their `all` keys go first, and the other keys
-        of such users are held as zero keys without a query."""
+        stored key (`ColumnBook.complete`): one query says which of the users met for the
+        first time have stored keys, and the keys of the others are held as zero keys."""
         book = self.book
         packed = book.hold_complete(packed)
         first = book.is_all_key(packed)
         if first.any():
-            keys = [book.key_of_packed(p) for p in packed[first].tolist()]
-            stored = await self.blocking.retrying("score_state", self.store.load_into, keys, book)
-            new = [book.users.get(k[0], k[3]) for k in keys if k not in stored]
+            uids = distinct(packed[first] >> WID_BITS)
+            users = [(str(book.users.org[u]), str(book.users.name[u])) for u in uids.tolist()]
+            stored = await self.blocking.retrying("score_state", self.store.users_stored, users)
+            new = [u for u, user in zip(uids.tolist(), users, strict=True) if user not in stored]
             book.mark_complete(np.array(new, dtype=np.int64))
-            packed = book.hold_complete(packed[~first])
+            packed = book.hold_complete(packed)
         if len(packed):
             keys = [book.key_of_packed(p) for p in packed.tolist()]
             await self.blocking.retrying("score_state", self.store.load_into, keys, book)

@@ -227,6 +227,18 @@ class StateStore(RecognitionStore):
         book.awarded |= awarded
         book.users_loaded |= users_loaded
 
+    def users_stored(self, users: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (org, user) have stored keys: one small query per org, before loading
+        anything (most users a batch meets for the first time have none)."""
+        by_org: dict[str, list[str]] = defaultdict(list)
+        for org, user in users:
+            by_org[org].append(user)
+        return {
+            (org, user)
+            for org, names in by_org.items()
+            for user in self.users_with_state(org, sorted(set(names)))
+        }
+
     def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> set[WindowKey]:
         """Load the stored totals, thankers and awarded badges of `keys`, which `book` does
         not hold, into it (keys without stored rows as zero keys); returns the keys that

@@ -34,6 +34,9 @@ def test_many_long_user_ids_load_back_exactly(ch: ClickHouse) -> None:
     store.load_keys(keys, loaded)
     assert loaded.totals == {k: book.totals[k] for k in keys}
     assert loaded.awarded == {("acme", users[-1], Badge.SHARER, WEEK)}
+    # Which users have stored keys: the stage asks before loading users it meets first.
+    asked = [("acme", u) for u in users[::7]] + [("acme", "nobody"), ("globex", users[0])]
+    assert store.users_stored(asked) == {("acme", u) for u in users[::7]}
 
 
 def test_leaderboards_up_to_the_depth_read_leader_rows_and_deeper_ones_scores(

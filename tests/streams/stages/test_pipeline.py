@@ -56,9 +56,13 @@ class FakeStore:
         # The stage stores columns (BatchDecisions); this fake keeps them as Decision objects.
         return self.write_decisions([d for b in batches for d in b.decisions()], dead)
 
-    def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> set[WindowKey]:
+    def users_stored(self, users: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         self.log.append("load")
         return set()  # nothing stored
+
+    def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> set[WindowKey]:
+        self.log.append("load")
+        return set()
 
     def write_thanker_columns(self, columns: Sequence[Any]) -> int:
         self.log.append("thankers")
