@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -152,8 +153,11 @@ def period_window(award: BadgeAward) -> WindowName:
     )
 
 
+_JSON: Final = msgspec.json.Encoder()  # compact, UTF-8, keys in the order given
+
+
 def encode_badge(award: BadgeAward, awarded_at_ms: int) -> bytes:
-    return json.dumps(
+    return _JSON.encode(
         {
             "badge_id": badge_id(award),
             "org_id": award.org_id,
@@ -164,9 +168,8 @@ def encode_badge(award: BadgeAward, awarded_at_ms: int) -> bytes:
             "awarded_at": awarded_at_ms,
             "rule_version": award.rule_version,
             "evidence": award.evidence,
-        },
-        separators=(",", ":"),
-    ).encode()
+        }
+    )
 
 
 # --- control messages on kudos.effects ---------------------------------------------------
