@@ -8,7 +8,6 @@ here, one handler per kind, in the order they arrive among the effects.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -173,7 +172,7 @@ class AggregateStage:
         stop = self.blocking.stop_requested
         try:
             readable = encode_effects(batch_to_effects(decode_effect_batch(message.value)))
-            message = dataclasses.replace(message, value=readable)
+            message = message._replace(value=readable)
         except ValueError:
             pass
         await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
