@@ -287,6 +287,36 @@ async def _make_room(
         _ack_done(in_flight, stored)
 
 
+def raw_messages(
+    tp: TP, recs: Sequence[Any], r_offset: int | None
+) -> tuple[list[RawMessage], list[tuple[int, int]]]:
+    """The fetched records from `r_offset` (the last offset delivered) on, as
+    RawMessages, and the gaps among their offsets: offsets that will never come
+    (compaction, transaction markers), as (first, end) ranges."""
+    topic, partition, new = tp.topic, tp.partition, tuple.__new__
+    first = recs[0].offset if recs else None
+    if (
+        first is not None
+        and (r_offset is None or r_offset <= first <= r_offset + 1)
+        and recs[-1].offset - first == len(recs) - 1
+    ):  # contiguous from where delivery stands (the usual case): all of them, no gap
+        return [
+            new(RawMessage, (topic, partition, r.offset, r.key, r.value or b"")) for r in recs
+        ], []
+    batch: list[RawMessage] = []
+    gaps: list[tuple[int, int]] = []
+    last = r_offset
+    for r in recs:
+        offset = r.offset
+        if r_offset is not None and offset < r_offset:
+            continue  # before a seek point: already delivered
+        if last is not None and offset - last > 1 and r_offset:
+            gaps.append((last + 1, offset))
+        batch.append(RawMessage(topic, partition, offset, r.key, r.value or b""))
+        last = offset
+    return batch, gaps
+
+
 class FetchWaitThread(faust_aiokafka.AIOKafkaConsumerThread):
     """faust's consumer thread, with `fetch_max_wait_ms` of its own (batch_consumer)."""
 
@@ -394,17 +424,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def _deliver_batch(
         self, route: BatchRoute, tp: TP, recs: list[Any], r_offset: int | None
     ) -> None:
-        batch: list[RawMessage] = []
-        last = r_offset
-        for r in recs:
-            offset = r.offset
-            if r_offset is not None and offset < r_offset:
-                continue  # before a seek point: already delivered
-            if last is not None and offset - last > 1 and r_offset:
-                # Offsets that will never come (compaction, transaction markers).
-                await self._add_gap(tp, last + 1, offset)
-            batch.append(RawMessage(tp.topic, tp.partition, offset, r.key, r.value or b""))
-            last = offset
+        batch, gaps = raw_messages(tp, recs, r_offset)
+        for start, end in gaps:
+            await self._add_gap(tp, start, end)
         if not batch:
             return
         self.processed_next.setdefault(tp, batch[0].offset)

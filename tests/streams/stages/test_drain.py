@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from faust.types import TP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.stages.drain import BatchRoute
+from streams.stages.drain import BatchRoute, raw_messages
 from streams.stages.flush import RawMessage
 
 
@@ -150,3 +155,39 @@ def test_a_rebalance_drops_what_waits_and_a_delivery_it_interrupted_reports_it()
     interrupted, fresh = asyncio.run(scenario())
     assert interrupted is False and fresh is True
     assert submitted == [[0, 1, 2], [3, 4]]  # in order, nothing stale, nothing twice
+
+
+@dataclass
+class _Record:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def _delivered_one_by_one(
+    recs: list[_Record], r_offset: int | None
+) -> tuple[list[RawMessage], list[tuple[int, int]]]:
+    """The record-by-record delivery that `raw_messages` shortcuts for contiguous runs."""
+    batch, gaps, last = [], [], r_offset
+    for r in recs:
+        if r_offset is not None and r.offset < r_offset:
+            continue
+        if last is not None and r.offset - last > 1 and r_offset:
+            gaps.append((last + 1, r.offset))
+        batch.append(RawMessage("t", 3, r.offset, r.key, r.value or b""))
+        last = r.offset
+    return batch, gaps
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.integers(0, 5),
+    steps=st.lists(st.integers(1, 3), max_size=8),
+    r_offset=st.none() | st.integers(0, 12),
+)
+def test_raw_messages_are_the_records_from_the_read_offset_with_their_gaps(
+    start: int, steps: list[int], r_offset: int | None
+) -> None:
+    offsets = list(itertools.accumulate(steps, initial=start)) if steps else []
+    recs = [_Record(o, b"k" if o % 2 else None, None if o % 3 == 0 else b"v") for o in offsets]
+    assert raw_messages(TP("t", 3), recs, r_offset) == _delivered_one_by_one(recs, r_offset)
