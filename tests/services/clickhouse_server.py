@@ -146,6 +146,13 @@ class ClickHouseServer:
         return f"clickhouse://default:@127.0.0.1:{self.port}/kudos"
 
     @property
+    def pid(self) -> int:
+        """The server's process id (while running)."""
+        if self._process is None:
+            raise ClickHouseServerError("clickhouse-server is not running")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
