@@ -42,6 +42,7 @@ from streams.stages.isolation import IsolatableStage, Isolator, PoisonStorm, iso
 from streams.stages.progress import ProgressTracker
 from streams.stages.state_store import StateStore
 from streams.web.admission import ApiReads, HealthProbe
+from streams.web.context import StoredBoards
 from streams.web.views import register_directory_views, register_views
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ class Kudos:
     joined: asyncio.Event = field(default_factory=asyncio.Event)
     directory: DirectoryStage | None = None  # the user directory (streams/stages/directory.py)
     auditor: Auditor | None = None  # the collusion audit (streams/stages/audit.py)
+    # Leader rows this worker stored, for the API's caches of boards (streams/web/context.py).
+    stored_boards: StoredBoards = field(default_factory=StoredBoards)
 
     @property
     def rules_for(self) -> RulesLookup:
@@ -279,6 +282,7 @@ def build_stages(
         api_clickhouse,
         HealthProbe(health_clickhouse),
     )
+    aggregate.on_leaders_stored = kudos.stored_boards.stored
     kudos.directory = DirectoryStage(
         DirectoryStore(clickhouse, settings.team_min_size),
         directory_codec_for(settings),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -123,6 +123,8 @@ class AggregateStage:
         # Called with (org, user, token) for a `scrub` control: the worker points it at its
         # deciding stage, whose caps and budgets must forget the person too.
         self.on_scrub: Callable[[str, str, str], None] | None = None
+        # Called with the orgs of leader rows once they are stored (the API's board caches).
+        self.on_leaders_stored: Callable[[Collection[str]], None] | None = None
 
     def forget(self) -> None:
         """After a rebalance another worker may own some users: reload from ClickHouse.
@@ -334,11 +336,16 @@ class AggregateStage:
     ) -> None:
         """Store what applying a batch (or an audit) changed.
 
-        Order matters for recovery: thankers, badges and leader rows before totals, whose
+        Order matters for recovery: leader rows, thankers and badges before totals, whose
         high-water marks say "applied". A crash in between re-applies the batch: sets
         absorb that, and leader rows are snapshots rewritten alike. Leader rows written
         after the totals would be lost by a crash in between (the replay finds the points
-        applied and writes no row), and a board could miss the key for good."""
+        applied and writes no row), and a board could miss the key for good. Leader rows
+        go first because they are what the boards read: a batch's points are visible as
+        soon as they are stored (nothing read depends on the thankers or badges of a row)."""
+        await self.blocking.retrying("leader_rows", self.store.write_score_columns, leaders, True)
+        if len(leaders) and self.on_leaders_stored is not None:
+            self.on_leaders_stored(set(leaders.org.tolist()))
         if audited is not None:
             if audited.dropped_thankers:
                 await self.blocking.retrying(
@@ -351,7 +358,6 @@ class AggregateStage:
             await self.blocking.retrying("thankers", self.store.write_thanker_columns, thankers)
         if badges:
             await self._publish_badges(badges)
-        await self.blocking.retrying("leader_rows", self.store.write_score_columns, leaders, True)
         await self.blocking.retrying("score_state", self.store.write_score_columns, rows)
         metrics.INSERT_ROWS.labels("leader_rows").inc(len(leaders))
         metrics.INSERT_ROWS.labels("score_state").inc(len(rows))
