@@ -35,7 +35,7 @@ from streams.stages.audit import Auditor
 from streams.stages.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.stages.decide import DecideStage
 from streams.stages.directory import DirectoryStage
-from streams.stages.drain import BatchRoute, batch_consumer
+from streams.stages.drain import BatchRoute, ReadAhead, batch_consumer
 from streams.stages.faults import poisoned
 from streams.stages.flush import Blocking, RawMessage, StopRequested
 from streams.stages.isolation import IsolatableStage, Isolator, PoisonStorm, isolatable
@@ -331,7 +331,9 @@ def run_stages(kudos: Kudos, routes: dict[str, BatchRoute]) -> None:
     def stopping_now() -> bool:
         return kudos.stopping.is_set() or bool(app.should_stop)
 
-    def runner(topic: str, stage: IsolatableStage) -> Callable[[], Awaitable[None]]:
+    def runner(
+        topic: str, stage: IsolatableStage, read_ahead: ReadAhead | None = None
+    ) -> Callable[[], Awaitable[None]]:
         route = routes[topic]
         isolator = Isolator(
             stage,
@@ -342,7 +344,7 @@ def run_stages(kudos: Kudos, routes: dict[str, BatchRoute]) -> None:
 
         async def run() -> None:
             try:
-                await route.run(stage.submit, ack, isolator.recover, isolatable)
+                await route.run(stage.submit, ack, isolator.recover, isolatable, read_ahead)
             except Exception as exc:
                 fail(stage.name, exc)
 
@@ -350,7 +352,7 @@ def run_stages(kudos: Kudos, routes: dict[str, BatchRoute]) -> None:
 
     assert kudos.directory is not None
     app.task(runner(settings.events_topic, kudos.decide))
-    app.task(runner(settings.effects_topic, kudos.aggregate))
+    app.task(runner(settings.effects_topic, kudos.aggregate, kudos.aggregate.read_ahead))
     app.task(runner(settings.directory_topic, kudos.directory))
 
 

@@ -8,6 +8,7 @@ here, one handler per kind, in the order they arrive among the effects.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -178,6 +179,21 @@ class AggregateStage:
         except ValueError:
             pass
         await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
+
+    async def read_ahead(self, messages: list[RawMessage]) -> bool:
+        """Load the stored keys these effects will read while earlier batches are being
+        stored (`BatchRoute.run`), so that their own submission finds them held. Safe: a
+        key the book does not hold is in no batch in flight. Never past a control message
+        (a forget erases its person before anything after it may load their keys), nor
+        while the book is to be dropped or trimmed first: False then."""
+        if self.stale or len(self.book) > self.max_cached_keys:
+            return False
+        effects = list(itertools.takewhile(lambda m: not is_control(m.value), messages))
+        if effects:
+            runs = effect_runs(effects)
+            keyed = [(run, batch_keys(run, self.book, self.rules_for)) for run in runs]
+            await self._load(missing_keys(self.book, keyed))
+        return len(effects) == len(messages)
 
     async def process(self, messages: Sequence[RawMessage]) -> ColumnApplied:
         """Aggregate and flush one batch; returns when its rows are stored."""

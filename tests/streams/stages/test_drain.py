@@ -77,6 +77,56 @@ def test_runner_group_commits_under_light_load_pipelines_full_batches_and_acks_i
     asyncio.run(scenario())
 
 
+def test_a_batch_gathering_behind_a_flush_is_read_ahead_once_per_message() -> None:
+    read: list[list[int]] = []
+    submitted: list[list[int]] = []
+    gates: list[asyncio.Event] = []
+    reading = asyncio.Event()
+
+    async def scenario() -> None:
+        route = BatchRoute("t", max_events=100, max_pending=10)
+
+        async def submit(batch: list[RawMessage]) -> asyncio.Future[Any]:
+            assert reading.is_set()  # never while a read-ahead runs
+            submitted.append([m.offset for m in batch])
+            gates.append(asyncio.Event())
+            return asyncio.ensure_future(gates[-1].wait())
+
+        async def read_ahead(batch: list[RawMessage]) -> bool:
+            read.append([m.offset for m in batch])
+            reading.clear()
+            await asyncio.sleep(0.02)
+            reading.set()
+            return all(m.value != b"control" for m in batch)
+
+        reading.set()
+        runner = asyncio.ensure_future(route.run(submit, lambda b: None, read_ahead=read_ahead))
+        await route.deliver(msgs(2, 1))
+        await asyncio.sleep(0.01)
+        assert submitted == [[0, 1]] and read == []  # nothing in flight: no read-ahead
+        await route.deliver(msgs(2, 1, first=2))
+        await asyncio.sleep(0.005)
+        await route.deliver(msgs(1, 1, first=4))  # while the first read-ahead runs
+        await asyncio.sleep(0.03)
+        assert read == [[2, 3], [4]]  # the later message in a read-ahead of its own
+        await route.deliver([RawMessage("t", 0, 5, None, b"control")])
+        await asyncio.sleep(0.03)
+        await route.deliver(msgs(1, 1, first=6))  # after a refusal: not read ahead
+        await asyncio.sleep(0.03)
+        assert read == [[2, 3], [4], [5]]
+        gates[0].set()
+        await asyncio.sleep(0.01)
+        assert submitted == [[0, 1], [2, 3, 4, 5, 6]]
+        await route.deliver(msgs(1, 1, first=7))  # a new batch: read ahead again
+        await asyncio.sleep(0.01)
+        assert read[-1] == [7]
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(scenario())
+
+
 def test_write_buffer_counts_messages_until_stored_and_pauses_when_full() -> None:
     from streams import metrics
 
