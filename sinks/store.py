@@ -101,15 +101,16 @@ class RecognitionStore:
             _user_windows(orgs, users, starts),
         )
 
-    def users_with_state(self, org: str, users: Sequence[str]) -> set[str]:
-        """Those of `users` that have any stored score_state row: every point reaches a
+    def users_with_state(self, orgs: Sequence[str], users: Sequence[str]) -> set[tuple[str, str]]:
+        """The (org, user) of these orgs and users that have any stored score_state row
+        (each user looked up in each org, as `score_state_rows`): every point reaches a
         user's `all` window, so they are the users with a stored `all` key."""
         rows = self.ch.query(
-            "SELECT DISTINCT user_id FROM kudos.score_state WHERE org_id = %(org)s "
+            "SELECT DISTINCT org_id, user_id FROM kudos.score_state WHERE org_id IN %(orgs)s "
             "AND window = 'all' AND user_id IN %(users)s",
-            {"org": org, "users": tuple(users)},
+            {"orgs": tuple(orgs), "users": tuple(users)},
         )
-        return {str(r[0]) for r in rows}
+        return {(str(r[0]), str(r[1])) for r in rows}
 
     def thanker_rows(
         self, orgs: Sequence[str], users: Sequence[str], starts: Iterable[int]

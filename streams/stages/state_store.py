@@ -228,16 +228,13 @@ class StateStore(RecognitionStore):
         book.users_loaded |= users_loaded
 
     def users_stored(self, users: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which (org, user) have stored keys: one small query per org, before loading
-        anything (most users a batch meets for the first time have none)."""
-        by_org: dict[str, list[str]] = defaultdict(list)
-        for org, user in users:
-            by_org[org].append(user)
-        return {
-            (org, user)
-            for org, names in by_org.items()
-            for user in self.users_with_state(org, sorted(set(names)))
-        }
+        """Which (org, user) have stored keys: one small query for every org, before
+        loading anything (most users a batch meets for the first time have none)."""
+        asked = set(users)
+        if not asked:
+            return set()
+        orgs, names = sorted({o for o, _ in asked}), sorted({u for _, u in asked})
+        return self.users_with_state(orgs, names) & asked
 
     def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> set[WindowKey]:
         """Load the stored totals, thankers and awarded badges of `keys`, which `book` does
