@@ -85,48 +85,55 @@ class RecognitionStore:
     # --- aggregating stage -------------------------------------------------------------
 
     def score_state_rows(
-        self, org: str, users: Sequence[str], starts: Iterable[int]
+        self, orgs: Sequence[str], users: Sequence[str], starts: Iterable[int]
     ) -> list[tuple[Any, ...]]:
-        """Every stored version of these users' score_state rows in windows starting at
-        `starts`: (window, start ms, user, shares, thanks_given, thanks_received,
-        reactions_received, hwm_partitions, hwm_offsets, version, decay_value, decay_at_ms).
-        As the driver returns them: ClickHouse computes the start in ms (`_START_MS`)."""
+        """Every stored version of the score_state rows of these users in these orgs, in
+        windows starting at `starts`: (org, window, start ms, user, shares, thanks_given,
+        thanks_received, reactions_received, hwm_partitions, hwm_offsets, version,
+        decay_value, decay_at_ms). One statement for every org: each user is looked up in
+        each org, so a caller keeps the (org, user) pairs it asked for. As the driver
+        returns them: ClickHouse computes the start in ms (`_START_MS`)."""
         return self.ch.query(
-            f"SELECT window, {_START_MS}, user_id, shares, thanks_given, thanks_received, "
-            "reactions_received, hwm_partitions, hwm_offsets, version, decay_value, "
-            "decay_at_ms FROM kudos.score_state WHERE org_id = %(org)s "
+            f"SELECT org_id, window, {_START_MS}, user_id, shares, thanks_given, "
+            "thanks_received, reactions_received, hwm_partitions, hwm_offsets, version, "
+            "decay_value, decay_at_ms FROM kudos.score_state WHERE org_id IN %(orgs)s "
             "AND user_id IN %(users)s AND window_start IN %(starts)s",
-            _user_windows(org, users, starts),
+            _user_windows(orgs, users, starts),
         )
 
-    def users_with_state(self, org: str, users: Sequence[str]) -> set[str]:
-        """Those of `users` that have any stored score_state row: every point reaches a
+    def users_with_state(self, orgs: Sequence[str], users: Sequence[str]) -> set[tuple[str, str]]:
+        """The (org, user) of these orgs and users that have any stored score_state row
+        (each user looked up in each org, as `score_state_rows`): every point reaches a
         user's `all` window, so they are the users with a stored `all` key."""
         rows = self.ch.query(
-            "SELECT DISTINCT user_id FROM kudos.score_state WHERE org_id = %(org)s "
+            "SELECT DISTINCT org_id, user_id FROM kudos.score_state WHERE org_id IN %(orgs)s "
             "AND window = 'all' AND user_id IN %(users)s",
-            {"org": org, "users": tuple(users)},
+            {"orgs": tuple(orgs), "users": tuple(users)},
         )
-        return {str(r[0]) for r in rows}
+        return {(str(r[0]), str(r[1])) for r in rows}
 
     def thanker_rows(
-        self, org: str, users: Sequence[str], starts: Iterable[int]
+        self, orgs: Sequence[str], users: Sequence[str], starts: Iterable[int]
     ) -> list[tuple[Any, ...]]:
-        """(window, start ms, user, thanker) of these users in windows starting at `starts`."""
+        """(org, window, start ms, user, thanker) of these users in these orgs (each user
+        in each org, as `score_state_rows`), in windows starting at `starts`."""
         return self.ch.query(
-            f"SELECT window, {_START_MS}, user_id, thanker_id FROM kudos.thankers "
-            "WHERE org_id = %(org)s AND user_id IN %(users)s AND window_start IN %(starts)s",
-            _user_windows(org, users, starts),
+            f"SELECT org_id, window, {_START_MS}, user_id, thanker_id FROM kudos.thankers "
+            "WHERE org_id IN %(orgs)s AND user_id IN %(users)s AND window_start IN %(starts)s",
+            _user_windows(orgs, users, starts),
         )
 
-    def awarded_badges(self, org: str, users: Sequence[str]) -> list[tuple[str, str, int]]:
-        """(user, badge, period start ms) of every badge these users were awarded."""
+    def awarded_badges(
+        self, orgs: Sequence[str], users: Sequence[str]
+    ) -> list[tuple[str, str, str, int]]:
+        """(org, user, badge, period start ms) of every badge these users were awarded in
+        these orgs (each user in each org, as `score_state_rows`)."""
         return [
-            (str(user), str(badge), dt_to_ms(period))
-            for user, badge, period in self.ch.query(
-                "SELECT user_id, badge, period_start FROM kudos.badge_award_rows "
-                "WHERE org_id = %(org)s AND user_id IN %(users)s",
-                {"org": org, "users": tuple(users)},
+            (str(org), str(user), str(badge), dt_to_ms(period))
+            for org, user, badge, period in self.ch.query(
+                "SELECT org_id, user_id, badge, period_start FROM kudos.badge_award_rows "
+                "WHERE org_id IN %(orgs)s AND user_id IN %(users)s",
+                {"orgs": tuple(orgs), "users": tuple(users)},
             )
         ]
 
@@ -266,9 +273,11 @@ class RecognitionStore:
 _START_MS = "toUInt64(toUnixTimestamp(window_start)) * 1000"
 
 
-def _user_windows(org: str, users: Sequence[str], starts: Iterable[int]) -> dict[str, Any]:
+def _user_windows(
+    orgs: Sequence[str], users: Sequence[str], starts: Iterable[int]
+) -> dict[str, Any]:
     return {
-        "org": org,
+        "orgs": tuple(orgs),
         "users": tuple(users),
         "starts": tuple(ms_to_dt(s) for s in sorted(starts)),
     }

@@ -35,13 +35,14 @@ from streams.stages.audit import Auditor
 from streams.stages.breaker import BadInputRatioExceeded, DeadLetterBreaker
 from streams.stages.decide import DecideStage
 from streams.stages.directory import DirectoryStage
-from streams.stages.drain import BatchRoute, batch_consumer
+from streams.stages.drain import BatchRoute, ReadAhead, batch_consumer
 from streams.stages.faults import poisoned
 from streams.stages.flush import Blocking, RawMessage, StopRequested
 from streams.stages.isolation import IsolatableStage, Isolator, PoisonStorm, isolatable
 from streams.stages.progress import ProgressTracker
 from streams.stages.state_store import StateStore
 from streams.web.admission import ApiReads, HealthProbe
+from streams.web.context import StoredBoards
 from streams.web.views import register_directory_views, register_views
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ class Kudos:
     joined: asyncio.Event = field(default_factory=asyncio.Event)
     directory: DirectoryStage | None = None  # the user directory (streams/stages/directory.py)
     auditor: Auditor | None = None  # the collusion audit (streams/stages/audit.py)
+    # Leader rows this worker stored, for the API's caches of boards (streams/web/context.py).
+    stored_boards: StoredBoards = field(default_factory=StoredBoards)
 
     @property
     def rules_for(self) -> RulesLookup:
@@ -279,6 +282,7 @@ def build_stages(
         api_clickhouse,
         HealthProbe(health_clickhouse),
     )
+    aggregate.on_leaders_stored = kudos.stored_boards.stored
     kudos.directory = DirectoryStage(
         DirectoryStore(clickhouse, settings.team_min_size),
         directory_codec_for(settings),
@@ -327,7 +331,9 @@ def run_stages(kudos: Kudos, routes: dict[str, BatchRoute]) -> None:
     def stopping_now() -> bool:
         return kudos.stopping.is_set() or bool(app.should_stop)
 
-    def runner(topic: str, stage: IsolatableStage) -> Callable[[], Awaitable[None]]:
+    def runner(
+        topic: str, stage: IsolatableStage, read_ahead: ReadAhead | None = None
+    ) -> Callable[[], Awaitable[None]]:
         route = routes[topic]
         isolator = Isolator(
             stage,
@@ -338,7 +344,7 @@ def run_stages(kudos: Kudos, routes: dict[str, BatchRoute]) -> None:
 
         async def run() -> None:
             try:
-                await route.run(stage.submit, ack, isolator.recover, isolatable)
+                await route.run(stage.submit, ack, isolator.recover, isolatable, read_ahead)
             except Exception as exc:
                 fail(stage.name, exc)
 
@@ -346,7 +352,7 @@ def run_stages(kudos: Kudos, routes: dict[str, BatchRoute]) -> None:
 
     assert kudos.directory is not None
     app.task(runner(settings.events_topic, kudos.decide))
-    app.task(runner(settings.effects_topic, kudos.aggregate))
+    app.task(runner(settings.effects_topic, kudos.aggregate, kudos.aggregate.read_ahead))
     app.task(runner(settings.directory_topic, kudos.directory))
 
 

@@ -8,9 +8,10 @@ here, one handler per kind, in the order they arrive among the effects.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -123,6 +124,8 @@ class AggregateStage:
         # Called with (org, user, token) for a `scrub` control: the worker points it at its
         # deciding stage, whose caps and budgets must forget the person too.
         self.on_scrub: Callable[[str, str, str], None] | None = None
+        # Called with the orgs of leader rows once they are stored (the API's board caches).
+        self.on_leaders_stored: Callable[[Collection[str]], None] | None = None
 
     def forget(self) -> None:
         """After a rebalance another worker may own some users: reload from ClickHouse.
@@ -176,6 +179,21 @@ class AggregateStage:
         except ValueError:
             pass
         await dead_letter(self.publisher, self.dlq_topic, [(message, "poison", detail)], stop)
+
+    async def read_ahead(self, messages: list[RawMessage]) -> bool:
+        """Load the stored keys these effects will read while earlier batches are being
+        stored (`BatchRoute.run`), so that their own submission finds them held. Safe: a
+        key the book does not hold is in no batch in flight. Never past a control message
+        (a forget erases its person before anything after it may load their keys), nor
+        while the book is to be dropped or trimmed first: False then."""
+        if self.stale or len(self.book) > self.max_cached_keys:
+            return False
+        effects = list(itertools.takewhile(lambda m: not is_control(m.value), messages))
+        if effects:
+            runs = effect_runs(effects)
+            keyed = [(run, batch_keys(run, self.book, self.rules_for)) for run in runs]
+            await self._load(missing_keys(self.book, keyed))
+        return len(effects) == len(messages)
 
     async def process(self, messages: Sequence[RawMessage]) -> ColumnApplied:
         """Aggregate and flush one batch; returns when its rows are stored."""
@@ -334,11 +352,16 @@ class AggregateStage:
     ) -> None:
         """Store what applying a batch (or an audit) changed.
 
-        Order matters for recovery: thankers, badges and leader rows before totals, whose
+        Order matters for recovery: leader rows, thankers and badges before totals, whose
         high-water marks say "applied". A crash in between re-applies the batch: sets
         absorb that, and leader rows are snapshots rewritten alike. Leader rows written
         after the totals would be lost by a crash in between (the replay finds the points
-        applied and writes no row), and a board could miss the key for good."""
+        applied and writes no row), and a board could miss the key for good. Leader rows
+        go first because they are what the boards read: a batch's points are visible as
+        soon as they are stored (nothing read depends on the thankers or badges of a row)."""
+        await self.blocking.retrying("leader_rows", self.store.write_score_columns, leaders, True)
+        if len(leaders) and self.on_leaders_stored is not None:
+            self.on_leaders_stored(set(leaders.org.tolist()))
         if audited is not None:
             if audited.dropped_thankers:
                 await self.blocking.retrying(
@@ -351,7 +374,6 @@ class AggregateStage:
             await self.blocking.retrying("thankers", self.store.write_thanker_columns, thankers)
         if badges:
             await self._publish_badges(badges)
-        await self.blocking.retrying("leader_rows", self.store.write_score_columns, leaders, True)
         await self.blocking.retrying("score_state", self.store.write_score_columns, rows)
         metrics.INSERT_ROWS.labels("leader_rows").inc(len(leaders))
         metrics.INSERT_ROWS.labels("score_state").inc(len(rows))

@@ -43,6 +43,10 @@ Submit = Callable[[list[RawMessage]], Awaitable["asyncio.Future[Any]"]]
 Recover = Callable[[list[list[RawMessage]]], Awaitable[bool]]
 # Whether a failure is one that `Recover` handles (others end the worker).
 Recoverable = Callable[[BaseException], bool]
+# Reads ahead what messages of the batch gathering will need (streams/stages/aggregate.py:
+# the stored keys they touch) while earlier batches are being flushed; False when the
+# batch's later messages must not be read ahead of (a control message came).
+ReadAhead = Callable[[list[RawMessage]], Awaitable[bool]]
 # Flushes submitted and not yet acked, oldest first, with their batches.
 InFlight = deque[tuple["asyncio.Future[Any]", list[RawMessage]]]
 # A queued chunk: messages, their bytes, and the route's generation when they came.
@@ -161,6 +165,7 @@ class BatchRoute:
         ack: Callable[[Sequence[RawMessage]], None],
         recover: Recover | None = None,
         recoverable: Recoverable = lambda exc: False,
+        read_ahead: ReadAhead | None = None,
     ) -> None:
         """Forever: gather batches and submit them to the stage, which prepares each at
         once and queues its flush behind the previous one; acknowledge each batch when its
@@ -171,6 +176,8 @@ class BatchRoute:
         flushed (its CPU work overlaps the broker's and ClickHouse's latency), and under a
         light load what arrives during a flush becomes the next batch (group commit):
         inserts stay few and large, and an event waits for about two flushes at most.
+        While a batch gathers behind a flush, `read_ahead` (if given) prepares what its
+        messages will read, so that its submission does not wait for those reads.
 
         A failure that `recoverable` accepts goes to `recover` with the batches it
         concerns -- the failed one and every later one, prepared on its state -- and the
@@ -182,6 +189,7 @@ class BatchRoute:
         batch: list[RawMessage] = []
         size = 0
         generation = self.generation  # of the batch gathering
+        ahead = _ReadAhead(read_ahead)
 
         def stored(flushed: list[RawMessage]) -> None:
             ack(flushed)
@@ -191,38 +199,46 @@ class BatchRoute:
             while True:
                 if get is None:
                     get = asyncio.ensure_future(q.get())
-                waiting: set[asyncio.Future[Any]] = {get}
+                waiting: set[asyncio.Future[Any]] = {get, *ahead.running()}
                 if in_flight:
                     waiting.add(in_flight[0][0])
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if generation != self.generation:  # a rebalance: the gathered are stale
                     self._count(-len(batch))
                     batch, size, generation = [], 0, self.generation
+                    ahead.restart()
                 try:
                     _ack_done(in_flight, stored)
                     if get.done():
                         more, more_size = self._take(get.result())
                         get = None
-                        batch, size = batch + more, size + more_size
+                        batch.extend(more)  # in place: a read-ahead may be waiting on it
+                        size += more_size
                         while not self._full(batch, size) and not q.empty():
                             more, more_size = self._take(q.get_nowait())
-                            batch, size = batch + more, size + more_size
+                            batch.extend(more)
+                            size += more_size
                     if batch and (self._full(batch, size) or not in_flight):
                         await _make_room(in_flight, stored, self.max_in_flight)
+                        await ahead.settle()
                         submitted, batch, size = batch, [], 0
                         try:
                             in_flight.append((await submit(submitted), submitted))
                         except Exception as exc:
                             raise _Failure(exc, submitted, flushed=False) from exc
+                    elif batch:
+                        ahead.start(batch)  # behind a flush: read ahead meanwhile
                 except _Failure as failure:
                     if recover is None or not recoverable(failure.cause):
                         raise failure.cause from None
                     self.busy = True
+                    await ahead.settle()
                     await self._recover(recover, recoverable, stored, in_flight, failure)
                 self.busy = bool(in_flight or batch)
         finally:
             if get is not None:
                 get.cancel()
+            ahead.cancel()
 
     async def _recover(
         self,
@@ -256,6 +272,88 @@ class BatchRoute:
 
     def _full(self, batch: list[RawMessage], size: int) -> bool:
         return len(batch) >= self.max_events or size >= self.max_bytes
+
+
+class _ReadAhead:
+    """The read-ahead of the batch gathering (`BatchRoute.run`): at most one at a time, on
+    the messages that came since the last one, none past a message it refused. Each
+    starts a moment after the message that prompted it, so that the rest of a fetch round
+    (one delivery per partition) is read ahead with it: each read costs statements."""
+
+    GATHER_S: ClassVar[float] = 0.005
+
+    def __init__(self, read_ahead: ReadAhead | None) -> None:
+        self.read_ahead = read_ahead
+        self.task: asyncio.Future[bool] | None = None
+        self.task_batch: list[RawMessage] | None = None  # the batch it reads ahead of
+        self.reading = False  # the task has handed messages over (not just waiting)
+        self.handed = 0  # messages of the gathering batch handed to a read-ahead
+        self.stopped = False  # a read-ahead refused to go past a message of this batch
+
+    def start(self, batch: list[RawMessage]) -> None:
+        """Read ahead what `batch` (the batch gathering, which grows in place) holds beyond
+        what was read ahead of it already."""
+        if self.read_ahead is None or self.stopped or self.handed >= len(batch):
+            return
+        if self.task is not None:
+            if not self.task.done():
+                return
+            went_on = _read_ahead_went_on(self.task)
+            self.stopped = self.task_batch is batch and not went_on
+            self.task = None
+            if self.stopped:
+                return
+        self.task = asyncio.ensure_future(self._read(self.read_ahead, batch))
+        self.task_batch = batch
+
+    async def _read(self, read_ahead: ReadAhead, batch: list[RawMessage]) -> bool:
+        await asyncio.sleep(self.GATHER_S)
+        messages, self.handed, self.reading = batch[self.handed :], len(batch), True
+        try:
+            return await read_ahead(messages)
+        finally:
+            self.reading = False
+
+    def running(self) -> list[asyncio.Future[bool]]:
+        """The read-ahead in progress (when it ends, what came meanwhile is read ahead)."""
+        return [self.task] if self.task is not None and not self.task.done() else []
+
+    def restart(self) -> None:
+        """The gathering batch was dropped: the next one starts from its first message. A
+        read-ahead that has begun is left to finish: `settle` still waits for it, since the
+        stage must never be submitted to while one runs."""
+        if self.task is not None and not self.reading:
+            self.task.cancel()
+            self.task = None
+        self.handed, self.stopped = 0, False
+
+    async def settle(self) -> None:
+        """Before the batch is submitted (or failures recovered): let the read-ahead in
+        progress finish, so that the stage is not read into while it works (one that has
+        not begun is called off). A failed read-ahead fails nothing: the stage reads what
+        it still lacks itself."""
+        task, self.task = self.task, None
+        if task is not None:
+            if not self.reading:
+                task.cancel()
+            await asyncio.wait([task])
+            _read_ahead_went_on(task)
+        self.handed, self.stopped = 0, False
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+def _read_ahead_went_on(task: asyncio.Future[bool]) -> bool:
+    """A finished read-ahead's answer; False if it failed (logged) or was cancelled."""
+    if task.cancelled():
+        return False
+    exc = task.exception()
+    if exc is not None:
+        log.debug("read-ahead failed (the batch reads for itself): %r", exc)
+        return False
+    return task.result()
 
 
 class _Failure(Exception):

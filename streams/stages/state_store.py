@@ -228,16 +228,13 @@ class StateStore(RecognitionStore):
         book.users_loaded |= users_loaded
 
     def users_stored(self, users: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which (org, user) have stored keys: one small query per org, before loading
-        anything (most users a batch meets for the first time have none)."""
-        by_org: dict[str, list[str]] = defaultdict(list)
-        for org, user in users:
-            by_org[org].append(user)
-        return {
-            (org, user)
-            for org, names in by_org.items()
-            for user in self.users_with_state(org, sorted(set(names)))
-        }
+        """Which (org, user) have stored keys: one small query for every org, before
+        loading anything (most users a batch meets for the first time have none)."""
+        asked = set(users)
+        if not asked:
+            return set()
+        orgs, names = sorted({o for o, _ in asked}), sorted({u for _, u in asked})
+        return self.users_with_state(orgs, names) & asked
 
     def load_into(self, keys: Iterable[WindowKey], book: ColumnBook) -> set[WindowKey]:
         """Load the stored totals, thankers and awarded badges of `keys`, which `book` does
@@ -261,24 +258,29 @@ class StateStore(RecognitionStore):
         for k in keys:
             by_org[k[0]].add(k)
         loaded: dict[WindowKey, WindowTotals] = {}
-        awarded: set[tuple[str, str, str, int]] = set()
-        new_loaded: set[tuple[str, str]] = set()
+        if not by_org:
+            return loaded, set(), set()
+        # One statement per table for every org and user: a batch touches most orgs, and
+        # each statement costs more than its rows (the ids are bound, sinks/clickhouse.py).
+        orgs = sorted(by_org)
+        users = sorted({k[3] for k in keys})
+        starts = {k[2] for k in keys}
+        states = _by_org(self.score_state_rows(orgs, users, starts))
+        thankers = _by_org(self.thanker_rows(orgs, users, starts))
         for org, wanted in by_org.items():
-            # One statement per table and org, whatever the number of users: the ids are
-            # bound (sinks/clickhouse.py), not written into the SQL text.
-            users = sorted({k[3] for k in wanted})
-            starts = {k[2] for k in wanted}
-            states = self.score_state_rows(org, users, starts)
-            thankers = self.thanker_rows(org, users, starts)
+            org_states, org_thankers = states.get(org, []), thankers.get(org, [])
             if only_stored:  # the others start at zero, made in bulk by the book
-                wanted = {(org, r[0], int(r[1]), r[2]) for r in (*states, *thankers)} & wanted
-            loaded.update(stored_totals(org, wanted, states, thankers))
-            new_users = [u for u in users if (org, u) not in users_loaded]
-            if new_users:
-                for user, badge, period in self.awarded_badges(org, new_users):
+                stored = {(org, r[0], int(r[1]), r[2]) for r in (*org_states, *org_thankers)}
+                wanted = stored & wanted
+            loaded.update(stored_totals(org, wanted, org_states, org_thankers))
+        new_users = {(k[0], k[3]) for k in keys} - users_loaded
+        awarded: set[tuple[str, str, str, int]] = set()
+        if new_users:
+            new_orgs, new_ids = sorted({o for o, _ in new_users}), sorted({u for _, u in new_users})
+            for org, user, badge, period in self.awarded_badges(new_orgs, new_ids):
+                if (org, user) in new_users:
                     awarded.add((org, user, badge, period))
-                new_loaded.update((org, u) for u in new_users)
-        return loaded, awarded, new_loaded
+        return loaded, awarded, new_users
 
     def write_score_columns(self, rows: ScoreColumns, leaders: bool = False) -> int:
         """`kudos.score_state` (or, `leaders`, `kudos.leader_rows`) rows by column."""
@@ -344,3 +346,11 @@ class StateStore(RecognitionStore):
         """`kudos.score_state` rows of these keys as they are now (a snapshot)."""
         at = now_utc()
         return [score_row(key, book.totals[key], rules_for, at) for key in keys]
+
+
+def _by_org(rows: Iterable[Sequence[Any]]) -> dict[str, list[Sequence[Any]]]:
+    """Rows led by their org, as the rest of each row per org."""
+    out: dict[str, list[Sequence[Any]]] = defaultdict(list)
+    for row in rows:
+        out[str(row[0])].append(row[1:])
+    return out

@@ -6,7 +6,7 @@ boards."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import Final, Protocol, TypeVar
 
 import faust
@@ -36,6 +36,23 @@ class Progress(Protocol):
     def lags(self) -> dict[tuple[str, int], int]: ...
 
 
+class StoredBoards:
+    """Where the aggregating stage of this worker says that it stored leader rows of some
+    orgs, and the caches of people boards listen: they reload those boards at once
+    (`ReadCache.refresh`) rather than when their answers age out. Rows another worker
+    stores are seen when the answers age out (KUDOS_READ_CACHE_MS), as before."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[Collection[str]], None]] = []
+
+    def listen(self, listener: Callable[[Collection[str]], None]) -> None:
+        self._listeners.append(listener)
+
+    def stored(self, orgs: Collection[str]) -> None:
+        for listener in self._listeners:
+            listener(orgs)
+
+
 class WebContext(Protocol):
     """What the views read of a running worker (`streams.app.Kudos` is one)."""
 
@@ -55,6 +72,8 @@ class WebContext(Protocol):
     def joined(self) -> asyncio.Event: ...
     @property
     def rules_for(self) -> RulesLookup: ...
+    @property
+    def stored_boards(self) -> StoredBoards: ...
 
 
 def params(request: Request) -> Params:
@@ -98,6 +117,11 @@ class Leaderboards:
         self.store = RecognitionStore(kudos.api_clickhouse, kudos.settings.leader_depth)
         self.cache: ReadCache[tuple[str, str, int, int], list[LeaderboardEntry]]
         self.cache = fresh_cache(kudos.settings)
+        kudos.stored_boards.listen(self.stored)
+
+    def stored(self, orgs: Collection[str]) -> None:
+        """Leader rows of `orgs` were stored: reload their boards that people are reading."""
+        self.cache.refresh(lambda key: key[0] in orgs)
 
     async def get(
         self, org: str, window: WindowName, start: int, top: int

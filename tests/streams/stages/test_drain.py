@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,106 @@ def test_runner_group_commits_under_light_load_pipelines_full_batches_and_acks_i
         gates[0].set()
         await asyncio.sleep(0.01)
         assert acked == submitted and not route.busy
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(scenario())
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("timed out")
+
+
+def test_a_batch_gathering_behind_a_flush_is_read_ahead_once_per_message() -> None:
+    read: list[list[int]] = []
+    reading: list[asyncio.Event] = []  # one gate per read-ahead, opened by the test
+    submitted: list[list[int]] = []
+    flushes: list[asyncio.Event] = []
+
+    async def scenario() -> None:
+        route = BatchRoute("t", max_events=100, max_pending=10)
+
+        async def submit(batch: list[RawMessage]) -> asyncio.Future[Any]:
+            assert all(gate.is_set() for gate in reading)  # never while one reads
+            submitted.append([m.offset for m in batch])
+            flushes.append(asyncio.Event())
+            return asyncio.ensure_future(flushes[-1].wait())
+
+        async def read_ahead(batch: list[RawMessage]) -> bool:
+            read.append([m.offset for m in batch])
+            reading.append(asyncio.Event())
+            await reading[-1].wait()
+            return all(m.value != b"control" for m in batch)
+
+        runner = asyncio.ensure_future(route.run(submit, lambda b: None, read_ahead=read_ahead))
+        await route.deliver(msgs(2, 1))
+        await until(lambda: len(submitted) == 1)
+        assert read == []  # nothing in flight: submitted at once, nothing read ahead
+        await route.deliver(msgs(2, 1, first=2))
+        await until(lambda: len(read) == 1)
+        await route.deliver(msgs(1, 1, first=4))  # while the first read-ahead runs
+        await asyncio.sleep(0.02)
+        assert read == [[2, 3]]  # one at a time
+        reading[0].set()
+        await until(lambda: len(read) == 2)
+        assert read[1] == [4]  # the later message in a read-ahead of its own
+        await route.deliver([RawMessage("t", 0, 5, None, b"control")])
+        reading[1].set()
+        await until(lambda: len(read) == 3)
+        reading[2].set()  # refuses: nothing after the control is read ahead
+        await asyncio.sleep(0.02)
+        await route.deliver(msgs(1, 1, first=6))
+        await asyncio.sleep(0.02)
+        assert read == [[2, 3], [4], [5]]
+        flushes[0].set()
+        await until(lambda: len(submitted) == 2)
+        assert submitted[1] == [2, 3, 4, 5, 6]
+        await route.deliver(msgs(1, 1, first=7))  # a new batch: read ahead again
+        await until(lambda: len(read) == 4)
+        assert read[3] == [7]
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(scenario())
+
+
+def test_a_read_ahead_begun_before_a_rebalance_is_waited_for_before_the_next_submission() -> None:
+    submitted: list[list[int]] = []
+    flush = asyncio.Event()
+    gate = asyncio.Event()
+    read: list[list[int]] = []
+
+    async def scenario() -> None:
+        route = BatchRoute("t", max_events=100, max_pending=10)
+
+        async def submit(batch: list[RawMessage]) -> asyncio.Future[Any]:
+            submitted.append([m.offset for m in batch])
+            return asyncio.ensure_future(flush.wait())
+
+        async def read_ahead(batch: list[RawMessage]) -> bool:
+            read.append([m.offset for m in batch])
+            await gate.wait()
+            return True
+
+        runner = asyncio.ensure_future(route.run(submit, lambda b: None, read_ahead=read_ahead))
+        await route.deliver(msgs(1, 1))
+        await until(lambda: len(submitted) == 1)
+        await route.deliver(msgs(1, 1, first=1))
+        await until(lambda: len(read) == 1)  # reading ahead of offset 1
+        route.clear()  # a rebalance: offset 1 is stale, faust re-reads from the commit
+        await route.deliver(msgs(1, 1, first=1))
+        flush.set()
+        await asyncio.sleep(0.02)
+        assert len(submitted) == 1  # the stage is not submitted to while it is read into
+        gate.set()
+        await until(lambda: len(submitted) == 2)
+        assert submitted[1] == [1]
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):
             await runner

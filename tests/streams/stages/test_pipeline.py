@@ -157,7 +157,7 @@ def test_replayed_batch_is_skipped() -> None:
     assert len(store.decisions) == 3
 
 
-def test_aggregate_writes_thankers_badges_and_leader_rows_before_totals() -> None:
+def test_aggregate_writes_leader_rows_thankers_and_badges_before_totals() -> None:
     store, pub, decide, aggregate = make()
     codec = default_codec()
     asyncio.run(decide.process(messages([codec.encode_avro(event()) for _ in range(2)])))
@@ -169,11 +169,11 @@ def test_aggregate_writes_thankers_badges_and_leader_rows_before_totals() -> Non
     applied = asyncio.run(aggregate.process(raw))
     assert store.log == [
         "load",
-        "thankers",
-        "publish:recognition.badges",
+        "leaders",  # first: what the boards read. Before the totals that mark the points
+        "thankers",  # applied: a crash in between must not leave a board without the
+        "publish:recognition.badges",  # key's row for good
         "badges",
-        "leaders",  # before the totals that mark the points applied: a crash in between
-        "scores",  # must not leave a board without the key's row for good
+        "scores",
     ]
     assert [b.badge for b in applied.badges] == ["first_thanks"]
     assert store.scores[("acme", "all", 0, "bob")][0] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -69,3 +70,57 @@ def test_zero_freshness_always_reads() -> None:
         return [await cache.get("k", load) for _ in range(3)]
 
     assert asyncio.run(scenario()) == [0, 1, 2]
+
+
+def test_refresh_reloads_answers_being_read_at_once_and_leaves_idle_ones() -> None:
+    loads: list[str] = []
+
+    async def scenario() -> None:
+        cache: ReadCache[str, int] = ReadCache(fresh_s=0.08, stale_s=0.1)
+
+        def loader(key: str, delay: float = 0.0) -> Callable[[], Awaitable[int]]:
+            async def load() -> int:
+                loads.append(key)
+                await asyncio.sleep(delay)
+                return loads.count(key)
+
+            return load
+
+        assert await cache.get("a", loader("a")) == 1
+        assert await cache.get("b", loader("b")) == 1
+        cache.refresh(lambda key: key == "a")  # only "a" changed
+        await asyncio.sleep(0.01)
+        # Still fresh, yet the next reader of "a" gets the new answer without waiting.
+        assert await cache.get("a", loader("a")) == 2
+        assert await cache.get("b", loader("b")) == 1
+        await asyncio.sleep(0.15)  # nobody asked for a while: not reloaded for nothing
+        cache.refresh(lambda key: True)
+        await asyncio.sleep(0.01)
+        assert loads == ["a", "b", "a"]
+
+    asyncio.run(scenario())
+
+
+def test_refresh_during_a_load_loads_again_after_it() -> None:
+    async def scenario() -> None:
+        cache: ReadCache[str, int] = ReadCache(fresh_s=10, stale_s=10)
+        version = 0  # what the store holds
+        loads = 0
+
+        async def load() -> int:
+            nonlocal loads
+            loads += 1
+            seen = version
+            await asyncio.sleep(0.02)
+            return seen
+
+        assert await cache.get("k", load) == 0
+        cache.refresh(lambda key: True)  # a load starts, reading version 0
+        await asyncio.sleep(0.005)
+        version = 1
+        cache.refresh(lambda key: True)  # began too early: another load follows it
+        await asyncio.sleep(0.06)
+        assert loads == 3
+        assert await cache.get("k", load) == 1
+
+    asyncio.run(scenario())
