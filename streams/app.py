@@ -10,6 +10,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, cast
@@ -41,6 +42,7 @@ from streams.stages.flush import Blocking, RawMessage, StopRequested
 from streams.stages.isolation import IsolatableStage, Isolator, PoisonStorm, isolatable
 from streams.stages.progress import ProgressTracker
 from streams.stages.state_store import StateStore
+from streams.stages.transport import Control, effects_partition, encode_control
 from streams.web.admission import ApiReads, HealthProbe
 from streams.web.context import StoredBoards
 from streams.web.views import register_directory_views, register_views
@@ -141,6 +143,16 @@ class Kudos:
     @property
     def rules_for(self) -> RulesLookup:
         return self.decide.rules_for
+
+    async def request_erasure(self, org: str, user: str) -> str:
+        """Ask the worker that owns (org, user) to erase them, as `kudos forget` does over
+        Kafka: a `forget` control message to the partition of the person's effects. The
+        request id, for `/api/erasures/{request_id}`."""
+        request_id = uuid.uuid4().hex
+        partition = effects_partition(org, user, self.aggregate.effects_partitions)
+        value = encode_control(Control("forget", org, user, request_id))
+        await self.publisher.publish(self.settings.effects_topic, [(None, value, partition, [])])
+        return request_id
 
 
 def create_app(

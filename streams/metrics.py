@@ -175,3 +175,13 @@ def observe_many(histogram: Histogram, values: np.ndarray) -> None:
     for i in np.flatnonzero(per_bucket).tolist():
         histogram._buckets[i].inc(int(per_bucket[i]))
     histogram._sum.inc(float(np.sum(values)))
+# Authentication (streams/web/auth.py). `reason` is one of a fixed list (auth.REASONS).
+AUTH_REFUSED = Counter(
+    "kudos_auth_refused", "API requests refused by authentication (401/403), by reason", ["reason"]
+)
+# 1 while the identity provider's keys (KUDOS_AUTH_JWKS) are loaded and fresh, 0 while they
+# cannot be fetched: requests with tokens answer 503 then (fail closed; alerted).
+AUTH_KEYS_UP = Gauge("kudos_auth_keys_up", "1 while the JWKS is loaded and fresh, else 0")
+AUTH_KEY_FETCH_FAILURES = Counter(
+    "kudos_auth_key_fetch_failures", "Failed fetches of the identity provider's keys (JWKS)"
+)

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, get_type_hints
 
-from pydantic import BaseModel, Field, SecretStr, create_model
+from pydantic import BaseModel, Field, SecretStr, create_model, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -178,6 +178,27 @@ class Settings(BaseSettings):
     live_max_streams_per_client: int = Field(
         4, ge=1, description="open /api/live streams per client address; beyond: 429"
     )
+    # Who may read what (streams/web/auth.py; README "Authentication"). No default for
+    # `kudos worker`: an open API is a decision someone writes down (`kudos up`: off).
+    auth: Literal["jwt", "off"] | None = Field(
+        None, description="jwt: OIDC bearer tokens on every /api/* path; off: open API"
+    )
+    auth_jwks: str = Field(
+        "", description="the identity provider's keys: a JWKS file path or an https URL"
+    )
+    auth_jwks_ca_file: Path | None = Field(
+        None, description="PEM CA bundle trusted for an https JWKS URL (default: the system's)"
+    )
+    auth_jwks_max_age_s: float = Field(
+        300.0,
+        gt=0,
+        description="keys are fetched again when older than this; while they cannot be, "
+        "requests with tokens answer 503 (fail closed)",
+    )
+    auth_issuer: str = Field("", description="the tokens' `iss`")
+    auth_audience: str = Field("", description="the tokens' `aud` (one of them)")
+    auth_org_claim: str = Field("org", description="claim holding the org id (a.b: nested)")
+    auth_roles_claim: str = Field("roles", description="claim holding a list of roles")
     leader_depth: int = Field(
         1000, ge=1, description="leaderboards up to this top-N are read from kudos.leader_rows"
     )
@@ -249,6 +270,11 @@ class Settings(BaseSettings):
             TomlConfigSettingsSource(settings_cls),
             file_secret_settings,
         )
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _empty_auth_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     def clickhouse_url(self) -> str:
         url = self.clickhouse.get_secret_value()

@@ -9,7 +9,7 @@ import functools
 import shutil
 
 from streams.cli.common import log, setup_logging
-from streams.cli.worker import run_worker
+from streams.cli.worker import auth_problem, run_worker
 from streams.lifecycle import run_on_fatal_exit
 from streams.settings import Settings, get_settings
 
@@ -23,8 +23,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    settings = get_settings()
+    settings = up_settings(get_settings())
     setup_logging(settings)
+    problem = auth_problem(settings)
+    if problem is not None:
+        log.error("%s", problem)
+        return 2
     if args.workers > 1 and not settings.clickhouse.get_secret_value().startswith("clickhouse"):
         log.error(
             "chdb is one process's store, so `kudos up` with chdb runs one worker. "
@@ -38,6 +42,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             settings, bootstrap = _start_embedded_broker(settings, cleanup)
         rate = args.rate if args.demo else 0.0
         return run_worker(settings, bootstrap, migrate=True, demo_rate=rate)
+
+
+def up_settings(settings: Settings) -> Settings:
+    """`kudos up` is one machine's pipeline: unless told otherwise, its API is open
+    (KUDOS_AUTH=off) and therefore served on 127.0.0.1 only."""
+    update: dict[str, object] = {}
+    if settings.auth is None:
+        update["auth"] = "off"
+        if "http_host" not in settings.model_fields_set:
+            update["http_host"] = "127.0.0.1"
+    return settings.model_copy(update=update)
 
 
 def _start_embedded_broker(

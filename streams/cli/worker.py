@@ -41,7 +41,42 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "(use `kudos up` for the embedded broker)"
         )
         return 2
+    problem = auth_problem(settings)
+    if problem is not None:
+        log.error("%s", problem)
+        return 2
     return run_worker(settings, settings.kafka, migrate=args.migrate)
+
+
+def auth_problem(settings: Settings) -> str | None:
+    """Why the worker must not start with these auth settings (checked before connecting
+    anywhere), or None."""
+    if settings.auth is None:
+        return (
+            "KUDOS_AUTH is not set: choose KUDOS_AUTH=jwt (bearer tokens, with "
+            "KUDOS_AUTH_JWKS, KUDOS_AUTH_ISSUER and KUDOS_AUTH_AUDIENCE) or KUDOS_AUTH=off "
+            "(an open API: anyone who reaches the port reads everyone's recognition data)"
+        )
+    if settings.auth == "off":
+        return None
+    missing = [
+        name
+        for name, value in (
+            ("KUDOS_AUTH_JWKS", settings.auth_jwks),
+            ("KUDOS_AUTH_ISSUER", settings.auth_issuer),
+            ("KUDOS_AUTH_AUDIENCE", settings.auth_audience),
+        )
+        if not value
+    ]
+    if missing:
+        return "KUDOS_AUTH=jwt needs " + ", ".join(missing)
+    from streams.web.tokens import jwks_reader
+
+    try:
+        jwks_reader(settings.auth_jwks, settings.auth_jwks_ca_file)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def run_worker(settings: Settings, bootstrap: str, *, migrate: bool, demo_rate: float = 0.0) -> int:
@@ -72,6 +107,12 @@ def run_worker(settings: Settings, bootstrap: str, *, migrate: bool, demo_rate: 
     if demo_rate > 0:
         _add_demo_feed(kudos, demo_rate)
     log.info("kudos worker: kafka=%s http=http://127.0.0.1:%d/", bootstrap, settings.http_port)
+    if settings.auth == "off":
+        log.warning(
+            "KUDOS_AUTH=off: the HTTP API on %s:%d is open to anyone who can reach it",
+            settings.http_host,
+            settings.http_port,
+        )
     worker = KudosWorker(kudos, loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()

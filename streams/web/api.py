@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Final
+from typing import Any, Final, cast
 
+from aiohttp import web
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.times import now_ms
 from sinks.history import DecisionHistory
 from streams.domain.explain import DEFAULT_LIMIT, MAX_LIMIT
+from streams.web.auth import FORBIDDEN, principal_of
 from streams.web.context import DEFAULT_TOP, MAX_TOP, Leaderboards, WebContext, params, window_scope
 from streams.web.explain import explain_user
-from streams.web.params import Params, parse_user
+from streams.web.guard import json_error
+from streams.web.params import BadRequest, Params, parse_org, parse_user
 from streams.web.payloads import badges_payload, leaderboard_payload
 
 BADGES_LIMIT: Final = 100  # /api/badges: the default page
@@ -98,6 +101,37 @@ class Api:
         return {"request_id": request_id, "done": rows is not None, "rows": rows}
 
 
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """A request's JSON object body, or BadRequest."""
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("body", "must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body", "must be a JSON object")
+    return body
+
+
+def text_field(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise BadRequest(name, "is required (a string)")
+    return value
+
+
+async def forget_request(kudos: WebContext, request: web.Request) -> web.Response:
+    """POST /api/admin/forget {"org", "user"}: erase a person (admins of that org, when
+    KUDOS_AUTH=jwt). 202 with the request id to poll at /api/erasures/{request_id}."""
+    body = await json_object(request)
+    org = parse_org(text_field(body, "org"))
+    user = parse_user(text_field(body, "user"))
+    principal = principal_of(request)
+    if principal is not None and principal.org != org:
+        return json_error(403, FORBIDDEN["other_org"])
+    request_id = await kudos.request_erasure(org, user)
+    return web.json_response({"request_id": request_id, "org": org}, status=202)
+
+
 def register_api_views(kudos: WebContext) -> None:
     app, api = kudos.app, Api(kudos)
 
@@ -142,6 +176,11 @@ def register_api_views(kudos: WebContext) -> None:
     class ErasureView(View):
         async def get(self, request: Request, request_id: str) -> Response:
             return self.json(await api.erasure(request_id))
+
+    @app.page("/api/admin/forget")
+    class ForgetView(View):
+        async def post(self, request: Request) -> Response:
+            return await forget_request(kudos, cast(web.Request, request))  # type: ignore[return-value]
 
     @app.page("/metrics")
     class MetricsView(View):

@@ -22,7 +22,7 @@ from typing import cast
 
 from aiohttp import web
 
-from streams.web import guard
+from streams.web import auth, guard
 from streams.web.api import register_api_views
 from streams.web.context import WebContext, org_window_start
 from streams.web.directory import register_directory_views
@@ -39,7 +39,10 @@ __all__ = [
 
 
 def register_views(kudos: WebContext) -> None:
-    """Every route but the directory's (`register_directory_views`), behind the guard."""
-    guard.install(cast(web.Application, kudos.app.web.web_app), kudos.reads)  # type: ignore[attr-defined]
+    """Every route but the directory's (`register_directory_views`), behind the guard and
+    the access rules (streams/web/auth.py)."""
+    app = cast(web.Application, kudos.app.web.web_app)  # type: ignore[attr-defined]
+    guard.install(app, kudos.reads)
+    auth.install(app, auth.authenticator(kudos.settings))
     register_api_views(kudos)
     register_page_views(kudos)

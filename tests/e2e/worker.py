@@ -29,6 +29,7 @@ class WorkerProcess:
             "KUDOS_PARTITIONS": "3",
             "KUDOS_SESSION_TIMEOUT_S": "6",
             "KUDOS_DATA_DIR": str(log_path.parent),
+            "KUDOS_AUTH": "off",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -24,6 +24,7 @@ def test_sigterm_while_starting_exits_cleanly(tmp_path: Path, delay: float) -> N
         "KUDOS_KAFKA": f"127.0.0.1:{free_port()}",
         "KUDOS_CLICKHOUSE": f"clickhouse://127.0.0.1:{free_port()}/",
         "KUDOS_DATA_DIR": str(tmp_path),
+        "KUDOS_AUTH": "off",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams", "worker"],
