@@ -175,6 +175,8 @@ def observe_many(histogram: Histogram, values: np.ndarray) -> None:
     for i in np.flatnonzero(per_bucket).tolist():
         histogram._buckets[i].inc(int(per_bucket[i]))
     histogram._sum.inc(float(np.sum(values)))
+
+
 # Authentication (streams/web/auth.py). `reason` is one of a fixed list (auth.REASONS).
 AUTH_REFUSED = Counter(
     "kudos_auth_refused", "API requests refused by authentication (401/403), by reason", ["reason"]

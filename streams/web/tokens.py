@@ -241,4 +241,3 @@ def principal_of(payload: Mapping[str, Any], claims: Claims) -> Principal:
         raise TokenRefused("claims") from None
     admin = isinstance(roles, list) and ADMIN_ROLE in roles
     return Principal(user, org, admin)
-
