@@ -7,8 +7,13 @@ so heavy modules (faust, chdb, kafka, tqdm) are imported inside the commands tha
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +38,46 @@ def worker_api(settings: Settings, api: str | None) -> str | None:
     if api or not settings.clickhouse.get_secret_value().startswith("clickhouse"):
         return api or f"http://127.0.0.1:{settings.http_port}"
     return None
+
+
+def add_token_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="bearer token for a worker's API with KUDOS_AUTH=jwt (default: $KUDOS_TOKEN)",
+    )
+
+
+class ApiRefused(Exception):
+    """The worker's API answered an error (its JSON `error`, never a traceback)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"the worker's API answered {status}: {message}")
+        self.status = status
+
+
+def call_api(
+    url: str, token: str | None, body: dict[str, Any] | None = None, timeout: float = 10
+) -> Any:
+    """GET `url` (POST `body` as JSON when given) with the bearer token, if any; its JSON.
+    Raises `ApiRefused` for an error answer, OSError when the worker cannot be reached."""
+    token = token or os.environ.get("KUDOS_TOKEN") or None
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = str(json.loads(exc.read()).get("error", exc.reason))
+        except ValueError:
+            message = str(exc.reason)
+        raise ApiRefused(exc.code, message) from None
 
 
 def progress_bar(desc: str, enabled: bool | None, total: int | None = None) -> tqdm[Any]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from schemas.vocabulary import WINDOWS
-from streams.cli.common import format_table, worker_api
+from streams.cli.common import ApiRefused, add_token_argument, call_api, format_table, worker_api
 from streams.settings import Settings, get_settings
 
 
@@ -21,12 +21,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     lb.add_argument("--top", type=int, default=10)
     lb.add_argument("--format", choices=("table", "json"), default="table")
     lb.add_argument("--api", default=None, help="read through a worker's HTTP API at this URL")
+    add_token_argument(lb)
     lb.set_defaults(func=cmd_leaderboard)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     settings = get_settings()
-    data = leaderboard_data(settings, args.org, args.window, args.at, args.top, args.api)
+    try:
+        data = leaderboard_data(
+            settings, args.org, args.window, args.at, args.top, args.api, args.token
+        )
+    except ApiRefused as exc:
+        print(f"kudos leaderboard: {exc}", file=sys.stderr)
+        return 1
     if args.format == "json":
         print(json.dumps(data, indent=2))
     else:
@@ -35,7 +42,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def leaderboard_data(
-    settings: Settings, org: str, window: str, at: str | None, top: int, api: str | None
+    settings: Settings,
+    org: str,
+    window: str,
+    at: str | None,
+    top: int,
+    api: str | None,
+    token: str | None = None,
 ) -> dict[str, Any]:
     from schemas.times import now_ms
     from streams.web.params import Params
@@ -46,10 +59,7 @@ def leaderboard_data(
         query = {"org": org, "window": window, "top": str(top)}
         if at:
             query["at"] = at
-        with urllib.request.urlopen(
-            f"{base}/api/leaderboard?{urllib.parse.urlencode(query)}", timeout=10
-        ) as r:
-            return dict(json.load(r))
+        return dict(call_api(f"{base}/api/leaderboard?{urllib.parse.urlencode(query)}", token))
     from sinks.clickhouse import connect
     from sinks.store import RecognitionStore
 

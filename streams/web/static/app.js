@@ -7,7 +7,87 @@ const BADGES = {first_thanks: "First thanks", helper: "Helper", sharer: "Sharer"
 const WINDOW_WORDS = {hour: "hour", day: "day", week: "week", all: "all time"};
 const SVG = "http://www.w3.org/2000/svg";
 
-const state = {source: null, key: "", last: null, noData: false, user: null, announceQueue: [], announceTimer: 0, historySeq: 0};
+const TOKEN_KEY = "kudos.access_token";
+
+const state = {source: null, key: "", last: null, noData: false, user: null, token: "", announceQueue: [], announceTimer: 0, historySeq: 0};
+
+// With KUDOS_AUTH=jwt every /api/* read needs a token: handed over in the address's
+// fragment (#access_token=..., which browsers never send to a server) or pasted into the
+// sign-in form. It lives in this tab's sessionStorage only.
+function loadToken() {
+  const handed = new URLSearchParams(location.hash.slice(1)).get("access_token");
+  if (handed) {
+    sessionStorage.setItem(TOKEN_KEY, handed);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  state.token = sessionStorage.getItem(TOKEN_KEY) || "";
+  $("signout").hidden = !state.token;
+}
+
+function authHeaders() {
+  return state.token ? {Authorization: "Bearer " + state.token} : {};
+}
+
+// The org a token names, to preselect it (a convenience only: the worker decides).
+function tokenOrg() {
+  try {
+    const part = state.token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part));
+    return typeof claims.org === "string" ? claims.org : "";
+  } catch (err) {
+    return "";
+  }
+}
+
+function showSignIn(why) {
+  $("signin-why").textContent = why;
+  $("signin").hidden = false;
+  status("Sign in to see the leaderboard.", true);
+  $("token").focus();
+}
+
+function signIn(token) {
+  sessionStorage.setItem(TOKEN_KEY, token.trim());
+  $("token").value = "";
+  $("signin").hidden = true;
+  loadToken();
+  const org = tokenOrg();
+  if (org) $("org").value = org;
+  reconnect();
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  loadToken();
+  reconnect();
+}
+
+function reconnect() {
+  if (state.source) state.source.close();
+  state.source = null;
+  state.key = "";
+  connect();
+}
+
+// Why a stream was refused: EventSource cannot tell, so ask once with a plain read.
+async function checkAccess(org) {
+  try {
+    const q = new URLSearchParams({org, top: "1"});
+    const r = await fetch("/api/leaderboard?" + q, {headers: authHeaders()});
+    if (r.status === 401) {
+      showSignIn(state.token ? "That token was not accepted (expired or not valid here). Paste a new one."
+        : "This leaderboard needs a sign-in: paste an access token from your identity provider.");
+      return false;
+    }
+    if (r.status === 403) {
+      status(`Your token is not for ${org}.`, true);
+      return false;
+    }
+  } catch (err) {
+    // the worker is away: retry
+  }
+  return true;
+}
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -197,7 +277,8 @@ function connect() {
   state.last = null;
   state.noData = false;
   status("Connecting…");
-  const source = new EventSource("/api/live?" + key);
+  const tokenPart = state.token ? "&access_token=" + encodeURIComponent(state.token) : "";
+  const source = new EventSource("/api/live?" + key + tokenPart);
   state.source = source;
   source.addEventListener("snapshot", (ev) => {
     const snap = JSON.parse(ev.data);
@@ -209,9 +290,13 @@ function connect() {
   });
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CLOSED) {
-      // Refused (too many streams: 429) or the worker is away: try again a little later.
+      // Refused (no or a bad token: 401, another org: 403, too many streams: 429) or the
+      // worker is away: sign in, or try again a little later.
       status("Disconnected — retrying…", true);
-      setTimeout(() => { if (state.source === source) { state.source = null; connect(); } }, 5000);
+      checkAccess(s.org).then((retry) => {
+        if (!retry) return;
+        setTimeout(() => { if (state.source === source) { state.source = null; connect(); } }, 5000);
+      });
     } else if (!state.noData) {
       status("Reconnecting…", true);
     }
@@ -235,12 +320,14 @@ async function loadHistory() {
   const window = s.window === "all" ? "day" : s.window;
   const q = new URLSearchParams({org: s.org, window, points: "14"});
   try {
-    const r = await fetch(`/api/users/${encodeURIComponent(state.user)}/history?` + q);
+    const r = await fetch(`/api/users/${encodeURIComponent(state.user)}/history?` + q, {headers: authHeaders()});
     if (seq !== state.historySeq) return;
     if (!r.ok) {
       $("chart-figure").hidden = true;
       $("chart-hint").hidden = false;
-      $("chart-hint").textContent = "The history could not be loaded.";
+      $("chart-hint").textContent = r.status === 403
+        ? "Only this person or an admin can see their score over time."
+        : "The history could not be loaded.";
       return;
     }
     drawChart(await r.json());
@@ -286,6 +373,10 @@ function start() {
     if (v) $(k).value = v;
   }
   state.user = params.get("user");
+  loadToken();
+  if (!params.get("org") && tokenOrg()) $("org").value = tokenOrg();
+  $("signin").addEventListener("submit", (ev) => { ev.preventDefault(); signIn($("token").value); });
+  $("signout").addEventListener("click", signOut);
   $("controls").addEventListener("submit", (ev) => { ev.preventDefault(); connect(); });
   $("controls").addEventListener("change", () => { connect(); if (state.user) loadHistory(); });
   connect();
