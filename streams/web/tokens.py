@@ -114,6 +114,7 @@ class KeySet:
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._loaded_at: float | None = None
         self._last_attempt = -REFETCH_S
+        self._failed = False  # the last fetch failed
         self._lock = asyncio.Lock()
 
     async def key_for(self, kid: str | None) -> jwt.PyJWK:
@@ -135,13 +136,13 @@ class KeySet:
         return self._keys.get(kid) if kid is not None else None
 
     async def _refresh(self, *, must: bool) -> None:
-        """Fetch the set, at most every REFETCH_S. Without `must` (an unknown `kid` while
-        the keys are fresh), a fetch too soon after the last is skipped; a failed fetch
-        raises `KeysUnavailable` either way."""
+        """Fetch the set, at most every REFETCH_S. Too soon after the last fetch, nothing
+        is fetched: that fetch's answer stands (the set as it is, or, if it failed, or the
+        set is too old where `must`, `KeysUnavailable`). A failed fetch raises it too."""
         async with self._lock:
             started = self._clock()
             if started - self._last_attempt < REFETCH_S:
-                if must and not self._fresh(started):
+                if self._failed or (must and not self._fresh(started)):
                     raise KeysUnavailable()
                 return
             self._last_attempt = started
@@ -149,11 +150,12 @@ class KeySet:
                 body = await asyncio.to_thread(self._read)
                 self._keys = parse_jwks(body)
             except Exception as exc:  # OSError, bad JSON, no usable key: all the same
+                self._failed = True
                 metrics.AUTH_KEYS_UP.set(0)
                 metrics.AUTH_KEY_FETCH_FAILURES.inc()
                 log.warning("cannot fetch the JWKS (KUDOS_AUTH_JWKS): %s", type(exc).__name__)
-                self._loaded_at = None if must else self._loaded_at
                 raise KeysUnavailable() from None
+            self._failed = False
             self._loaded_at = started
             metrics.AUTH_KEYS_UP.set(1)
 

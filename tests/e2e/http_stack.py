@@ -50,6 +50,7 @@ class Stack:
         body: bytes | None = None,
         timeout: float = 60,
         source: str = "127.0.0.1",
+        headers: dict[str, str] | None = None,
     ) -> Answer:
         """One request on a connection of its own (from `source`, any 127.0.0.0/8
         address: the worker counts live streams per client address)."""
@@ -57,7 +58,7 @@ class Stack:
             "127.0.0.1", self.worker.port, timeout=timeout, source_address=(source, 0)
         )
         try:
-            conn.request(method, path, body=body)
+            conn.request(method, path, body=body, headers=headers or {})
             r = conn.getresponse()
             stream = r.getheader("Content-Type", "").startswith("text/event-stream")
             data = r.read1(65536) if stream else r.read()  # a stream: its first bytes
@@ -124,12 +125,18 @@ def start_stack(
         broker.stop()
 
 
-def wait_for(stack: Stack, path: str, done: Any, timeout: float = 90) -> Any:
+def wait_for(
+    stack: Stack,
+    path: str,
+    done: Any,
+    timeout: float = 90,
+    headers: dict[str, str] | None = None,
+) -> Any:
     """Polls `path` until `done(body)`; returns the body."""
     deadline = time.monotonic() + timeout
     body: Any = None
     while time.monotonic() < deadline:
-        answer = stack.get(path)
+        answer = stack.get(path, headers=headers)
         if answer.status == 200:
             body = answer.json
             if done(body):

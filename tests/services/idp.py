@@ -4,6 +4,9 @@ claims, good or bad. Tokens are made with PyJWT, as a real provider's library wo
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
@@ -165,4 +169,53 @@ def auth_env(jwks: str, idp: IdentityProvider) -> dict[str, str]:
         "KUDOS_AUTH_JWKS": jwks,
         "KUDOS_AUTH_ISSUER": idp.issuer,
         "KUDOS_AUTH_AUDIENCE": idp.audience,
+    }
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256_with_public_key(idp: IdentityProvider, claims: dict[str, Any]) -> str:
+    """The classic confusion attack: an HMAC keyed with the RSA public key's PEM."""
+    public = idp.keys[0].private.public_key()
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": idp.keys[0].kid}).encode())
+    body = _b64(json.dumps(claims).encode())
+    mac = hmac.new(pem, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64(mac)}"
+
+
+def bad_tokens(idp: IdentityProvider, sub: str, org: str) -> dict[str, tuple[str, str]]:
+    """Every kind of token that must be refused, by name: (token, the refusal's reason)."""
+    now = int(time.time())
+    impostor = IdentityProvider(keys=[SigningKey.rsa(idp.keys[0].kid)])  # same kid, other key
+    ec_key = next(k for k in idp.keys if k.alg == "ES256")
+    rsa_kid = next(k.kid for k in idp.keys if k.alg == "RS256")
+    return {
+        "not a JWT": ("not a token", "malformed"),
+        "three dots": ("a.b.c", "malformed"),
+        "expired": (idp.token(sub, org, exp=now - 3600), "expired"),
+        "not yet valid": (idp.token(sub, org, nbf=now + 3600), "not_yet_valid"),
+        "issued in the future": (idp.token(sub, org, iat=now + 3600), "not_yet_valid"),
+        "wrong signature": (impostor.token(sub, org), "signature"),
+        "wrong issuer": (idp.token(sub, org, iss="https://evil.test/"), "issuer"),
+        "wrong audience": (idp.token(sub, org, aud="someone-else"), "audience"),
+        "no exp": (idp.token(sub, org, without=("exp",)), "claims"),
+        "no sub": (idp.token(sub, org, without=("sub",)), "claims"),
+        "no org": (idp.token(sub, org, without=("org",)), "claims"),
+        "empty sub": (idp.token("", org), "claims"),
+        "org with a slash": (idp.token(sub, org + "/x"), "claims"),
+        "alg none": (jwt.encode(idp.claims(sub, org), None, "none"), "algorithm"),
+        "HS256 with the public key": (
+            hs256_with_public_key(idp, idp.claims(sub, org)),
+            "algorithm",
+        ),
+        "ES256 naming an RSA key": (
+            idp.token(sub, org, key=ec_key, headers={"kid": rsa_kid}),
+            "algorithm",
+        ),
+        "unknown kid": (idp.token(sub, org, headers={"kid": "nobody-has-it"}), "unknown_key"),
     }
