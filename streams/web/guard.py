@@ -7,14 +7,14 @@ internals, and security headers (DESIGN.md, part 2). Installed on faust's aiohtt
   (`ReadRejected`, 503 with ``Retry-After``), ClickHouse away (503 with ``Retry-After``),
   and anything unexpected (500 ``internal error``). An unexpected exception is logged with
   its type and the route's pattern only: its message may hold SQL or ids, and the path
-  or query string may hold a user id or, later, a token.
+  or query string may hold a user id or a token.
 * Headers on every routed response (JSON, the event stream, the page, its assets, the
   errors above): ``X-Content-Type-Options: nosniff``; `SCANNER_HEADERS`; a
   Content-Security-Policy with ``frame-ancestors 'none'`` (``default-src 'none'`` unless
-  the response brings its own policy, as the page does); ``Cache-Control: no-store`` on ``/api/*`` (explain, balance,
-  history and erasures are personal; the rest is not worth a cache's risk);
-  ``Server: kudos``, without versions (also on aiohttp's own answer to a request it
-  cannot parse).
+  the response brings its own policy, as the page does); ``Cache-Control: no-store`` on
+  ``/api/*`` (explain, balance, history and erasures are personal; the rest is not worth
+  a cache's risk); ``Server: kudos``, without versions (also on aiohttp's own answer to a
+  request it cannot parse).
 * The time limit of the request's reads starts when the request does
   (`ApiReads.start_request`).
 """
