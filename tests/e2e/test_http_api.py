@@ -253,6 +253,10 @@ def test_every_response_carries_the_security_headers(stack: Stack) -> None:
         assert h.get("x-content-type-options") == "nosniff", kind
         assert "frame-ancestors 'none'" in h.get("content-security-policy", ""), kind
         assert h.get("server") == "kudos", (kind, h.get("server"))  # no aiohttp/Python versions
+        assert h.get("referrer-policy") == "no-referrer", kind
+        assert h.get("cross-origin-resource-policy") == "same-origin", kind
+        assert h.get("cross-origin-opener-policy") == "same-origin", kind
+        assert "camera=()" in h.get("permissions-policy", ""), kind
     for kind in ("json", "personal", "stream", "error"):
         assert answers[kind].headers.get("cache-control") == "no-store", kind
     page_policy = answers["page"].headers["content-security-policy"]

@@ -32,6 +32,7 @@ from schemas.directory import DirectoryCodec, DirectoryRecord, directory_key
 from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e import reference
 from tests.e2e.worker import WorkerProcess
+from tests.services.idp import IdentityProvider, auth_env
 from tests.services.tansu import start_tansu
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.e2e]
@@ -408,5 +409,57 @@ def test_live_page_in_a_real_browser(
         if os.environ.get("KUDOS_UPDATE_SCREENSHOT") == "1":
             (ROOT / "docs").mkdir(exist_ok=True)
             shutil.copy(shot, ROOT / "docs" / "live-page.png")
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+
+def test_the_page_signs_in_with_a_token(
+    broker: EmbeddedBroker, browser: Browser, tmp_path: Path
+) -> None:
+    """KUDOS_AUTH=jwt: the page loads without a token, asks for one, and then shows the
+    board; a token handed over in the fragment signs in at once (and leaves the address);
+    another person's history is refused in words, one's own is drawn."""
+    now = int(time.time() * 1000)
+    if now % DAY > DAY - 60_000:
+        time.sleep((DAY - now % DAY) / 1000 + 1)
+        now = int(time.time() * 1000)
+    today = now - now % DAY
+    feed = first_batch(today)
+    want = expected_board(feed.events, now, today)
+    publish(broker.bootstrap, feed.events, directory=True)
+    idp = IdentityProvider()
+    env = auth_env(str(idp.write_jwks(tmp_path / "jwks.json")), idp)
+    worker = WorkerProcess(
+        broker.bootstrap, f"chdb://{tmp_path / 'chdb'}", tmp_path / "w.log", **env
+    )
+    worker.start()
+    try:
+        worker.wait_ready()
+        assert worker.get(f"/api/leaderboard?org={ORG}")[0] == 401
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{worker.base}/?org={ORG}&window=day&top=25")
+        expect(page.locator("#signin")).to_be_visible(timeout=10_000)
+        expect(page.locator("#status")).to_contain_text("Sign in")
+        page.screenshot(path=str(tmp_path / "live-page-sign-in.png"), full_page=True)
+        page.fill("#token", idp.token("ann", ORG))
+        page.locator("#signin button").click()
+        expect(page.locator("#signin")).to_be_hidden()
+        wait_rows(page, as_shown(want), timeout=45)
+        page.locator("button.who", has_text="Bob Baker").click()
+        expect(page.locator("#chart-hint")).to_contain_text("Only this person or an admin")
+        page.locator("button.who", has_text="Ann Archer").click()
+        expect(page.locator("#chart circle")).to_have_count(14)
+
+        handed = browser.new_page(viewport={"width": 1280, "height": 900})
+        handed.goto(f"{worker.base}/?org={ORG}&window=day#access_token={idp.admin_token(ORG)}")
+        wait_rows(handed, as_shown(want)[:10], timeout=20)
+        assert "access_token" not in handed.url
+        expect(handed.locator("#signout")).to_be_visible()
+        handed.locator("#signout").click()
+        expect(handed.locator("#signin")).to_be_visible(timeout=10_000)
+        assert not errors, errors
+        assert "access_token" not in worker.log_tail(10**7)
     finally:
         assert worker.stop() == 0, worker.log_tail()
