@@ -168,6 +168,8 @@ def test_sigterm_of_kudos_up_stops_its_broker(tmp_path: Path) -> None:
         assert up.proc.wait(60) == 0, up.log()
         up.assert_broker_gone()
         assert STOPPED in up.log()
+        # No KUDOS_AUTH: `kudos up` is open, and says so.
+        assert "KUDOS_AUTH=off: the HTTP API on 127.0.0.1" in up.log()
 
 
 def test_a_crash_through_fatal_stops_the_broker(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from streams.cli.up import up_settings
 from streams.kafka.broker import free_port
+from streams.settings import Settings
 from tests.e2e.worker import WorkerProcess
 from tests.streams.cli.runner import KUDOS, run_kudos
 
@@ -23,6 +25,20 @@ def test_up_refuses_several_workers_on_chdb(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "chdb is one process's store" in out.stderr
+
+
+def test_up_is_open_on_loopback_unless_told_otherwise() -> None:
+    plain = up_settings(Settings())
+    assert (plain.auth, plain.http_host) == ("off", "127.0.0.1")
+    wide = up_settings(Settings(http_host="0.0.0.0"))  # set on purpose: kept
+    assert (wide.auth, wide.http_host) == ("off", "0.0.0.0")
+    jwt = up_settings(Settings(auth="jwt"))
+    assert (jwt.auth, jwt.http_host) == ("jwt", Settings().http_host)
+
+
+def test_up_with_jwt_but_no_keys_exits_2(tmp_path: Path) -> None:
+    out = run_kudos("up", env={"KUDOS_AUTH": "jwt", "KUDOS_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 2 and "KUDOS_AUTH_JWKS" in out.stderr
 
 
 @pytest.mark.kafka
