@@ -221,11 +221,14 @@ def record_erasure(ch: ClickHouse, request_id: str, org: str, rows: int) -> None
     ch.insert(ERASURES.qualified, ERASURES.columns, [(request_id, org, rows, now_utc())])
 
 
-def erasure_done(ch: ClickHouse, request_id: str) -> int | None:
-    """Rows touched by a finished erasure request, or None while it is not done."""
+def erasure_done(ch: ClickHouse, request_id: str, org: str | None = None) -> int | None:
+    """Rows touched by a finished erasure request (of `org`, when given), or None while it
+    is not done."""
+    in_org = " AND org_id = %(o)s" if org is not None else ""
     rows = ch.query(
-        f"SELECT max(rows_touched), count() FROM {DATABASE}.erasures WHERE request_id = %(r)s",
-        {"r": request_id},
+        f"SELECT max(rows_touched), count() FROM {DATABASE}.erasures "
+        f"WHERE request_id = %(r)s{in_org}",
+        {"r": request_id, "o": org or ""},
     )
     if not rows or not int(rows[0][1]):
         return None

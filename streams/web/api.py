@@ -92,12 +92,14 @@ class Api:
         ready, body = await readiness(self.kudos)
         return body, 200 if ready else 503
 
-    async def erasure(self, request_id: str) -> dict[str, Any]:
-        """Whether a `kudos forget` request has been carried out (for the CLI on chdb)."""
+    async def erasure(self, request_id: str, org: str | None) -> dict[str, Any]:
+        """Whether a `kudos forget` request (of `org`, the admin's, when auth is on) has
+        been carried out (for the CLI)."""
         from sinks.erase import erasure_done
 
         request_id = parse_user(request_id, "request_id")
-        rows = await self.reads.run(erasure_done, self.kudos.api_clickhouse, request_id)
+        ch = self.kudos.api_clickhouse
+        rows = await self.reads.run(erasure_done, ch, request_id, org)
         return {"request_id": request_id, "done": rows is not None, "rows": rows}
 
 
@@ -175,7 +177,9 @@ def register_api_views(kudos: WebContext) -> None:
     @app.page("/api/erasures/{request_id}")
     class ErasureView(View):
         async def get(self, request: Request, request_id: str) -> Response:
-            return self.json(await api.erasure(request_id))
+            principal = principal_of(cast(web.Request, request))
+            org = principal.org if principal is not None else None
+            return self.json(await api.erasure(request_id, org))
 
     @app.page("/api/admin/forget")
     class ForgetView(View):

@@ -184,7 +184,11 @@ def test_forget_is_for_admins_of_the_org_and_works_from_the_cli(authed: Authed) 
         "forget", "cat", "--org", ORG, "--api", authed.stack.worker.base, "--timeout", "90", env=env
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["rows"] > 0
+    done = json.loads(out.stdout)
+    assert done["rows"] > 0
+    erasure = f"/api/erasures/{done['request_id']}"
+    assert authed.get(erasure, authed.idp.admin_token(ORG)).json["done"] is True
+    assert authed.get(erasure, authed.idp.admin_token(OTHER)).json["done"] is False  # not theirs
     board = authed.get(f"/api/leaderboard?org={ORG}&window=all", authed.member()).json
     assert "cat" not in {e["user_id"] for e in board["entries"]}
     refused = run_kudos(
