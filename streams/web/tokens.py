@@ -20,6 +20,7 @@ No token, key or claim value is ever logged or put into an error message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -129,6 +130,12 @@ class KeySet:
         if key is None:
             raise TokenRefused("unknown_key")
         return key
+
+    async def warm(self) -> None:
+        """Fetch the keys once at start, so the first request does not wait for them and
+        `kudos_auth_keys_up` says at once whether they can be fetched (logged if not)."""
+        with contextlib.suppress(KeysUnavailable):
+            await self._refresh(must=True)
 
     def _find(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None and len(self._keys) == 1:

@@ -43,6 +43,9 @@ def register_views(kudos: WebContext) -> None:
     the access rules (streams/web/auth.py)."""
     app = cast(web.Application, kudos.app.web.web_app)  # type: ignore[attr-defined]
     guard.install(app, kudos.reads)
-    auth.install(app, auth.authenticator(kudos.settings))
+    authenticator = auth.authenticator(kudos.settings)
+    auth.install(app, authenticator)
+    if authenticator is not None:
+        kudos.app.task(authenticator.keys.warm)
     register_api_views(kudos)
     register_page_views(kudos)
