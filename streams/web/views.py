@@ -12,8 +12,9 @@ page). The limits are in README.md, "HTTP API limits".
 The routes live by area: streams/web/api.py (leaderboard, explain, badges, erasures, health,
 metrics), streams/web/directory.py (team boards, bridging, balance), streams/web/page.py (the
 live page and what it reads); what they share is in streams/web/context.py (the worker they
-read, parameters, windows) and streams/web/payloads.py (bodies). This module registers them
-and keeps the names the worker and the CLI import.
+read, parameters, windows) and streams/web/payloads.py (bodies); streams/web/openapi.py
+describes them all (served at /openapi.json). This module registers them and keeps the
+names the worker and the CLI import.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from streams.web import auth, guard
 from streams.web.api import register_api_views
 from streams.web.context import WebContext, org_window_start
 from streams.web.directory import register_directory_views
+from streams.web.openapi import register_openapi_view
 from streams.web.page import register_page_views
 from streams.web.payloads import leaderboard_payload
 
@@ -49,3 +51,4 @@ def register_views(kudos: WebContext) -> None:
         kudos.app.task(authenticator.keys.warm)
     register_api_views(kudos)
     register_page_views(kudos)
+    register_openapi_view(kudos.app)

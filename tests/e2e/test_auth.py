@@ -218,3 +218,21 @@ def test_keys_that_cannot_be_fetched_fail_closed(authed: Authed) -> None:
     time.sleep(6)
     assert authed.get(MEMBER_PATHS[0], token).status == 200
     assert authed.stack.metric("kudos_auth_keys_up") == 1
+
+
+def test_no_documented_api_path_answers_without_a_token(authed: Authed) -> None:
+    """Every path of /openapi.json under /api/, with valid values, without a token: 401."""
+    doc = authed.get("/openapi.json").json
+    values = {"user": "ann", "request_id": "r-1", "org": ORG}
+    walked = 0
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method not in ("get", "post") or not path.startswith("/api/"):
+                continue
+            url = path.format(**values) + f"?org={ORG}"
+            body = json.dumps({"org": ORG, "user": "ann"}).encode() if method == "post" else None
+            answer = authed.stack.request(url, method.upper(), body, timeout=10)
+            assert answer.status == 401, (method, path, answer.status)
+            assert is_json_error(answer) and b"ann" not in answer.body
+            walked += 1
+    assert walked >= 14, walked
