@@ -263,7 +263,7 @@ def service_schemas() -> dict[str, Json]:
         "ForgetRequest": obj(
             {"org": {**user, "pattern": _ORG_PATTERN, "maxLength": MAX_ID_BYTES}, "user": user}
         ),
-        "ForgetAccepted": obj({"request_id": _TEXT}),
+        "ForgetAccepted": obj({"request_id": _TEXT, "org": _TEXT}),
         **live_schemas(),
     }
 

@@ -226,7 +226,7 @@ def test_no_documented_api_path_answers_without_a_token(authed: Authed) -> None:
     values = {"user": "ann", "request_id": "r-1", "org": ORG}
     walked = 0
     for path, item in doc["paths"].items():
-        for method, op in item.items():
+        for method in item:
             if method not in ("get", "post") or not path.startswith("/api/"):
                 continue
             url = path.format(**values) + f"?org={ORG}"
@@ -235,4 +235,4 @@ def test_no_documented_api_path_answers_without_a_token(authed: Authed) -> None:
             assert answer.status == 401, (method, path, answer.status)
             assert is_json_error(answer) and b"ann" not in answer.body
             walked += 1
-    assert walked >= 14, walked
+    assert walked >= 12, walked  # every /api path there is today
