@@ -1,4 +1,4 @@
-"""`kudos` command line: up, worker, migrate, produce, leaderboard, replay."""
+"""`kudos` command line: up, worker, migrate, produce, leaderboard, replay, bi-user."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from streams.cli import forget, leaderboard, migrate, produce, replay, up, worker
+from streams.cli import bi_user, forget, leaderboard, migrate, produce, replay, up, worker
 
 # In the order `kudos --help` lists them. Each module adds its subparser, whose `func`
 # is its command; what a command needs beyond that is imported when it runs.
-COMMANDS = (up, worker, migrate, produce, forget, leaderboard, replay)
+COMMANDS = (up, worker, migrate, produce, forget, leaderboard, replay, bi_user)
 
 
 def build_parser() -> argparse.ArgumentParser:
