@@ -1,4 +1,5 @@
-"""`kudos` command line: up, worker, migrate, produce, forget, leaderboard, replay, dev-token."""
+"""`kudos` command line: up, worker, migrate, produce, forget, leaderboard, replay,
+dev-token, bi-user."""
 
 from __future__ import annotations
 
@@ -6,11 +7,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from streams.cli import devtoken, forget, leaderboard, migrate, produce, replay, up, worker
+from streams.cli import (
+    bi_user,
+    devtoken,
+    forget,
+    leaderboard,
+    migrate,
+    produce,
+    replay,
+    up,
+    worker,
+)
 
 # In the order `kudos --help` lists them. Each module adds its subparser, whose `func`
 # is its command; what a command needs beyond that is imported when it runs.
-COMMANDS = (up, worker, migrate, produce, forget, leaderboard, replay, devtoken)
+COMMANDS = (up, worker, migrate, produce, forget, leaderboard, replay, devtoken, bi_user)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -141,6 +141,15 @@ class ClickHouseServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr_path = self.base / "log" / "stderr.log"
 
+    def add_file(self, relative: str, text: str) -> Path:
+        """Writes a file into the server's directory, e.g. `users.d/bi.xml` or
+        `config.d/cluster.xml`: the server merges the files of users.d/ and config.d/ into
+        users.xml and config.xml (users files are reread while it runs, config.d at start)."""
+        path = self.base / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
     @property
     def url(self) -> str:
         return f"clickhouse://default:@127.0.0.1:{self.port}/kudos"

@@ -10,7 +10,7 @@ from streams.cli.main import build_parser
 
 def test_the_parser_lists_every_command_in_order() -> None:
     usage = build_parser().format_usage()
-    assert "{up,worker,migrate,produce,forget,leaderboard,replay}" in usage
+    assert "{up,worker,migrate,produce,forget,leaderboard,replay,dev-token,bi-user}" in usage
 
 
 def test_building_the_parser_imports_nothing_heavy() -> None:
