@@ -45,8 +45,19 @@ class Metric(StrEnum):
     REACTIONS_RECEIVED = "reactions_received"
 
 
-WindowName = Literal["hour", "day", "week", "all"]
-WINDOWS: Final[tuple[WindowName, ...]] = ("hour", "day", "week", "all")
+WindowName = Literal["hour", "day", "week", "month", "quarter", "year", "all"]
+WINDOWS: Final[tuple[WindowName, ...]] = (
+    "hour",
+    "day",
+    "week",
+    "month",
+    "quarter",
+    "year",
+    "all",
+)
+
+# A user's score over time (/api/users/{user}/history) steps through closed windows.
+HISTORY_WINDOWS: Final[tuple[WindowName, ...]] = WINDOWS[:-1]
 
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 24 * HOUR_MS

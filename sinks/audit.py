@@ -118,14 +118,24 @@ def week_decisions(ch: ClickHouse, org: str, start_ms: int, end_ms: int) -> list
 
 
 def counted_elsewhere(
-    ch: ClickHouse, org: str, start_ms: int, end_ms: int, pairs: Sequence[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Which (actor, recipient) pairs have a thanks counted outside [start, end), after
-    the audits decided so far (a reversed one does not count; a reinstated one does)."""
+    ch: ClickHouse,
+    org: str,
+    start_ms: int,
+    end_ms: int,
+    pairs: Sequence[tuple[str, str]],
+    around: tuple[int, int],
+) -> dict[tuple[str, str], set[int]]:
+    """For each (actor, recipient) pair with a thanks counted outside [start, end), after
+    the audits decided so far (a reversed one does not count; a reinstated one does):
+    the times of those within `around` ([since, until): the years that hold the audited
+    week), and -1 for any beyond."""
     if not pairs:
-        return set()
+        return {}
+    since, until = around
     rows = ch.query(
-        "SELECT DISTINCT d_actor, recipient_id FROM ("
+        "SELECT DISTINCT d_actor, recipient_id, "
+        "if(d_at >= %(since)s AND d_at < %(until)s, d_at, -1) "
+        "FROM ("
         + audited_decisions(
             "org_id = %(org)s AND (occurred_at_ms < %(start)s OR occurred_at_ms >= %(end)s) "
             "AND concat(actor_id, '\\0', recipient_id) IN %(pairs)s"
@@ -135,10 +145,15 @@ def counted_elsewhere(
             "org": org,
             "start": start_ms,
             "end": end_ms,
+            "since": since,
+            "until": until,
             "pairs": tuple(sorted({f"{a}\x00{r}" for a, r in pairs})),
         },
     )
-    return {(str(actor), str(recipient)) for actor, recipient in rows}
+    out: dict[tuple[str, str], set[int]] = {}
+    for actor, recipient, at in rows:
+        out.setdefault((str(actor), str(recipient)), set()).add(int(at))
+    return out
 
 
 def write_reversals(ch: ClickHouse, rows: Sequence[tuple[Any, ...]]) -> int:

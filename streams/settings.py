@@ -27,6 +27,7 @@ _OVERRIDE_LIMITS: Final[dict[str, dict[str, Any]]] = {
     "giver_weekly_budget": {"ge": 0},
     "timezone": {"description": "IANA time zone of the org's windows"},
     "week_start": {"description": "first day of the week, e.g. sunday"},
+    "year_start_month": {"ge": 1, "le": 12, "description": "first month of the fiscal year"},
     "decay_half_life_days": {"gt": 0},
     "collusion_min_each": {"ge": 0},
     "collusion_ratio": {"ge": 0},

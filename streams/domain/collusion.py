@@ -48,14 +48,14 @@ reported (rule "recap"); a refusal whose reason changes (say from the budget to 
 cap) is not. Thanks refused for any other reason (self, private, duplicate, late, ...)
 are never re-decided.
 
-Thankers. `thanker_drops` says in which windows (hour, day, week, all) a giver whose
+Thankers. `thanker_drops` says in which windows (hour, day, ..., all) a giver whose
 thanks were reversed no longer counts among the recipient's distinct thankers.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from schemas.event import CollaborationEvent, EventType, Visibility
@@ -253,7 +253,7 @@ def thanker_drops(
     decisions: Sequence[ThanksDecision],
     changes: Sequence[Change],
     rules: RuleConfig,
-    counted_elsewhere: Collection[tuple[str, str]],
+    counted_elsewhere: Mapping[tuple[str, str], Collection[int]],
 ) -> dict[tuple[str, str], list[tuple[str, int]]]:
     """(actor, recipient) -> the windows (name, start ms), sorted, in which the actor no
     longer counts among the recipient's distinct thankers after `changes`.
@@ -261,9 +261,10 @@ def thanker_drops(
     Only pairs with a change that stops a decision counting are considered, and only the
     windows of those changed decisions. A window drops the actor when no decision
     actor -> recipient in it counts after the changes. Hour, day and week windows lie
-    within the audited week; for "all" the actor is also kept when (actor, recipient) is
-    in `counted_elsewhere` (they have counted thanks in another week). Pairs that lose no
-    window are left out."""
+    within the audited week; months, quarters, years and "all" reach beyond it, so the
+    pair's thanks counted in other weeks keep them too: `counted_elsewhere` holds their
+    times within the years of the audited week (and -1 for any beyond, which keeps
+    "all"). Pairs that lose no window are left out."""
     rows = _distinct(decisions)
     new_reason = {c.decision.key: c.reason for c in changes}
     lost: dict[tuple[str, str], set[tuple[str, int]]] = defaultdict(set)
@@ -278,14 +279,12 @@ def thanker_drops(
         pair = (d.actor_id, d.recipient_id)
         if pair in lost and new_reason.get(d.key, d.reason) is Reason.COUNTED:
             still[pair].update(rules.calendar.starts(d.occurred_at))
+    for pair, times in counted_elsewhere.items():
+        for at in times:
+            still[pair].update(rules.calendar.starts(at) if at >= 0 else (("all", 0),))
     out: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for pair, windows in lost.items():
-        dropped = sorted(
-            (name, start)
-            for name, start in windows
-            if (name, start) not in still[pair]
-            and not (name == "all" and pair in counted_elsewhere)
-        )
+        dropped = sorted(w for w in windows if w not in still[pair])
         if dropped:
             out[pair] = dropped
     return out

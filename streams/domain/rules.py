@@ -57,10 +57,11 @@ class RuleConfig:
     helper_distinct_thankers: int = 5
     sharer_weekly_shares: int = 10
     streak_days: int = 5
-    # The org's calendar: IANA time zone and first day of the week for hour/day/week
-    # windows, the pair cap's day and streak days.
+    # The org's calendar: IANA time zone, first day of the week and first month of the
+    # (fiscal) year for its windows, the pair cap's day and streak days.
     timezone: str = "UTC"
     week_start: str = "monday"
+    year_start_month: int = 1
     # Time-decayed score beside the window totals: each point weighs half as much after
     # every half-life (kudos.decayed_scores).
     decay_half_life_days: float = 7.0
@@ -76,7 +77,7 @@ class RuleConfig:
     collusion_max_group: int = 4
 
     def __post_init__(self) -> None:
-        calendar(self.timezone, self.week_start)  # a bad zone or weekday fails at start
+        calendar(self.timezone, self.week_start, self.year_start_month)  # bad ones fail at start
         if not self.decay_half_life_days > 0:
             raise ValueError("decay_half_life_days must be positive")
         if self.collusion_min_each < 0 or self.collusion_ratio < 0:
@@ -115,7 +116,7 @@ class RuleConfig:
 
     @cached_property
     def calendar(self) -> Calendar:
-        return calendar(self.timezone, self.week_start)
+        return calendar(self.timezone, self.week_start, self.year_start_month)
 
     def score(self, shares: int, thanks_given: int, thanks_received: int, reactions: int) -> int:
         return (

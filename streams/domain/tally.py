@@ -28,16 +28,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.vocabulary import WindowKey, WindowName
+from schemas.vocabulary import WINDOWS, WindowKey, WindowName
 from streams.domain.badges import _CHANGED_BY, BadgeRule, streak_ends
 from streams.domain.effects import METRIC_CODES, RECEIVED_CODE, SHARES_CODE
 from streams.domain.rules import RuleConfig, RulesLookup
 from streams.domain.scorebook import BadgeAward, WindowTotals, award_once, streak_days_around
 
 WID_BITS: Final = 24
-KINDS: Final[tuple[WindowName, ...]] = ("hour", "day", "week", "all")
+KINDS: Final[tuple[WindowName, ...]] = WINDOWS  # hour, day, week, month, quarter, year, all
 _DAY: Final = 1
-_ALL: Final = 3
+_ALL: Final = KINDS.index("all")
 # Columns of `_values`: the four counts by metric code, distinct thankers, score.
 _VALUE_AT: Final = {
     **{m.value: i for i, m in enumerate(METRIC_CODES)},
@@ -409,9 +409,9 @@ class ColumnBook:
 
 @dataclass(slots=True)
 class BatchKeys:
-    """The keys one batch of effects touches: per effect row, its four windows' keys."""
+    """The keys one batch of effects touches: per effect row, a key in every window."""
 
-    packed: np.ndarray  # (4, rows): hour, day, week, all
+    packed: np.ndarray  # (len(KINDS), rows): a key per window
     user: np.ndarray  # uid per row
     actor: np.ndarray  # uid of the actor per row
     org: list[str]  # org per row
@@ -428,12 +428,12 @@ def batch_keys(batch: pa.RecordBatch, book: ColumnBook, rules_for: RulesLookup) 
     user = _uids(book, batch["org_id"], batch["user_id"])
     actor = _uids(book, batch["org_id"], batch["actor_id"])
     at = batch["occurred_at"].to_numpy()
-    wids = np.empty((4, len(at)), dtype=np.int64)
+    wids = np.empty((len(KINDS), len(at)), dtype=np.int64)
     for code, name in enumerate(org_names):
         rows = np.flatnonzero(org_code == code)
         starts = rules[code].calendar.starts_array(at[rows])
-        for kind in range(3):
-            wids[kind, rows] = _wids(book, name, KINDS[kind], starts[kind])
+        for kind, kind_starts in enumerate(starts):  # every window but all
+            wids[kind, rows] = _wids(book, name, KINDS[kind], kind_starts)
         wids[_ALL, rows] = book.wid(name, "all", 0)
     packed = (user[np.newaxis, :] << WID_BITS) | wids
     return BatchKeys(packed, user, actor, org_names, rules, org_code)
@@ -543,8 +543,8 @@ def apply_batch(
     parts, inverse = np.unique(part, return_inverse=True)
     col = np.array([book.column_of(int(p)) for p in parts.tolist()], dtype=np.int64)[inverse]
     slot = book.slots(keys.packed.ravel())
-    row = np.tile(np.arange(n, dtype=np.int64), 4)
-    kind = np.repeat(np.arange(4, dtype=np.int64), n)
+    row = np.tile(np.arange(n, dtype=np.int64), len(KINDS))
+    kind = np.repeat(np.arange(len(KINDS), dtype=np.int64), n)
     ok = offset[row] > book.hwm[slot, col[row]]
     weights = np.array([[r.weight(m) for m in METRIC_CODES] for r in keys.rules], np.float64)
     e = _Entries(

@@ -1,7 +1,10 @@
-"""Event-time windows: hour, day, week and all; UTC with Monday weeks unless an org's
-`Calendar` says otherwise.
+"""Event-time windows: hour, day, week, month, quarter, year and all; UTC with Monday weeks
+and calendar years unless an org's `Calendar` says otherwise.
 
-Window starts are epoch milliseconds. `all` starts at 0 (1970-01-01T00:00:00Z).
+Window starts are epoch milliseconds. `all` starts at 0 (1970-01-01T00:00:00Z). Months,
+quarters and years begin at local midnight on the first day of a month; quarters and
+years count from the org's `year_start_month` (1-12, default 1): with 4 (a fiscal year
+from April), Q1 is April-June and the year 2026 window starts on 2026-04-01.
 """
 
 from __future__ import annotations
@@ -31,6 +34,25 @@ def week_start(ms: int) -> int:
     return shifted - shifted % WEEK_MS - _MONDAY_OFFSET_MS
 
 
+def month_back(window: WindowName, month: int, year_start_month: int = 1) -> int:
+    """Months from `month` (1-12) back to the first month of its `window` (month,
+    quarter or year) in a year that begins in `year_start_month`."""
+    place = (month - year_start_month) % 12  # 0: the year's first month
+    return 0 if window == "month" else place % 3 if window == "quarter" else place
+
+
+def first_day(d: date, window: WindowName, year_start_month: int = 1) -> date:
+    """The first day of the month, quarter or year holding `d`."""
+    months = d.year * 12 + d.month - 1 - month_back(window, d.month, year_start_month)
+    return date(months // 12, months % 12 + 1, 1)
+
+
+def _utc_first_day(ms: int, window: WindowName) -> int:
+    d = datetime.fromtimestamp(ms // 1000, UTC).date()
+    start = first_day(d, window)
+    return int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp()) * 1000
+
+
 def window_start(window: WindowName, ms: int) -> int:
     if window == "hour":
         return hour_start(ms)
@@ -38,80 +60,123 @@ def window_start(window: WindowName, ms: int) -> int:
         return day_start(ms)
     if window == "week":
         return week_start(ms)
-    return 0
+    if window == "all":
+        return 0
+    return _utc_first_day(ms, window)
 
 
 def window_starts(ms: int) -> tuple[tuple[WindowName, int], ...]:
     """Every window an event at `ms` belongs to, as (window, start) pairs."""
-    return (("hour", hour_start(ms)), ("day", day_start(ms)), ("week", week_start(ms)), ("all", 0))
+    return (
+        ("hour", hour_start(ms)),
+        ("day", day_start(ms)),
+        ("week", week_start(ms)),
+        ("month", _utc_first_day(ms, "month")),
+        ("quarter", _utc_first_day(ms, "quarter")),
+        ("year", _utc_first_day(ms, "year")),
+        ("all", 0),
+    )
 
 
-# --- calendars: windows in an org's time zone and week start -------------------------------
+def _utc_month_starts(ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Month, calendar quarter and calendar year starts of UTC instants (numpy's months)."""
+    months = ms.astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)
+    quarter = months - months % 3  # month 0 is 1970-01, a January
+    year = months - months % 12
+
+    def to_ms(m: np.ndarray) -> np.ndarray:
+        return np.asarray(m.astype("datetime64[M]").astype("datetime64[ms]").astype(np.int64))
+
+    return to_ms(months), to_ms(quarter), to_ms(year)
+
+
+# --- calendars: windows in an org's time zone, week start and year start -------------------
 
 WEEKDAYS: Final = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _QUARTER_MS: Final = 15 * 60_000
+Starts = tuple[int, int, int, int, int, int]  # hour, day, week, month, quarter, year
 
 
 class Calendar:
-    """Where an org's hours, days and weeks begin: its IANA time zone and first weekday.
+    """Where an org's hours, days, weeks, months, quarters and years begin: its IANA time
+    zone, first weekday and first month of the (fiscal) year.
 
-    Window starts stay UTC epoch milliseconds (the instant the local hour, day or week
-    begins), so stored rows and every reader are unchanged; only the boundaries move. A
-    local day lasts 23 or 25 hours across a daylight-saving change, and a day whose
-    midnight does not exist begins at the first instant it does.
+    Window starts stay UTC epoch milliseconds (the instant the local hour, day, ... begins),
+    so stored rows and every reader are unchanged; only the boundaries move. A local day
+    lasts 23 or 25 hours across a daylight-saving change, and a day whose midnight does
+    not exist begins at the first instant it does; months, quarters and years begin at
+    their first day's start.
 
     Fast: every UTC offset and every transition lies on a quarter hour, so each UTC
     quarter hour has one set of starts, computed once and cached.
     """
 
-    __slots__ = ("_cache", "_zone", "timezone", "week_start")
+    __slots__ = ("_cache", "_zone", "timezone", "week_start", "year_start_month")
 
-    def __init__(self, timezone: str = "UTC", week_start: str = "monday") -> None:
+    def __init__(
+        self, timezone: str = "UTC", week_start: str = "monday", year_start_month: int = 1
+    ) -> None:
         from zoneinfo import ZoneInfo
 
         if week_start not in WEEKDAYS:
             raise ValueError(f"week_start must be one of {', '.join(WEEKDAYS)}: {week_start!r}")
+        if not 1 <= year_start_month <= 12:
+            raise ValueError(f"year_start_month must be 1 to 12: {year_start_month!r}")
         self.timezone = timezone
         self.week_start = week_start
+        self.year_start_month = year_start_month
         self._zone = ZoneInfo(timezone)  # raises ZoneInfoNotFoundError for a bad name
-        self._cache: dict[int, tuple[int, int, int]] = {}
+        self._cache: dict[int, Starts] = {}
 
     @property
     def is_utc_monday(self) -> bool:
-        return self.timezone in ("UTC", "Etc/UTC") and self.week_start == "monday"
-
-    def __repr__(self) -> str:
-        return f"Calendar({self.timezone!r}, {self.week_start!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Calendar) and (self.timezone, self.week_start) == (
-            other.timezone,
-            other.week_start,
+        """UTC, Monday weeks and calendar years: the module's fast functions apply."""
+        return (
+            self.timezone in ("UTC", "Etc/UTC")
+            and self.week_start == "monday"
+            and self.year_start_month == 1
         )
 
+    def _key(self) -> tuple[str, str, int]:
+        return (self.timezone, self.week_start, self.year_start_month)
+
+    def __repr__(self) -> str:
+        return f"Calendar{self._key()!r}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Calendar) and self._key() == other._key()
+
     def __hash__(self) -> int:
-        return hash((self.timezone, self.week_start))
+        return hash(self._key())
 
     def _local_midnight(self, d: date) -> int:
         """The first instant of local date `d`, in epoch ms."""
         local = datetime(d.year, d.month, d.day, tzinfo=self._zone)
         return int(local.timestamp() * 1000)
 
-    def _quarter(self, ms: int) -> tuple[int, int, int]:
+    def _quarter(self, ms: int) -> Starts:
         q = ms - ms % _QUARTER_MS
         hit = self._cache.get(q)
         if hit is None:
             if len(self._cache) > 50_000:
                 self._cache.clear()
-            at = self._local(q)
-            offset = at.utcoffset()
-            offset_ms = int(offset.total_seconds() * 1000) if offset is not None else 0
-            hour = self._since_offset_change(q - (q + offset_ms) % HOUR_MS, q, offset)
-            day = self._local_midnight(at.date())
-            back = (at.weekday() - WEEKDAYS.index(self.week_start)) % 7
-            week = self._local_midnight(at.date() - timedelta(days=back))
-            hit = self._cache[q] = (hour, day, week)
+            hit = self._cache[q] = self._compute(q)
         return hit
+
+    def _compute(self, q: int) -> Starts:
+        at = self._local(q)
+        offset = at.utcoffset()
+        offset_ms = int(offset.total_seconds() * 1000) if offset is not None else 0
+        hour = self._since_offset_change(q - (q + offset_ms) % HOUR_MS, q, offset)
+        today = at.date()
+        back = (at.weekday() - WEEKDAYS.index(self.week_start)) % 7
+        firsts = [first_day(today, w, self.year_start_month) for w in ("month", "quarter", "year")]
+        return (
+            hour,
+            self._local_midnight(today),
+            self._local_midnight(today - timedelta(days=back)),
+            *(self._local_midnight(d) for d in firsts),
+        )  # type: ignore[return-value]
 
     def _local(self, ms: int) -> datetime:
         """The org's local time at epoch millis `ms`."""
@@ -135,13 +200,21 @@ class Calendar:
         """Every window an event at `ms` belongs to, as (window, start) pairs."""
         if self.is_utc_monday:
             return window_starts(ms)
-        hour, day, week = self._quarter(ms)
-        return (("hour", hour), ("day", day), ("week", week), ("all", 0))
+        hour, day, week, month, quarter, year = self._quarter(ms)
+        return (
+            ("hour", hour),
+            ("day", day),
+            ("week", week),
+            ("month", month),
+            ("quarter", quarter),
+            ("year", year),
+            ("all", 0),
+        )
 
-    def starts_array(self, ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`starts` of many instants at once: (hour, day, week) start arrays. The calendar
-        is constant within a quarter of an hour (`_quarter`), so each distinct quarter is
-        computed once."""
+    def starts_array(self, ms: np.ndarray) -> tuple[np.ndarray, ...]:
+        """`starts` of many instants at once: hour, day, week, month, quarter and year
+        start arrays. The calendar is constant within a quarter of an hour (`_quarter`),
+        so each distinct quarter is computed once."""
         ms = np.asarray(ms, dtype=np.int64)
         if self.is_utc_monday:
             shifted = ms + _MONDAY_OFFSET_MS
@@ -149,18 +222,18 @@ class Calendar:
                 ms - ms % HOUR_MS,
                 ms - ms % DAY_MS,
                 shifted - shifted % WEEK_MS - _MONDAY_OFFSET_MS,
+                *_utc_month_starts(ms),
             )
         quarters, inverse = np.unique(ms - ms % _QUARTER_MS, return_inverse=True)
-        table = np.array([self._quarter(int(q)) for q in quarters], dtype=np.int64).reshape(-1, 3)
-        return table[inverse, 0], table[inverse, 1], table[inverse, 2]
+        table = np.array([self._quarter(int(q)) for q in quarters], dtype=np.int64).reshape(-1, 6)
+        return tuple(table[inverse, k] for k in range(6))
 
     def window_start(self, window: WindowName, ms: int) -> int:
         if self.is_utc_monday:
             return window_start(window, ms)
         if window == "all":
             return 0
-        hour, day, week = self._quarter(ms)
-        return hour if window == "hour" else day if window == "day" else week
+        return self._quarter(ms)[_STARTS.index(window)]
 
     def day_start(self, ms: int) -> int:
         return day_start(ms) if self.is_utc_monday else self._quarter(ms)[1]
@@ -173,7 +246,11 @@ class Calendar:
         return self._local_midnight(local + timedelta(days=n))
 
 
+_STARTS: Final[tuple[WindowName, ...]] = ("hour", "day", "week", "month", "quarter", "year")
 UTC_CALENDAR: Final = Calendar()
+# Days from the first day of a month, quarter or year that surely lie in the next one (a
+# month has at most 31 days, a quarter 92, a year 366) and not beyond it.
+_INTO_NEXT: Final = {"month": 32, "quarter": 93, "year": 367}
 
 
 def window_bounds(window: WindowName, at_ms: int, cal: Calendar) -> tuple[int, int | None]:
@@ -189,12 +266,16 @@ def window_bounds(window: WindowName, at_ms: int, cal: Calendar) -> tuple[int, i
         return start, cal.shift_days(start, 1)
     if window == "week":
         return start, cal.shift_days(start, 7)
-    return 0, None
+    if window == "all":
+        return 0, None
+    return start, cal.window_start(window, cal.shift_days(start, _INTO_NEXT[window]))
 
 
 @lru_cache(maxsize=256)
-def calendar(timezone: str = "UTC", week_start: str = "monday") -> Calendar:
-    """One shared `Calendar` per (time zone, week start)."""
-    if timezone in ("UTC", "Etc/UTC") and week_start == "monday":
+def calendar(
+    timezone: str = "UTC", week_start: str = "monday", year_start_month: int = 1
+) -> Calendar:
+    """One shared `Calendar` per (time zone, week start, year start)."""
+    if timezone in ("UTC", "Etc/UTC") and week_start == "monday" and year_start_month == 1:
         return UTC_CALENDAR
-    return Calendar(timezone, week_start)
+    return Calendar(timezone, week_start, year_start_month)

@@ -38,6 +38,7 @@ from sinks.erase import rebuild_org_boards
 from streams import metrics
 from streams.domain.collusion import Change, audit_week, collusive_groups, thanker_drops
 from streams.domain.rules import RuleConfig, RulesLookup
+from streams.domain.windows import window_bounds
 from streams.stages.flush import TRANSIENT, Blocking, Publisher, publish
 from streams.stages.transport import Control, encode_control
 
@@ -160,7 +161,8 @@ class Auditor:
         lost = sorted(
             {(c.decision.actor_id, c.decision.recipient_id) for c in changes if c.delta < 0}
         )
-        elsewhere = await run(sql.counted_elsewhere, self.ch, org, start, end, lost)
+        around = years_around(rules, start, end)
+        elsewhere = await run(sql.counted_elsewhere, self.ch, org, start, end, lost, around)
         drops = thanker_drops(decisions, changes, rules, elsewhere)
         rows = change_rows(org, start, changes, drops, rules, now_utc())
         await run(sql.write_reversals, self.ch, rows)
@@ -265,3 +267,11 @@ def change_rows(
             )
         )
     return rows
+
+
+def years_around(rules: RuleConfig, start: int, end: int) -> tuple[int, int]:
+    """[first, end) of the org's year windows that hold the week [start, end)."""
+    first = rules.calendar.window_start("year", start)
+    last = window_bounds("year", end - 1, rules.calendar)[1]
+    assert last is not None
+    return first, last

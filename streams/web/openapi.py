@@ -21,7 +21,7 @@ import faust
 from faust.web import Request, Response, View
 
 from schemas.limits import MAX_ID_BYTES
-from schemas.vocabulary import WINDOWS
+from schemas.vocabulary import HISTORY_WINDOWS, WINDOWS
 from sinks.pagedata import MAX_BADGES, MAX_POINTS
 from streams.domain.explain import DEFAULT_LIMIT, MAX_LIMIT, METRICS
 from streams.web.api import BADGES_LIMIT, MAX_BADGES_LIMIT
@@ -163,7 +163,7 @@ def personal_schemas() -> dict[str, Json]:
         "History": obj(
             {
                 "org": _TEXT,
-                "window": window_schema(("hour", "day", "week")),
+                "window": window_schema(HISTORY_WINDOWS),
                 "user_id": _TEXT,
                 "display_name": _NAME,
                 "points": {"type": "array", "items": ref("HistoryPoint")},
@@ -512,7 +512,7 @@ def people_paths() -> Json:
             [
                 USER,
                 ORG,
-                window("day", ("hour", "day", "week")),
+                window("day", HISTORY_WINDOWS),
                 AT,
                 integer("points", HISTORY_POINTS, 1, MAX_POINTS, "How many windows."),
             ],

@@ -17,7 +17,7 @@ from aiohttp import web
 from faust.web import Request, Response, View
 
 from schemas.times import format_rfc3339, now_ms
-from schemas.vocabulary import WindowName
+from schemas.vocabulary import HISTORY_WINDOWS, WindowName
 from sinks.directory import DirectoryStore
 from sinks.pagedata import MAX_BADGES, MAX_POINTS, PageData, PreviousRank
 from streams import metrics
@@ -229,7 +229,7 @@ class PageReads:
         reads as an unknown id (zeros, no name)."""
         user = parse_user(user)
         org = q.org()
-        window = q.window("day", ("hour", "day", "week"))
+        window = q.window("day", HISTORY_WINDOWS)
         at = q.at(now_ms())
         points = q.integer("points", HISTORY_POINTS, 1, MAX_POINTS)
         starts = history_starts(self.rules_for, org, window, at, points)

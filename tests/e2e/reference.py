@@ -24,10 +24,16 @@ def starts(ms: int) -> dict[str, int]:
     hour = dt.replace(minute=0, second=0, microsecond=0)
     day = hour.replace(hour=0)
     week = day - timedelta(days=day.weekday())
+    month = day.replace(day=1)
+    quarter = month.replace(month=(month.month - 1) // 3 * 3 + 1)
+    year = month.replace(month=1)
     return {
         "hour": int(hour.timestamp() * 1000),
         "day": int(day.timestamp() * 1000),
         "week": int(week.timestamp() * 1000),
+        "month": int(month.timestamp() * 1000),
+        "quarter": int(quarter.timestamp() * 1000),
+        "year": int(year.timestamp() * 1000),
         "all": 0,
     }
 

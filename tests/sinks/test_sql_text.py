@@ -238,7 +238,10 @@ def test_no_input_value_is_written_into_sql_text(ch: ClickHouse, texts: SqlTexts
     week = audit.week_decisions(ch, org, WEEK, WEEK + WEEK_MS)
     assert week
     assert audit.next_thanks(ch, {org: 0, "plain-org": 5}, WEEK + WEEK_MS) == {org: WEEK + DAY_MS}
-    assert audit.counted_elsewhere(ch, org, WEEK, WEEK + WEEK_MS, [(users[0], users[1])]) == set()
+    around = (WEEK - 400 * DAY_MS, WEEK + 400 * DAY_MS)
+    assert (
+        audit.counted_elsewhere(ch, org, WEEK, WEEK + WEEK_MS, [(users[0], users[1])], around) == {}
+    )
     first = week[0]
     thanks = ThanksDecision(org, first.event_id, first.actor_id, first.recipient_id,
                             Reason.COUNTED, first.occurred_at, TOPIC, 0, first.offset)  # fmt: skip

@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const BADGES = {first_thanks: "First thanks", helper: "Helper", sharer: "Sharer", streak_5: "5-day streak"};
-const WINDOW_WORDS = {hour: "hour", day: "day", week: "week", all: "all time"};
+const WINDOW_WORDS = {hour: "hour", day: "day", week: "week", month: "month", quarter: "quarter", year: "year", all: "all time"};
 const SVG = "http://www.w3.org/2000/svg";
 
 const TOKEN_KEY = "kudos.access_token";

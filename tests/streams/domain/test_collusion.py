@@ -28,6 +28,7 @@ from streams.domain.rules import (
     SourceRecord,
     decide_batch,
 )
+from streams.domain.windows import UTC_CALENDAR
 from tests.streams.factories import event, ms
 
 WEEK = ms("2026-11-23T00:00:00")  # a Monday: the start of a UTC org week
@@ -257,23 +258,35 @@ def test_thanker_drops_per_window() -> None:
         Change(d4, Reason.COUNTED, "recap", ()),
     ]
     day = WEEK + DAY_MS
-    assert thanker_drops(ds, changes, rules, ()) == {
+    month, quarter, year = (UTC_CALENDAR.window_start(w, t) for w in ("month", "quarter", "year"))
+    assert t + 2 * DAY_MS < UTC_CALENDAR.window_start("month", t + 32 * DAY_MS)  # one month
+    assert thanker_drops(ds, changes, rules, {}) == {
         ("ann", "bo"): [("hour", t)],
         ("ann", "cy"): [("day", day), ("hour", t)],
     }
-    # Every ann -> bo reversed: all its windows go, "all" only without other weeks' thanks.
+    # Every ann -> bo reversed: all its windows go, unless thanks of other weeks keep them.
     changes.append(Change(d2, Reason.COLLUSION, "reciprocal", ("ann", "bo")))
-    drops = thanker_drops(ds, changes, rules, ())
+    drops = thanker_drops(ds, changes, rules, {})
     assert drops[("ann", "bo")] == [
         ("all", 0),
         ("day", day),
         ("hour", t),
         ("hour", t + HOUR_MS),
+        ("month", month),
+        ("quarter", quarter),
+        ("week", WEEK),
+        ("year", year),
+    ]
+    beyond = thanker_drops(ds, changes, rules, {("ann", "bo"): {-1}})  # in another year
+    assert beyond[("ann", "bo")] == [w for w in drops[("ann", "bo")] if w != ("all", 0)]
+    same_month = thanker_drops(ds, changes, rules, {("ann", "bo"): {month}})  # another week
+    assert same_month[("ann", "bo")] == [
+        ("day", day),
+        ("hour", t),
+        ("hour", t + HOUR_MS),
         ("week", WEEK),
     ]
-    kept = thanker_drops(ds, changes, rules, {("ann", "bo")})
-    assert kept[("ann", "bo")] == [("day", day), ("hour", t), ("hour", t + HOUR_MS), ("week", WEEK)]
-    assert thanker_drops(ds, [changes[2]], rules, ()) == {}
+    assert thanker_drops(ds, [changes[2]], rules, {}) == {}
 
 
 # --- properties ------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.event import EventType
-from schemas.vocabulary import DAY_MS, Metric
+from schemas.vocabulary import DAY_MS, WINDOWS, Metric
 from streams.domain.rules import Effect, RulesLookup
 from streams.domain.scorebook import (
     Adjustment,
@@ -256,13 +256,13 @@ def test_an_audit_takes_points_back_once_and_gives_refused_ones() -> None:
     for i in range(3):
         apply_effects(_thanks("m", "b", at + i, i), audited, RULES, Applied())
     apply_effects(_thanks("m", "c", at + 3, 3), audited, RULES, Applied())
-    drop = frozenset({"hour", "day", "week", "all"})
+    drop = frozenset(WINDOWS)
     adjustments = [a for i in range(3) for a in _adjust("m", "b", at + i, -1, drop)]
     adjustments += _adjust("m", "g", at + 4, +1, frozenset())
     applied = Applied()
     apply_adjustments(adjustments, week_start(at), audited, RULES, applied)
-    assert sorted(t for _, t in applied.dropped_thankers) == ["m"] * 4  # b's four windows
-    assert sorted(t for _, t in applied.new_thankers) == ["m"] * 4  # g's four windows
+    assert sorted(t for _, t in applied.dropped_thankers) == ["m"] * len(WINDOWS)  # b's windows
+    assert sorted(t for _, t in applied.new_thankers) == ["m"] * len(WINDOWS)  # g's windows
 
     plain = ScoreBook()
     apply_effects(_thanks("m", "c", at + 3, 3), plain, RULES, Applied())

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.vocabulary import DAY_MS, HOUR_MS, Metric
+from schemas.vocabulary import DAY_MS, HOUR_MS, WINDOWS, Metric
 from streams.domain.badges import BadgeRule
 from streams.domain.effects import effects_to_batch
 from streams.domain.rules import Effect, RuleConfig, RulesLookup
@@ -214,7 +214,7 @@ def test_ids_of_users_no_longer_held_are_dropped_and_the_rest_carry_on() -> None
     book, columns = ScoreBook(), ColumnBook()
     apply_effects(first, book, RULES, Applied())
     apply_effects_batch(effects_to_batch(first), columns, RULES, ColumnApplied())
-    columns.evict_coldest(40)
+    columns.evict_coldest(10 * len(WINDOWS))  # the last 10 users' keys
     assert len(columns.users) < 100
     apply_effects(later, book, RULES, Applied())
     apply_effects_batch(effects_to_batch(later), columns, RULES, ColumnApplied())

@@ -29,6 +29,9 @@ def test_all_window_and_every_window() -> None:
         "hour": ms("2026-11-25T13:00:00"),
         "day": ms("2026-11-25T00:00:00"),
         "week": ms("2026-11-23T00:00:00"),
+        "month": ms("2026-11-01T00:00:00"),
+        "quarter": ms("2026-10-01T00:00:00"),
+        "year": ms("2026-01-01T00:00:00"),
         "all": 0,
     }
 
@@ -38,6 +41,7 @@ def test_all_window_and_every_window() -> None:
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from zoneinfo import ZoneInfo  # noqa: E402
 
+import numpy as np  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -72,13 +76,15 @@ def _first_instant_of(day: datetime, zone: ZoneInfo, before_ms: int) -> int:
     st.integers(min_value=ms("2010-01-01T00:00:00"), max_value=ms("2030-01-01T00:00:00")),
     st.sampled_from(ZONES),
     st.sampled_from(WEEKDAYS),
+    st.integers(min_value=1, max_value=12),
 )
 def test_calendar_starts_match_local_time_by_brute_force(
-    at: int, timezone: str, first: str
+    at: int, timezone: str, first: str, year_start: int
 ) -> None:
-    cal = calendar(timezone, first)
+    cal = calendar(timezone, first, year_start)
     zone = ZoneInfo(timezone)
-    (_, hour), (_, day), (_, week), (_, all_) = cal.starts(at)
+    starts = cal.starts(at)
+    (_, hour), (_, day), (_, week), (_, month), (_, quarter), (_, year), (_, all_) = starts
     assert all_ == 0 and hour <= at and day <= at and week <= day
     # The hour: the last instant at or before `at` where the local minute and second are 0,
     # or where the offset changed (the local clock jumped).
@@ -95,6 +101,21 @@ def test_calendar_starts_match_local_time_by_brute_force(
     assert _local(at, zone).date() - local_week.date() < timedelta(days=7 + 1)
     assert cal.window_start("day", at) == day and cal.day_start(at) == day
     assert cal.window_start("week", at) == week and cal.window_start("hour", at) == hour
+    # Month, quarter, year: the first instant of their first local day, which is the 1st
+    # of the month, of the quarter's first month, of the year's (counted from year_start).
+    local = _local(at, zone)
+    for start, months_back in (
+        (month, 0),
+        (quarter, (local.month - year_start) % 12 % 3),
+        (year, (local.month - year_start) % 12),
+    ):
+        n = local.year * 12 + local.month - 1 - months_back
+        first_day = datetime(n // 12, n % 12 + 1, 1, 12, tzinfo=zone)
+        assert _local(start, zone).date() == first_day.date(), (start, first_day)
+        assert start == _first_instant_of(first_day, zone, int(first_day.timestamp() * 1000))
+        assert start <= day
+    got = cal.starts_array(np.array([at], dtype=np.int64))
+    assert [int(a[0]) for a in got] == [hour, day, week, month, quarter, year]
 
 
 def test_a_thirty_minute_clock_change_starts_an_hour_of_its_own() -> None:

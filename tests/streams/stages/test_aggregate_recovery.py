@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from schemas.vocabulary import Metric
+from schemas.vocabulary import WINDOWS, Metric
 from sinks.clickhouse import ClickHouse
 from streams.domain.rules import Effect, RulesLookup
 from streams.domain.tally import ScoreColumns
@@ -109,4 +109,4 @@ def test_a_crash_between_writes_and_a_replay_equal_one_clean_run(
     run(StateStore(ch, leader_depth=3), batch())
     clean = snapshot(ch)
     assert crashed == clean
-    assert len(clean[1]) == 4 * 6  # every window of every user is on its (shallow) board
+    assert len(clean[1]) == len(WINDOWS) * 6  # every window of every user is on its board

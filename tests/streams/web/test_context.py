@@ -50,8 +50,8 @@ def test_window_scope_is_the_org_window_holding_at() -> None:
 
 def test_window_scope_reads_org_first() -> None:
     with pytest.raises(BadRequest, match="'org'"):
-        window_scope(Params([("window", "year"), ("at", "x")]), RULES)
+        window_scope(Params([("window", "decade"), ("at", "x")]), RULES)
     with pytest.raises(BadRequest, match="'window'"):
-        window_scope(Params([("org", "acme"), ("window", "year"), ("at", "x")]), RULES)
+        window_scope(Params([("org", "acme"), ("window", "decade"), ("at", "x")]), RULES)
     with pytest.raises(BadRequest, match="'at'"):
         window_scope(Params([("org", "acme"), ("at", "x")]), RULES)

@@ -135,7 +135,7 @@ def test_choices_and_windows() -> None:
     )
     assert (
         refusal(lambda: q(("window", "HOUR")).window())
-        == "'window' must be one of hour, day, week, all"
+        == "'window' must be one of hour, day, week, month, quarter, year, all"
     )
     assert q(("by", "department")).choice("by", ("team", "department"), "team") == "department"
 
@@ -172,7 +172,7 @@ FIXED_MESSAGES = {
     "'org' is required",
     "'org' is too long (at most 256 UTF-8 bytes)",
     "'org' must not contain control characters or '/'",
-    "'window' must be one of hour, day, week, all",
+    "'window' must be one of hour, day, week, month, quarter, year, all",
 }
 
 
