@@ -73,10 +73,14 @@ def history_starts(
     rules_for: RulesLookup, org: str, window: WindowName, at_ms: int, points: int
 ) -> list[int]:
     """Starts of `points` consecutive windows of the org's calendar ending with the one
-    containing `at_ms`, oldest first."""
+    containing `at_ms`, oldest first; fewer where they would begin before 1970 (90 years
+    back from 2000: ClickHouse's DateTime, and kudos' data, begin in 1970)."""
     starts = [org_window_start(rules_for, org, window, at_ms)]
     while len(starts) < points:
-        starts.append(org_window_start(rules_for, org, window, starts[-1] - 1))
+        before = org_window_start(rules_for, org, window, starts[-1] - 1)
+        if before < 0:
+            break
+        starts.append(before)
     return starts[::-1]
 
 

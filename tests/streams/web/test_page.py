@@ -39,6 +39,16 @@ def test_history_starts_are_consecutive_oldest_first() -> None:
     assert [b - a for a, b in itertools.pairwise(nz)] == [24 * 3_600_000, 25 * 3_600_000]
 
 
+def test_history_of_months_quarters_and_years_stops_at_1970() -> None:
+    at = int(datetime(2026, 11, 25, 12, tzinfo=UTC).timestamp() * 1000)
+    years = history_starts(RULES, "acme", "year", at, 90)
+    assert len(years) == 2026 - 1970 + 1 and years[0] == 0
+    assert [datetime.fromtimestamp(s / 1000, UTC).year for s in years[-3:]] == [2024, 2025, 2026]
+    quarters = history_starts(RULES, "acme", "quarter", at, 4)
+    months = [datetime.fromtimestamp(s / 1000, UTC).month for s in quarters]
+    assert months == [1, 4, 7, 10]
+
+
 def test_sse_message_is_one_event() -> None:
     data = json.dumps({"name": "a\nb"})
     raw = sse_message("snapshot", data).decode()
