@@ -21,10 +21,12 @@ recipients) is left to the recognition rules, which record such events as refuse
 
 from __future__ import annotations
 
+import gc
 import json
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from importlib import resources
 from io import BytesIO
@@ -811,6 +813,36 @@ class _JsonColumns:
         self.events: list[_JsonEvent] = []
         self.times: dict[int, int] = {}  # position in `events` -> an RFC 3339 time, parsed
 
+    def add_all(self, rows: list[int], raws: Sequence[bytes]) -> list[int]:
+        """`add` each of the messages `rows` of `raws`; returns those that must take the
+        exact path. ASCII messages without a backslash (no escapes, so no lone surrogate,
+        and valid UTF-8) need no check but msgspec's: they are decoded in a tight loop."""
+        plain, other = rows, list[int]()
+        joined = b"".join([raws[i] for i in rows])
+        if not joined.isascii() or b"\\" in joined:
+            plain = []
+            for i in rows:
+                (plain if raws[i].isascii() and b"\\" not in raws[i] else other).append(i)
+        left = [i for i in other if not self.add(i, raws[i])]
+        decode = _JSON_EVENT.decode
+        index, events = self.index, self.events
+        base = len(events)
+        for i in plain:
+            try:
+                events.append(decode(raws[i]))
+            except Exception:  # msgspec's DecodeError, ValidationError, RecursionError
+                left.append(i)
+                continue
+            index.append(i)
+        for k in range(base, len(events)):
+            at = events[k].occurred_at
+            if type(at) is str:
+                try:
+                    self.times[k] = parse_rfc3339(at)
+                except ValueError:
+                    self.times[k] = _LONG_MAX + 1  # not a time: `columns` leaves it aside
+        return left
+
     def add(self, i: int, raw: bytes) -> bool:
         """Decode `raw`; False when it must take the exact path. (Enum symbols and the
         range of `occurred_at` are checked per column, in `columns`.)"""
@@ -843,35 +875,40 @@ class _JsonColumns:
         times: list[Any] = [e.occurred_at for e in es]  # ints, once the strings are parsed
         for at, parsed in self.times.items():
             times[at] = parsed
-        kinds = pc.index_in(pa.array([e.event_type for e in es], pa.string()), _TYPE_SYMBOLS)
-        shown = pc.index_in(pa.array([e.visibility for e in es], pa.string()), _SHOWN_SYMBOLS)
+        kind, show = _TYPE_CODE.get, _SHOWN_CODE.get
+        kinds = np.array([kind(e.event_type, -1) for e in es], dtype=np.int8)
+        shown = np.array([show(e.visibility, -1) for e in es], dtype=np.int8)
         try:
             at_ms = np.array(times, dtype=np.int64)
             odd = np.zeros(len(es), dtype=bool)
         except OverflowError:
             odd = np.array([not _LONG_MIN <= t <= _LONG_MAX for t in times], dtype=bool)
             at_ms = np.array([0 if o else t for t, o in zip(times, odd, strict=True)], np.int64)
-        odd |= np.asarray(kinds.is_null()) | np.asarray(shown.is_null())
+        odd |= (kinds < 0) | (shown < 0)
         columns = EventColumns(
             np.array(self.index, dtype=np.int64),
             pa.array([e.event_id for e in es], pa.string()),
-            np.asarray(kinds.fill_null(0), dtype=np.int8),
+            np.maximum(kinds, 0),
             pa.array([e.org_id for e in es], pa.string()),
             pa.array([e.actor_id for e in es], pa.string()),
             pa.array([e.recipient_ids for e in es], pa.list_(pa.string())),
             pa.array([e.content_id for e in es], pa.string()),
             pa.array([e.channel for e in es], pa.string()),
-            np.asarray(shown.fill_null(0), dtype=np.int8),
+            np.maximum(shown, 0),
             at_ms,
             pa.array([e.source for e in es], pa.string()),
         )
-        if not odd.any():
+        keep = np.flatnonzero(~odd) if odd.any() else None
+        if len(columns) > 1 and (np.diff(columns.index) < 0).any():  # `add`ed ones first
+            keep = np.argsort(columns.index, kind="stable") if keep is None else keep
+            keep = keep[np.argsort(columns.index[keep], kind="stable")]
+        if keep is None:
             return columns, []
-        return columns.take(np.flatnonzero(~odd)), columns.index[odd].tolist()
+        return columns.take(keep), np.sort(columns.index[odd]).tolist()
 
 
-_TYPE_SYMBOLS: Final = pa.array([t.value for t in EVENT_TYPE_CODES], pa.string())
-_SHOWN_SYMBOLS: Final = pa.array([v.value for v in VISIBILITY_CODES], pa.string())
+_TYPE_CODE: Final = {t.value: i for i, t in enumerate(EVENT_TYPE_CODES)}
+_SHOWN_CODE: Final = {v.value: i for i, v in enumerate(VISIBILITY_CODES)}
 
 
 def _encodable(e: _JsonEvent) -> bool:
@@ -1102,7 +1139,12 @@ class EventCodec:
 
     def _sort(self, raws: Sequence[bytes]) -> _Sorted:
         """Size errors now; Avro by schema id, JSON through its fast path, the rest aside."""
+        with _gc_paused():
+            return self._sort_all(raws)
+
+    def _sort_all(self, raws: Sequence[bytes]) -> _Sorted:
         out = _Sorted()
+        json_rows: list[int] = []
         limit = self._max_message_bytes
         for i, raw in enumerate(raws):
             size = len(raw)
@@ -1110,8 +1152,11 @@ class EventCodec:
                 out.errors.append((i, self._size_error(size)))
             elif raw[0] == CONFLUENT_MAGIC_BYTE and size >= _HEADER_SIZE:
                 out.avro.setdefault(_SCHEMA_ID.unpack_from(raw, 1)[0], []).append(i)
-            elif raw[0] != _OPEN_BRACE or not out.json.add(i, raw):
+            elif raw[0] == _OPEN_BRACE:
+                json_rows.append(i)
+            else:
                 out.slow.append(i)
+        out.slow.extend(out.json.add_all(json_rows, raws))
         return out
 
     def encode_avro(self, event: CollaborationEvent, schema_id: int = READER_SCHEMA_ID) -> bytes:
@@ -1229,6 +1274,22 @@ class EventCodec:
             "unknown_encoding",
             f"first byte 0x{raw[0]:02x} starts neither Confluent Avro (0x00) nor a JSON object",
         )
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile. Decoding JSON allocates a list (of
+    recipients) per message, and these allocations would start collections that walk
+    every young object, again and again, while no cycle can form: pausing them for a
+    batch halves the cost of the msgspec decode. A collection may run once after."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _read_avro_columns(

@@ -169,7 +169,7 @@ def test_sigterm_of_kudos_up_stops_its_broker(tmp_path: Path) -> None:
         up.assert_broker_gone()
         assert STOPPED in up.log()
         # No KUDOS_AUTH: `kudos up` is open, and says so.
-        assert "KUDOS_AUTH=off: the HTTP API on 127.0.0.1" in up.log()
+        assert "KUDOS_AUTH=off: the HTTP API on 127.0.0.1" in up.log(10**7)
 
 
 def test_a_crash_through_fatal_stops_the_broker(tmp_path: Path) -> None:

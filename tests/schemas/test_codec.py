@@ -765,3 +765,43 @@ def test_decode_columns_on_examples_and_writers_needing_resolution() -> None:
     assert_columns_agree(raws)
     columns, errors = codec.decode_columns([])
     assert len(columns) == 0 and errors == []
+
+
+# --- The JSON fast path's tight loop agrees with its per-message `add` ----------------------
+
+INVALID_JSON = [f.read_bytes() for f in example_files("invalid", ".json")]
+ascii_events = st.builds(
+    replace,
+    events,
+    event_id=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12),
+    occurred_at=st.integers(-(2**63), 2**63 - 1) | st.just(2**63),
+)
+json_messages = st.one_of(
+    ascii_events.map(CODEC.encode_json),  # plain: ASCII, no backslash
+    st.tuples(ascii_events, st.sampled_from([", ", ": "])).map(
+        lambda x: CODEC.encode_json(x[0]).replace(x[1].strip().encode(), x[1].encode())
+    ),
+    st.tuples(edgy_events, st.sampled_from(["json", "json_utf8"])).map(lambda x: encoded(*x)),
+    st.sampled_from(INVALID_JSON),
+    st.tuples(ascii_events, st.integers(0, 400), st.integers(0, 255)).map(
+        lambda x: _corrupt(CODEC.encode_json(x[0]), x[1], x[2])
+    ),
+    field_values.map(lambda d: json.dumps(d, separators=(",", ":")).encode()),
+)
+
+
+@settings(FUZZ, max_examples=300)
+@given(st.lists(json_messages, max_size=12))
+def test_json_batch_loop_agrees_with_add_and_decode_many(raws: list[bytes]) -> None:
+    from schemas.codec import _JsonColumns
+
+    rows = [i for i, raw in enumerate(raws) if raw[:1] == b"{"]
+    batched, single = _JsonColumns(), _JsonColumns()
+    left = batched.add_all(rows, raws)
+    left_single = [i for i in rows if not single.add(i, raws[i])]
+    got, unsure = batched.columns()
+    want, unsure_single = single.columns()
+    assert sorted(left + unsure) == sorted(left_single + unsure_single)
+    assert got.index.tolist() == want.index.tolist()
+    assert list(got.events()) == list(want.events())
+    assert_columns_agree(raws)
