@@ -152,7 +152,7 @@ BAD: dict[str, tuple[str, ...]] = {
         "\u0661" * 13,
         "soon",
     ),
-    "window": ("month", "HOUR", ""),
+    "window": ("decade", "HOUR", ""),
     "org": ("a/b", "x" * 300, "a\x00b", ""),
     "user": ("x" * 300, "a\x01"),
     "by": ("floor",),
