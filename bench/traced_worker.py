@@ -38,7 +38,7 @@ def _sample(out: Path, snapshots: bool) -> None:
                 arrow = sys.modules["pyarrow"].total_allocated_bytes()
             traced = tracemalloc.get_traced_memory()[0] if snapshots else 0
             row = (time.monotonic() - began, _status("VmRSS"), _status("VmHWM"), arrow, traced)
-            f.write("%.0f,%d,%d,%d,%d,%d\n" % (*row, len(gc.get_objects())))
+            f.write(",".join(f"{v:.0f}" for v in (*row, len(gc.get_objects()))) + "\n")
             f.flush()
             if snapshots and traced > best * 1.05:
                 best = traced
