@@ -211,7 +211,10 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_allow_declare=False,
         producer_acks=-1,
         producer_max_request_size=settings.max_transport_bytes,
-        consumer_max_fetch_size=settings.max_transport_bytes,
+        # Per partition; not max_transport_bytes: brokers (Kafka since 0.10.1, Tansu)
+        # return a first batch larger than this whole, and a fetch's records are held as
+        # Python objects (16 MiB of small events: ~40 MB a partition).
+        consumer_max_fetch_size=settings.fetch_partition_bytes,
     )
     # The live page is ours at "/": drop faust's production index, which also mounts there.
     # faust picks its blueprints when the web driver is built, so rebuild the list.
