@@ -46,10 +46,33 @@ def arrow_without_pandas() -> None:
         sys.meta_path.remove(block)
 
 
+# mallopt parameters (glibc's malloc.h).
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1 << 20
+
+
+def fixed_mmap_threshold() -> None:
+    """Keep glibc's mmap threshold at 1 MiB. By default it grows to the largest block
+    freed (up to 32 MiB), after which the numpy columns of each batch come from the heap
+    and their holes keep it large: measured on bench/floor_memory.py, 300 MB after the
+    drain instead of 226. Blocks of 1 MiB or more are then mapped and unmapped whole."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): leave it
+        return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] in (["worker"], ["up"]):
         signal.signal(signal.SIGTERM, exit_during_startup)
+        fixed_mmap_threshold()
         arrow_without_pandas()
     from streams.cli.main import main as cli_main
 
