@@ -81,7 +81,12 @@ def _merged(ordered: np.ndarray, new: np.ndarray) -> np.ndarray:
 def _grow(a: np.ndarray, size: int, fill: object) -> np.ndarray:
     if len(a) >= size:
         return a
-    out = np.full((max(size, 2 * len(a), 1024), *a.shape[1:]), fill, dtype=a.dtype)
+    shape = (max(size, 2 * len(a), 1024), *a.shape[1:])
+    if a.dtype != object and fill == 0:
+        # calloc: the spare capacity's pages stay unmapped until a slot uses them.
+        out = np.zeros(shape, dtype=a.dtype)
+    else:
+        out = np.full(shape, fill, dtype=a.dtype)
     out[: len(a)] = a
     return out
 
