@@ -20,6 +20,7 @@ another, provided no deciding partition's offsets go back from one message to th
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -127,7 +128,8 @@ class _Users:
             found = self.ids[joined] = len(self.ids)
             self.org = _grow(self.org, found + 1, None)
             self.name = _grow(self.name, found + 1, None)
-            self.org[found], self.name[found] = joined.split("\x00", 1)
+            org, self.name[found] = joined.split("\x00", 1)
+            self.org[found] = sys.intern(org)  # a few orgs: one string each, not one a user
         return found
 
 
