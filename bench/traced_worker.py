@@ -7,6 +7,9 @@ the objects gc tracks. With KUDOS_BENCH_TRACEMALLOC=N (frames), tracemalloc runs
 the start and, whenever the traced heap beats its last snapshot by 5 %, the snapshot is
 written to `<dir>/peak.snap` (read it with `python -m bench.traced_worker show DIR`).
 tracemalloc sees Python objects and numpy buffers, not pyarrow's pool (its own column).
+With KUDOS_BENCH_ARRAYS=1, every 10 s `<dir>/arrays.txt` lists the numpy buffers held,
+by the class and attribute that hold them, and the largest Python containers, at the
+sample with the highest RSS so far.
 """
 
 from __future__ import annotations
@@ -46,6 +49,48 @@ def _sample(out: Path, snapshots: bool) -> None:
                 (out / "peak.tmp").replace(out / "peak.snap")
 
 
+def _holders() -> str:
+    """Numpy buffers by the (class, slot or attribute) holding them; largest containers."""
+    import numpy as np
+
+    by: dict[str, int] = {}
+    seen: set[int] = set()
+    big: list[tuple[int, str]] = []
+    for obj in gc.get_objects():
+        if isinstance(obj, dict | set | list) and len(obj) > 10_000:
+            big.append((len(obj), f"{type(obj).__name__} of {len(obj):,}"))
+        slots = getattr(type(obj), "__slots__", ())
+        attrs = getattr(obj, "__dict__", None)
+        values = [(n, getattr(obj, n, None)) for n in slots if isinstance(n, str)]
+        if isinstance(attrs, dict):
+            values += list(attrs.items())
+        for name, value in values:
+            if isinstance(value, dict | set | list) and len(value) > 10_000:
+                big.append((len(value), f"{type(obj).__name__}.{name}: {len(value):,} entries"))
+            if not isinstance(value, np.ndarray):
+                continue
+            base = value if value.base is None else value.base
+            if id(base) in seen or not isinstance(base, np.ndarray):
+                continue
+            seen.add(id(base))
+            key = f"{type(obj).__name__}.{name}"
+            by[key] = by.get(key, 0) + base.nbytes
+    lines = [f"{n / 2**20:9.1f} MB  {k}" for k, n in sorted(by.items(), key=lambda x: -x[1])]
+    lines.append(f"{sum(by.values()) / 2**20:9.1f} MB  numpy buffers in all")
+    lines += [text for _, text in sorted(big, reverse=True)[:15]]
+    return "\n".join(lines[:60]) + "\n"
+
+
+def _arrays(out: Path) -> None:
+    best = 0
+    while True:
+        time.sleep(10.0)
+        rss = _status("VmRSS")
+        if rss > best:
+            best = rss
+            (out / "arrays.txt").write_text(f"RSS {rss / 2**20:.0f} MB\n" + _holders())
+
+
 def show(where: Path, top: int = 40) -> None:
     snap = tracemalloc.Snapshot.load(str(where / "peak.snap"))
     stats = snap.statistics("traceback")
@@ -67,6 +112,8 @@ def main() -> int:
     if frames:
         tracemalloc.start(frames)
     threading.Thread(target=_sample, args=(out, bool(frames)), daemon=True).start()
+    if os.environ.get("KUDOS_BENCH_ARRAYS"):
+        threading.Thread(target=_arrays, args=(out,), daemon=True).start()
     from streams.entry import main as kudos
 
     return kudos(sys.argv[1:])
