@@ -49,6 +49,9 @@ def _sample(out: Path, snapshots: bool) -> None:
                 (out / "peak.tmp").replace(out / "peak.snap")
 
 
+_OURS = ("streams", "sinks", "schemas")
+
+
 def _holders() -> str:
     """Numpy buffers by the (class, slot or attribute) holding them; largest containers."""
     import numpy as np
@@ -58,7 +61,8 @@ def _holders() -> str:
     big: list[tuple[int, str]] = []
     for obj in gc.get_objects():
         # Only the project's objects: a library's proxy may compute, even block, when read.
-        if type(obj).__module__.split(".")[0] not in ("streams", "sinks", "schemas"):
+        module = type(obj).__dict__.get("__module__")
+        if not isinstance(module, str) or module.split(".")[0] not in _OURS:
             continue
         slots = getattr(type(obj), "__slots__", ())
         attrs = getattr(obj, "__dict__", None)
