@@ -9,7 +9,8 @@ written to `<dir>/peak.snap` (read it with `python -m bench.traced_worker show D
 tracemalloc sees Python objects and numpy buffers, not pyarrow's pool (its own column).
 With KUDOS_BENCH_ARRAYS=1, every 10 s `<dir>/arrays.txt` lists the numpy buffers held,
 by the class and attribute that hold them, and the largest containers they hold, at the
-sample with the highest RSS so far.
+sample with the highest RSS so far. With KUDOS_BENCH_TRIM=1 the sampler calls glibc's
+malloc_trim(0) after each sample (is the RSS free heap that glibc keeps?).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def _status(field: str) -> int:
 
 def _sample(out: Path, snapshots: bool) -> None:
     began, best = time.monotonic(), 0
+    trim = None
+    if os.environ.get("KUDOS_BENCH_TRIM"):
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
     with (out / "samples.csv").open("a") as f:
         f.write("s,rss,hwm,arrow,traced,gc_objects\n")
         while True:
@@ -43,6 +49,8 @@ def _sample(out: Path, snapshots: bool) -> None:
             row = (time.monotonic() - began, _status("VmRSS"), _status("VmHWM"), arrow, traced)
             f.write(",".join(f"{v:.0f}" for v in (*row, len(gc.get_objects()))) + "\n")
             f.flush()
+            if trim is not None:
+                trim(0)
             if snapshots and traced > best * 1.05:
                 best = traced
                 tracemalloc.take_snapshot().dump(str(out / "peak.tmp"))
