@@ -17,7 +17,8 @@ batches) through the state a worker cannot do without, all as numpy columns:
   use, 4 high-water marks: 92 bytes) and a 16-byte digest and an int32 id per user held;
   names are not held, a batch's rows take them from the batch.
 
-Like `kudos worker` it fixes glibc's mmap threshold (streams/entry.py). It prints RSS
+Like `kudos worker` it fixes glibc's mmap threshold and trims the heap (here after each
+batch; streams/lifecycle.py). It prints RSS
 after the imports, and after the drain the RSS and the peak (VmHWM).
 
     .venv/bin/python -m bench.floor_memory [USERS=1000000] [MAX_KEYS=500000]
@@ -38,7 +39,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streams.domain.pair_counts import pair_keys
-from streams.entry import arrow_without_pandas, fixed_mmap_threshold
+from streams.entry import arrow_without_pandas
+from streams.lifecycle import fixed_mmap_threshold, release_free_heap
 
 fixed_mmap_threshold()  # as `kudos worker` does
 arrow_without_pandas()
@@ -181,6 +183,7 @@ def main(n_users: int, max_keys: int) -> None:
         b = batch_events(n_users, lo, min(lo + BATCH * 3 // 4, n_users), now)
         decide(b, seen, pairs)
         aggregate(b, users, book, tick, max_keys)
+        release_free_heap()
     gc.collect()
     held = {"seen": seen, "pairs": pairs, "users": users, "keys": book}
     print(f"users: {n_users:,}, events: {len(seen.keys):,}, pair-days: {len(pairs.keys):,}")

@@ -29,7 +29,7 @@ from sinks.directory import DirectoryStore
 from streams import metrics
 from streams.domain.rules import RulesLookup
 from streams.kafka import security
-from streams.lifecycle import EXIT_BAD_INPUT, EXIT_CRASH, fatal
+from streams.lifecycle import EXIT_BAD_INPUT, EXIT_CRASH, fatal, release_free_heap
 from streams.settings import Settings
 from streams.stages.aggregate import AggregateStage
 from streams.stages.audit import Auditor
@@ -422,6 +422,11 @@ def start_timers(kudos: Kudos, routes: dict[str, BatchRoute], effects_partitions
         observe_progress(kudos, routes)
 
     app.timer(settings.progress_interval_s)(watch_progress)
+
+    async def release_memory() -> None:
+        release_free_heap()
+
+    app.timer(settings.progress_interval_s)(release_memory)
 
     def holds_effects_zero() -> bool:
         try:

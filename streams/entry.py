@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from streams.lifecycle import exit_during_startup
+from streams.lifecycle import exit_during_startup, fixed_mmap_threshold
 
 
 class _NoPandas:
@@ -44,28 +44,6 @@ def arrow_without_pandas() -> None:
         pa.array(["", None])
     finally:
         sys.meta_path.remove(block)
-
-
-# mallopt parameters (glibc's malloc.h).
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 1 << 20
-
-
-def fixed_mmap_threshold() -> None:
-    """Keep glibc's mmap threshold at 1 MiB. By default it grows to the largest block
-    freed (up to 32 MiB), after which the numpy columns of each batch come from the heap
-    and their holes keep it large: measured on bench/floor_memory.py, 300 MB after the
-    drain instead of 226. Blocks of 1 MiB or more are then mapped and unmapped whole."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt): leave it
-        return
 
 
 def main(argv: Sequence[str] | None = None) -> int:
