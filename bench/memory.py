@@ -11,6 +11,10 @@ The ClickHouse backend is Debian's server when installed (so the figure is the w
 own memory), else chdb (whose engine then lives inside the worker and is counted).
 
     .venv/bin/python -m bench.memory [USERS=1000000]
+
+KUDOS_BENCH_TRACE=DIR runs the worker under bench/traced_worker.py (a sample of RSS,
+pyarrow's pool and gc objects a second; with KUDOS_BENCH_TRACEMALLOC=FRAMES also
+tracemalloc snapshots at the peak of the Python heap).
 """
 
 from __future__ import annotations
@@ -30,6 +34,17 @@ from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e.worker import WorkerProcess
 
 ORGS = ("acme", "globex", "initech")
+
+
+class TracedWorker(WorkerProcess):
+    """The worker under bench/traced_worker.py."""
+
+    def start(self, migrate: bool = True) -> WorkerProcess:
+        args = [sys.executable, "-m", "bench.traced_worker", "worker"]
+        args += ["--migrate"] if migrate else []
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self
 
 
 def events(users: int, now_ms: int) -> list[CollaborationEvent]:
@@ -96,7 +111,8 @@ def main(users: int) -> None:
                 )
                 asyncio.run(produce_avro(broker.bootstrap, batch))
                 # The worker joins with nothing to read yet: its baseline RSS.
-                worker = WorkerProcess(
+                traced = bool(os.environ.get("KUDOS_BENCH_TRACE"))
+                worker = (TracedWorker if traced else WorkerProcess)(
                     broker.bootstrap,
                     url,
                     work / "worker.log",

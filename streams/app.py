@@ -29,7 +29,7 @@ from sinks.directory import DirectoryStore
 from streams import metrics
 from streams.domain.rules import RulesLookup
 from streams.kafka import security
-from streams.lifecycle import EXIT_BAD_INPUT, EXIT_CRASH, fatal
+from streams.lifecycle import EXIT_BAD_INPUT, EXIT_CRASH, fatal, release_free_heap
 from streams.settings import Settings
 from streams.stages.aggregate import AggregateStage
 from streams.stages.audit import Auditor
@@ -211,7 +211,10 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_allow_declare=False,
         producer_acks=-1,
         producer_max_request_size=settings.max_transport_bytes,
-        consumer_max_fetch_size=settings.max_transport_bytes,
+        # Per partition; not max_transport_bytes: brokers (Kafka since 0.10.1, Tansu)
+        # return a first batch larger than this whole, and a fetch's records are held as
+        # Python objects (16 MiB of small events: ~40 MB a partition).
+        consumer_max_fetch_size=settings.fetch_partition_bytes,
     )
     # The live page is ours at "/": drop faust's production index, which also mounts there.
     # faust picks its blueprints when the web driver is built, so rebuild the list.
@@ -419,6 +422,11 @@ def start_timers(kudos: Kudos, routes: dict[str, BatchRoute], effects_partitions
         observe_progress(kudos, routes)
 
     app.timer(settings.progress_interval_s)(watch_progress)
+
+    async def release_memory() -> None:
+        release_free_heap()
+
+    app.timer(settings.progress_interval_s)(release_memory)
 
     def holds_effects_zero() -> bool:
         try:

@@ -209,6 +209,13 @@ class Settings(BaseSettings):
     max_transport_bytes: int = Field(
         16 << 20, description="largest message fetched or produced (the DLQ carries originals)"
     )
+    fetch_partition_bytes: int = Field(
+        2 << 20,
+        ge=1,
+        description="bytes a fetch asks for per partition (the fetched records are held "
+        "as objects until delivered); a larger message still comes whole, as the broker "
+        "returns a first record batch that does not fit",
+    )
     dlq_max_ratio: float = Field(
         0.5, gt=0, le=1, description="stop when this share of recent input is undecodable"
     )

@@ -38,14 +38,13 @@ from streams.domain.effects import (
     RECEIVED_CODE,
     SHARES_CODE,
 )
+from streams.domain.pair_counts import pair_keys, user_digest
 from streams.domain.rules import (
     Decision,
-    PairDay,
     PartitionState,
     RuleConfig,
     RulesLookup,
     SourceRecord,
-    retained_pair,
     target_reason,
 )
 
@@ -349,34 +348,28 @@ def _pair_caps(b: _Batch, targets: _Targets, rows: np.ndarray, state: PartitionS
     group = np.cumsum(new_group) - 1
     rank = np.arange(len(rows)) - heads[group]
     names = _pair_keys(b, keys[:, heads])
-    counts = state.pair_counts
-    get = counts.get
-    stored = np.fromiter((get(k, 0) for k in names), dtype=np.int64, count=len(names))
+    stored = state.pair_counts.lookup(names)
     cap = np.asarray([r.pair_daily_cap for r in b.rules], dtype=np.int64)[keys[0, heads]]
     size = np.diff(np.append(heads, len(rows)))
     after = stored + np.clip(cap - stored, 0, size)
-    for g in np.flatnonzero(after != stored).tolist():
-        key = names[g]
-        counts[key if stored[g] else retained_pair(key)] = int(after[g])
+    changed = after != stored
+    state.pair_counts.put(names[changed], after[changed])
     out = np.empty(len(rows), dtype=np.int8)
     counted = stored[group] + rank < cap[group]
     out[order] = np.where(counted, _CODE[Reason.COUNTED], _CODE[Reason.PAIR_DAILY_CAP])
     return out
 
 
-def _pair_keys(b: _Batch, keys: np.ndarray) -> list[PairDay]:
-    """(org, actor, recipient, day) of each column of codes (org, actor, recipient, day)."""
-    users = b.users.to_pylist()
-    orgs, actors, recipients, days = keys.tolist()
-    return list(
-        zip(
-            map(b.orgs.__getitem__, orgs),
-            map(users.__getitem__, actors),
-            map(users.__getitem__, recipients),
-            days,
-            strict=True,
-        )
+def _pair_keys(b: _Batch, keys: np.ndarray) -> np.ndarray:
+    """The `pair_counts` keys (S40) of columns of codes (org, actor, recipient, day)."""
+    people, inverse = np.unique(
+        np.concatenate([keys[:2], keys[[0, 2]]], axis=1), axis=1, return_inverse=True
     )
+    users = b.users.to_pylist()
+    raw = b"".join(user_digest(b.orgs[o], users[u]) for o, u in zip(*people.tolist(), strict=True))
+    digests = np.frombuffer(raw, dtype="S16")[inverse.ravel()]
+    n = keys.shape[1]
+    return pair_keys(digests[:n], digests[n:], keys[3])
 
 
 def _one_by_one(

@@ -16,7 +16,6 @@ decision, so a THANKS to 10,000 people costs one row, not 10,000.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,6 +27,7 @@ import numpy as np
 from schemas.event import CollaborationEvent, EventType, Visibility
 from schemas.vocabulary import DAY_MS, HOUR_MS, Metric, Reason
 from streams.domain.badges import BadgeRule, badges_by_change, v1_badges
+from streams.domain.pair_counts import PairCounts, PairDay, user_digest
 from streams.domain.windows import Calendar, calendar
 
 RULE_VERSION: Final = 1
@@ -265,7 +265,6 @@ class SeenSet:
         self._insert(keys, until)
 
 
-PairDay = tuple[str, str, str, int]  # org, actor, recipient, day start ms
 GiverPeriod = tuple[str, str, str, int]  # org, actor, "day" | "week", period start ms
 # State about a day is kept while any event of that day can still arrive within grace: a
 # local day may have begun up to 25 hours before its last instant.
@@ -278,7 +277,8 @@ class PartitionState:
 
     `seen` holds `seen_key(org, event_id)` with the end of the event's hour, for events accepted
     within grace (pruning drops it once that is older than stream time - grace - 2 days).
-    `pair_counts` counts counted THANKS per (org, actor, recipient, local day).
+    `pair_counts` counts counted THANKS per (org, actor, recipient, local day) (a
+    `PairCounts`: numpy columns keyed by digests, not names).
     `giver_counts` counts counted THANKS given per (org, actor, "day" | "week", start), kept
     only for orgs with a giver budget.
     `next_offset` is the first offset not yet decided; earlier offsets are skipped on replay.
@@ -287,7 +287,7 @@ class PartitionState:
     stream_time_ms: int | None = None
     next_offset: int = 0
     seen: SeenSet = field(default_factory=SeenSet)
-    pair_counts: dict[PairDay, int] = field(default_factory=dict)
+    pair_counts: PairCounts = field(default_factory=PairCounts)
     giver_counts: dict[GiverPeriod, int] = field(default_factory=dict)
     pruned_at: int | None = None
 
@@ -303,7 +303,7 @@ class PartitionState:
         self.pruned_at = self.stream_time_ms
         horizon = self.stream_time_ms - grace_ms - STATE_MARGIN_MS
         self.seen.prune(horizon)
-        self.pair_counts = {k: n for k, n in self.pair_counts.items() if k[3] >= horizon}
+        self.pair_counts.prune(horizon)
         if self.giver_counts:
             week_horizon = horizon - 7 * DAY_MS
             self.giver_counts = {k: n for k, n in self.giver_counts.items() if k[3] >= week_horizon}
@@ -315,16 +315,17 @@ def scrub_person(state: PartitionState, org: str, user: str, token: str, rules: 
     the caps and their budget, under the erasure's `token`; the thanks they received are
     erased placeholders that count for nobody, so they leave the pair counts and give the
     givers' budgets back (as far as the pair counts still hold those days)."""
-    pairs: dict[PairDay, int] = {}
+    actors, days, counts = state.pair_counts.scrub(org, user, token)
     returned: dict[GiverPeriod, int] = {}
-    for (o, actor, recipient, day), n in state.pair_counts.items():
-        if o == org and recipient == user:
-            for period in giver_periods_at(o, actor, day, rules):
+    if state.giver_counts and actors:
+        # Pairs hold digests: the givers' names are those of their budget periods.
+        named = {user_digest(o, a): a for o, a, _, _ in state.giver_counts if o == org}
+        for digest, day, n in zip(actors, days, counts, strict=True):
+            actor = named.get(digest)
+            if actor is None:
+                continue  # no budget period of theirs is held: nothing to give back
+            for period in giver_periods_at(org, actor, day, rules):
                 returned[period] = returned.get(period, 0) + n
-            continue
-        key = (o, token if o == org and actor == user else actor, recipient, day)
-        pairs[key] = pairs.get(key, 0) + n
-    state.pair_counts = pairs
     given: dict[GiverPeriod, int] = {}
     for key, n in state.giver_counts.items():
         n -= returned.get(key, 0)
@@ -394,11 +395,6 @@ def seen_key(org: str, event_id: str) -> bytes:
     tuple and its strings. Two distinct ids collide with odds of about n^2 / 2^129 (1e-26 for
     ten million ids a week), far below any hardware error rate."""
     return blake2b(f"{org}\x00{event_id}".encode(), digest_size=16).digest()
-
-
-def retained_pair(key: PairDay) -> PairDay:
-    org, actor, recipient, day = key
-    return (sys.intern(org), sys.intern(actor), sys.intern(recipient), _shared(day))
 
 
 def pair_day(event: CollaborationEvent, recipient_id: str, rules: RuleConfig) -> PairDay:
@@ -491,7 +487,7 @@ def target_reason(
         periods = giver_periods(event, rules)
         if over_giver_budget(periods, state.giver_counts, rules):
             return Reason.GIVER_BUDGET
-        state.pair_counts[key if counted else retained_pair(key)] = counted + 1
+        state.pair_counts[key] = counted + 1
         for period in periods:
             state.giver_counts[period] = state.giver_counts.get(period, 0) + 1
     return Reason.COUNTED

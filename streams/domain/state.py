@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from schemas.vocabulary import WEEK_MS, Reason, WindowKey
+from streams.domain.pair_counts import PairCounts
 from streams.domain.rules import (
     NOT_SEEN,
     STATE_MARGIN_MS,
@@ -18,7 +19,6 @@ from streams.domain.rules import (
     RulesLookup,
     giver_periods_at,
     remember,
-    retained_pair,
 )
 from streams.domain.scorebook import WindowTotals
 
@@ -57,7 +57,7 @@ def partition_state(
             counted_pairs[(org, actor, recipient, day)].add(event_id)
             for period in giver_periods_at(org, actor, at, rules):
                 given[period].add((event_id, recipient))
-    state.pair_counts = {retained_pair(k): len(v) for k, v in counted_pairs.items()}
+    state.pair_counts = PairCounts((k, len(v)) for k, v in counted_pairs.items())
     state.giver_counts = {k: len(v) for k, v in given.items()}
     return state
 

@@ -20,6 +20,7 @@ another, provided no deciding partition's offsets go back from one message to th
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -81,7 +82,12 @@ def _merged(ordered: np.ndarray, new: np.ndarray) -> np.ndarray:
 def _grow(a: np.ndarray, size: int, fill: object) -> np.ndarray:
     if len(a) >= size:
         return a
-    out = np.full((max(size, 2 * len(a), 1024), *a.shape[1:]), fill, dtype=a.dtype)
+    shape = (max(size, 2 * len(a), 1024), *a.shape[1:])
+    if a.dtype != object and fill == 0:
+        # calloc: the spare capacity's pages stay unmapped until a slot uses them.
+        out = np.zeros(shape, dtype=a.dtype)
+    else:
+        out = np.full(shape, fill, dtype=a.dtype)
     out[: len(a)] = a
     return out
 
@@ -122,7 +128,8 @@ class _Users:
             found = self.ids[joined] = len(self.ids)
             self.org = _grow(self.org, found + 1, None)
             self.name = _grow(self.name, found + 1, None)
-            self.org[found], self.name[found] = joined.split("\x00", 1)
+            org, self.name[found] = joined.split("\x00", 1)
+            self.org[found] = sys.intern(org)  # a few orgs: one string each, not one a user
         return found
 
 
