@@ -37,6 +37,9 @@ ORG = "acme"
 HOUR = datetime(2024, 5, 15, 12, tzinfo=UTC)
 DAY = datetime(2024, 5, 15, tzinfo=UTC)
 WEEK = datetime(2024, 5, 13, tzinfo=UTC)
+MONTH = datetime(2024, 5, 1, tzinfo=UTC)
+QUARTER = datetime(2024, 4, 1, tzinfo=UTC)
+YEAR = datetime(2024, 1, 1, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # acme's users in every window that holds NOW, by score; ties are broken by user_id.
 SCORES = {"ana": 9, "bo": 7, "cy": 7, "di": 3}
@@ -219,7 +222,16 @@ def leaderboard_db(chdb_session: ChdbClickHouse) -> ChdbClickHouse:
         )
 
     rows = []
-    for window, start in (("hour", HOUR), ("day", DAY), ("week", WEEK), ("all", EPOCH)):
+    holding_now = (
+        ("hour", HOUR),
+        ("day", DAY),
+        ("week", WEEK),
+        ("month", MONTH),
+        ("quarter", QUARTER),
+        ("year", YEAR),
+        ("all", EPOCH),
+    )
+    for window, start in holding_now:
         for user, score in SCORES.items():
             # An older version of the row first: kudos.scores must show only the newest.
             rows.append(state(ORG, window, start, user, score - 1, 1))
