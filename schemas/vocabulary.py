@@ -56,6 +56,14 @@ WINDOWS: Final[tuple[WindowName, ...]] = (
     "all",
 )
 
+# Rolling boards: the org-local days ending with the day of `at`, inclusive
+# (sinks/rolling.py). Not windows of kudos.score_state: sums of its day windows.
+RollingName = Literal["last_7d", "last_30d", "last_90d"]
+ROLLING_DAYS: Final[dict[RollingName, int]] = {"last_7d": 7, "last_30d": 30, "last_90d": 90}
+BoardWindow = WindowName | RollingName
+# What `window=` takes on the people boards (/api/leaderboard, /rank, `kudos leaderboard`).
+BOARD_WINDOWS: Final[tuple[BoardWindow, ...]] = (*WINDOWS, *ROLLING_DAYS)
+
 # A user's score over time (/api/users/{user}/history) steps through closed windows.
 HISTORY_WINDOWS: Final[tuple[WindowName, ...]] = WINDOWS[:-1]
 

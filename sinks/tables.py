@@ -174,6 +174,21 @@ AUDITS: Final = Table(
         "at",
     ),
 )
+DAY_SCORES: Final = Table(  # 0020: day windows sorted by user, for rolling boards
+    "day_scores",
+    (
+        "org_id",
+        "user_id",
+        "window_start",
+        "shares",
+        "thanks_given",
+        "thanks_received",
+        "distinct_thankers",
+        "reactions_received",
+        "score",
+        "version",
+    ),
+)
 STREAM_TIMES: Final = Table("stream_times", ("src_topic", "src_partition", "stream_time_ms", "at"))
 
 # Every table above, for the schema test.
@@ -189,4 +204,5 @@ ALL: Final = (
     REVERSALS,
     AUDITS,
     STREAM_TIMES,
+    DAY_SCORES,
 )
