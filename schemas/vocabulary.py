@@ -56,6 +56,25 @@ WINDOWS: Final[tuple[WindowName, ...]] = (
     "all",
 )
 
+# What a people board ranks by (`metric=` of /api/leaderboard and /api/users/{user}/rank,
+# `kudos leaderboard --metric`): a column of kudos.scores; ties by user id ascending.
+BoardMetric = Literal[
+    "score",
+    "thanks_received",
+    "thanks_given",
+    "shares",
+    "reactions_received",
+    "distinct_thankers",
+]
+BOARD_METRICS: Final[tuple[BoardMetric, ...]] = (
+    "score",
+    "thanks_received",
+    "thanks_given",
+    "shares",
+    "reactions_received",
+    "distinct_thankers",
+)
+
 # A user's score over time (/api/users/{user}/history) steps through closed windows.
 HISTORY_WINDOWS: Final[tuple[WindowName, ...]] = WINDOWS[:-1]
 
