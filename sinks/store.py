@@ -274,10 +274,8 @@ class RecognitionStore:
             f"SELECT {order} FROM kudos.scores WHERE {visible} AND user_id = %(user)s", params
         )
         if not mine:
-            ((ranked,),) = self.ch.query(
-                f"SELECT count() FROM kudos.scores WHERE {visible}", params
-            )
-            return UserRank(user, None, None, int(ranked), [])
+            ranked = self.ch.query(f"SELECT count() FROM kudos.scores WHERE {visible}", params)
+            return UserRank(user, None, None, _first_count(ranked), [])
         value = int(mine[0][0])
         ((ranked, above),) = self.ch.query(
             f"SELECT count(), countIf({order} > %(value)s OR ({order} = %(value)s "
@@ -350,6 +348,11 @@ def _metric_column(metric: str) -> str:
     if metric not in BOARD_METRICS:
         raise ValueError(f"not a board metric: {metric!r}")
     return metric
+
+
+def _first_count(rows: Sequence[tuple[Any, ...]]) -> int:
+    """A count() query's answer (0 when a stub backend answers no row)."""
+    return int(rows[0][0]) if rows else 0
 
 
 def _board_params(org: str, window: WindowName, start_ms: int) -> dict[str, Any]:
