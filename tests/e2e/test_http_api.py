@@ -471,8 +471,8 @@ def test_boards_by_every_metric_page_from_any_offset_as_the_reference_ranks(
     assert stack.get(f"{board}&metric=score").json == stack.get(board).json
 
 
-def expected_rank(user: str, metric: str, around: int) -> dict[str, Any]:
-    want = expected_board(metric)
+def expected_rank(want: list[dict[str, Any]], user: str, metric: str, around: int) -> Any:
+    """/rank's body for `user` on the board `want` (by `metric`)."""
     mine = [r for r in want if r["user_id"] == user]
     rank = mine[0]["rank"] if mine else None
     return {
@@ -494,15 +494,16 @@ def test_every_persons_rank_and_neighbours_match_the_reference(stack: Stack) -> 
         f"/api/leaderboard?org={ORG}&window=all&top=1000",
         lambda b: b["entries"] == expected_board("score"),
     )
+    boards = {metric: expected_board(metric) for metric in METRICS}
     people = [*EVERYONE, OPTED_OUT, UNKNOWN, "pat"]  # pat: only a PRIVATE thank-you
     for n, user in enumerate(people):
-        for metric in METRICS:
+        for metric, want in boards.items():
             around = (n + len(metric)) % 4
             path = f"/api/users/{user}/rank?org={ORG}&window=all&metric={metric}"
             body = stack.get(f"{path}&around={around}").json
-            assert body == expected_rank(user, metric, around), (user, metric, around)
+            assert body == expected_rank(want, user, metric, around), (user, metric, around)
     default = stack.get(f"/api/users/ann/rank?org={ORG}&window=all").json
-    assert default == expected_rank("ann", "score", 2)  # metric=score, around=2
+    assert default == expected_rank(boards["score"], "ann", "score", 2)  # the defaults
     hidden = stack.get(f"/api/users/{OPTED_OUT}/rank?org={ORG}&window=all").json
     assert (hidden["rank"], hidden["score"], hidden["entries"]) == (None, None, [])
 
