@@ -64,6 +64,25 @@ BoardWindow = WindowName | RollingName
 # What `window=` takes on the people boards (/api/leaderboard, /rank, `kudos leaderboard`).
 BOARD_WINDOWS: Final[tuple[BoardWindow, ...]] = (*WINDOWS, *ROLLING_DAYS)
 
+# What a people board ranks by (`metric=` of /api/leaderboard and /api/users/{user}/rank,
+# `kudos leaderboard --metric`): a column of kudos.scores; ties by user id ascending.
+BoardMetric = Literal[
+    "score",
+    "thanks_received",
+    "thanks_given",
+    "shares",
+    "reactions_received",
+    "distinct_thankers",
+]
+BOARD_METRICS: Final[tuple[BoardMetric, ...]] = (
+    "score",
+    "thanks_received",
+    "thanks_given",
+    "shares",
+    "reactions_received",
+    "distinct_thankers",
+)
+
 # A user's score over time (/api/users/{user}/history) steps through closed windows.
 HISTORY_WINDOWS: Final[tuple[WindowName, ...]] = WINDOWS[:-1]
 

@@ -8,7 +8,7 @@ import sys
 import urllib.parse
 from typing import Any
 
-from schemas.vocabulary import WINDOWS
+from schemas.vocabulary import BOARD_METRICS, WINDOWS
 from streams.cli.common import ApiRefused, add_token_argument, call_api, format_table, worker_api
 from streams.settings import Settings, get_settings
 
@@ -19,17 +19,44 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     lb.add_argument("--window", choices=WINDOWS, default="week")
     lb.add_argument("--at", default=None, help="RFC 3339 time inside the window (default now)")
     lb.add_argument("--top", type=int, default=10)
+    lb.add_argument(
+        "--offset", type=offset_arg, default=0, help="ranks to skip: --offset 10 shows ranks 11.."
+    )
+    lb.add_argument(
+        "--metric",
+        choices=BOARD_METRICS,
+        default="score",
+        help="rank by this (descending; ties by user id; default score)",
+    )
     lb.add_argument("--format", choices=("table", "json"), default="table")
     lb.add_argument("--api", default=None, help="read through a worker's HTTP API at this URL")
     add_token_argument(lb)
     lb.set_defaults(func=cmd_leaderboard)
 
 
+def offset_arg(text: str) -> int:
+    """`--offset`: the API's rule (0 to MAX_OFFSET), refused by argparse with its message."""
+    from streams.web.params import MAX_OFFSET, BadRequest, parse_int
+
+    try:
+        return parse_int("offset", text, 0, MAX_OFFSET)
+    except BadRequest as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     settings = get_settings()
     try:
         data = leaderboard_data(
-            settings, args.org, args.window, args.at, args.top, args.api, args.token
+            settings,
+            args.org,
+            args.window,
+            args.at,
+            args.top,
+            args.api,
+            args.token,
+            offset=args.offset,
+            metric=args.metric,
         )
     except ApiRefused as exc:
         print(f"kudos leaderboard: {exc}", file=sys.stderr)
@@ -49,22 +76,32 @@ def leaderboard_data(
     top: int,
     api: str | None,
     token: str | None = None,
+    *,
+    offset: int = 0,
+    metric: str = "score",
 ) -> dict[str, Any]:
+    """The board's body (as /api/leaderboard's): `top` from rank `offset` + 1 by `metric`."""
     from schemas.times import now_ms
     from streams.web.params import Params
     from streams.web.views import leaderboard_payload, org_window_start
 
     base = worker_api(settings, api)
     if base is not None:  # chdb belongs to the running worker's process: ask its API.
-        query = {"org": org, "window": window, "top": str(top)}
+        query = {
+            "org": org,
+            "window": window,
+            "top": str(top),
+            "offset": str(offset),
+            "metric": metric,
+        }
         if at:
             query["at"] = at
         return dict(call_api(f"{base}/api/leaderboard?{urllib.parse.urlencode(query)}", token))
     from sinks.clickhouse import connect
     from sinks.store import RecognitionStore
 
-    q = Params([("window", window), ("at", at or "")])
-    w = q.window()
+    q = Params([("window", window), ("at", at or ""), ("offset", str(offset)), ("metric", metric)])
+    w, offset_, metric_ = q.window(), q.offset(), q.metric()
     start = org_window_start(settings.rules_lookup(), org, w, q.at(now_ms()))
     ch = connect(settings.clickhouse.get_secret_value())
     try:
@@ -72,7 +109,7 @@ def leaderboard_data(
             org,
             w,
             start,
-            RecognitionStore(ch, settings.leader_depth).leaderboard(org, w, start, top),
+            RecognitionStore(ch, settings.leader_depth).board(org, w, start, top, offset_, metric_),
         )
     finally:
         ch.close()

@@ -17,11 +17,20 @@ from schemas.times import now_ms
 from sinks.history import DecisionHistory
 from streams.domain.explain import DEFAULT_LIMIT, MAX_LIMIT
 from streams.web.auth import FORBIDDEN, principal_of
-from streams.web.context import DEFAULT_TOP, MAX_TOP, Leaderboards, WebContext, params, window_scope
+from streams.web.context import (
+    DEFAULT_AROUND,
+    DEFAULT_TOP,
+    MAX_AROUND,
+    MAX_TOP,
+    Leaderboards,
+    WebContext,
+    params,
+    window_scope,
+)
 from streams.web.explain import explain_user
 from streams.web.guard import json_error
 from streams.web.params import BadRequest, Params, parse_org, parse_user
-from streams.web.payloads import badges_payload, leaderboard_payload
+from streams.web.payloads import badges_payload, leaderboard_payload, rank_payload
 
 BADGES_LIMIT: Final = 100  # /api/badges: the default page
 MAX_BADGES_LIMIT: Final = 1000  # and the largest
@@ -62,10 +71,22 @@ class Api:
         self.history = DecisionHistory(kudos.api_clickhouse)
 
     async def leaderboard(self, q: Params) -> dict[str, Any]:
+        """`top` people from rank `offset` + 1, ranked by `metric` (ties by user id)."""
         org, window, start, _ = window_scope(q, self.rules_for)
         top = q.integer("top", DEFAULT_TOP, 1, MAX_TOP)
-        entries = await self.boards.get(org, window, start, top)
+        offset, metric = q.offset(), q.metric()
+        entries = await self.boards.get(org, window, start, top, offset, metric)
         return leaderboard_payload(org, window, start, entries)
+
+    async def rank(self, q: Params, user: str) -> dict[str, Any]:
+        """A person's rank by `metric` on the window's board, of how many, and the
+        `around` people above and below (sinks/store.py `RecognitionStore.rank`)."""
+        user = parse_user(user)
+        org, window, start, _ = window_scope(q, self.rules_for)
+        metric = q.metric()
+        around = q.integer("around", DEFAULT_AROUND, 0, MAX_AROUND)
+        place = await self.boards.rank(org, window, start, user, metric, around)
+        return rank_payload(org, window, start, metric, place)
 
     async def explain(self, q: Params, user: str) -> bytes:
         """Every point of a user's score in a window, with its event, rule and rule version
@@ -141,6 +162,11 @@ def register_api_views(kudos: WebContext) -> None:
     class LeaderboardView(View):
         async def get(self, request: Request) -> Response:
             return self.json(await api.leaderboard(params(request)))
+
+    @app.page("/api/users/{user}/rank")
+    class RankView(View):
+        async def get(self, request: Request, user: str) -> Response:
+            return self.json(await api.rank(params(request), user))
 
     @app.page("/api/users/{user}/explain")
     class ExplainView(View):

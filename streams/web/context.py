@@ -13,9 +13,9 @@ import faust
 from faust.web import Request
 
 from schemas.times import now_ms
-from schemas.vocabulary import WindowName
+from schemas.vocabulary import BoardMetric, WindowName
 from sinks.clickhouse import ClickHouse
-from sinks.store import LeaderboardEntry, RecognitionStore
+from sinks.store import LeaderboardEntry, RecognitionStore, UserRank
 from streams.domain.rules import RulesLookup
 from streams.domain.windows import window_bounds
 from streams.settings import Settings
@@ -27,6 +27,8 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 DEFAULT_TOP: Final = 10  # `top` when absent, on every board
 MAX_TOP: Final = 1000  # the largest `top` of the API's boards
+DEFAULT_AROUND: Final = 2  # /api/users/{user}/rank: neighbours on each side when absent
+MAX_AROUND: Final = 50  # and the most
 
 
 class Progress(Protocol):
@@ -116,7 +118,7 @@ class Leaderboards:
     def __init__(self, kudos: WebContext) -> None:
         self.reads = kudos.reads
         self.store = RecognitionStore(kudos.api_clickhouse, kudos.settings.leader_depth)
-        self.cache: ReadCache[tuple[str, str, int, int], list[LeaderboardEntry]]
+        self.cache: ReadCache[tuple[str, str, int, int, int, str], list[LeaderboardEntry]]
         self.cache = fresh_cache(kudos.settings)
         kudos.stored_boards.listen(self.stored)
 
@@ -125,9 +127,23 @@ class Leaderboards:
         self.cache.refresh(lambda key: key[0] in orgs)
 
     async def get(
-        self, org: str, window: WindowName, start: int, top: int
+        self,
+        org: str,
+        window: WindowName,
+        start: int,
+        top: int,
+        offset: int = 0,
+        metric: BoardMetric = "score",
     ) -> list[LeaderboardEntry]:
+        """Ranks `offset` + 1 to `offset` + `top` by `metric` (`RecognitionStore.board`)."""
         return await self.cache.get(
-            (org, window, start, top),
-            lambda: self.reads.run(self.store.leaderboard, org, window, start, top),
+            (org, window, start, top, offset, metric),
+            lambda: self.reads.run(self.store.board, org, window, start, top, offset, metric),
         )
+
+    async def rank(
+        self, org: str, window: WindowName, start: int, user: str, metric: BoardMetric, around: int
+    ) -> UserRank:
+        """One person's rank and neighbours (`RecognitionStore.rank`): a personal read,
+        not cached."""
+        return await self.reads.run(self.store.rank, org, window, start, user, metric, around)

@@ -21,11 +21,11 @@ import faust
 from faust.web import Request, Response, View
 
 from schemas.limits import MAX_ID_BYTES
-from schemas.vocabulary import HISTORY_WINDOWS, WINDOWS
+from schemas.vocabulary import BOARD_METRICS, HISTORY_WINDOWS, WINDOWS
 from sinks.pagedata import MAX_BADGES, MAX_POINTS
 from streams.domain.explain import DEFAULT_LIMIT, MAX_LIMIT, METRICS
 from streams.web.api import BADGES_LIMIT, MAX_BADGES_LIMIT
-from streams.web.context import DEFAULT_TOP, MAX_TOP
+from streams.web.context import DEFAULT_AROUND, DEFAULT_TOP, MAX_AROUND, MAX_TOP
 from streams.web.directory import BRIDGING_LIMIT, MAX_BRIDGING_LIMIT
 from streams.web.page import (
     HISTORY_POINTS,
@@ -90,6 +90,32 @@ def board_schemas() -> dict[str, Json]:
         "LeaderboardEntry": obj(entry),
         "Leaderboard": obj(
             {**scope, "entries": {"type": "array", "items": ref("LeaderboardEntry")}}
+        ),
+        "Rank": obj(
+            {
+                **scope,
+                "metric": {"type": "string", "enum": list(BOARD_METRICS)},
+                "user_id": _TEXT,
+                "rank": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "description": "1 + the people ranked above (a higher value of the "
+                    "metric, or an equal one and a smaller user id); null when the person "
+                    "is not on the board: no points in the window, opted out, or unknown.",
+                },
+                "score": {
+                    "type": ["integer", "null"],
+                    "description": "The person's value of `metric` (their score for "
+                    "metric=score); null when `rank` is null.",
+                },
+                "of": {**_COUNT, "description": "How many people the board ranks."},
+                "entries": {
+                    "type": "array",
+                    "items": ref("LeaderboardEntry"),
+                    "description": "Ranks rank - around to rank + around (fewer at either "
+                    "end of the board), the person among them; empty when `rank` is null.",
+                },
+            }
         ),
         "ChangesEntry": obj(
             {**entry, "previous_rank": {"type": ["integer", "null"]}, "movement": movement}
@@ -361,6 +387,11 @@ AT: Final = query(
 )
 OFFSET: Final = integer("offset", 0, 0, MAX_OFFSET, "Where the page starts (0: the first).")
 TOP: Final = integer("top", DEFAULT_TOP, 1, MAX_TOP, "How many ranks.")
+METRIC: Final = query(
+    "metric",
+    {"type": "string", "enum": list(BOARD_METRICS), "default": "score"},
+    "What the board ranks by (descending; ties by user id ascending).",
+)
 USER: Final = path_id("user", "The person's user id.")
 COMMON_NOTE: Final = (
     "A parameter given twice is a 400; an empty value means absent; unknown parameters are ignored."
@@ -446,7 +477,19 @@ def board_paths() -> Json:
     """Boards of people and teams (streams/web/api.py, page.py, directory.py)."""
     return {
         "/api/leaderboard": api_get(
-            "leaderboard", "The people board of a window.", [ORG, window(), AT, TOP], "Leaderboard"
+            "leaderboard",
+            "The people board of a window by `metric`, `top` from rank `offset` + 1 (ranks "
+            "count from 1 over the whole board; opted-out people are left out and ranks "
+            "close up over the rest; past the end, no entries).",
+            [
+                ORG,
+                window(),
+                AT,
+                TOP,
+                integer("offset", 0, 0, MAX_OFFSET, "Ranks to skip (0: from rank 1)."),
+                METRIC,
+            ],
+            "Leaderboard",
         ),
         "/api/leaderboard/changes": api_get(
             "leaderboardChanges",
@@ -502,6 +545,20 @@ def people_paths() -> Json:
                 OFFSET,
             ],
             "Explain",
+        ),
+        "/api/users/{user}/rank": api_get(
+            "rank",
+            "A person's rank on the window's people board by `metric`, of how many, with "
+            "the `around` people above and below (a personal read).",
+            [
+                USER,
+                ORG,
+                window(),
+                AT,
+                METRIC,
+                integer("around", DEFAULT_AROUND, 0, MAX_AROUND, "Neighbours on each side."),
+            ],
+            "Rank",
         ),
         "/api/users/{user}/balance": api_get(
             "balance", "Thanks a person gave and received.", [USER, ORG, window(), AT], "Balance"

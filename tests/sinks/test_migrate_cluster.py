@@ -340,6 +340,18 @@ def test_scores_written_through_distributed_tables_read_back_exactly_from_any_ho
                 (n + 1, u, s) for n, (u, s) in enumerate(truth[:top])
             ]
             assert board[0].distinct_thankers == 2
+        # Pages past leader_rows' depth and ranks read kudos.scores across the shards.
+        page = reader.board("acme", "week", WEEK, 4, 3)
+        assert [(e.rank, e.user_id) for e in page] == [
+            (n + 4, u) for n, (u, _) in enumerate(truth[3:7])
+        ]
+        for i in range(0, len(truth), 9):
+            user, value = truth[i]
+            place = reader.rank("acme", "week", WEEK, user, "score", 1)
+            assert (place.rank, place.value, place.of) == (i + 1, value, len(truth))
+            assert [e.user_id for e in place.entries] == [
+                u for u, _ in truth[max(0, i - 1) : i + 2]
+            ]
         # load_boards orders by score only: which of two tied users comes 5th is open.
         (board_rows,) = reader.load_boards([("acme", "week", WEEK)], 5).values()
         assert [s for _, s in board_rows] == [s for _, s in truth[:5]]
