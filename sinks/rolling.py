@@ -46,6 +46,7 @@ from typing import Any, Final
 from schemas.times import ms_to_dt
 from sinks.clickhouse import ClickHouse
 from sinks.directory import OPTED_OUT_SQL
+from sinks.tables import BOARD_COLUMNS
 
 # More users than this needing exact sums: sum every user's days instead.
 MAX_RESOLVE: Final = 20_000
@@ -91,15 +92,6 @@ def settle(found: Candidates, sums: Mapping[str, int]) -> list[str] | None:
     return ranked
 
 
-# The columns of a people board, in LeaderboardEntry order after user_id.
-BOARD_COLUMNS: Final = (
-    "score",
-    "shares",
-    "thanks_given",
-    "thanks_received",
-    "distinct_thankers",
-    "reactions_received",
-)
 _SUMMED: Final = tuple(c for c in BOARD_COLUMNS if c != "distinct_thankers")
 _DAYS: Final = "org_id = %(org)s AND window = 'day' AND window_start IN %(days)s"
 
@@ -118,6 +110,11 @@ def rolling_relation(users: str = "") -> str:
         "(SELECT user_id, uniqExact(thanker_id) AS distinct_thankers FROM kudos.thankers "
         f"WHERE {where} GROUP BY user_id) AS thanked USING user_id)"
     )
+
+
+def visible_relation() -> str:
+    """`rolling_relation` without opted-out people: the board that ranks count over."""
+    return rolling_relation(f"GLOBAL NOT IN ({OPTED_OUT_SQL})")
 
 
 def range_params(org: str, days: Sequence[int]) -> dict[str, Any]:
@@ -245,7 +242,7 @@ def full_board(
     people: every user's days summed."""
     return ch.query(
         f"SELECT user_id, {', '.join(BOARD_COLUMNS)} FROM "
-        + rolling_relation(f"GLOBAL NOT IN ({OPTED_OUT_SQL})")
+        + visible_relation()
         + f" ORDER BY {metric} DESC, user_id ASC LIMIT %(offset)s, %(top)s",
         range_params(org, days) | {"top": top, "offset": offset},
     )

@@ -15,11 +15,27 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from schemas.times import dt_to_ms, format_rfc3339, ms_to_dt
-from schemas.vocabulary import BOARD_METRICS, DEPTH, BoardKey, BoardMetric, WindowKey, WindowName
+from schemas.vocabulary import (
+    BOARD_METRICS,
+    DEPTH,
+    BoardKey,
+    BoardMetric,
+    BoardWindow,
+    WindowKey,
+    WindowName,
+)
+from sinks import rolling
 from sinks.clickhouse import ClickHouse, mutation_chunks
 from sinks.directory import OPTED_OUT_SQL, opted_out_users, people
 from sinks.erase import mutate
-from sinks.tables import BADGE_AWARD_ROWS, DECISIONS, LEADER_ROWS, SCORE_STATE, THANKERS
+from sinks.tables import (
+    BADGE_AWARD_ROWS,
+    BOARD_COLUMNS,
+    DECISIONS,
+    LEADER_ROWS,
+    SCORE_STATE,
+    THANKERS,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,15 +237,19 @@ class RecognitionStore:
     def board(
         self,
         org: str,
-        window: WindowName,
+        window: BoardWindow,
         start_ms: int,
         top: int,
         offset: int = 0,
         metric: BoardMetric = "score",
+        days: Sequence[int] | None = None,
     ) -> list[LeaderboardEntry]:
         """Ranks `offset` + 1 to `offset` + `top` of the window's people board by `metric`
         (descending, ties by user id ascending), without opted-out people: ranks count
-        from 1 over the people shown, so opted-out people close up. Empty past the end."""
+        from 1 over the people shown, so opted-out people close up. Empty past the end.
+        A rolling window gives its `days` (their starts) and is read by sinks/rolling.py."""
+        if days is not None:
+            return self._entries(org, self._rolling_rows(org, days, top, offset, metric), offset)
         # Opted-out users never appear (sinks/directory.py); ranks close up over the rest.
         # leader_rows holds every key that can be in a top-D of the full board by score,
         # D = leader_depth (streams/domain/leaders.py), so ranks down to offset + top of the
@@ -252,14 +272,23 @@ class RecognitionStore:
         )
         return self._entries(org, rows, offset)
 
+    def _rolling_rows(
+        self, org: str, days: Sequence[int], top: int, offset: int, metric: BoardMetric
+    ) -> list[tuple[Any, ...]]:
+        order = _metric_column(metric)
+        if order == "score":
+            return rolling.score_board(self.ch, org, days, top, offset, self.leader_depth)
+        return rolling.full_board(self.ch, org, days, top, offset, order)
+
     def rank(
         self,
         org: str,
-        window: WindowName,
+        window: BoardWindow,
         start_ms: int,
         user: str,
         metric: BoardMetric = "score",
         around: int = 0,
+        days: Sequence[int] | None = None,
     ) -> UserRank:
         """Where `user` stands on the board `board` reads: rank (people with a higher
         `metric`, or an equal one and a smaller user id, plus one; opted-out people not
@@ -268,23 +297,27 @@ class RecognitionStore:
         window (no points), opted out, or unknown is not ranked: rank and value None, no
         entries. Each read is exact; under live writes they are moments apart."""
         order = _metric_column(metric)
-        visible = f"{_BOARD} AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL})"
-        params = _board_params(org, window, start_ms) | {"user": user}
-        mine = self.ch.query(
-            f"SELECT {order} FROM kudos.scores WHERE {visible} AND user_id = %(user)s", params
-        )
+        if days is None:
+            visible = f"kudos.scores WHERE {_BOARD} AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL})"
+            params = _board_params(org, window, start_ms) | {"user": user}
+        else:
+            visible = rolling.visible_relation() + " AS board WHERE 1"
+            params = rolling.range_params(org, days) | {"user": user}
+        mine = self.ch.query(f"SELECT {order} FROM {visible} AND user_id = %(user)s", params)
         if not mine:
-            ranked = self.ch.query(f"SELECT count() FROM kudos.scores WHERE {visible}", params)
+            ranked = self.ch.query(f"SELECT count() FROM {visible}", params)
             return UserRank(user, None, None, _first_count(ranked), [])
         value = int(mine[0][0])
         ((ranked, above),) = self.ch.query(
             f"SELECT count(), countIf({order} > %(value)s OR ({order} = %(value)s "
-            f"AND user_id < %(user)s)) FROM kudos.scores WHERE {visible}",
+            f"AND user_id < %(user)s)) FROM {visible}",
             params | {"value": value},
         )
         rank = int(above) + 1
         first = max(1, rank - around)
-        entries = self.board(org, window, start_ms, rank + around - first + 1, first - 1, metric)
+        entries = self.board(
+            org, window, start_ms, rank + around - first + 1, first - 1, metric, days
+        )
         return UserRank(user, rank, value, int(ranked), entries)
 
     def _entries(
@@ -338,9 +371,7 @@ class RecognitionStore:
 
 # One people board's rows, and the columns of its entries (LeaderboardEntry's order).
 _BOARD: Final = "org_id = %(org)s AND window = %(window)s AND window_start = %(start)s"
-_ENTRY_COLUMNS: Final = (
-    "user_id, score, shares, thanks_given, thanks_received, distinct_thankers, reactions_received"
-)
+_ENTRY_COLUMNS: Final = ", ".join(("user_id", *BOARD_COLUMNS))
 
 
 def _metric_column(metric: str) -> str:
@@ -355,7 +386,7 @@ def _first_count(rows: Sequence[tuple[Any, ...]]) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def _board_params(org: str, window: WindowName, start_ms: int) -> dict[str, Any]:
+def _board_params(org: str, window: BoardWindow, start_ms: int) -> dict[str, Any]:
     return {"org": org, "window": window, "start": ms_to_dt(start_ms)}
 
 

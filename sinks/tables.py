@@ -191,6 +191,17 @@ DAY_SCORES: Final = Table(  # 0020: day windows sorted by user, for rolling boar
 )
 STREAM_TIMES: Final = Table("stream_times", ("src_topic", "src_partition", "stream_time_ms", "at"))
 
+# What a people board's entries show of each person, after user_id (LeaderboardEntry's
+# order): columns of kudos.scores, and of every rolling relation (sinks/rolling.py).
+BOARD_COLUMNS: Final = (
+    "score",
+    "shares",
+    "thanks_given",
+    "thanks_received",
+    "distinct_thankers",
+    "reactions_received",
+)
+
 # Every table above, for the schema test.
 ALL: Final = (
     DECISIONS,

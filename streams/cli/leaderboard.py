@@ -8,7 +8,7 @@ import sys
 import urllib.parse
 from typing import Any
 
-from schemas.vocabulary import BOARD_METRICS, WINDOWS
+from schemas.vocabulary import BOARD_METRICS, BOARD_WINDOWS
 from streams.cli.common import ApiRefused, add_token_argument, call_api, format_table, worker_api
 from streams.settings import Settings, get_settings
 
@@ -16,7 +16,12 @@ from streams.settings import Settings, get_settings
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lb = sub.add_parser("leaderboard", help="print a leaderboard")
     lb.add_argument("--org", required=True)
-    lb.add_argument("--window", choices=WINDOWS, default="week")
+    lb.add_argument(
+        "--window",
+        choices=BOARD_WINDOWS,
+        default="week",
+        help="a window of the org's calendar, or last_7d/last_30d/last_90d (default week)",
+    )
     lb.add_argument("--at", default=None, help="RFC 3339 time inside the window (default now)")
     lb.add_argument("--top", type=int, default=10)
     lb.add_argument(
@@ -81,9 +86,8 @@ def leaderboard_data(
     metric: str = "score",
 ) -> dict[str, Any]:
     """The board's body (as /api/leaderboard's): `top` from rank `offset` + 1 by `metric`."""
-    from schemas.times import now_ms
     from streams.web.params import Params
-    from streams.web.views import leaderboard_payload, org_window_start
+    from streams.web.views import board_scope, leaderboard_payload
 
     base = worker_api(settings, api)
     if base is not None:  # chdb belongs to the running worker's process: ask its API.
@@ -100,16 +104,14 @@ def leaderboard_data(
     from sinks.clickhouse import connect
     from sinks.store import RecognitionStore
 
-    q = Params([("window", window), ("at", at or ""), ("offset", str(offset)), ("metric", metric)])
-    w, offset_, metric_ = q.window(), q.offset(), q.metric()
-    start = org_window_start(settings.rules_lookup(), org, w, q.at(now_ms()))
+    q = Params([("org", org), ("window", window), ("at", at or ""), ("metric", metric)])
+    scope, metric_ = board_scope(q, settings.rules_lookup()), q.metric()
     ch = connect(settings.clickhouse.get_secret_value())
     try:
-        return leaderboard_payload(
-            org,
-            w,
-            start,
-            RecognitionStore(ch, settings.leader_depth).board(org, w, start, top, offset_, metric_),
+        store = RecognitionStore(ch, settings.leader_depth)
+        entries = store.board(
+            scope.org, scope.window, scope.start, top, offset, metric_, scope.days
         )
+        return leaderboard_payload(scope.org, scope.window, scope.start, entries)
     finally:
         ch.close()

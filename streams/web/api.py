@@ -24,8 +24,8 @@ from streams.web.context import (
     MAX_TOP,
     Leaderboards,
     WebContext,
+    board_scope,
     params,
-    window_scope,
 )
 from streams.web.explain import explain_user
 from streams.web.guard import json_error
@@ -72,21 +72,20 @@ class Api:
 
     async def leaderboard(self, q: Params) -> dict[str, Any]:
         """`top` people from rank `offset` + 1, ranked by `metric` (ties by user id)."""
-        org, window, start, _ = window_scope(q, self.rules_for)
+        scope = board_scope(q, self.rules_for)
         top = q.integer("top", DEFAULT_TOP, 1, MAX_TOP)
-        offset, metric = q.offset(), q.metric()
-        entries = await self.boards.get(org, window, start, top, offset, metric)
-        return leaderboard_payload(org, window, start, entries)
+        entries = await self.boards.get(scope, top, q.offset(), q.metric())
+        return leaderboard_payload(scope.org, scope.window, scope.start, entries)
 
     async def rank(self, q: Params, user: str) -> dict[str, Any]:
         """A person's rank by `metric` on the window's board, of how many, and the
         `around` people above and below (sinks/store.py `RecognitionStore.rank`)."""
         user = parse_user(user)
-        org, window, start, _ = window_scope(q, self.rules_for)
+        scope = board_scope(q, self.rules_for)
         metric = q.metric()
         around = q.integer("around", DEFAULT_AROUND, 0, MAX_AROUND)
-        place = await self.boards.rank(org, window, start, user, metric, around)
-        return rank_payload(org, window, start, metric, place)
+        place = await self.boards.rank(scope, user, metric, around)
+        return rank_payload(scope.org, scope.window, scope.start, metric, place)
 
     async def explain(self, q: Params, user: str) -> bytes:
         """Every point of a user's score in a window, with its event, rule and rule version

@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Hashable
-from typing import Final, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Final, Protocol, TypeVar, cast
 
 import faust
 from faust.web import Request
 
 from schemas.times import now_ms
-from schemas.vocabulary import BoardMetric, WindowName
+from schemas.vocabulary import (
+    BOARD_WINDOWS,
+    ROLLING_DAYS,
+    BoardMetric,
+    BoardWindow,
+    WindowName,
+)
 from sinks.clickhouse import ClickHouse
 from sinks.store import LeaderboardEntry, RecognitionStore, UserRank
 from streams.domain.rules import RulesLookup
-from streams.domain.windows import window_bounds
+from streams.domain.windows import rolling_days, window_bounds
 from streams.settings import Settings
 from streams.web.admission import ApiReads, HealthProbe
 from streams.web.params import Params
@@ -105,6 +112,28 @@ def window_scope(q: Params, rules_for: RulesLookup) -> tuple[str, WindowName, in
     return org, window, start, end
 
 
+@dataclass(frozen=True, slots=True)
+class BoardScope:
+    """Which people board a request reads: a window of the org's calendar, or a rolling
+    one, whose `days` are the starts of its local days (`start` the first)."""
+
+    org: str
+    window: BoardWindow
+    start: int
+    days: tuple[int, ...] | None = None
+
+
+def board_scope(q: Params, rules_for: RulesLookup) -> BoardScope:
+    """A people board's `org` and `window` (any of BOARD_WINDOWS), holding `at` (now when
+    absent) in the org's calendar."""
+    org, window = q.org(), q.choice("window", BOARD_WINDOWS, "week")
+    at, cal = q.at(now_ms()), rules_for(org).calendar
+    if window in ROLLING_DAYS:
+        days = tuple(rolling_days(window, at, cal))
+        return BoardScope(org, window, days[0], days)
+    return BoardScope(org, window, window_bounds(cast(WindowName, window), at, cal)[0])
+
+
 def fresh_cache(settings: Settings) -> ReadCache[K, V]:
     """A cache of reads: fresh for KUDOS_READ_CACHE_MS, served stale up to 10 times that."""
     fresh_s = settings.read_cache_ms / 1000
@@ -127,23 +156,19 @@ class Leaderboards:
         self.cache.refresh(lambda key: key[0] in orgs)
 
     async def get(
-        self,
-        org: str,
-        window: WindowName,
-        start: int,
-        top: int,
-        offset: int = 0,
-        metric: BoardMetric = "score",
+        self, scope: BoardScope, top: int, offset: int = 0, metric: BoardMetric = "score"
     ) -> list[LeaderboardEntry]:
         """Ranks `offset` + 1 to `offset` + `top` by `metric` (`RecognitionStore.board`)."""
+        org, window, start, days = scope.org, scope.window, scope.start, scope.days
         return await self.cache.get(
             (org, window, start, top, offset, metric),
-            lambda: self.reads.run(self.store.board, org, window, start, top, offset, metric),
+            lambda: self.reads.run(self.store.board, org, window, start, top, offset, metric, days),
         )
 
     async def rank(
-        self, org: str, window: WindowName, start: int, user: str, metric: BoardMetric, around: int
+        self, scope: BoardScope, user: str, metric: BoardMetric, around: int
     ) -> UserRank:
         """One person's rank and neighbours (`RecognitionStore.rank`): a personal read,
         not cached."""
-        return await self.reads.run(self.store.rank, org, window, start, user, metric, around)
+        org, window, start, days = scope.org, scope.window, scope.start, scope.days
+        return await self.reads.run(self.store.rank, org, window, start, user, metric, around, days)

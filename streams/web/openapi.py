@@ -21,7 +21,7 @@ import faust
 from faust.web import Request, Response, View
 
 from schemas.limits import MAX_ID_BYTES
-from schemas.vocabulary import BOARD_METRICS, HISTORY_WINDOWS, WINDOWS
+from schemas.vocabulary import BOARD_METRICS, BOARD_WINDOWS, HISTORY_WINDOWS, WINDOWS
 from sinks.pagedata import MAX_BADGES, MAX_POINTS
 from streams.domain.explain import DEFAULT_LIMIT, MAX_LIMIT, METRICS
 from streams.web.api import BADGES_LIMIT, MAX_BADGES_LIMIT
@@ -86,14 +86,15 @@ def board_schemas() -> dict[str, Json]:
     entry = {**person, **counts, "distinct_thankers": _COUNT, "reactions_received": _COUNT}
     movement = {"enum": ["up", "down", "same", "new", None]}
     scope = {"org": _TEXT, "window": window_schema(), "window_start": _TIME}
+    people = {**scope, "window": window_schema(BOARD_WINDOWS)}  # rolling windows too
     return {
         "LeaderboardEntry": obj(entry),
         "Leaderboard": obj(
-            {**scope, "entries": {"type": "array", "items": ref("LeaderboardEntry")}}
+            {**people, "entries": {"type": "array", "items": ref("LeaderboardEntry")}}
         ),
         "Rank": obj(
             {
-                **scope,
+                **people,
                 "metric": {"type": "string", "enum": list(BOARD_METRICS)},
                 "user_id": _TEXT,
                 "rank": {
@@ -352,6 +353,16 @@ def window(default: str = "week", windows: tuple[str, ...] = WINDOWS) -> Json:
     return query("window", schema, "The window, in the org's calendar (time zone, week start).")
 
 
+BOARD_WINDOW: Final = query(
+    "window",
+    {**window_schema(BOARD_WINDOWS), "default": "week"},
+    "The window, in the org's calendar (time zone, week start, fiscal year), or a rolling "
+    "one: last_7d, last_30d or last_90d are the org-local days ending with the day of `at` "
+    "(inclusive), every metric summed over them but distinct_thankers, distinct over them; "
+    "window_start is the first day's start.",
+)
+
+
 def path_id(name: str, description: str) -> Json:
     return {
         "name": name,
@@ -483,7 +494,7 @@ def board_paths() -> Json:
             "close up over the rest; past the end, no entries).",
             [
                 ORG,
-                window(),
+                BOARD_WINDOW,
                 AT,
                 TOP,
                 integer("offset", 0, 0, MAX_OFFSET, "Ranks to skip (0: from rank 1)."),
@@ -553,7 +564,7 @@ def people_paths() -> Json:
             [
                 USER,
                 ORG,
-                window(),
+                BOARD_WINDOW,
                 AT,
                 METRIC,
                 integer("around", DEFAULT_AROUND, 0, MAX_AROUND, "Neighbours on each side."),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from schemas.times import format_rfc3339
-from schemas.vocabulary import BoardMetric, WindowName
+from schemas.vocabulary import BoardMetric, BoardWindow, WindowName
 from sinks.pagedata import PreviousRank
 from sinks.store import LeaderboardEntry, UserRank
 from streams.domain.explain import Page
@@ -31,7 +31,7 @@ def entry_payload(e: LeaderboardEntry) -> dict[str, Any]:
 
 
 def leaderboard_payload(
-    org: str, window: WindowName, start_ms: int, entries: list[LeaderboardEntry]
+    org: str, window: BoardWindow, start_ms: int, entries: list[LeaderboardEntry]
 ) -> dict[str, Any]:
     return {
         "org": org,
@@ -42,7 +42,7 @@ def leaderboard_payload(
 
 
 def rank_payload(
-    org: str, window: WindowName, start_ms: int, metric: BoardMetric, place: UserRank
+    org: str, window: BoardWindow, start_ms: int, metric: BoardMetric, place: UserRank
 ) -> dict[str, Any]:
     """/api/users/{user}/rank: `score` is the user's value of `metric` (their score for
     metric=score); `rank` and `score` are null when the user is not on the board."""
