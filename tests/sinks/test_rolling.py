@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -213,3 +214,27 @@ def test_candidates_computed_in_clickhouse_are_the_models(ch: ClickHouse) -> Non
     assert rolling.settle(found, {u: s[0] for u, s in sums.items()}) == [
         r[0] for r in ranked(sums, "score", 2, 0)
     ]
+
+
+def readme_query() -> str:
+    """The rolling-board query README.md gives BI tools, with driver parameters."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    block = text.split("BI tools get the same\nnumbers from this query", 1)[1]
+    sql = block.split("```sql\n", 1)[1].split("```", 1)[0]
+    return sql.replace("{org}", "%(org)s").replace("{days}", "%(days)s")
+
+
+def test_the_readme_query_for_bi_gives_the_rolling_board(ch: ClickHouse) -> None:
+    sums = fill(ch, depth=3, seed=5)
+    rows = ch.query(readme_query(), rolling.range_params("acme", DAYS))
+    columns = ("score", "shares", "thanks_given", "thanks_received", "reactions_received")
+    got = {r[0]: (*r[1:6], r[6]) for r in rows}
+    want = {
+        u: (
+            *(v[BOARD_COLUMNS.index(c)] for c in columns),
+            v[BOARD_COLUMNS.index("distinct_thankers")],
+        )
+        for u, v in sums.items()
+    }
+    assert got == want
+    assert [r[0] for r in rows] == [r[0] for r in ranked(sums, "score", 100, 0)]
