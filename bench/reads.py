@@ -4,9 +4,11 @@ Generates, straight into ClickHouse, the `kudos.score_state` rows that 100,000,0
 by 1,000,000 users of one org over 28 days leave behind (a long tail: the busiest user
 has ~15,000x the events of the quietest; every user is on the all-time and weekly boards,
 a third on each day's, 5% on each of the last 48 hours'), then fills `kudos.leader_rows`
-with the backfill migration's statement. A `kudos worker` then serves
-`GET /api/leaderboard?top=10` for hour/day/week/all to 1 and to 10 concurrent clients
-(keep-alive HTTP, each sending its next request when the last is answered).
+with the backfill migration's statement (and kudos.day_scores through its materialized
+view). A `kudos worker` then serves `GET /api/leaderboard?top=10` for hour/day/week/all
+and the rolling last_7d/last_30d/last_90d (sums of the 28 days; no kudos.thankers rows
+are generated) to 1 and to 10 concurrent clients (keep-alive HTTP, each sending its next
+request when the last is answered).
 
 Three workers in turn on the same data: kudos as shipped (leader_rows and the 100 ms read
 cache); leader_rows without the cache (`KUDOS_READ_CACHE_MS=0`); and the baseline, the
@@ -47,7 +49,7 @@ CONFIGS: dict[str, dict[str, str]] = {
     "leader_rows uncached": {"KUDOS_READ_CACHE_MS": "0"},
     "baseline": {"KUDOS_READ_CACHE_MS": "0", "KUDOS_LEADER_DEPTH": "1"},
 }
-WINDOWS = ("hour", "day", "week", "all")
+WINDOWS = ("hour", "day", "week", "all", "last_7d", "last_30d", "last_90d")
 ZIPF = 0.7
 DAYS = 28
 HOURS = 48
@@ -161,10 +163,10 @@ def run_backend(name: str, url: str, work: Path, users: int, events: int, second
             for label, env in CONFIGS.items()
         }
     print(f"[{name}] GET /api/leaderboard top=10: p50 / p99 ms (requests)")
-    print(f"  {'window':<6} {'clients':>7}" + "".join(f"{label:>30}" for label in CONFIGS))
+    print(f"  {'window':<8} {'clients':>7}" + "".join(f"{label:>30}" for label in CONFIGS))
     for cell in runs["kudos"]:
         window, clients = cell
-        line = f"  {window:<6} {clients:>7}"
+        line = f"  {window:<8} {clients:>7}"
         for label in CONFIGS:
             p50, p99, n = runs[label][cell]
             line += f"{p50:11.2f} /{p99:8.2f} ({n:6d})"
