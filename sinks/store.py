@@ -239,6 +239,45 @@ class RecognitionStore:
             for i, r in enumerate(rows)
         ]
 
+    def value_board(
+        self, org: str, window: WindowName, start_ms: int, value: str, top: int, weight: int
+    ) -> list[LeaderboardEntry]:
+        """The board of one company value: people ranked by counted thanks received that
+        carried `value` (`score` = those thanks x `weight`, the org's thanks weight; ties
+        by user id), from kudos.value_thanks as kudos.value_scores counts it. Opted-out
+        people never appear. Entries have the leaderboard's shape: thanks_received and
+        distinct_thankers are the value's, the other metrics 0."""
+        rows = self.ch.query(
+            "SELECT user_id, count() * %(weight)s AS score, count() AS n, "
+            "uniqExact(thanker_id) AS thankers FROM kudos.value_thanks FINAL "
+            "WHERE org_id = %(org)s AND window = %(window)s AND window_start = %(start)s "
+            f"AND `value` = %(value)s AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL}) "
+            "GROUP BY user_id ORDER BY score DESC, n DESC, user_id ASC LIMIT %(top)s",
+            {
+                "org": org,
+                "window": window,
+                "start": ms_to_dt(start_ms),
+                "value": value,
+                "top": top,
+                "weight": weight,
+            },
+        )
+        names = people(self.ch, org, [r[0] for r in rows]) if rows else {}
+        return [
+            LeaderboardEntry(
+                i + 1,
+                r[0],
+                int(r[1]),
+                0,
+                0,
+                int(r[2]),
+                int(r[3]),
+                0,
+                names[r[0]].display_name if r[0] in names else None,
+            )
+            for i, r in enumerate(rows)
+        ]
+
     def badges(
         self, org: str, user: str | None = None, limit: int | None = None, offset: int = 0
     ) -> list[dict[str, Any]]:

@@ -175,6 +175,21 @@ AUDITS: Final = Table(
     ),
 )
 STREAM_TIMES: Final = Table("stream_times", ("src_topic", "src_partition", "stream_time_ms", "at"))
+# One row per counted thanks received, value it carried and window (0020); kudos.value_scores
+# (0021) counts them.
+VALUE_THANKS: Final = Table(
+    "value_thanks",
+    (
+        "org_id",
+        "window",
+        "window_start",
+        "value",
+        "user_id",
+        "thanker_id",
+        "src_partition",
+        "src_offset",
+    ),
+)
 
 # Every table above, for the schema test.
 ALL: Final = (
@@ -189,4 +204,5 @@ ALL: Final = (
     REVERSALS,
     AUDITS,
     STREAM_TIMES,
+    VALUE_THANKS,
 )

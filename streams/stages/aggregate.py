@@ -329,12 +329,13 @@ class AggregateStage:
         # are written, and a row must show one consistent state of its key.
         rows = score_columns(self.book, applied.dirty_slots(), self.rules_for)
         thankers = thanker_columns(self.book, applied.thanker_pairs())
+        valued = applied.value_thanks_columns()
         leaders = await self._leader_rows(rows)
         metrics.WINDOW_KEYS.set(len(self.book))
         metrics.BATCH_SECONDS.labels("aggregate").observe(time.perf_counter() - started)
 
         async def flush() -> ColumnApplied:
-            await self._write(applied.badges, rows, leaders, thankers)
+            await self._write(applied.badges, rows, leaders, thankers, valued=valued)
             metrics.EFFECTS_APPLIED.inc(applied.applied)
             metrics.EFFECTS_REPLAYED.inc(applied.replayed)
             observe_freshness(applied.event_times, time.time())
@@ -349,14 +350,16 @@ class AggregateStage:
         leaders: ScoreColumns,
         thankers: Sequence[np.ndarray] | None = None,
         audited: Applied | None = None,
+        valued: Sequence[np.ndarray] | None = None,
     ) -> None:
         """Store what applying a batch (or an audit) changed.
 
-        Order matters for recovery: leader rows, thankers and badges before totals, whose
-        high-water marks say "applied". A crash in between re-applies the batch: sets
-        absorb that, and leader rows are snapshots rewritten alike. Leader rows written
-        after the totals would be lost by a crash in between (the replay finds the points
-        applied and writes no row), and a board could miss the key for good. Leader rows
+        Order matters for recovery: leader rows, thankers, value thanks and badges before
+        totals, whose high-water marks say "applied". A crash in between re-applies the
+        batch: sets (thankers, value_thanks) absorb that, and leader rows are snapshots
+        rewritten alike. Leader rows written after the totals would be lost by a crash in
+        between (the replay finds the points applied and writes no row), and a board could
+        miss the key for good. Leader rows
         go first because they are what the boards read: a batch's points are visible as
         soon as they are stored (nothing read depends on the thankers or badges of a row)."""
         await self.blocking.retrying("leader_rows", self.store.write_score_columns, leaders, True)
@@ -372,6 +375,11 @@ class AggregateStage:
             )
         if thankers is not None:
             await self.blocking.retrying("thankers", self.store.write_thanker_columns, thankers)
+        if valued is not None and len(valued[0]):
+            await self.blocking.retrying(
+                "value_thanks", self.store.write_value_thanks_columns, valued
+            )
+            metrics.INSERT_ROWS.labels("value_thanks").inc(len(valued[0]))
         if badges:
             await self._publish_badges(badges)
         await self.blocking.retrying("score_state", self.store.write_score_columns, rows)

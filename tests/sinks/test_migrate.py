@@ -104,6 +104,8 @@ def test_apply_on_an_empty_server_creates_everything_in_order(
         "reversals",
         "audits",
         "stream_times",
+        "value_thanks",
+        "value_scores",
     }
     # The tables survive a second run untouched (IF NOT EXISTS + tracking).
     ch.insert("kudos.thankers", ["org_id", "user_id"], [("o", "u")])
