@@ -21,7 +21,7 @@ from streams.web.context import DEFAULT_TOP, MAX_TOP, Leaderboards, WebContext, 
 from streams.web.explain import explain_user
 from streams.web.guard import json_error
 from streams.web.params import BadRequest, Params, parse_org, parse_user
-from streams.web.payloads import badges_payload, leaderboard_payload
+from streams.web.payloads import badges_payload, leaderboard_payload, value_board_payload
 
 BADGES_LIMIT: Final = 100  # /api/badges: the default page
 MAX_BADGES_LIMIT: Final = 1000  # and the largest
@@ -62,10 +62,18 @@ class Api:
         self.history = DecisionHistory(kudos.api_clickhouse)
 
     async def leaderboard(self, q: Params) -> dict[str, Any]:
+        """The org's board of a window; with `value`, the board of that company value:
+        people by counted thanks received that carried it, `score` = those thanks x the
+        org's thanks weight. A value the org's rules do not list is ignored for boards: its
+        board is empty (and costs no read)."""
         org, window, start, _ = window_scope(q, self.rules_for)
         top = q.integer("top", DEFAULT_TOP, 1, MAX_TOP)
-        entries = await self.boards.get(org, window, start, top)
-        return leaderboard_payload(org, window, start, entries)
+        value = q.value()
+        if value is None:
+            entries = await self.boards.get(org, window, start, top)
+            return leaderboard_payload(org, window, start, entries)
+        entries = await self.boards.value_board(org, window, start, value, top)
+        return value_board_payload(org, window, start, value, entries)
 
     async def explain(self, q: Params, user: str) -> bytes:
         """Every point of a user's score in a window, with its event, rule and rule version

@@ -115,14 +115,35 @@ class Leaderboards:
 
     def __init__(self, kudos: WebContext) -> None:
         self.reads = kudos.reads
+        self.rules_for = kudos.rules_for
         self.store = RecognitionStore(kudos.api_clickhouse, kudos.settings.leader_depth)
         self.cache: ReadCache[tuple[str, str, int, int], list[LeaderboardEntry]]
         self.cache = fresh_cache(kudos.settings)
+        self.value_cache: ReadCache[tuple[str, str, int, int, str], list[LeaderboardEntry]]
+        self.value_cache = fresh_cache(kudos.settings)
         kudos.stored_boards.listen(self.stored)
 
     def stored(self, orgs: Collection[str]) -> None:
-        """Leader rows of `orgs` were stored: reload their boards that people are reading."""
+        """Leader rows of `orgs` were stored: reload their boards that people are reading
+        (value boards too: a batch's value rows are stored before its leader rows)."""
         self.cache.refresh(lambda key: key[0] in orgs)
+        self.value_cache.refresh(lambda key: key[0] in orgs)
+
+    async def value_board(
+        self, org: str, window: WindowName, start: int, value: str, top: int
+    ) -> list[LeaderboardEntry]:
+        """The board of one company value (`payloads.value_entries`)."""
+        from streams.web.payloads import value_entries
+
+        rules = self.rules_for(org)
+        if value not in rules.value_set:
+            return []
+        return await self.value_cache.get(
+            (org, window, start, top, value),
+            lambda: self.reads.run(
+                value_entries, self.store, org, window, start, value, top, rules
+            ),
+        )
 
     async def get(
         self, org: str, window: WindowName, start: int, top: int

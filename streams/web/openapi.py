@@ -89,7 +89,15 @@ def board_schemas() -> dict[str, Json]:
     return {
         "LeaderboardEntry": obj(entry),
         "Leaderboard": obj(
-            {**scope, "entries": {"type": "array", "items": ref("LeaderboardEntry")}}
+            {
+                **scope,
+                "value": {
+                    **_TEXT,
+                    "description": "With `value=`: the company value the board ranks by.",
+                },
+                "entries": {"type": "array", "items": ref("LeaderboardEntry")},
+            },
+            optional=("value",),
         ),
         "ChangesEntry": obj(
             {**entry, "previous_rank": {"type": ["integer", "null"]}, "movement": movement}
@@ -362,6 +370,13 @@ AT: Final = query(
 OFFSET: Final = integer("offset", 0, 0, MAX_OFFSET, "Where the page starts (0: the first).")
 TOP: Final = integer("top", DEFAULT_TOP, 1, MAX_TOP, "How many ranks.")
 USER: Final = path_id("user", "The person's user id.")
+VALUE: Final = query(
+    "value",
+    {"type": "string", "minLength": 1, "maxLength": MAX_ID_BYTES, "pattern": _ID_PATTERN},
+    "A company value: rank people by counted thanks received that carried it (`score` = "
+    "those thanks x the org's thanks weight; the other metrics 0). A value the org's "
+    "rules do not list has an empty board.",
+)
 COMMON_NOTE: Final = (
     "A parameter given twice is a 400; an empty value means absent; unknown parameters are ignored."
 )
@@ -446,7 +461,10 @@ def board_paths() -> Json:
     """Boards of people and teams (streams/web/api.py, page.py, directory.py)."""
     return {
         "/api/leaderboard": api_get(
-            "leaderboard", "The people board of a window.", [ORG, window(), AT, TOP], "Leaderboard"
+            "leaderboard",
+            "The people board of a window; with `value`, the board of that company value.",
+            [ORG, window(), AT, TOP, VALUE],
+            "Leaderboard",
         ),
         "/api/leaderboard/changes": api_get(
             "leaderboardChanges",

@@ -9,8 +9,9 @@ from typing import Any
 from schemas.times import format_rfc3339
 from schemas.vocabulary import WindowName
 from sinks.pagedata import PreviousRank
-from sinks.store import LeaderboardEntry
+from sinks.store import LeaderboardEntry, RecognitionStore
 from streams.domain.explain import Page
+from streams.domain.rules import RuleConfig
 
 Movement = str  # "up" | "down" | "same" | "new"
 
@@ -37,6 +38,36 @@ def leaderboard_payload(
             for e in entries
         ],
     }
+
+
+def value_board_payload(
+    org: str, window: WindowName, start_ms: int, value: str, entries: list[LeaderboardEntry]
+) -> dict[str, Any]:
+    """`leaderboard_payload` of a company value's board: the same, with `value`."""
+    body = leaderboard_payload(org, window, start_ms, entries)
+    return {
+        "org": org,
+        "window": window,
+        "window_start": body["window_start"],
+        "value": value,
+        "entries": body["entries"],
+    }
+
+
+def value_entries(
+    store: RecognitionStore,
+    org: str,
+    window: WindowName,
+    start: int,
+    value: str,
+    top: int,
+    rules: RuleConfig,
+) -> list[LeaderboardEntry]:
+    """A value board's entries (`RecognitionStore.value_board`); none, without a read, for
+    a value the org's rules do not list (it is ignored for boards)."""
+    if value not in rules.value_set:
+        return []
+    return store.value_board(org, window, start, value, top, rules.weight_thanks_received)
 
 
 def movement(rank: int, previous: PreviousRank | None) -> Movement | None:

@@ -228,6 +228,7 @@ def test_migrate_creates_replicated_and_distributed_tables_on_every_host(
         "scores": "View",
         "badge_awards": "View",
         "decayed_scores": "View",
+        "value_scores": "View",
         **{t: "Distributed" for t in SHARDING_KEYS},
         **{f"{t}_local": "ReplicatedReplacingMergeTree" for t in SHARDING_KEYS},
     }
