@@ -252,6 +252,7 @@ class RecognitionStore:
             "uniqExact(thanker_id) AS thankers FROM kudos.value_thanks FINAL "
             "WHERE org_id = %(org)s AND window = %(window)s AND window_start = %(start)s "
             f"AND `value` = %(value)s AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL}) "
+            f"AND {_NOT_REVERSED} "
             "GROUP BY user_id ORDER BY score DESC, n DESC, user_id ASC LIMIT %(top)s",
             {
                 "org": org,
@@ -306,6 +307,14 @@ class RecognitionStore:
             for r in self.ch.query(sql, params)
         ]
 
+
+# A value_thanks row whose thank-you the collusion audit took back does not count
+# (migration 0021, kudos.value_scores, says the same).
+_NOT_REVERSED = (
+    "(org_id, user_id, src_partition, src_offset) GLOBAL NOT IN (SELECT org_id, "
+    "recipient_id, src_partition, src_offset FROM kudos.reversals "
+    "WHERE org_id = %(org)s AND delta < 0)"
+)
 
 # A window's start as epoch ms, computed by ClickHouse: rows of a reload need no Python
 # datetime per row (the aggregating stage reads thousands of them per batch).

@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS kudos.value_thanks
     user_id String,
     thanker_id String,
     src_partition UInt32,
-    src_offset Int64
+    src_offset UInt64
 )
 ENGINE = ReplacingMergeTree()
 PARTITION BY `window`

@@ -10,11 +10,12 @@ from collections import defaultdict
 import pytest
 
 from schemas.directory import DirectoryRecord
-from schemas.times import dt_to_ms
+from schemas.times import dt_to_ms, ms_to_dt
 from schemas.vocabulary import Metric
 from sinks.clickhouse import ClickHouse
 from sinks.directory import DirectoryRow, DirectoryStore
 from sinks.erase import erase_person
+from sinks.tables import REVERSALS
 from streams.domain.effects import effects_to_batch
 from streams.domain.rules import Effect, RuleConfig, RulesLookup
 from streams.domain.tally import ColumnApplied, ColumnBook, apply_effects_batch
@@ -117,3 +118,33 @@ def test_forget_takes_their_value_rows_and_keeps_others_counts(ch: ClickHouse) -
     )
     assert named == [(0,)]
     assert erase_person(ch, "acme", "vic", TOKEN)["value_thanks"] == 0
+
+
+def test_thanks_the_collusion_audit_took_back_leave_the_value_boards(ch: ClickHouse) -> None:
+    stored(ch, EFFECTS)
+    row = dict.fromkeys(REVERSALS.columns, "")
+    row.update(
+        org_id="acme",
+        week_start=ms_to_dt(WEEK),
+        event_id="e2",
+        actor_id="cy",
+        recipient_id="bob",
+        src_topic="collab.events",
+        src_partition=0,
+        src_offset=2,
+        occurred_at_ms=WEEK + 2 * 3_600_000,
+        was="counted",
+        now="collusion",
+        delta=-1,
+        rule="reciprocal",
+        group_members=["bob", "cy"],
+        rule_version=1,
+        drop_thanker=[],
+        audited_at=ms_to_dt(WEEK + 8 * 86_400_000),
+    )
+    ch.insert(REVERSALS.qualified, REVERSALS.columns, [tuple(row.values())])
+    kept = [e for e in EFFECTS if (e.offset, e.metric) != (2, Metric.THANKS_RECEIVED)]
+    assert value_scores(ch) == reference(kept)
+    board = StateStore(ch).value_board("acme", "week", WEEK, "care", 10, weight=3)
+    top = board[0]
+    assert (top.user_id, top.thanks_received, top.distinct_thankers) == ("bob", 2, 1)
