@@ -279,6 +279,27 @@ class RecognitionStore:
             for i, r in enumerate(rows)
         ]
 
+    def value_counts(
+        self, org: str, window: WindowName, value: str, users: Sequence[str], starts: Iterable[int]
+    ) -> list[tuple[str, int, int, int]]:
+        """(user, start ms, thanks_received, distinct_thankers) of these users in windows
+        starting at `starts`, for one value, as kudos.value_scores counts them (every user
+        in every start: a caller keeps the pairs it asked for)."""
+        rows = self.ch.query(
+            f"SELECT user_id, {_START_MS}, count(), uniqExact(thanker_id) "
+            "FROM kudos.value_thanks FINAL WHERE org_id = %(org)s AND window = %(window)s "
+            "AND `value` = %(value)s AND user_id IN %(users)s AND window_start IN %(starts)s "
+            f"AND {_NOT_REVERSED} GROUP BY user_id, window_start",
+            {
+                "org": org,
+                "window": window,
+                "value": value,
+                "users": tuple(users),
+                "starts": tuple(ms_to_dt(s) for s in sorted(starts)),
+            },
+        )
+        return [(str(u), int(s), int(n), int(d)) for u, s, n, d in rows]
+
     def badges(
         self, org: str, user: str | None = None, limit: int | None = None, offset: int = 0
     ) -> list[dict[str, Any]]:

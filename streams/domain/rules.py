@@ -93,12 +93,21 @@ class RuleConfig:
         if self.grace_ms < 0 or self.future_tolerance_ms < 0:
             raise ValueError("grace_ms and future_tolerance_ms must not be negative")
         _check_values(self.values)
+        for badge in self.badges or ():
+            if badge.value is not None and badge.value not in self.values:
+                raise ValueError(f"badge {badge.name}: value {badge.value!r} is not in values")
 
     @cached_property
     def badge_rules(self) -> tuple[BadgeRule, ...]:
+        """The badge rules on the window totals (all but those naming a value)."""
         if self.badges is not None:
-            return self.badges
+            return tuple(b for b in self.badges if b.value is None)
         return v1_badges(self.helper_distinct_thankers, self.sharer_weekly_shares, self.streak_days)
+
+    @cached_property
+    def value_badge_rules(self) -> tuple[BadgeRule, ...]:
+        """The badge rules naming a company value (`scorebook.value_badges`)."""
+        return tuple(b for b in self.badges or () if b.value is not None)
 
     @cached_property
     def badge_index(self) -> dict[tuple[str, str], tuple[BadgeRule, ...]]:

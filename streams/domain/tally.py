@@ -913,3 +913,23 @@ def thanker_columns(book: ColumnBook, pairs: np.ndarray) -> list[np.ndarray]:
     org, window, start, _, _ = _window_columns(book, packed & ((1 << WID_BITS) - 1))
     user = book.users.name[packed >> WID_BITS]
     return [org, window, start, user, book.users.name[pairs & 0xFFFFFFFF]]
+
+
+def value_badge_keys(
+    valued: Sequence[np.ndarray], rules_for: RulesLookup
+) -> dict[tuple[str, WindowName, str], set[tuple[str, int]]]:
+    """Of `ColumnApplied.value_thanks_columns`, the keys that badge rules naming a value
+    read: (org, window, value) -> {(user, start ms)}."""
+    org, window, start, value, user = valued[:5]
+    out: dict[tuple[str, WindowName, str], set[tuple[str, int]]] = {}
+    wanted: dict[str, set[tuple[str, str]]] = {}
+    for o in distinct(np.asarray(org, dtype=str)).tolist() if len(org) else []:
+        rules = rules_for(o).value_badge_rules
+        if rules:
+            wanted[o] = {(r.window, str(r.value)) for r in rules}
+    if not wanted:
+        return out
+    for o, w, s, v, u in zip(org, window, start.tolist(), value, user, strict=True):
+        if (w, v) in wanted.get(o, ()):
+            out.setdefault((o, w, v), set()).add((u, s * 1000))
+    return out

@@ -26,7 +26,15 @@ from streams import metrics
 from streams.domain.effects import batch_to_effects
 from streams.domain.leaders import Boards
 from streams.domain.rules import RulesLookup
-from streams.domain.scorebook import Adjustment, Applied, BadgeAward, ScoreBook, apply_adjustments
+from streams.domain.scorebook import (
+    Adjustment,
+    Applied,
+    BadgeAward,
+    ScoreBook,
+    ValueCount,
+    apply_adjustments,
+    value_badges,
+)
 from streams.domain.tally import (
     WID_BITS,
     BatchKeys,
@@ -41,6 +49,7 @@ from streams.domain.tally import (
     score_columns,
     streak_keys,
     thanker_columns,
+    value_badge_keys,
 )
 from streams.stages.controls import Erasure, forget_held
 from streams.stages.flush import Blocking, FlushChain, Publisher, RawMessage, dead_letter, publish
@@ -380,12 +389,26 @@ class AggregateStage:
                 "value_thanks", self.store.write_value_thanks_columns, valued
             )
             metrics.INSERT_ROWS.labels("value_thanks").inc(len(valued[0]))
+            badges = [*badges, *await self._value_badges(valued)]
         if badges:
             await self._publish_badges(badges)
         await self.blocking.retrying("score_state", self.store.write_score_columns, rows)
         metrics.INSERT_ROWS.labels("leader_rows").inc(len(leaders))
         metrics.INSERT_ROWS.labels("score_state").inc(len(rows))
         metrics.INSERT_BATCHES.labels("score_state").inc()
+
+    async def _value_badges(self, valued: Sequence[np.ndarray]) -> list[BadgeAward]:
+        """The badges naming a value that a batch's value rows earn, read from the stored
+        rows once they are stored (`scorebook.value_badges`): a crash before the totals
+        replays the batch, which reads the same rows again and awards nothing twice."""
+        counts: list[ValueCount] = []
+        for (org, window, value), pairs in value_badge_keys(valued, self.rules_for).items():
+            users, starts = sorted({u for u, _ in pairs}), {s for _, s in pairs}
+            got = await self.blocking.retrying(
+                "value_thanks", self.store.value_counts, org, window, value, users, starts
+            )
+            counts += [(org, window, s, value, u, n, d) for u, s, n, d in got if (u, s) in pairs]
+        return value_badges(counts, self.rules_for, self.book.awarded) if counts else []
 
     async def _publish_badges(self, badges: Sequence[BadgeAward]) -> None:
         at = now_ms()

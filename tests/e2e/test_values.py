@@ -18,6 +18,7 @@ import pytest
 from kafka import KafkaProducer
 
 from schemas.codec import default_codec
+from schemas.times import parse_rfc3339
 from streams.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.e2e import reference, scenario
 from tests.e2e.test_end_to_end import TOPICS, consume_all, query
@@ -104,6 +105,35 @@ def produce(bootstrap: str, events: list[dict[str, Any]]) -> None:
     p.close()
 
 
+# A badge naming a value (it replaces v1's four for the org): 3 counted thanks carrying
+# "care" in a week.
+CARE_BADGE = f"""
+[[org_rules.{ORG}.badges]]
+name = "care_champion"
+kind = "threshold"
+metric = "thanks_received"
+window = "week"
+threshold = 3
+value = "care"
+"""
+
+
+def expected_badges(model: reference.Model) -> list[tuple[str, str, str, int]]:
+    return sorted(
+        (org, user, "care_champion", start)
+        for (org, window, start, value, user), v in model.values.items()
+        if (window, value) == ("week", "care") and v["thanks_received"] >= 3
+    )
+
+
+def api_badges(worker: WorkerProcess) -> list[tuple[str, str, str, int]]:
+    status, body = worker.get(f"/api/badges?org={ORG}")
+    assert status == 200, body
+    return sorted(
+        (ORG, b["user_id"], b["badge"], parse_rfc3339(b["period_start"])) for b in body["badges"]
+    )
+
+
 def api_value_boards(worker: WorkerProcess, at: str) -> dict[str, Any]:
     out = {}
     for value in LISTED:
@@ -132,7 +162,7 @@ def test_value_boards_and_value_scores_equal_the_model(
         url = clickhouse_server.url
         clickhouse_server.reset_database("kudos")
     config = tmp_path / "kudos.toml"
-    config.write_text(f"[org_rules.{ORG}]\nvalues = {json.dumps(LISTED)}\n")
+    config.write_text(f"[org_rules.{ORG}]\nvalues = {json.dumps(LISTED)}\n" + CARE_BADGE)
     produce(broker.bootstrap, events)
 
     worker = WorkerProcess(broker.bootstrap, url, tmp_path / "worker.log", KUDOS_CONFIG=str(config))
@@ -148,14 +178,18 @@ def test_value_boards_and_value_scores_equal_the_model(
             for window in ("hour", "day", "week", "all")
         }
         assert want["care/all"] and want["ownership/week"]
+        badges = expected_badges(model)
+        assert badges
         got: dict[str, Any] = {}
+        got_badges: list[Any] = []
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            got = api_value_boards(worker, at)
-            if got == want:
+            got, got_badges = api_value_boards(worker, at), api_badges(worker)
+            if got == want and got_badges == badges:
                 break
             time.sleep(1)
         assert got == want, worker.log_tail()
+        assert got_badges == badges
         status, body = worker.get(f"/api/leaderboard?org={ORG}&window=all&value=speed")
         assert (status, body["entries"]) == (200, [])  # not listed: ignored for boards
         status, body = worker.get(f"/api/leaderboard?org={ORG}&window=all&value=%07")

@@ -427,3 +427,36 @@ def test_org_values_are_configured_like_any_rule() -> None:
     assert DEFAULT_RULES.values == () and DEFAULT_RULES.listed_values(("care",)) == ()
     with pytest.raises((ValueError, ValidationError)):
         RuleOverrides(values=["care", "care"]).apply(DEFAULT_RULES)
+
+
+def test_badge_rules_may_name_a_listed_value() -> None:
+    from streams.domain.badges import BadgeRule
+    from streams.domain.scorebook import value_badges
+
+    care = BadgeRule("carer", "threshold", "thanks_received", "week", 2, value="care")
+    liked = BadgeRule("liked", "threshold", "distinct_thankers", "all", 2, value="care")
+    plain = BadgeRule("star", "threshold", "thanks_received", "week", 1)
+    rules = RuleConfig(values=("care",), badges=(care, liked, plain))
+    assert rules.badge_rules == (plain,) and rules.value_badge_rules == (care, liked)
+    with pytest.raises(ValueError, match="not in values"):
+        RuleConfig(values=("own",), badges=(care,))
+    with pytest.raises(ValueError, match="threshold"):
+        BadgeRule("x", "first", "thanks_received", value="care")
+    with pytest.raises(ValueError, match="threshold"):
+        BadgeRule("x", "threshold", "shares", value="care")
+    lookup = RulesLookup(rules)
+    awarded: set[tuple[str, str, str, int]] = {("acme", "cy", "carer", 7)}
+    counts = [
+        ("acme", "week", 7, "care", "bob", 2, 1),  # carer
+        ("acme", "week", 7, "care", "ann", 1, 1),  # below
+        ("acme", "week", 7, "care", "cy", 5, 5),  # awarded before
+        ("acme", "all", 0, "care", "bob", 2, 1),  # one thanker: not liked
+        ("acme", "all", 0, "care", "dee", 2, 2),  # liked
+        ("acme", "week", 7, "own", "eve", 9, 9),  # another value
+    ]
+    got = value_badges(counts, lookup, awarded)
+    assert [(a.user_id, a.badge, a.period_start, a.period) for a in got] == [
+        ("dee", "liked", 0, "all"),  # in key order
+        ("bob", "carer", 7, "week"),
+    ]
+    assert value_badges(counts, lookup, awarded) == []  # once per period
