@@ -75,6 +75,12 @@ class Api:
         entries = await self.boards.value_board(org, window, start, value, top)
         return value_board_payload(org, window, start, value, entries)
 
+    def values(self, q: Params) -> dict[str, Any]:
+        """The company values the org's rules list (`RuleConfig.values`): the boards
+        `/api/leaderboard?value=` has (the live page offers them). Reads no data."""
+        org = q.org()
+        return {"org": org, "values": list(self.rules_for(org).values)}
+
     async def explain(self, q: Params, user: str) -> bytes:
         """Every point of a user's score in a window, with its event, rule and rule version
         (streams/domain/explain.py: paging and the privacy rules)."""
@@ -149,6 +155,11 @@ def register_api_views(kudos: WebContext) -> None:
     class LeaderboardView(View):
         async def get(self, request: Request) -> Response:
             return self.json(await api.leaderboard(params(request)))
+
+    @app.page("/api/values")
+    class ValuesView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(api.values(params(request)))
 
     @app.page("/api/users/{user}/explain")
     class ExplainView(View):

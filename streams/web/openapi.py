@@ -99,6 +99,9 @@ def board_schemas() -> dict[str, Json]:
             },
             optional=("value",),
         ),
+        "Values": obj(
+            {"org": _TEXT, "values": {"type": "array", "items": _TEXT}},
+        ),
         "ChangesEntry": obj(
             {**entry, "previous_rank": {"type": ["integer", "null"]}, "movement": movement}
         ),
@@ -465,6 +468,12 @@ def board_paths() -> Json:
             "The people board of a window; with `value`, the board of that company value.",
             [ORG, window(), AT, TOP, VALUE],
             "Leaderboard",
+        ),
+        "/api/values": api_get(
+            "values",
+            "The company values the org's rules list: the boards of `/api/leaderboard?value=`.",
+            [ORG],
+            "Values",
         ),
         "/api/leaderboard/changes": api_get(
             "leaderboardChanges",
