@@ -330,7 +330,7 @@ class RecognitionStore:
 
 
 # A value_thanks row whose thank-you the collusion audit took back does not count
-# (migration 0021, kudos.value_scores, says the same).
+# (migration 0024, kudos.value_scores, says the same).
 _NOT_REVERSED = (
     "(org_id, user_id, src_partition, src_offset) GLOBAL NOT IN (SELECT org_id, "
     "recipient_id, src_partition, src_offset FROM kudos.reversals "

@@ -175,8 +175,8 @@ AUDITS: Final = Table(
     ),
 )
 STREAM_TIMES: Final = Table("stream_times", ("src_topic", "src_partition", "stream_time_ms", "at"))
-# One row per counted thanks received, value it carried and window (0020); kudos.value_scores
-# (0021) counts them.
+# One row per counted thanks received, value it carried and window (0023); kudos.value_scores
+# (0024) counts them.
 VALUE_THANKS: Final = Table(
     "value_thanks",
     (

@@ -14,7 +14,7 @@ batch of `streams.domain.effects.EFFECT_SCHEMA`) with array operations:
   effect by effect, so awards and their evidence are those of the per-event path;
 * company values: not state. Each thanks received applied for the first time gives one
   `kudos.value_thanks` row per (window, listed value it carries), named by its lineage,
-  which `kudos.value_scores` counts (migrations 0020, 0021): `ColumnApplied.value_thanks`.
+  which `kudos.value_scores` counts (migrations 0023, 0024): `ColumnApplied.value_thanks`.
 
 `apply_batch` applies a batch as the per-event path applies its messages one after
 another, provided no deciding partition's offsets go back from one message to the next
