@@ -56,6 +56,33 @@ WINDOWS: Final[tuple[WindowName, ...]] = (
     "all",
 )
 
+# Rolling boards: the org-local days ending with the day of `at`, inclusive
+# (sinks/rolling.py). Not windows of kudos.score_state: sums of its day windows.
+RollingName = Literal["last_7d", "last_30d", "last_90d"]
+ROLLING_DAYS: Final[dict[RollingName, int]] = {"last_7d": 7, "last_30d": 30, "last_90d": 90}
+BoardWindow = WindowName | RollingName
+# What `window=` takes on the people boards (/api/leaderboard, /rank, `kudos leaderboard`).
+BOARD_WINDOWS: Final[tuple[BoardWindow, ...]] = (*WINDOWS, *ROLLING_DAYS)
+
+# What a people board ranks by (`metric=` of /api/leaderboard and /api/users/{user}/rank,
+# `kudos leaderboard --metric`): a column of kudos.scores; ties by user id ascending.
+BoardMetric = Literal[
+    "score",
+    "thanks_received",
+    "thanks_given",
+    "shares",
+    "reactions_received",
+    "distinct_thankers",
+]
+BOARD_METRICS: Final[tuple[BoardMetric, ...]] = (
+    "score",
+    "thanks_received",
+    "thanks_given",
+    "shares",
+    "reactions_received",
+    "distinct_thankers",
+)
+
 # A user's score over time (/api/users/{user}/history) steps through closed windows.
 HISTORY_WINDOWS: Final[tuple[WindowName, ...]] = WINDOWS[:-1]
 

@@ -61,6 +61,7 @@ SHARDING_KEYS: Final[Mapping[str, str]] = {
     "thankers": "cityHash64(org_id, user_id)",
     "badge_award_rows": "cityHash64(org_id, user_id)",
     "leader_rows": "cityHash64(org_id, user_id)",
+    "day_scores": "cityHash64(org_id, user_id)",
     "replay_scores": "cityHash64(org_id, user_id)",
     "erasures": "cityHash64(org_id, request_id)",
     "directory": "cityHash64(org_id, user_id)",
@@ -81,6 +82,12 @@ _ENGINE: Final = re.compile(
 )
 _CREATE_VIEW: Final = re.compile(
     r"^CREATE VIEW IF NOT EXISTS kudos\.(?P<view>[a-z_][a-z0-9_]*)\s+AS\b", re.IGNORECASE
+)
+_CREATE_COPY: Final = re.compile(
+    r"^CREATE MATERIALIZED VIEW IF NOT EXISTS kudos\.(?P<view>[a-z_][a-z0-9_]*)\s+"
+    r"TO kudos\.(?P<target>[a-z_][a-z0-9_]*)\s+AS\s+(?P<select>SELECT\b.*?)"
+    r"\bFROM kudos\.(?P<source>[a-z_][a-z0-9_]*)\b(?P<rest>.*)$",
+    re.IGNORECASE | re.DOTALL,
 )
 _ALTER: Final = re.compile(
     r"^ALTER TABLE kudos\.(?P<table>[a-z_][a-z0-9_]*)\s+(?P<actions>.+)$",
@@ -197,6 +204,17 @@ def _create_table(sql: str, table: str, cluster: str) -> list[Step]:
     return [Step(local), Step(distributed_statement(cluster, table))]
 
 
+def _copy_statement(m: re.Match[str], cluster: str) -> str:
+    """A materialized view that copies rows of one table into another: on every host, from
+    the local table to the local table (each shard copies the rows it stores, and the
+    target's replication does the rest)."""
+    return (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DATABASE}.{m['view']} {on_cluster(cluster)} "
+        f"TO {DATABASE}.{local_name(m['target'])} AS {m['select']}"
+        f"FROM {DATABASE}.{local_name(m['source'])}{m['rest']}"
+    )
+
+
 def cluster_steps(sql: str, cluster: str) -> list[Step]:
     """The statements that apply one single-node migration statement to `cluster`."""
     check_cluster_name(cluster)
@@ -206,6 +224,8 @@ def cluster_steps(sql: str, cluster: str) -> list[Step]:
     if (m := _CREATE_VIEW.match(sql)) is not None:
         at = m.end() - 2  # before "AS"
         return [Step(f"{sql[:at].rstrip()} {on_cluster(cluster)} {sql[at:]}")]
+    if (m := _CREATE_COPY.match(sql)) is not None:
+        return [Step(_copy_statement(m, cluster))]
     if (m := _ALTER.match(sql)) is not None:
         table, actions = m["table"], m["actions"]
         add = _ADD_COLUMN.match(actions)

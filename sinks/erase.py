@@ -158,7 +158,8 @@ def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, i
         return int(rows[0][0]) if rows else 0
 
     mine = "org_id = %(org)s AND user_id = %(user)s"
-    for table in ("score_state", "leader_rows", "badge_award_rows", "directory", "replay_scores"):
+    tables = ("score_state", "day_scores", "leader_rows", "badge_award_rows", "directory")
+    for table in (*tables, "replay_scores"):
         if not _has_table(ch, table):
             continue
         n = count(table, mine)

@@ -12,14 +12,30 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from schemas.times import dt_to_ms, format_rfc3339, ms_to_dt
-from schemas.vocabulary import DEPTH, BoardKey, WindowKey, WindowName
+from schemas.vocabulary import (
+    BOARD_METRICS,
+    DEPTH,
+    BoardKey,
+    BoardMetric,
+    BoardWindow,
+    WindowKey,
+    WindowName,
+)
+from sinks import rolling
 from sinks.clickhouse import ClickHouse, mutation_chunks
 from sinks.directory import OPTED_OUT_SQL, opted_out_users, people
 from sinks.erase import mutate
-from sinks.tables import BADGE_AWARD_ROWS, DECISIONS, LEADER_ROWS, SCORE_STATE, THANKERS
+from sinks.tables import (
+    BADGE_AWARD_ROWS,
+    BOARD_COLUMNS,
+    DECISIONS,
+    LEADER_ROWS,
+    SCORE_STATE,
+    THANKERS,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +49,17 @@ class LeaderboardEntry:
     distinct_thankers: int
     reactions_received: int
     display_name: str | None = None  # from the user directory; None when unknown
+
+
+@dataclass(frozen=True, slots=True)
+class UserRank:
+    """One person's place on a people board (`RecognitionStore.rank`)."""
+
+    user_id: str
+    rank: int | None  # None: not on the board (no points, opted out, unknown)
+    value: int | None  # the user's value of the board's metric; None when not ranked
+    of: int  # how many people the board ranks
+    entries: list[LeaderboardEntry]  # the user's neighbours and the user, best first
 
 
 class RecognitionStore:
@@ -204,29 +231,103 @@ class RecognitionStore:
     def leaderboard(
         self, org: str, window: WindowName, start_ms: int, top: int
     ) -> list[LeaderboardEntry]:
+        """The top `top` by score (`board` with its defaults)."""
+        return self.board(org, window, start_ms, top)
+
+    def board(
+        self,
+        org: str,
+        window: BoardWindow,
+        start_ms: int,
+        top: int,
+        offset: int = 0,
+        metric: BoardMetric = "score",
+        days: Sequence[int] | None = None,
+    ) -> list[LeaderboardEntry]:
+        """Ranks `offset` + 1 to `offset` + `top` of the window's people board by `metric`
+        (descending, ties by user id ascending), without opted-out people: ranks count
+        from 1 over the people shown, so opted-out people close up. Empty past the end.
+        A rolling window gives its `days` (their starts) and is read by sinks/rolling.py."""
+        if days is not None:
+            return self._entries(org, self._rolling_rows(org, days, top, offset, metric), offset)
         # Opted-out users never appear (sinks/directory.py); ranks close up over the rest.
-        # leader_rows holds every key that can be in a top-D of the full board, D =
-        # leader_depth (streams/domain/leaders.py), so the top-N of the others is exact there
-        # while N + (opted-out users of the org) <= D; else read kudos.scores.
+        # leader_rows holds every key that can be in a top-D of the full board by score,
+        # D = leader_depth (streams/domain/leaders.py), so ranks down to offset + top of the
+        # others are exact there while offset + top + (opted-out users of the org) <= D;
+        # else, and for any other metric (leader_rows is admitted by score), read
+        # kudos.scores.
+        order = _metric_column(metric)
         hidden = opted_out_users(self.ch, org, self.leader_depth + 1)
-        params = {"org": org, "window": window, "start": ms_to_dt(start_ms), "top": top}
-        if top + len(hidden) <= self.leader_depth:
+        params = _board_params(org, window, start_ms) | {"top": top, "offset": offset}
+        if metric == "score" and offset + top + len(hidden) <= self.leader_depth:
             source, shown = "kudos.leader_rows FINAL", ""
             if hidden:
                 shown, params["hidden"] = "AND user_id NOT IN %(hidden)s ", tuple(hidden)
         else:
             source, shown = "kudos.scores", f"AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL}) "
         rows = self.ch.query(
-            "SELECT user_id, score, shares, thanks_given, thanks_received, distinct_thankers, "
-            f"reactions_received FROM {source} "
-            "WHERE org_id = %(org)s AND window = %(window)s AND window_start = %(start)s "
-            f"{shown}ORDER BY score DESC, user_id ASC LIMIT %(top)s",
+            f"SELECT {_ENTRY_COLUMNS} FROM {source} WHERE {_BOARD} {shown}"
+            f"ORDER BY {order} DESC, user_id ASC LIMIT %(offset)s, %(top)s",
             params,
         )
+        return self._entries(org, rows, offset)
+
+    def _rolling_rows(
+        self, org: str, days: Sequence[int], top: int, offset: int, metric: BoardMetric
+    ) -> list[tuple[Any, ...]]:
+        order = _metric_column(metric)
+        if order == "score":
+            return rolling.score_board(self.ch, org, days, top, offset, self.leader_depth)
+        return rolling.full_board(self.ch, org, days, top, offset, order)
+
+    def rank(
+        self,
+        org: str,
+        window: BoardWindow,
+        start_ms: int,
+        user: str,
+        metric: BoardMetric = "score",
+        around: int = 0,
+        days: Sequence[int] | None = None,
+    ) -> UserRank:
+        """Where `user` stands on the board `board` reads: rank (people with a higher
+        `metric`, or an equal one and a smaller user id, plus one; opted-out people not
+        counted), the user's value of `metric`, how many people are ranked, and the
+        entries of ranks rank - `around` to rank + `around`. A user without a row in the
+        window (no points), opted out, or unknown is not ranked: rank and value None, no
+        entries. Each read is exact; under live writes they are moments apart."""
+        order = _metric_column(metric)
+        if days is None:
+            visible = f"kudos.scores WHERE {_BOARD} AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL})"
+            params = _board_params(org, window, start_ms) | {"user": user}
+        else:
+            visible = rolling.visible_relation() + " AS board WHERE 1"
+            params = rolling.range_params(org, days) | {"user": user}
+        mine = self.ch.query(f"SELECT {order} FROM {visible} AND user_id = %(user)s", params)
+        if not mine:
+            ranked = self.ch.query(f"SELECT count() FROM {visible}", params)
+            return UserRank(user, None, None, _first_count(ranked), [])
+        value = int(mine[0][0])
+        ((ranked, above),) = self.ch.query(
+            f"SELECT count(), countIf({order} > %(value)s OR ({order} = %(value)s "
+            f"AND user_id < %(user)s)) FROM {visible}",
+            params | {"value": value},
+        )
+        rank = int(above) + 1
+        first = max(1, rank - around)
+        entries = self.board(
+            org, window, start_ms, rank + around - first + 1, first - 1, metric, days
+        )
+        return UserRank(user, rank, value, int(ranked), entries)
+
+    def _entries(
+        self, org: str, rows: Sequence[tuple[Any, ...]], offset: int
+    ) -> list[LeaderboardEntry]:
+        """Board rows (`_ENTRY_COLUMNS`) as entries ranked from `offset` + 1, with names."""
         names = people(self.ch, org, [r[0] for r in rows]) if rows else {}
         return [
             LeaderboardEntry(
-                i + 1,
+                offset + i + 1,
                 r[0],
                 int(r[1]),
                 int(r[2]),
@@ -240,33 +341,45 @@ class RecognitionStore:
         ]
 
     def value_board(
-        self, org: str, window: WindowName, start_ms: int, value: str, top: int, weight: int
+        self,
+        org: str,
+        window: WindowName,
+        start_ms: int,
+        value: str,
+        top: int,
+        weight: int,
+        offset: int = 0,
+        metric: str = "score",
     ) -> list[LeaderboardEntry]:
         """The board of one company value: people ranked by counted thanks received that
-        carried `value` (`score` = those thanks x `weight`, the org's thanks weight; ties
-        by user id), from kudos.value_thanks as kudos.value_scores counts it. Opted-out
-        people never appear. Entries have the leaderboard's shape: thanks_received and
-        distinct_thankers are the value's, the other metrics 0."""
+        carried `value` (`score` = those thanks x `weight`, the org's thanks weight), by
+        `metric` (ties by user id; a metric a value board does not have, such as shares,
+        is 0 for everyone), `top` from rank `offset` + 1; from kudos.value_thanks as
+        kudos.value_scores counts it. Opted-out people never appear. Entries have the
+        leaderboard's shape: thanks_received and distinct_thankers are the value's, the
+        other metrics 0."""
+        order = _VALUE_ORDER.get(_metric_column(metric), "0")
         rows = self.ch.query(
             "SELECT user_id, count() * %(weight)s AS score, count() AS n, "
             "uniqExact(thanker_id) AS thankers FROM kudos.value_thanks FINAL "
             "WHERE org_id = %(org)s AND window = %(window)s AND window_start = %(start)s "
             f"AND `value` = %(value)s AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL}) "
             f"AND {_NOT_REVERSED} "
-            "GROUP BY user_id ORDER BY score DESC, n DESC, user_id ASC LIMIT %(top)s",
+            f"GROUP BY user_id ORDER BY {order} DESC, user_id ASC LIMIT %(offset)s, %(top)s",
             {
                 "org": org,
                 "window": window,
                 "start": ms_to_dt(start_ms),
                 "value": value,
                 "top": top,
+                "offset": offset,
                 "weight": weight,
             },
         )
         names = people(self.ch, org, [r[0] for r in rows]) if rows else {}
         return [
             LeaderboardEntry(
-                i + 1,
+                offset + i + 1,
                 r[0],
                 int(r[1]),
                 0,
@@ -329,6 +442,9 @@ class RecognitionStore:
         ]
 
 
+# What a value board ranks by, per board metric (value_board); any other metric is 0 there.
+_VALUE_ORDER: Final = {"score": "score", "thanks_received": "n", "distinct_thankers": "thankers"}
+
 # A value_thanks row whose thank-you the collusion audit took back does not count
 # (migration 0024, kudos.value_scores, says the same).
 _NOT_REVERSED = (
@@ -336,6 +452,27 @@ _NOT_REVERSED = (
     "recipient_id, src_partition, src_offset FROM kudos.reversals "
     "WHERE org_id = %(org)s AND delta < 0)"
 )
+
+# One people board's rows, and the columns of its entries (LeaderboardEntry's order).
+_BOARD: Final = "org_id = %(org)s AND window = %(window)s AND window_start = %(start)s"
+_ENTRY_COLUMNS: Final = ", ".join(("user_id", *BOARD_COLUMNS))
+
+
+def _metric_column(metric: str) -> str:
+    """The kudos.scores column a board ranks by: only a name of BOARD_METRICS reaches SQL."""
+    if metric not in BOARD_METRICS:
+        raise ValueError(f"not a board metric: {metric!r}")
+    return metric
+
+
+def _first_count(rows: Sequence[tuple[Any, ...]]) -> int:
+    """A count() query's answer (0 when a stub backend answers no row)."""
+    return int(rows[0][0]) if rows else 0
+
+
+def _board_params(org: str, window: BoardWindow, start_ms: int) -> dict[str, Any]:
+    return {"org": org, "window": window, "start": ms_to_dt(start_ms)}
+
 
 # A window's start as epoch ms, computed by ClickHouse: rows of a reload need no Python
 # datetime per row (the aggregating stage reads thousands of them per batch).

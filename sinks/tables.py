@@ -174,6 +174,21 @@ AUDITS: Final = Table(
         "at",
     ),
 )
+DAY_SCORES: Final = Table(  # 0020: day windows sorted by user, for rolling boards
+    "day_scores",
+    (
+        "org_id",
+        "user_id",
+        "window_start",
+        "shares",
+        "thanks_given",
+        "thanks_received",
+        "distinct_thankers",
+        "reactions_received",
+        "score",
+        "version",
+    ),
+)
 STREAM_TIMES: Final = Table("stream_times", ("src_topic", "src_partition", "stream_time_ms", "at"))
 # One row per counted thanks received, value it carried and window (0023); kudos.value_scores
 # (0024) counts them.
@@ -191,6 +206,17 @@ VALUE_THANKS: Final = Table(
     ),
 )
 
+# What a people board's entries show of each person, after user_id (LeaderboardEntry's
+# order): columns of kudos.scores, and of every rolling relation (sinks/rolling.py).
+BOARD_COLUMNS: Final = (
+    "score",
+    "shares",
+    "thanks_given",
+    "thanks_received",
+    "distinct_thankers",
+    "reactions_received",
+)
+
 # Every table above, for the schema test.
 ALL: Final = (
     DECISIONS,
@@ -204,5 +230,6 @@ ALL: Final = (
     REVERSALS,
     AUDITS,
     STREAM_TIMES,
+    DAY_SCORES,
     VALUE_THANKS,
 )

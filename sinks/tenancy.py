@@ -94,14 +94,20 @@ def check_sha256(password_sha256: str) -> str:
 def kudos_relations(ch: ClickHouse) -> list[Relation]:
     """Every table and view of `kudos`, by name, each with its columns in table order."""
     engines = dict(
-        ch.query("SELECT name, engine FROM system.tables WHERE database = %(db)s", {"db": DATABASE})
+        ch.query(
+            # A materialized view only copies rows into a table, which is listed itself.
+            "SELECT name, engine FROM system.tables WHERE database = %(db)s "
+            "AND engine != 'MaterializedView'",
+            {"db": DATABASE},
+        )
     )
     columns: dict[str, list[tuple[str, str]]] = {name: [] for name in engines}
     rows = ch.query(
         "SELECT table, name, type FROM system.columns WHERE database = %(db)s", {"db": DATABASE}
     )
     for table, column, column_type in rows:
-        columns.setdefault(table, []).append((column, column_type))
+        if table in columns:
+            columns[table].append((column, column_type))
     return [
         Relation(name, engines.get(name) == "View", tuple(columns[name]))
         for name in sorted(columns)

@@ -15,7 +15,7 @@ from typing import Final
 
 import numpy as np
 
-from schemas.vocabulary import DAY_MS, HOUR_MS, WEEK_MS, WindowName
+from schemas.vocabulary import DAY_MS, HOUR_MS, ROLLING_DAYS, WEEK_MS, RollingName, WindowName
 
 # 1970-01-01 was a Thursday; the Monday on or before it is 1969-12-29, three days earlier.
 _MONDAY_OFFSET_MS: Final = 3 * DAY_MS
@@ -269,6 +269,12 @@ def window_bounds(window: WindowName, at_ms: int, cal: Calendar) -> tuple[int, i
     if window == "all":
         return 0, None
     return start, cal.window_start(window, cal.shift_days(start, _INTO_NEXT[window]))
+
+
+def rolling_days(window: RollingName, at_ms: int, cal: Calendar) -> list[int]:
+    """Starts of the org-local days of a rolling window holding `at_ms`, oldest first."""
+    last = cal.day_start(at_ms)
+    return [cal.shift_days(last, -k) for k in range(ROLLING_DAYS[window] - 1, -1, -1)]
 
 
 @lru_cache(maxsize=256)

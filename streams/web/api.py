@@ -17,11 +17,25 @@ from schemas.times import now_ms
 from sinks.history import DecisionHistory
 from streams.domain.explain import DEFAULT_LIMIT, MAX_LIMIT
 from streams.web.auth import FORBIDDEN, principal_of
-from streams.web.context import DEFAULT_TOP, MAX_TOP, Leaderboards, WebContext, params, window_scope
+from streams.web.context import (
+    DEFAULT_AROUND,
+    DEFAULT_TOP,
+    MAX_AROUND,
+    MAX_TOP,
+    Leaderboards,
+    WebContext,
+    board_scope,
+    params,
+)
 from streams.web.explain import explain_user
 from streams.web.guard import json_error
 from streams.web.params import BadRequest, Params, parse_org, parse_user
-from streams.web.payloads import badges_payload, leaderboard_payload, value_board_payload
+from streams.web.payloads import (
+    badges_payload,
+    leaderboard_payload,
+    rank_payload,
+    value_board_payload,
+)
 
 BADGES_LIMIT: Final = 100  # /api/badges: the default page
 MAX_BADGES_LIMIT: Final = 1000  # and the largest
@@ -62,18 +76,29 @@ class Api:
         self.history = DecisionHistory(kudos.api_clickhouse)
 
     async def leaderboard(self, q: Params) -> dict[str, Any]:
-        """The org's board of a window; with `value`, the board of that company value:
-        people by counted thanks received that carried it, `score` = those thanks x the
-        org's thanks weight. A value the org's rules do not list is ignored for boards: its
-        board is empty (and costs no read)."""
-        org, window, start, _ = window_scope(q, self.rules_for)
+        """`top` people from rank `offset` + 1, ranked by `metric` (ties by user id); with
+        `value`, the board of that company value (`Leaderboards.value_board`): people by
+        counted thanks received that carried it, `score` = those thanks x the org's thanks
+        weight. A value the org's rules do not list is ignored for boards: its board is
+        empty (and costs no read)."""
+        scope = board_scope(q, self.rules_for)
         top = q.integer("top", DEFAULT_TOP, 1, MAX_TOP)
-        value = q.value()
-        if value is None:
-            entries = await self.boards.get(org, window, start, top)
-            return leaderboard_payload(org, window, start, entries)
-        entries = await self.boards.value_board(org, window, start, value, top)
-        return value_board_payload(org, window, start, value, entries)
+        offset, metric, value = q.offset(), q.metric(), q.value()
+        if value is not None:
+            entries = await self.boards.value_board(scope, value, top, offset, metric)
+            return value_board_payload(scope.org, scope.window, scope.start, value, entries)
+        entries = await self.boards.get(scope, top, offset, metric)
+        return leaderboard_payload(scope.org, scope.window, scope.start, entries)
+
+    async def rank(self, q: Params, user: str) -> dict[str, Any]:
+        """A person's rank by `metric` on the window's board, of how many, and the
+        `around` people above and below (sinks/store.py `RecognitionStore.rank`)."""
+        user = parse_user(user)
+        scope = board_scope(q, self.rules_for)
+        metric = q.metric()
+        around = q.integer("around", DEFAULT_AROUND, 0, MAX_AROUND)
+        place = await self.boards.rank(scope, user, metric, around)
+        return rank_payload(scope.org, scope.window, scope.start, metric, place)
 
     def values(self, q: Params) -> dict[str, Any]:
         """The company values the org's rules list (`RuleConfig.values`): the boards
@@ -155,6 +180,11 @@ def register_api_views(kudos: WebContext) -> None:
     class LeaderboardView(View):
         async def get(self, request: Request) -> Response:
             return self.json(await api.leaderboard(params(request)))
+
+    @app.page("/api/users/{user}/rank")
+    class RankView(View):
+        async def get(self, request: Request, user: str) -> Response:
+            return self.json(await api.rank(params(request), user))
 
     @app.page("/api/values")
     class ValuesView(View):

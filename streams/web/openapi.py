@@ -21,11 +21,11 @@ import faust
 from faust.web import Request, Response, View
 
 from schemas.limits import MAX_ID_BYTES
-from schemas.vocabulary import HISTORY_WINDOWS, WINDOWS
+from schemas.vocabulary import BOARD_METRICS, BOARD_WINDOWS, HISTORY_WINDOWS, WINDOWS
 from sinks.pagedata import MAX_BADGES, MAX_POINTS
 from streams.domain.explain import DEFAULT_LIMIT, MAX_LIMIT, METRICS
 from streams.web.api import BADGES_LIMIT, MAX_BADGES_LIMIT
-from streams.web.context import DEFAULT_TOP, MAX_TOP
+from streams.web.context import DEFAULT_AROUND, DEFAULT_TOP, MAX_AROUND, MAX_TOP
 from streams.web.directory import BRIDGING_LIMIT, MAX_BRIDGING_LIMIT
 from streams.web.page import (
     HISTORY_POINTS,
@@ -86,11 +86,12 @@ def board_schemas() -> dict[str, Json]:
     entry = {**person, **counts, "distinct_thankers": _COUNT, "reactions_received": _COUNT}
     movement = {"enum": ["up", "down", "same", "new", None]}
     scope = {"org": _TEXT, "window": window_schema(), "window_start": _TIME}
+    people = {**scope, "window": window_schema(BOARD_WINDOWS)}  # rolling windows too
     return {
         "LeaderboardEntry": obj(entry),
         "Leaderboard": obj(
             {
-                **scope,
+                **people,
                 "value": {
                     **_TEXT,
                     "description": "With `value=`: the company value the board ranks by.",
@@ -101,6 +102,32 @@ def board_schemas() -> dict[str, Json]:
         ),
         "Values": obj(
             {"org": _TEXT, "values": {"type": "array", "items": _TEXT}},
+        ),
+        "Rank": obj(
+            {
+                **people,
+                "metric": {"type": "string", "enum": list(BOARD_METRICS)},
+                "user_id": _TEXT,
+                "rank": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "description": "1 + the people ranked above (a higher value of the "
+                    "metric, or an equal one and a smaller user id); null when the person "
+                    "is not on the board: no points in the window, opted out, or unknown.",
+                },
+                "score": {
+                    "type": ["integer", "null"],
+                    "description": "The person's value of `metric` (their score for "
+                    "metric=score); null when `rank` is null.",
+                },
+                "of": {**_COUNT, "description": "How many people the board ranks."},
+                "entries": {
+                    "type": "array",
+                    "items": ref("LeaderboardEntry"),
+                    "description": "Ranks rank - around to rank + around (fewer at either "
+                    "end of the board), the person among them; empty when `rank` is null.",
+                },
+            }
         ),
         "ChangesEntry": obj(
             {**entry, "previous_rank": {"type": ["integer", "null"]}, "movement": movement}
@@ -337,6 +364,16 @@ def window(default: str = "week", windows: tuple[str, ...] = WINDOWS) -> Json:
     return query("window", schema, "The window, in the org's calendar (time zone, week start).")
 
 
+BOARD_WINDOW: Final = query(
+    "window",
+    {**window_schema(BOARD_WINDOWS), "default": "week"},
+    "The window, in the org's calendar (time zone, week start, fiscal year), or a rolling "
+    "one: last_7d, last_30d or last_90d are the org-local days ending with the day of `at` "
+    "(inclusive), every metric summed over them but distinct_thankers, distinct over them; "
+    "window_start is the first day's start.",
+)
+
+
 def path_id(name: str, description: str) -> Json:
     return {
         "name": name,
@@ -372,13 +409,19 @@ AT: Final = query(
 )
 OFFSET: Final = integer("offset", 0, 0, MAX_OFFSET, "Where the page starts (0: the first).")
 TOP: Final = integer("top", DEFAULT_TOP, 1, MAX_TOP, "How many ranks.")
+METRIC: Final = query(
+    "metric",
+    {"type": "string", "enum": list(BOARD_METRICS), "default": "score"},
+    "What the board ranks by (descending; ties by user id ascending).",
+)
 USER: Final = path_id("user", "The person's user id.")
 VALUE: Final = query(
     "value",
     {"type": "string", "minLength": 1, "maxLength": MAX_ID_BYTES, "pattern": _ID_PATTERN},
     "A company value: rank people by counted thanks received that carried it (`score` = "
     "those thanks x the org's thanks weight; the other metrics 0). A value the org's "
-    "rules do not list has an empty board.",
+    "rules do not list has an empty board; a listed one with a rolling window is a 400 "
+    "(value boards have the calendar windows).",
 )
 COMMON_NOTE: Final = (
     "A parameter given twice is a 400; an empty value means absent; unknown parameters are ignored."
@@ -465,8 +508,19 @@ def board_paths() -> Json:
     return {
         "/api/leaderboard": api_get(
             "leaderboard",
-            "The people board of a window; with `value`, the board of that company value.",
-            [ORG, window(), AT, TOP, VALUE],
+            "The people board of a window by `metric`, `top` from rank `offset` + 1 (ranks "
+            "count from 1 over the whole board; opted-out people are left out and ranks "
+            "close up over the rest; past the end, no entries); with `value`, the board of "
+            "that company value (calendar windows only).",
+            [
+                ORG,
+                BOARD_WINDOW,
+                AT,
+                TOP,
+                integer("offset", 0, 0, MAX_OFFSET, "Ranks to skip (0: from rank 1)."),
+                METRIC,
+                VALUE,
+            ],
             "Leaderboard",
         ),
         "/api/values": api_get(
@@ -529,6 +583,20 @@ def people_paths() -> Json:
                 OFFSET,
             ],
             "Explain",
+        ),
+        "/api/users/{user}/rank": api_get(
+            "rank",
+            "A person's rank on the window's people board by `metric`, of how many, with "
+            "the `around` people above and below (a personal read).",
+            [
+                USER,
+                ORG,
+                BOARD_WINDOW,
+                AT,
+                METRIC,
+                integer("around", DEFAULT_AROUND, 0, MAX_AROUND, "Neighbours on each side."),
+            ],
+            "Rank",
         ),
         "/api/users/{user}/balance": api_get(
             "balance", "Thanks a person gave and received.", [USER, ORG, window(), AT], "Balance"

@@ -26,6 +26,7 @@ from streams.domain.rules import RulesLookup
 from streams.web.context import (
     DEFAULT_TOP,
     MAX_TOP,
+    BoardScope,
     Leaderboards,
     WebContext,
     fresh_cache,
@@ -166,7 +167,7 @@ class PageReads:
         self, org: str, window: WindowName, at_ms: int, top: int
     ) -> dict[str, Any]:
         start = org_window_start(self.rules_for, org, window, at_ms)
-        entries = await self.boards.get(org, window, start, top)
+        entries = await self.boards.get(BoardScope(org, window, start), top)
         before = previous_window_start(self.rules_for, org, window, start)
         previous: dict[str, PreviousRank] = {}
         if before is not None and entries:

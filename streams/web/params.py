@@ -11,7 +11,7 @@ An error message never repeats the value: it may be huge, hostile or personal.
   (``2026-11-25T12:00:00Z``, ``...+01:00``, fractions of a second; without a zone it is
   UTC), from `MIN_AT` (2000-01-01) to before `MAX_AT` (2100-01-01) UTC, so every window
   start and history point derived from it is a valid ClickHouse DateTime.
-* Choices (``window``, ``by``, ``view``): one of the listed words.
+* Choices (``window``, ``by``, ``view``, ``metric``): one of the listed words.
 * ``value`` (a company value): the limits of an id, below.
 * ``org``: required, non-empty, at most 256 UTF-8 bytes, no control character, no ``/``
   (`schemas.limits.check_org`: an org the codec would refuse can never have data).
@@ -31,7 +31,7 @@ from typing import Final, TypeVar
 
 from schemas.limits import MAX_ID_BYTES, LimitError, check_org, check_text
 from schemas.times import parse_time
-from schemas.vocabulary import WINDOWS, WindowName
+from schemas.vocabulary import BOARD_METRICS, WINDOWS, BoardMetric, WindowName
 from streams.domain.explain import Page
 
 MIN_AT: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -156,6 +156,14 @@ class Params:
                 return choice
         raise BadRequest(name, "must be one of " + ", ".join(choices))
 
+    def metric(self) -> BoardMetric:
+        """What a people board ranks by (`metric=`, default `score`)."""
+        return self.choice("metric", BOARD_METRICS, "score")
+
+    def offset(self) -> int:
+        """Where a page starts (`offset=`, 0 to `MAX_OFFSET`, default 0)."""
+        return self.integer("offset", 0, 0, MAX_OFFSET)
+
     def at(self, now_ms: int) -> int:
         """`at` in epoch millis; `now_ms` when absent."""
         value = self.text("at")
@@ -169,5 +177,5 @@ class Params:
         """`limit` (1 to `max_limit`) and `offset` (0 to `MAX_OFFSET`)."""
         return Page(
             self.integer(name, default_limit, 1, max_limit),
-            self.integer("offset", 0, 0, MAX_OFFSET),
+            self.offset(),
         )

@@ -7,41 +7,60 @@ from collections.abc import Sequence
 from typing import Any
 
 from schemas.times import format_rfc3339
-from schemas.vocabulary import WindowName
+from schemas.vocabulary import BoardMetric, BoardWindow, WindowName
 from sinks.pagedata import PreviousRank
-from sinks.store import LeaderboardEntry, RecognitionStore
+from sinks.store import LeaderboardEntry, UserRank
 from streams.domain.explain import Page
-from streams.domain.rules import RuleConfig
 
 Movement = str  # "up" | "down" | "same" | "new"
 
 
+def entry_payload(e: LeaderboardEntry) -> dict[str, Any]:
+    """One entry of a people board (/api/leaderboard, /rank, the live page)."""
+    return {
+        "rank": e.rank,
+        "user_id": e.user_id,
+        "display_name": e.display_name,
+        "score": e.score,
+        "shares": e.shares,
+        "thanks_given": e.thanks_given,
+        "thanks_received": e.thanks_received,
+        "distinct_thankers": e.distinct_thankers,
+        "reactions_received": e.reactions_received,
+    }
+
+
 def leaderboard_payload(
-    org: str, window: WindowName, start_ms: int, entries: list[LeaderboardEntry]
+    org: str, window: BoardWindow, start_ms: int, entries: list[LeaderboardEntry]
 ) -> dict[str, Any]:
     return {
         "org": org,
         "window": window,
         "window_start": format_rfc3339(start_ms),
-        "entries": [
-            {
-                "rank": e.rank,
-                "user_id": e.user_id,
-                "display_name": e.display_name,
-                "score": e.score,
-                "shares": e.shares,
-                "thanks_given": e.thanks_given,
-                "thanks_received": e.thanks_received,
-                "distinct_thankers": e.distinct_thankers,
-                "reactions_received": e.reactions_received,
-            }
-            for e in entries
-        ],
+        "entries": [entry_payload(e) for e in entries],
+    }
+
+
+def rank_payload(
+    org: str, window: BoardWindow, start_ms: int, metric: BoardMetric, place: UserRank
+) -> dict[str, Any]:
+    """/api/users/{user}/rank: `score` is the user's value of `metric` (their score for
+    metric=score); `rank` and `score` are null when the user is not on the board."""
+    return {
+        "org": org,
+        "window": window,
+        "window_start": format_rfc3339(start_ms),
+        "metric": metric,
+        "user_id": place.user_id,
+        "rank": place.rank,
+        "score": place.value,
+        "of": place.of,
+        "entries": [entry_payload(e) for e in place.entries],
     }
 
 
 def value_board_payload(
-    org: str, window: WindowName, start_ms: int, value: str, entries: list[LeaderboardEntry]
+    org: str, window: BoardWindow, start_ms: int, value: str, entries: list[LeaderboardEntry]
 ) -> dict[str, Any]:
     """`leaderboard_payload` of a company value's board: the same, with `value`."""
     body = leaderboard_payload(org, window, start_ms, entries)
@@ -52,22 +71,6 @@ def value_board_payload(
         "value": value,
         "entries": body["entries"],
     }
-
-
-def value_entries(
-    store: RecognitionStore,
-    org: str,
-    window: WindowName,
-    start: int,
-    value: str,
-    top: int,
-    rules: RuleConfig,
-) -> list[LeaderboardEntry]:
-    """A value board's entries (`RecognitionStore.value_board`); none, without a read, for
-    a value the org's rules do not list (it is ignored for boards)."""
-    if value not in rules.value_set:
-        return []
-    return store.value_board(org, window, start, value, top, rules.weight_thanks_received)
 
 
 def movement(rank: int, previous: PreviousRank | None) -> Movement | None:

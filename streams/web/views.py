@@ -25,7 +25,7 @@ from aiohttp import web
 
 from streams.web import auth, guard
 from streams.web.api import register_api_views
-from streams.web.context import WebContext, org_window_start
+from streams.web.context import WebContext, board_scope, org_window_start
 from streams.web.directory import register_directory_views
 from streams.web.openapi import register_openapi_view
 from streams.web.page import register_page_views
@@ -33,6 +33,7 @@ from streams.web.payloads import leaderboard_payload
 
 __all__ = [
     "WebContext",
+    "board_scope",
     "leaderboard_payload",
     "org_window_start",
     "register_directory_views",

@@ -101,7 +101,7 @@ MEMBER_PATHS = [
     f"/api/teams/leaderboard?org={ORG}",
     f"/api/teams/bridging?org={ORG}",
 ]
-PERSONAL = ["explain", "balance", "history"]
+PERSONAL = ["explain", "balance", "history", "rank"]
 
 
 def is_json_error(answer: Answer) -> bool:

@@ -29,8 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.directory import DirectoryRecord
+from tests.e2e import reference
 from tests.e2e.http_stack import Answer, Stack, start_stack, wait_for
 from tests.services.clickhouse_server import ClickHouseServer
+from tests.streams.cli.runner import run_kudos
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.e2e]
 
@@ -51,7 +53,7 @@ def directory() -> list[DirectoryRecord]:
 
 def events(now: int) -> list[dict[str, Any]]:
     """Each person thanks the next two (across teams too); Oscar (opted out) thanks and is
-    thanked; two PRIVATE thank-yous touch Ann; a few shares."""
+    thanked; two PRIVATE thank-yous touch Ann; a few shares and reactions."""
     out: list[dict[str, Any]] = []
 
     def add(kind: str, actor: str, to: list[str], **extra: Any) -> None:
@@ -77,6 +79,8 @@ def events(now: int) -> list[dict[str, Any]]:
     add("THANKS", "ann", ["quinn"], visibility="PRIVATE")
     for actor in ("ann", "fay", "gus"):
         add("SHARE", actor, [])
+    for actor, owner in (("cat", "dan"), ("eve", "dan"), ("ivy", "joe"), ("gus", "hal")):
+        add("REACTION", actor, [owner], content_id=f"doc-{owner}")
     return out
 
 
@@ -124,7 +128,8 @@ def is_json_error(answer: Answer) -> bool:
 
 USER = "/api/users/ann"
 ENDPOINTS: dict[str, tuple[str, ...]] = {
-    "/api/leaderboard": ("org", "window", "at", "top"),
+    "/api/leaderboard": ("org", "window", "at", "top", "offset", "metric"),
+    f"{USER}/rank": ("org", "window", "at", "metric", "around"),
     "/api/leaderboard/changes": ("org", "window", "at", "top"),
     f"{USER}/explain": ("org", "window", "at", "limit", "offset"),
     f"{USER}/balance": ("org", "window", "at"),
@@ -157,6 +162,8 @@ BAD: dict[str, tuple[str, ...]] = {
     "user": ("x" * 300, "a\x01"),
     "by": ("floor",),
     "view": ("cards",),
+    "metric": ("SCORE", "version", "score DESC", "points"),
+    "around": ("-1", "51", "²"),
 }
 
 
@@ -182,7 +189,7 @@ def test_bad_values_are_400_json_naming_the_parameter_on_every_endpoint(stack: S
         answer = stack.get(repeated)
         assert answer.status == 400 and answer.json["error"] == "'org' is given more than once"
     for bad in ("x" * 300, "a%00b"):  # user path segments
-        for what in ("explain", "balance", "history"):
+        for what in ("explain", "balance", "history", "rank"):
             answer = stack.get(f"/api/users/{bad}/{what}?org={ORG}")
             assert answer.status == 400 and answer.json["error"].startswith("'user' ")
     assert checked > 150
@@ -349,7 +356,7 @@ def test_fuzz_every_parameter_and_path_segment(stack: Stack) -> None:
 
 
 def test_an_opted_out_person_reads_as_an_unknown_id_everywhere(stack: Stack) -> None:
-    for what in ("explain", "balance", "history"):
+    for what in ("explain", "balance", "history", "rank"):
         for window in ("day", "all") if what != "history" else ("day",):
             hidden = stack.get(f"/api/users/{OPTED_OUT}/{what}?org={ORG}&window={window}")
             unknown = stack.get(f"/api/users/{UNKNOWN}/{what}?org={ORG}&window={window}")
@@ -422,3 +429,100 @@ def test_every_list_is_bounded_and_pages_add_up(stack: Stack) -> None:
     assert pages(stack, f"/api/teams/bridging?org={ORG}&window=all", "teams", 1) == bridging
     history = stack.get(f"/api/users/ann/history?org={ORG}&points=90").json["points"]
     assert len(history) == 90 and stack.get(f"{USER}/history?org={ORG}&points=91").status == 400
+
+
+# --- boards by metric, pages and ranks ---------------------------------------------------
+
+# The board metrics of DESIGN.md, part 2 (written out: these tests import no kudos code).
+METRICS = (
+    "score",
+    "thanks_received",
+    "thanks_given",
+    "shares",
+    "reactions_received",
+    "distinct_thankers",
+)
+
+
+def expected_board(metric: str) -> list[dict[str, Any]]:
+    """The `all` board by `metric` from the reference model (tests/e2e/reference.py),
+    without the opted-out person, ranks closed up, names from the directory. `all` totals
+    do not depend on when the events were stamped, so a fresh copy of them does."""
+    now = int(time.time() * 1000)
+    rows = reference.leaderboard(reference.run(events(now), now), ORG, "all", 0, 1000)
+    shown = sorted(
+        (r for r in rows if r["user_id"] != OPTED_OUT), key=lambda r: (-r[metric], r["user_id"])
+    )
+    return [{**r, "rank": n + 1, "display_name": r["user_id"].title()} for n, r in enumerate(shown)]
+
+
+def test_boards_by_every_metric_page_from_any_offset_as_the_reference_ranks(
+    stack: Stack,
+) -> None:
+    board = f"/api/leaderboard?org={ORG}&window=all"
+    wait_for(stack, f"{board}&top=1000", lambda b: b["entries"] == expected_board("score"))
+    for metric in METRICS:
+        want = expected_board(metric)
+        assert len(want) == len(EVERYONE)
+        assert len({r[metric] for r in want}) < len(want), metric  # ties, by user id
+        for offset in (0, 3, 9, 10, 50):
+            body = stack.get(f"{board}&metric={metric}&offset={offset}&top=4").json
+            assert body["entries"] == want[offset : offset + 4], (metric, offset)
+    assert stack.get(f"{board}&metric=score").json == stack.get(board).json
+
+
+def expected_rank(want: list[dict[str, Any]], user: str, metric: str, around: int) -> Any:
+    """/rank's body for `user` on the board `want` (by `metric`)."""
+    mine = [r for r in want if r["user_id"] == user]
+    rank = mine[0]["rank"] if mine else None
+    return {
+        "org": ORG,
+        "window": "all",
+        "window_start": "1970-01-01T00:00:00Z",
+        "metric": metric,
+        "user_id": user,
+        "rank": rank,
+        "score": mine[0][metric] if mine else None,
+        "of": len(want),
+        "entries": [] if rank is None else want[max(0, rank - 1 - around) : rank + around],
+    }
+
+
+def test_every_persons_rank_and_neighbours_match_the_reference(stack: Stack) -> None:
+    wait_for(
+        stack,
+        f"/api/leaderboard?org={ORG}&window=all&top=1000",
+        lambda b: b["entries"] == expected_board("score"),
+    )
+    boards = {metric: expected_board(metric) for metric in METRICS}
+    people = [*EVERYONE, OPTED_OUT, UNKNOWN, "pat"]  # pat: only a PRIVATE thank-you
+    for n, user in enumerate(people):
+        for metric, want in boards.items():
+            around = (n + len(metric)) % 4
+            path = f"/api/users/{user}/rank?org={ORG}&window=all&metric={metric}"
+            body = stack.get(f"{path}&around={around}").json
+            assert body == expected_rank(want, user, metric, around), (user, metric, around)
+    default = stack.get(f"/api/users/ann/rank?org={ORG}&window=all").json
+    assert default == expected_rank(boards["score"], "ann", "score", 2)  # the defaults
+    hidden = stack.get(f"/api/users/{OPTED_OUT}/rank?org={ORG}&window=all").json
+    assert (hidden["rank"], hidden["score"], hidden["entries"]) == (None, None, [])
+
+
+def test_the_cli_pages_boards_by_metric_as_the_api_does(
+    stack: Stack, clickhouse_server: ClickHouseServer
+) -> None:
+    args = ["leaderboard", "--org", ORG, "--window", "all", "--format", "json"]
+    page = ["--metric", "thanks_given", "--offset", "3", "--top", "4"]
+    want = stack.get(
+        f"/api/leaderboard?org={ORG}&window=all&metric=thanks_given&offset=3&top=4"
+    ).json
+    assert want["entries"] == expected_board("thanks_given")[3:7]
+    via_api = run_kudos(*args, *page, "--api", stack.worker.base)
+    assert via_api.returncode == 0, via_api.stderr
+    assert json.loads(via_api.stdout) == want
+    if stack.backend == "server":  # ClickHouse read directly (chdb belongs to the worker)
+        direct = run_kudos(*args, *page, env={"KUDOS_CLICKHOUSE": clickhouse_server.url})
+        assert direct.returncode == 0, direct.stderr
+        assert json.loads(direct.stdout) == want
+    refused = run_kudos(*args, "--offset", "-1", "--api", stack.worker.base)
+    assert refused.returncode == 2 and "'offset' must be an integer" in refused.stderr

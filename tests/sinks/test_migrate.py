@@ -104,6 +104,8 @@ def test_apply_on_an_empty_server_creates_everything_in_order(
         "reversals",
         "audits",
         "stream_times",
+        "day_scores",
+        "day_scores_copy",
         "value_thanks",
         "value_scores",
     }

@@ -26,6 +26,7 @@ import pytest
 
 from schemas.event import EventType
 from schemas.vocabulary import Reason, WindowKey, WindowName
+from sinks import rolling
 from sinks.clickhouse import ChdbClickHouse, ClickHouse, connect
 from sinks.cluster import SHARDING_KEYS, cluster_steps, tracking_table_statement
 from sinks.migrate import (
@@ -228,6 +229,7 @@ def test_migrate_creates_replicated_and_distributed_tables_on_every_host(
         "scores": "View",
         "badge_awards": "View",
         "decayed_scores": "View",
+        "day_scores_copy": "MaterializedView",
         "value_scores": "View",
         **{t: "Distributed" for t in SHARDING_KEYS},
         **{f"{t}_local": "ReplicatedReplacingMergeTree" for t in SHARDING_KEYS},
@@ -278,7 +280,7 @@ def test_scores_written_through_distributed_tables_read_back_exactly_from_any_ho
     users = [f"user-{i:03d}" for i in range(60)]
     book = ScoreBook()
     keys: list[WindowKey] = []
-    windows: tuple[tuple[WindowName, int], ...] = (("week", WEEK), ("all", 0))
+    windows: tuple[tuple[WindowName, int], ...] = (("week", WEEK), ("day", WEEK), ("all", 0))
     for i, user in enumerate(users):
         for window, start in windows:
             key: WindowKey = ("acme", window, start, user)
@@ -329,12 +331,28 @@ def test_scores_written_through_distributed_tables_read_back_exactly_from_any_ho
         )
         assert [(u, s) for u, s, _ in got] == sorted(truth)
         assert all(int(shares) != 99 for _, _, shares in got)
+        # Day windows reach day_scores on the shard that stores them (0021), newest wins.
+        days = rolling.user_rows(ch, "acme", [WEEK], users)
+        assert sorted((u, r[0]) for u, r in days.items()) == sorted(truth)
+        assert all(r[4] == 2 for r in days.values())  # distinct thankers
         for top in (5, 60):  # leader_rows FINAL, then kudos.scores
             board = reader.leaderboard("acme", "week", WEEK, top)
             assert [(e.rank, e.user_id, e.score) for e in board] == [
                 (n + 1, u, s) for n, (u, s) in enumerate(truth[:top])
             ]
             assert board[0].distinct_thankers == 2
+        # Pages past leader_rows' depth and ranks read kudos.scores across the shards.
+        page = reader.board("acme", "week", WEEK, 4, 3)
+        assert [(e.rank, e.user_id) for e in page] == [
+            (n + 4, u) for n, (u, _) in enumerate(truth[3:7])
+        ]
+        for i in range(0, len(truth), 9):
+            user, value = truth[i]
+            place = reader.rank("acme", "week", WEEK, user, "score", 1)
+            assert (place.rank, place.value, place.of) == (i + 1, value, len(truth))
+            assert [e.user_id for e in place.entries] == [
+                u for u, _ in truth[max(0, i - 1) : i + 2]
+            ]
         # load_boards orders by score only: which of two tied users comes 5th is open.
         (board_rows,) = reader.load_boards([("acme", "week", WEEK)], 5).values()
         assert [s for _, s in board_rows] == [s for _, s in truth[:5]]

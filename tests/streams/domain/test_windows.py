@@ -38,6 +38,7 @@ def test_all_window_and_every_window() -> None:
 
 # --- calendars -------------------------------------------------------------------------
 
+import itertools  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from zoneinfo import ZoneInfo  # noqa: E402
 
@@ -45,7 +46,13 @@ import numpy as np  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from streams.domain.windows import WEEKDAYS, Calendar, calendar, window_bounds  # noqa: E402
+from streams.domain.windows import (  # noqa: E402
+    WEEKDAYS,
+    Calendar,
+    calendar,
+    rolling_days,
+    window_bounds,
+)
 
 ZONES = [
     "UTC",
@@ -166,3 +173,13 @@ def test_a_bad_time_zone_or_weekday_is_refused() -> None:
         Calendar("UTC", "someday")
     with pytest.raises(Exception, match="Mars"):
         Calendar("Mars/Olympus_Mons")
+
+
+def test_rolling_days_are_local_days_ending_with_the_day_of_at() -> None:
+    cal = Calendar("Europe/Berlin")
+    at = 1_792_000_000_000 + 20 * 86_400_000  # 2026-11-03; DST ended on 2026-10-25
+    days = rolling_days("last_30d", at, cal)
+    assert len(days) == 30 and days[-1] == cal.day_start(at)
+    assert all(cal.day_start(d) == d for d in days)
+    assert [b - a for a, b in itertools.pairwise(days)].count(25 * 3_600_000) == 1
+    assert days == sorted(set(days))

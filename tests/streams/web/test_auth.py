@@ -78,7 +78,13 @@ def run_app(idp: IdentityProvider, test: Callable[[Call], Awaitable[None]]) -> N
         reads = ApiReads(1, 5.0, 4)
         guard.install(app, reads)
         auth.install(app, authenticator)
-        for path in ("/api/leaderboard", "/api/users/{user}/explain", "/api/live", "/health"):
+        for path in (
+            "/api/leaderboard",
+            "/api/users/{user}/explain",
+            "/api/users/{user}/rank",
+            "/api/live",
+            "/health",
+        ):
             app.router.add_get(path, echo)
         app.router.add_post("/api/admin/forget", echo)
         async with TestClient(TestServer(app)) as client:
@@ -110,6 +116,11 @@ def test_the_middleware_answers_401_403_and_lets_members_through() -> None:
         assert (await call("/api/users/ana/explain?org=acme", ana))[0] == 200
         assert (await call("/api/users/bo/explain?org=acme", ana))[0] == 403
         assert (await call("/api/users/bo/explain?org=acme", admin))[0] == 200
+        # /rank is personal too: a member reads only their own place, an admin anyone's.
+        assert (await call("/api/users/ana/rank?org=acme", ana))[0] == 200
+        assert (await call("/api/users/bo/rank?org=acme", ana))[0] == 403
+        assert (await call("/api/users/bo/rank?org=acme", admin))[0] == 200
+        assert (await call("/api/users/ana/rank?org=globex", ana))[0] == 403
         assert (await call("/api/admin/forget", ana, "POST"))[0] == 403
         assert (await call("/api/admin/forget", admin, "POST"))[0] == 200
         assert (await call(f"/api/live?org=acme&access_token={ana}"))[0] == 200
@@ -119,4 +130,4 @@ def test_the_middleware_answers_401_403_and_lets_members_through() -> None:
 
     before = metrics.AUTH_REFUSED.labels("other_user")._value.get()
     run_app(idp, test)
-    assert metrics.AUTH_REFUSED.labels("other_user")._value.get() == before + 1
+    assert metrics.AUTH_REFUSED.labels("other_user")._value.get() == before + 2

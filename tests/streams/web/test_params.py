@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from schemas.vocabulary import BOARD_METRICS
 from streams.domain.explain import Page
 from streams.web.params import MAX_AT, MAX_OFFSET, MIN_AT, BadRequest, Params, parse_user
 from tests.streams.factories import ms
@@ -140,6 +141,21 @@ def test_choices_and_windows() -> None:
     assert q(("by", "department")).choice("by", ("team", "department"), "team") == "department"
 
 
+def test_board_metrics_and_offsets() -> None:
+    assert q().metric() == "score" and q(("metric", "")).metric() == "score"
+    for metric in BOARD_METRICS:
+        assert q(("metric", metric)).metric() == metric
+    for bad in ("SCORE", "version", "score DESC", "thanks_received ", "user_id"):
+        assert refusal(lambda bad=bad: q(("metric", bad)).metric()) == METRIC_RULE
+    assert q().offset() == 0 and q(("offset", "10")).offset() == 10
+    assert q(("offset", str(MAX_OFFSET))).offset() == MAX_OFFSET
+    for bad in ("-1", str(MAX_OFFSET + 1), "²", "1e3"):
+        assert (
+            refusal(lambda bad=bad: q(("offset", bad)).offset())
+            == "'offset' must be an integer from 0 to 1000000"
+        )
+
+
 def test_a_repeated_parameter_is_refused() -> None:
     assert (
         refusal(lambda: q(("top", "1"), ("top", "1")).integer("top", 10, 1, 1000))
@@ -164,6 +180,10 @@ def test_pages() -> None:
     )
 
 
+METRIC_RULE = (
+    "'metric' must be one of score, thanks_received, thanks_given, shares, "
+    "reactions_received, distinct_thankers"
+)
 FIXED_MESSAGES = {
     "'top' must be an integer from 1 to 1000",
     "'offset' must be an integer from 0 to 1000000",
@@ -173,10 +193,11 @@ FIXED_MESSAGES = {
     "'org' is too long (at most 256 UTF-8 bytes)",
     "'org' must not contain control characters or '/'",
     "'window' must be one of hour, day, week, month, quarter, year, all",
+    METRIC_RULE,
 }
 
 
-@given(st.text(max_size=300), st.sampled_from(["top", "at", "org", "window", "offset"]))
+@given(st.text(max_size=300), st.sampled_from(["top", "at", "org", "window", "offset", "metric"]))
 def test_any_text_either_parses_or_is_a_fixed_message_naming_the_parameter(
     value: str, name: str
 ) -> None:
@@ -187,6 +208,7 @@ def test_any_text_either_parses_or_is_a_fixed_message_naming_the_parameter(
         "org": params.org,
         "window": params.window,
         "offset": lambda: params.page(10, 100).offset,
+        "metric": params.metric,
     }[name]
     try:
         read()

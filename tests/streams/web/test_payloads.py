@@ -55,3 +55,28 @@ def test_changes_payload() -> None:
     every = changes_payload("acme", "all", 0, None, entries, previous)
     assert every["previous_window_start"] is None
     assert {e["movement"] for e in every["entries"]} == {None}
+
+
+def test_rank_payload_reports_the_metric_value_and_null_off_the_board() -> None:
+    from sinks.store import UserRank
+    from streams.web.payloads import rank_payload
+
+    start = ms("2026-11-23T00:00:00")
+    place = UserRank("bob", 2, 2, 7, [entry(1, "ann", 9), entry(2, "bob", 6)])
+    body = rank_payload("acme", "week", start, "thanks_received", place)
+    assert {k: v for k, v in body.items() if k != "entries"} == {
+        "org": "acme",
+        "window": "week",
+        "window_start": "2026-11-23T00:00:00Z",
+        "metric": "thanks_received",
+        "user_id": "bob",
+        "rank": 2,
+        "score": 2,  # bob's thanks_received, not his score (6)
+        "of": 7,
+    }
+    assert [(e["rank"], e["user_id"], e["score"]) for e in body["entries"]] == [
+        (1, "ann", 9),
+        (2, "bob", 6),
+    ]
+    absent = rank_payload("acme", "week", start, "score", UserRank("zed", None, None, 7, []))
+    assert (absent["rank"], absent["score"], absent["of"], absent["entries"]) == (None, None, 7, [])
