@@ -7,7 +7,10 @@ with bad values goes to the DLQ with its reason."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -190,6 +193,13 @@ def test_value_boards_and_value_scores_equal_the_model(
             time.sleep(1)
         assert got == want, worker.log_tail()
         assert got_badges == badges
+        # `kudos leaderboard --value` prints the same board (through the worker's API).
+        cli = [sys.executable, "-m", "streams", "leaderboard", "--org", ORG, "--window", "all"]
+        cli += ["--value", "care", "--top", "1000", "--at", at, "--api", worker.base, "--format"]
+        env = {**os.environ, "KUDOS_CONFIG": str(config), "KUDOS_AUTH": "off"}
+        out = subprocess.run([*cli, "json"], capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["entries"] == want["care/all"]
         status, body = worker.get(f"/api/leaderboard?org={ORG}&window=all&value=speed")
         assert (status, body["entries"]) == (200, [])  # not listed: ignored for boards
         status, body = worker.get(f"/api/leaderboard?org={ORG}&window=all&value=%07")

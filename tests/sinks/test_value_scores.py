@@ -6,6 +6,7 @@ plain Python; forgetting a person takes their rows and leaves others' counts as 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import pytest
 
@@ -148,3 +149,20 @@ def test_thanks_the_collusion_audit_took_back_leave_the_value_boards(ch: ClickHo
     board = StateStore(ch).value_board("acme", "week", WEEK, "care", 10, weight=3)
     top = board[0]
     assert (top.user_id, top.thanks_received, top.distinct_thankers) == ("bob", 2, 1)
+
+
+def test_value_boards_page_and_rank_by_metric(ch: ClickHouse) -> None:
+    more = [*EFFECTS, *thanks(7, "dee", "vic", ("care",)), *thanks(8, "eve", "vic", ("care",))]
+    stored(ch, more, times=1)
+    store = StateStore(ch)
+
+    def board(**kw: Any) -> list[tuple[int, str, int]]:
+        got = store.value_board("acme", "all", 0, "care", kw.pop("top", 10), 3, **kw)
+        return [(e.rank, e.user_id, e.distinct_thankers) for e in got]
+
+    # bob: 3 thanks from 2 people; vic: 3 from 3; cy: 1.
+    assert board() == [(1, "bob", 2), (2, "vic", 3), (3, "cy", 1)]  # score, then user id
+    assert board(metric="distinct_thankers") == [(1, "vic", 3), (2, "bob", 2), (3, "cy", 1)]
+    assert board(metric="shares") == [(1, "bob", 2), (2, "cy", 1), (3, "vic", 3)]  # all 0
+    assert board(top=1, offset=1) == [(2, "vic", 3)]
+    assert board(offset=5) == []
