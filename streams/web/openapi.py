@@ -74,6 +74,15 @@ def window_schema(windows: tuple[str, ...] = WINDOWS) -> Json:
     return {"type": "string", "enum": list(windows)}
 
 
+# /api/leaderboard?value=: the company value the board ranks by (absent without value=).
+_VALUE: Final = {**_TEXT, "description": "With `value=`: the company value the board ranks by."}
+
+
+def value_schemas() -> dict[str, Json]:
+    """/api/values (streams/web/api.py `Api.values`)."""
+    return {"Values": obj({"org": _TEXT, "values": {"type": "array", "items": _TEXT}})}
+
+
 def board_schemas() -> dict[str, Json]:
     """People and team boards (streams/web/payloads.py, streams/web/directory.py)."""
     counts = {
@@ -92,16 +101,10 @@ def board_schemas() -> dict[str, Json]:
         "Leaderboard": obj(
             {
                 **people,
-                "value": {
-                    **_TEXT,
-                    "description": "With `value=`: the company value the board ranks by.",
-                },
+                "value": _VALUE,
                 "entries": {"type": "array", "items": ref("LeaderboardEntry")},
             },
             optional=("value",),
-        ),
-        "Values": obj(
-            {"org": _TEXT, "values": {"type": "array", "items": _TEXT}},
         ),
         "Rank": obj(
             {
@@ -767,6 +770,7 @@ def document() -> Json:
             },
             "schemas": {
                 **board_schemas(),
+                **value_schemas(),
                 **personal_schemas(),
                 **explain_schemas(),
                 **service_schemas(),

@@ -71,17 +71,7 @@ def run(
         }
     )
     refused: Counter[str] = Counter()
-    values: dict[tuple[str, str, int, str, str], dict[str, Any]] = defaultdict(
-        lambda: {"thanks_received": 0, "thankers": set()}
-    )
-
-    def valued(org: str, user: str, at: int, thanker: str, named: list[str]) -> None:
-        listed = set((org_values or {}).get(org, []))
-        for value in {v for v in named if v in listed}:
-            for window, start in starts(at).items():
-                v = values[(org, window, start, value, user)]
-                v["thanks_received"] += 1
-                v["thankers"].add(thanker)
+    values: ValueTotals = defaultdict(lambda: {"thanks_received": 0, "thankers": set()})
 
     def point(org: str, user: str, metric: str, at: int, thanker: str | None = None) -> None:
         for window, start in starts(at).items():
@@ -137,7 +127,8 @@ def run(
             pairs[(org, actor, r, day)] += 1
             point(org, r, "thanks_received", at, thanker=actor)
             point(org, actor, "thanks_given", at)
-            valued(org, r, at, actor, e.get("values") or [])
+            listed = (org_values or {}).get(org, [])
+            valued(values, org, r, at, actor, [v for v in e.get("values") or [] if v in listed])
 
     badges: set[tuple[str, str, str, int]] = set()
     share_days: dict[tuple[str, str], set[int]] = defaultdict(set)
@@ -155,6 +146,20 @@ def run(
             if all(d - i * DAY in days for i in range(5)):
                 badges.add((org, user, "streak_5", d))
     return Model(dict(totals), badges, refused, dict(values))
+
+
+ValueTotals = dict[tuple[str, str, int, str, str], dict[str, Any]]
+
+
+def valued(
+    values: ValueTotals, org: str, user: str, at: int, thanker: str, listed: list[str]
+) -> None:
+    """A counted thanks received that carried the org's `listed` values (each once)."""
+    for value in set(listed):
+        for window, start in starts(at).items():
+            v = values[(org, window, start, value, user)]
+            v["thanks_received"] += 1
+            v["thankers"].add(thanker)
 
 
 def score(t: dict[str, Any]) -> int:
