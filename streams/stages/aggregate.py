@@ -363,14 +363,21 @@ class AggregateStage:
     ) -> None:
         """Store what applying a batch (or an audit) changed.
 
-        Order matters for recovery: leader rows, thankers, value thanks and badges before
+        Order matters for recovery: value thanks, leader rows, thankers and badges before
         totals, whose high-water marks say "applied". A crash in between re-applies the
-        batch: sets (thankers, value_thanks) absorb that, and leader rows are snapshots
+        batch: sets (value_thanks, thankers) absorb that, and leader rows are snapshots
         rewritten alike. Leader rows written after the totals would be lost by a crash in
         between (the replay finds the points applied and writes no row), and a board could
-        miss the key for good. Leader rows
-        go first because they are what the boards read: a batch's points are visible as
-        soon as they are stored (nothing read depends on the thankers or badges of a row)."""
+        miss the key for good. Value thanks (rare: only thanks carrying a listed value)
+        and then leader rows go first because they are what the boards read: a batch's
+        points are visible as soon as they are stored, and the boards' caches reload when
+        leader rows are stored (nothing read depends on the thankers or badges of a row)."""
+        if valued is not None and len(valued[0]):
+            await self.blocking.retrying(
+                "value_thanks", self.store.write_value_thanks_columns, valued
+            )
+            metrics.INSERT_ROWS.labels("value_thanks").inc(len(valued[0]))
+            badges = [*badges, *await self._value_badges(valued)]
         await self.blocking.retrying("leader_rows", self.store.write_score_columns, leaders, True)
         if len(leaders) and self.on_leaders_stored is not None:
             self.on_leaders_stored(set(leaders.org.tolist()))
@@ -384,12 +391,6 @@ class AggregateStage:
             )
         if thankers is not None:
             await self.blocking.retrying("thankers", self.store.write_thanker_columns, thankers)
-        if valued is not None and len(valued[0]):
-            await self.blocking.retrying(
-                "value_thanks", self.store.write_value_thanks_columns, valued
-            )
-            metrics.INSERT_ROWS.labels("value_thanks").inc(len(valued[0]))
-            badges = [*badges, *await self._value_badges(valued)]
         if badges:
             await self._publish_badges(badges)
         await self.blocking.retrying("score_state", self.store.write_score_columns, rows)
