@@ -358,14 +358,15 @@ class RecognitionStore:
         kudos.value_scores counts it. Opted-out people never appear. Entries have the
         leaderboard's shape: thanks_received and distinct_thankers are the value's, the
         other metrics 0."""
-        order = _VALUE_ORDER.get(_metric_column(metric), "0")
+        column = _VALUE_ORDER.get(_metric_column(metric))
+        order = "user_id ASC" if column is None else f"{column} DESC, user_id ASC"
         rows = self.ch.query(
             "SELECT user_id, count() * %(weight)s AS score, count() AS n, "
             "uniqExact(thanker_id) AS thankers FROM kudos.value_thanks FINAL "
             "WHERE org_id = %(org)s AND window = %(window)s AND window_start = %(start)s "
             f"AND `value` = %(value)s AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL}) "
             f"AND {_NOT_REVERSED} "
-            f"GROUP BY user_id ORDER BY {order} DESC, user_id ASC LIMIT %(offset)s, %(top)s",
+            f"GROUP BY user_id ORDER BY {order} LIMIT %(offset)s, %(top)s",
             {
                 "org": org,
                 "window": window,
