@@ -47,7 +47,13 @@ from schemas.event import (
     EventType,
     Visibility,
 )
-from schemas.limits import MAX_CONTENT_ID_BYTES, MAX_ID_BYTES, LimitError, check_event_texts
+from schemas.limits import (
+    MAX_CONTENT_ID_BYTES,
+    MAX_ID_BYTES,
+    MAX_VALUES,
+    LimitError,
+    check_event_texts,
+)
 from schemas.times import parse_rfc3339
 
 __all__ = [
@@ -69,8 +75,9 @@ __all__ = [
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1024 * 1024
 CONFLUENT_MAGIC_BYTE: Final = 0
-# The shipped schema the codec reads every writer schema into (Avro schema resolution).
-READER_SCHEMA_ID: Final = 1
+# The shipped schema the codec reads every writer schema into (Avro schema resolution), and
+# the one `encode_avro` writes by default: v3, the first with every field an event carries.
+READER_SCHEMA_ID: Final = 3
 
 DecodeReason = Literal[
     "empty",
@@ -379,6 +386,7 @@ _EVENT_FIELD_NAMES: Final = (
     "visibility",
     "occurred_at",
     "source",
+    "values",
 )
 _EVENT_TYPES: Final[dict[str, EventType]] = {member.value: member for member in EventType}
 _VISIBILITIES: Final[dict[str, Visibility]] = {member.value: member for member in Visibility}
@@ -404,6 +412,7 @@ def _event_from_record(record: dict[str, Any]) -> CollaborationEvent:
         _VISIBILITIES[record["visibility"]],
         record["occurred_at"],
         record["source"],
+        tuple(record.get("values", ())),
     )
 
 
@@ -480,6 +489,12 @@ def _event_from_mapping(obj: dict[str, Any]) -> CollaborationEvent:
         raise _wrong_type("occurred_at", "epoch millis or an RFC 3339 string", occurred_at)
     if type(source) is not str:
         raise _wrong_type("source", "a string", source)
+    values = obj.get("values", _NO_VALUES)
+    if type(values) is not list:
+        raise _wrong_type("values", "an array of strings", values)
+    for value in values:
+        if type(value) is not str:
+            raise _wrong_type("values[]", "a string", value)
 
     return CollaborationEvent(
         event_id,
@@ -492,7 +507,11 @@ def _event_from_mapping(obj: dict[str, Any]) -> CollaborationEvent:
         shown,
         occurred_at,
         source,
+        tuple(values),
     )
+
+
+_NO_VALUES: Final[list[str]] = []
 
 
 def _rfc3339_millis(text: str, field: str = "occurred_at") -> int:
@@ -528,6 +547,7 @@ _READER_KINDS: Final = {
     "event_type": _ENUM,
     "visibility": _ENUM,
     "recipient_ids": _STRINGS,
+    "values": _STRINGS,
     "occurred_at": _LONG,
 }
 
@@ -651,16 +671,17 @@ def _long_varints(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 class _Fields:
     """What the vectorised reader found, per event field: (start, length) of strings,
-    values of ints and enums, recipients as (row, item, start, length)."""
+    values of ints and enums, string arrays (recipients, values) as (row, item, start, length)
+    by field name."""
 
-    __slots__ = ("bad_rows", "nulls", "recipients", "strings", "values")
+    __slots__ = ("bad_rows", "lists", "nulls", "strings", "values")
 
     def __init__(self, rows: int) -> None:
         self.bad_rows = np.zeros(rows, dtype=bool)
         self.strings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.nulls: dict[str, np.ndarray] = {}
         self.values: dict[str, np.ndarray] = {}
-        self.recipients: tuple[np.ndarray, ...] = ()
+        self.lists: dict[str, tuple[np.ndarray, ...]] = {}
 
 
 def _walk_bodies(walk: _Walk, plan: _ColumnPlan) -> _Fields:
@@ -718,9 +739,9 @@ def _walk_strings(walk: _Walk, name: str | None, out: _Fields) -> None:
     walk.bad[filled[walk.varint(filled) != 0]] = True  # a second block: per message
     if name is not None:
         empty = np.zeros(0, dtype=np.int64)
-        out.recipients = tuple(np.concatenate(x) if x else empty for x in (rows, items, starts))
-        out.recipients += (np.concatenate(lengths) if lengths else empty,)
-        out.values["recipient_count"] = count
+        found = tuple(np.concatenate(x) if x else empty for x in (rows, items, starts, lengths))
+        out.lists[name] = found
+        out.values[f"{name}_count"] = count
 
 
 def _gather(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> tuple[pa.Array, np.ndarray]:
@@ -778,11 +799,20 @@ def _limit_flags(cols: EventColumns) -> np.ndarray:
     flags |= _text_flags(cols.source, MAX_ID_BYTES)
     flags |= _text_flags(cols.channel, MAX_ID_BYTES)
     flags |= _text_flags(cols.content_id, MAX_CONTENT_ID_BYTES)
-    recipients = _text_flags(cols.recipient_values, MAX_ID_BYTES)
-    if recipients.any():
-        offsets = cols.recipient_offsets
-        flags[np.searchsorted(offsets, np.flatnonzero(recipients), side="right") - 1] = True
+    for array in (cols.recipient_ids, cols.values):
+        items = _text_flags(array.flatten(), MAX_ID_BYTES)
+        if items.any():
+            offsets = _list_offsets(array)
+            flags[np.searchsorted(offsets, np.flatnonzero(items), side="right") - 1] = True
+    flags |= np.diff(_list_offsets(cols.values)) > MAX_VALUES
     return flags
+
+
+def _list_offsets(array: pa.ListArray) -> np.ndarray:
+    """Per row, where its items start in `array.flatten()` (length n + 1)."""
+    offsets = np.asarray(array.offsets, dtype=np.int64)
+    out: np.ndarray = offsets - offsets[0]
+    return out
 
 
 class _JsonEvent(msgspec.Struct, gc=False):
@@ -798,6 +828,7 @@ class _JsonEvent(msgspec.Struct, gc=False):
     content_id: str | None = None
     channel: str | None = None
     visibility: str = "PUBLIC"
+    values: list[str] = msgspec.field(default_factory=list)
 
 
 _JSON_EVENT = msgspec.json.Decoder(_JsonEvent)
@@ -897,6 +928,7 @@ class _JsonColumns:
             np.maximum(shown, 0),
             at_ms,
             pa.array([e.source for e in es], pa.string()),
+            pa.array([e.values for e in es], pa.list_(pa.string())),
         )
         keep = np.flatnonzero(~odd) if odd.any() else None
         if len(columns) > 1 and (np.diff(columns.index) < 0).any():  # `add`ed ones first
@@ -913,7 +945,7 @@ _SHOWN_CODE: Final = {v.value: i for i, v in enumerate(VISIBILITY_CODES)}
 
 def _encodable(e: _JsonEvent) -> bool:
     """No lone surrogate (from a JSON escape) in any of the event's strings."""
-    texts = [e.event_id, e.org_id, e.actor_id, e.source, *e.recipient_ids]
+    texts = [e.event_id, e.org_id, e.actor_id, e.source, *e.recipient_ids, *e.values]
     texts.extend(t for t in (e.content_id, e.channel) if t is not None)
     try:
         for text in texts:
@@ -936,7 +968,9 @@ def _avro_columns(
         unsure.append(high)
         if name in fields.nulls:
             binary[name] = _with_nulls(binary[name], fields.nulls[name][good])
-    recipients, high = _recipients(buf, fields, good)
+    recipients, high = _string_lists(buf, fields, good, "recipient_ids")
+    unsure.append(high)
+    values, high = _string_lists(buf, fields, good, "values")
     unsure.append(high)
     codes = {
         name: fields.values[name][good]
@@ -956,6 +990,7 @@ def _avro_columns(
         codes["visibility"],
         fields.values["occurred_at"][good],
         _text(binary, plan, "source", n),
+        values,
     )
     odd = np.unique(np.concatenate(unsure))
     if len(odd):
@@ -975,19 +1010,24 @@ def _text(binary: dict[str, pa.Array], plan: _ColumnPlan, name: str, n: int) -> 
     return pa.array([plan.defaults[name]] * n, pa.binary())
 
 
-def _recipients(
-    buf: np.ndarray, fields: _Fields, good: np.ndarray
+def _string_lists(
+    buf: np.ndarray, fields: _Fields, good: np.ndarray, name: str
 ) -> tuple[pa.ListArray, np.ndarray]:
-    """The recipients of the good rows as a list array, and the rows (positions in `good`)
-    with non-ASCII recipients."""
-    rows, items, start, length = fields.recipients
+    """A string-array field (`recipient_ids`, `values`) of the good rows as a list array,
+    and the rows (positions in `good`) with non-ASCII items. A field the writer lacks (v1
+    and v2 have no `values`) is an empty list per row: its default."""
+    if name not in fields.lists:
+        empty = pa.array([], pa.binary())
+        offsets = pa.array(np.zeros(len(good) + 1, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, empty), np.zeros(0, dtype=np.int64)
+    rows, items, start, length = fields.lists[name]
     position = np.full(len(fields.bad_rows), -1, dtype=np.int64)
     position[good] = np.arange(len(good))
     at = position[rows]
     keep = np.flatnonzero(at >= 0)
     order = keep[np.lexsort((items[keep], at[keep]))]
     values, high = _gather(buf, start[order], length[order])
-    count = fields.values["recipient_count"][good]
+    count = fields.values[f"{name}_count"][good]
     offsets = np.zeros(len(good) + 1, dtype=np.int32)
     np.cumsum(count, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), values), np.unique(at[order][high])
@@ -1007,6 +1047,7 @@ def _as_strings(c: EventColumns) -> EventColumns:
         c.visibility,
         c.occurred_at,
         c.source.cast(pa.string()),
+        c.values.cast(pa.list_(pa.string())),
     )
 
 
@@ -1177,8 +1218,12 @@ class EventCodec:
         return out.getvalue()
 
     def encode_json(self, event: CollaborationEvent) -> bytes:
-        """Compact UTF-8 JSON object with the Avro field names, ``occurred_at`` in millis."""
-        return json.dumps(_record(event), ensure_ascii=False, separators=(",", ":")).encode()
+        """Compact UTF-8 JSON object with the Avro field names, ``occurred_at`` in millis;
+        ``values`` only when the event carries some (what older producers wrote)."""
+        record = _record(event)
+        if not event.values:
+            del record["values"]
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
     # -- internals --
 
@@ -1339,6 +1384,7 @@ def _within_limits(event: CollaborationEvent) -> CollaborationEvent:
             event.content_id,
             event.channel,
             event.source,
+            event.values,
         )
     except LimitError as exc:
         raise DecodeError(exc.reason, exc.detail) from None
@@ -1348,6 +1394,7 @@ def _within_limits(event: CollaborationEvent) -> CollaborationEvent:
 def _reject_lone_surrogates(event: CollaborationEvent) -> None:
     """JSON ``\\ud800`` escapes decode to strings that cannot be UTF-8 encoded again."""
     texts = [event.event_id, event.org_id, event.actor_id, event.source, *event.recipient_ids]
+    texts.extend(event.values)
     texts.extend(t for t in (event.content_id, event.channel) if t is not None)
     for text in texts:
         try:
@@ -1357,6 +1404,7 @@ def _reject_lone_surrogates(event: CollaborationEvent) -> None:
 
 
 def _record(event: CollaborationEvent) -> dict[str, Any]:
+    """The event as an Avro record (schema v3; older writers ignore `values`)."""
     return {
         "event_id": event.event_id,
         "event_type": event.event_type.value,
@@ -1368,6 +1416,7 @@ def _record(event: CollaborationEvent) -> dict[str, Any]:
         "visibility": event.visibility.value,
         "occurred_at": event.occurred_at,
         "source": event.source,
+        "values": list(event.values),
     }
 
 

@@ -1,4 +1,4 @@
-"""The typed form of a `CollaborationEvent` (schema `avro/collaboration_event.v1.avsc`).
+"""The typed form of a `CollaborationEvent` (schema `avro/collaboration_event.v3.avsc`).
 
 The codec produces these; the recognition rules consume them. Instances are
 immutable so that a batch of events can be re-decided deterministically.
@@ -30,7 +30,8 @@ class Visibility(StrEnum):
 class CollaborationEvent:
     """One collaboration event as published to `collab.events`.
 
-    `occurred_at` is event time in epoch milliseconds, UTC.
+    `occurred_at` is event time in epoch milliseconds, UTC. `values` (schema v3) are the
+    company values the event names, as sent (the rules keep those the org lists).
     """
 
     event_id: str
@@ -43,6 +44,7 @@ class CollaborationEvent:
     visibility: Visibility
     occurred_at: int
     source: str
+    values: tuple[str, ...] = ()
 
 
 # --- the columnar form: the events of a batch as columns ---------------------------------
@@ -68,7 +70,8 @@ class EventColumns:
 
     `index` is each event's position among the messages decoded; strings are Arrow arrays
     (`content_id` and `channel` may hold nulls); `recipient_ids` is a list array (its
-    flattened values and per-event offsets: `recipient_values`, `recipient_offsets`)."""
+    flattened values and per-event offsets: `recipient_values`, `recipient_offsets`), and so
+    is `values` (schema v3's company values; empty lists for older events)."""
 
     index: np.ndarray  # int64
     event_id: pa.Array
@@ -81,6 +84,7 @@ class EventColumns:
     visibility: np.ndarray  # int8: VISIBILITY_CODES
     occurred_at: np.ndarray  # int64 epoch ms
     source: pa.Array
+    values: pa.ListArray
 
     def __len__(self) -> int:
         return len(self.index)
@@ -113,6 +117,7 @@ class EventColumns:
             np.array([e.visibility is Visibility.PRIVATE for e in events], dtype=np.int8),
             np.array([e.occurred_at for e in events], dtype=np.int64),
             pa.array([e.source for e in events], pa.string()),
+            pa.array([list(e.values) for e in events], _STRING_LIST),
         )
 
     def take(self, rows: np.ndarray) -> EventColumns:
@@ -130,6 +135,7 @@ class EventColumns:
             self.visibility[rows],
             self.occurred_at[rows],
             self.source.take(at),
+            self.values.take(at),
         )
 
     @staticmethod
@@ -159,6 +165,7 @@ class EventColumns:
             self.visibility,
             self.occurred_at,
             self.source,
+            self.values,
         )
 
     def events(self) -> list[CollaborationEvent]:
@@ -176,8 +183,9 @@ class EventColumns:
                 VISIBILITY_CODES[vis],
                 at,
                 source,
+                tuple(values),
             )
-            for eid, kind, org, actor, recipients, content, channel, vis, at, source in zip(
+            for eid, kind, org, actor, recipients, content, channel, vis, at, source, values in zip(
                 *cols, strict=True
             )
         ]

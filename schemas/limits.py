@@ -7,6 +7,8 @@ refuse, before any rule sees them, messages whose text breaks these limits:
 * `event_id`, `org_id`, `actor_id`, each recipient id, `source` and `channel`: at most
   `MAX_ID_BYTES` (256) bytes of UTF-8; `content_id` at most `MAX_CONTENT_ID_BYTES` (1,024).
   Beyond it: reason ``too_long``.
+* `values` (schema v3, company values): at most `MAX_VALUES` (16) per event, each at most
+  `MAX_ID_BYTES` bytes like an id. More values, or a longer one: reason ``too_long``.
 * No control characters (Unicode category Cc: U+0000-U+001F, U+007F-U+009F) in any of
   them, and no ``/`` in an org id (directory keys are ``org/user``): reason ``bad_id``.
 
@@ -23,6 +25,7 @@ from typing import Final, Literal
 
 MAX_ID_BYTES: Final = 256
 MAX_CONTENT_ID_BYTES: Final = 1024
+MAX_VALUES: Final = 16
 
 LimitReason = Literal["too_long", "bad_id"]
 LIMIT_REASONS: Final[tuple[LimitReason, ...]] = ("too_long", "bad_id")
@@ -78,6 +81,7 @@ def check_event_texts(
     content_id: str | None,
     channel: str | None,
     source: str,
+    values: tuple[str, ...] = (),
 ) -> None:
     """Every limit on an event's text; the first broken one raises `LimitError`.
 
@@ -91,12 +95,14 @@ def check_event_texts(
         and (channel is None or len(channel) <= _SAFE_CHARS)
         and (content_id is None or len(content_id) <= _SAFE_CONTENT_CHARS)
         and all(len(r) <= _SAFE_CHARS for r in recipient_ids)
+        and len(values) <= MAX_VALUES
+        and all(len(v) <= _SAFE_CHARS for v in values)
     )
     if short and "/" not in org_id:
         texts = (event_id, org_id, actor_id, source, channel or "", content_id or "")
         # isprintable() is false for every control character (and for some harmless
         # ones, such as U+200B, which the exact search then lets through).
-        joined = " ".join((*texts, *recipient_ids))
+        joined = " ".join((*texts, *recipient_ids, *values))
         if joined.isprintable() or _CONTROL.search(joined) is None:
             return
     # Something is long or odd: find which field, in schema order.
@@ -110,3 +116,7 @@ def check_event_texts(
     if channel is not None:
         check_text("channel", channel)
     check_text("source", source)
+    if len(values) > MAX_VALUES:
+        raise LimitError("too_long", f"values: {len(values)} values (limit {MAX_VALUES})")
+    for i, value in enumerate(values):
+        check_text(f"values[{i}]", value)

@@ -53,6 +53,8 @@ REPLICA_NAME: Final = "{replica}"
 #   partitions spread round-robin over the shards.
 # * directory: ReplacingMergeTree(version) over (org_id, user_id), read by argMax per person;
 #   on the same shard as that person's scores.
+# * value_thanks: a set per (org, window, window_start, value, user), counted by
+#   kudos.value_scores with FINAL; same shard as that user's score.
 SHARDING_KEYS: Final[Mapping[str, str]] = {
     "decisions": "src_partition",
     "score_state": "cityHash64(org_id, user_id)",
@@ -66,6 +68,7 @@ SHARDING_KEYS: Final[Mapping[str, str]] = {
     "reversals": "src_partition",
     "audits": "cityHash64(org_id)",
     "stream_times": "src_partition",
+    "value_thanks": "cityHash64(org_id, user_id)",
 }
 
 _CLUSTER_NAME: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

@@ -17,6 +17,9 @@ What goes, table by table:
   they gave keep counting for the people who received them, whose scores do not change;
 * thanker sets of other people that name them: the token instead, so others' distinct
   thanker counts stay what they were;
+* value thanks (kudos.value_thanks, counted by kudos.value_scores): the rows of thanks
+  they received go; where they thanked, the token instead (others' value boards and
+  distinct thankers stay what they were);
 * the collusion audit's reversals (kudos.reversals): those of decisions they received go
   with those decisions (recipient_id is in the sorting key, and the placeholders count for
   nobody); where they acted, the actor becomes the token, as in their decisions; every
@@ -30,11 +33,20 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from schemas.times import now_utc
 from sinks.clickhouse import ClickHouse
-from sinks.tables import DECISIONS, ERASURES, LEADER_ROWS, SCORE_STATE, THANKERS, Table
+from sinks.tables import (
+    DECISIONS,
+    ERASURES,
+    LEADER_ROWS,
+    SCORE_STATE,
+    THANKERS,
+    VALUE_THANKS,
+    Table,
+)
 
 DATABASE: Final = "kudos"
 ERASED: Final = "erased"
@@ -156,13 +168,9 @@ def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, i
         touched[table] = n
 
     # Thanker sets: their own go; in other people's sets they become the token.
-    theirs = "org_id = %(org)s AND thanker_id = %(user)s"
-    n_own, n_named = count("thankers", mine), count("thankers", theirs)
-    if n_named:
-        ch.execute(_copy(THANKERS, {"thanker_id": "%(token)s"}, theirs), p)
-    if n_own or n_named:
-        mutate(ch, "thankers", f"DELETE WHERE {mine} OR ({theirs})", p)
-    touched["thankers"] = n_own + n_named
+    touched["thankers"] = _erase_from_set(ch, THANKERS, p, count)
+    if _has_table(ch, VALUE_THANKS.name):
+        touched[VALUE_THANKS.name] = _erase_from_set(ch, VALUE_THANKS, p, count)
 
     # Decisions: placeholders for what they received, the token for what they gave.
     received = "org_id = %(org)s AND recipient_id = %(user)s"
@@ -200,6 +208,21 @@ def erase_person(ch: ClickHouse, org: str, user: str, token: str) -> dict[str, i
             )
         touched["reversals"] = n_received + n_named
     return touched
+
+
+def _erase_from_set(
+    ch: ClickHouse, table: Table, p: dict[str, Any], count: Callable[[str, str], int]
+) -> int:
+    """A set of (..., user_id, thanker_id) rows: the person's own rows go; where they are
+    the thanker, the token instead. Returns the rows touched."""
+    mine = "org_id = %(org)s AND user_id = %(user)s"
+    theirs = "org_id = %(org)s AND thanker_id = %(user)s"
+    n_own, n_named = count(table.name, mine), count(table.name, theirs)
+    if n_named:
+        ch.execute(_copy(table, {"thanker_id": "%(token)s"}, theirs), p)
+    if n_own or n_named:
+        mutate(ch, table.name, f"DELETE WHERE {mine} OR ({theirs})", p)
+    return n_own + n_named
 
 
 def rebuild_org_boards(ch: ClickHouse, org: str, depth: int) -> None:

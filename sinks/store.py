@@ -340,6 +340,80 @@ class RecognitionStore:
             for i, r in enumerate(rows)
         ]
 
+    def value_board(
+        self,
+        org: str,
+        window: WindowName,
+        start_ms: int,
+        value: str,
+        top: int,
+        weight: int,
+        offset: int = 0,
+        metric: str = "score",
+    ) -> list[LeaderboardEntry]:
+        """The board of one company value: people ranked by counted thanks received that
+        carried `value` (`score` = those thanks x `weight`, the org's thanks weight), by
+        `metric` (ties by user id; a metric a value board does not have, such as shares,
+        is 0 for everyone), `top` from rank `offset` + 1; from kudos.value_thanks as
+        kudos.value_scores counts it. Opted-out people never appear. Entries have the
+        leaderboard's shape: thanks_received and distinct_thankers are the value's, the
+        other metrics 0."""
+        column = _VALUE_ORDER.get(_metric_column(metric))
+        order = "user_id ASC" if column is None else f"{column} DESC, user_id ASC"
+        rows = self.ch.query(
+            "SELECT user_id, count() * %(weight)s AS score, count() AS n, "
+            "uniqExact(thanker_id) AS thankers FROM kudos.value_thanks FINAL "
+            "WHERE org_id = %(org)s AND window = %(window)s AND window_start = %(start)s "
+            f"AND `value` = %(value)s AND user_id GLOBAL NOT IN ({OPTED_OUT_SQL}) "
+            f"AND {_NOT_REVERSED} "
+            f"GROUP BY user_id ORDER BY {order} LIMIT %(offset)s, %(top)s",
+            {
+                "org": org,
+                "window": window,
+                "start": ms_to_dt(start_ms),
+                "value": value,
+                "top": top,
+                "offset": offset,
+                "weight": weight,
+            },
+        )
+        names = people(self.ch, org, [r[0] for r in rows]) if rows else {}
+        return [
+            LeaderboardEntry(
+                offset + i + 1,
+                r[0],
+                int(r[1]),
+                0,
+                0,
+                int(r[2]),
+                int(r[3]),
+                0,
+                names[r[0]].display_name if r[0] in names else None,
+            )
+            for i, r in enumerate(rows)
+        ]
+
+    def value_counts(
+        self, org: str, window: WindowName, value: str, users: Sequence[str], starts: Iterable[int]
+    ) -> list[tuple[str, int, int, int]]:
+        """(user, start ms, thanks_received, distinct_thankers) of these users in windows
+        starting at `starts`, for one value, as kudos.value_scores counts them (every user
+        in every start: a caller keeps the pairs it asked for)."""
+        rows = self.ch.query(
+            f"SELECT user_id, {_START_MS}, count(), uniqExact(thanker_id) "
+            "FROM kudos.value_thanks FINAL WHERE org_id = %(org)s AND window = %(window)s "
+            "AND `value` = %(value)s AND user_id IN %(users)s AND window_start IN %(starts)s "
+            f"AND {_NOT_REVERSED} GROUP BY user_id, window_start",
+            {
+                "org": org,
+                "window": window,
+                "value": value,
+                "users": tuple(users),
+                "starts": tuple(ms_to_dt(s) for s in sorted(starts)),
+            },
+        )
+        return [(str(u), int(s), int(n), int(d)) for u, s, n, d in rows]
+
     def badges(
         self, org: str, user: str | None = None, limit: int | None = None, offset: int = 0
     ) -> list[dict[str, Any]]:
@@ -368,6 +442,17 @@ class RecognitionStore:
             for r in self.ch.query(sql, params)
         ]
 
+
+# What a value board ranks by, per board metric (value_board); any other metric is 0 there.
+_VALUE_ORDER: Final = {"score": "score", "thanks_received": "n", "distinct_thankers": "thankers"}
+
+# A value_thanks row whose thank-you the collusion audit took back does not count
+# (migration 0024, kudos.value_scores, says the same).
+_NOT_REVERSED = (
+    "(org_id, user_id, src_partition, src_offset) GLOBAL NOT IN (SELECT org_id, "
+    "recipient_id, src_partition, src_offset FROM kudos.reversals "
+    "WHERE org_id = %(org)s AND delta < 0)"
+)
 
 # One people board's rows, and the columns of its entries (LeaderboardEntry's order).
 _BOARD: Final = "org_id = %(org)s AND window = %(window)s AND window_start = %(start)s"

@@ -190,6 +190,21 @@ DAY_SCORES: Final = Table(  # 0020: day windows sorted by user, for rolling boar
     ),
 )
 STREAM_TIMES: Final = Table("stream_times", ("src_topic", "src_partition", "stream_time_ms", "at"))
+# One row per counted thanks received, value it carried and window (0023); kudos.value_scores
+# (0024) counts them.
+VALUE_THANKS: Final = Table(
+    "value_thanks",
+    (
+        "org_id",
+        "window",
+        "window_start",
+        "value",
+        "user_id",
+        "thanker_id",
+        "src_partition",
+        "src_offset",
+    ),
+)
 
 # What a people board's entries show of each person, after user_id (LeaderboardEntry's
 # order): columns of kudos.scores, and of every rolling relation (sinks/rolling.py).
@@ -216,4 +231,5 @@ ALL: Final = (
     AUDITS,
     STREAM_TIMES,
     DAY_SCORES,
+    VALUE_THANKS,
 )

@@ -9,6 +9,11 @@ awarded never depends on the order effects arrive in:
   `freezes_per_week` days without a share per (org) week that keep the streak alive
   without counting towards it (period: the streak's last day).
 
+A threshold rule may name a company `value` (one of the org's `values`): then `metric`
+(`thanks_received` or `distinct_thankers`) counts only the counted thanks received that
+carried it, as kudos.value_scores does. The aggregating stage checks those rules against
+the stored value rows after writing them (`scorebook.value_badges`), not in its totals.
+
 Configured per org in kudos.toml:
 
     [[org_rules.acme.badges]]
@@ -36,6 +41,8 @@ BADGE_METRICS: Final = (
     "distinct_thankers",
     "score",
 )
+# What a badge naming a company value can be measured on (kudos.value_scores' counts).
+VALUE_BADGE_METRICS: Final = ("thanks_received", "distinct_thankers")
 # Which effect metrics can change each badge metric.
 _CHANGED_BY: Final = {
     "shares": ("shares",),
@@ -56,6 +63,7 @@ class BadgeRule:
     threshold: int = 1
     days: int = 5
     freezes_per_week: int = 0
+    value: str | None = None  # a company value: the metric counts thanks that carried it
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -70,6 +78,13 @@ class BadgeRule:
             raise ValueError(f"badge {self.name}: threshold and days must be at least 1")
         if not 0 <= self.freezes_per_week <= 3:
             raise ValueError(f"badge {self.name}: freezes_per_week must be 0 to 3")
+        if self.value is not None and (
+            self.kind != "threshold" or self.metric not in VALUE_BADGE_METRICS
+        ):
+            raise ValueError(
+                f"badge {self.name}: a badge naming a value is a threshold on "
+                + " or ".join(VALUE_BADGE_METRICS)
+            )
 
     @property
     def period(self) -> WindowName:

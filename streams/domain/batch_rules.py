@@ -37,6 +37,8 @@ from streams.domain.effects import (
     REACTIONS_CODE,
     RECEIVED_CODE,
     SHARES_CODE,
+    VALUES_TYPE,
+    no_values,
 )
 from streams.domain.pair_counts import pair_keys, user_digest
 from streams.domain.rules import (
@@ -414,5 +416,23 @@ def _effects(b: _Batch, d: BatchDecisions, targets: _Targets) -> pa.RecordBatch:
         pa.array(b.cols.occurred_at[event], pa.int64()),
         pa.array(np.full(len(rows), d.partition, dtype=np.int32), pa.int32()),
         pa.array(d.offsets[event], pa.int64()),
+        _effect_values(b, event, metric),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=EFFECT_SCHEMA)
+
+
+def _effect_values(b: _Batch, event: np.ndarray, metric: np.ndarray) -> pa.ListArray:
+    """Per effect row, the values that count for boards (`RuleConfig.listed_values`): those
+    of its event that the org lists, on thanks_received rows only."""
+    counts = np.diff(np.asarray(b.cols.values.offsets, dtype=np.int64))
+    rows = np.flatnonzero((counts[event] > 0) & (metric == RECEIVED_CODE))
+    if not len(rows):
+        return no_values(len(event))
+    listed: dict[int, list[str]] = {}
+    for e in np.unique(event[rows]).tolist():
+        rules = b.rules[int(b.org[e])]
+        listed[e] = list(rules.listed_values(tuple(b.cols.values[e].as_py())))
+    lists: list[list[str]] = [[] for _ in range(len(event))]
+    for r, e in zip(rows.tolist(), event[rows].tolist(), strict=True):
+        lists[r] = listed[e]
+    return pa.array(lists, VALUES_TYPE)

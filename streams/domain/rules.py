@@ -25,6 +25,7 @@ from typing import Final
 import numpy as np
 
 from schemas.event import CollaborationEvent, EventType, Visibility
+from schemas.limits import LimitError, check_text
 from schemas.vocabulary import DAY_MS, HOUR_MS, Metric, Reason
 from streams.domain.badges import BadgeRule, badges_by_change, v1_badges
 from streams.domain.pair_counts import PairCounts, PairDay, user_digest
@@ -75,6 +76,9 @@ class RuleConfig:
     collusion_min_each: int = 0
     collusion_ratio: float = 3.0
     collusion_max_group: int = 4
+    # Company values the org's boards count (schema v3 events carry `values`): a value an
+    # event names that is not listed here is ignored for boards; () = no value boards.
+    values: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         calendar(self.timezone, self.week_start, self.year_start_month)  # bad ones fail at start
@@ -88,17 +92,39 @@ class RuleConfig:
             raise ValueError("max_recipients_per_event must be at least 1")
         if self.grace_ms < 0 or self.future_tolerance_ms < 0:
             raise ValueError("grace_ms and future_tolerance_ms must not be negative")
+        _check_values(self.values)
+        for badge in self.badges or ():
+            if badge.value is not None and badge.value not in self.values:
+                raise ValueError(f"badge {badge.name}: value {badge.value!r} is not in values")
 
     @cached_property
     def badge_rules(self) -> tuple[BadgeRule, ...]:
+        """The badge rules on the window totals (all but those naming a value)."""
         if self.badges is not None:
-            return self.badges
+            return tuple(b for b in self.badges if b.value is None)
         return v1_badges(self.helper_distinct_thankers, self.sharer_weekly_shares, self.streak_days)
+
+    @cached_property
+    def value_badge_rules(self) -> tuple[BadgeRule, ...]:
+        """The badge rules naming a company value (`scorebook.value_badges`)."""
+        return tuple(b for b in self.badges or () if b.value is not None)
 
     @cached_property
     def badge_index(self) -> dict[tuple[str, str], tuple[BadgeRule, ...]]:
         """(window, effect metric) -> badge rules an effect there can newly satisfy."""
         return badges_by_change(self.badge_rules)
+
+    @cached_property
+    def value_set(self) -> frozenset[str]:
+        return frozenset(self.values)
+
+    def listed_values(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        """The values of an event that count for boards: those the org lists, each once,
+        in the event's order."""
+        if not values or not self.values:
+            return ()
+        listed = self.value_set
+        return tuple(dict.fromkeys(v for v in values if v in listed))
 
     @cached_property
     def decay_half_life_ms(self) -> float:
@@ -125,6 +151,19 @@ class RuleConfig:
             + self.weight_shares * shares
             + self.weight_reactions_received * reactions
         )
+
+
+def _check_values(values: tuple[str, ...]) -> None:
+    """An org's values are ids (schemas/limits.py), listed once each."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"values must be listed once each: {list(values)}")
+    for i, value in enumerate(values):
+        if not value:
+            raise ValueError("values must not be empty strings")
+        try:
+            check_text(f"values[{i}]", value)
+        except LimitError as exc:
+            raise ValueError(str(exc)) from None
 
 
 DEFAULT_RULES: Final = RuleConfig()
@@ -161,6 +200,7 @@ class Effect:
 
     `actor_id` is who caused it (the thanker for thanks_received). Position fields make
     the effect idempotent downstream: a user's totals apply each (partition, offset) once.
+    `values`: for thanks_received, the event's values that the org lists (each once).
     """
 
     org_id: str
@@ -170,6 +210,7 @@ class Effect:
     occurred_at: int
     partition: int
     offset: int
+    values: tuple[str, ...] = ()
 
 
 class SeenSet:
@@ -537,8 +578,9 @@ def decide_batch(
     return out
 
 
-def effects_of(decisions: Sequence[Decision]) -> list[Effect]:
-    """The points that counted decisions give."""
+def effects_of(decisions: Sequence[Decision], rules_for: RulesLookup | None = None) -> list[Effect]:
+    """The points that counted decisions give; with `rules_for`, thanks received carry the
+    event's values that its org lists (`RuleConfig.listed_values`)."""
     out: list[Effect] = []
     for d in decisions:
         if not d.counted:
@@ -548,7 +590,10 @@ def effects_of(decisions: Sequence[Decision]) -> list[Effect]:
         if e.event_type is EventType.SHARE:
             out.append(Effect(e.org_id, e.actor_id, Metric.SHARES, e.actor_id, *pos))
         elif e.event_type is EventType.THANKS:
-            out.append(Effect(e.org_id, d.recipient_id, Metric.THANKS_RECEIVED, e.actor_id, *pos))
+            values = rules_for(e.org_id).listed_values(e.values) if rules_for else ()
+            out.append(
+                Effect(e.org_id, d.recipient_id, Metric.THANKS_RECEIVED, e.actor_id, *pos, values)
+            )
             out.append(Effect(e.org_id, e.actor_id, Metric.THANKS_GIVEN, e.actor_id, *pos))
         else:
             out.append(

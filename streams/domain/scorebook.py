@@ -371,3 +371,30 @@ def apply_adjustments(
                 _badges_after(
                     key, totals, effect, was_zero_shares, badge_rules, book, rules, applied
                 )
+
+
+# A row of kudos.value_scores: (org, window, start ms, value, user, thanks_received,
+# distinct_thankers).
+ValueCount = tuple[str, WindowName, int, str, str, int, int]
+
+
+def value_badges(
+    counts: Iterable[ValueCount],
+    rules_for: RulesLookup,
+    awarded: set[tuple[str, str, str, int]],
+) -> list[BadgeAward]:
+    """Awards of the badge rules naming a company value (`RuleConfig.value_badge_rules`),
+    from the stored counts of the keys a batch changed: a rule's threshold reached in its
+    window is awarded once per period (`awarded`, updated). The counts only grow with
+    effects, so the set awarded does not depend on the order effects arrive in."""
+    out: list[BadgeAward] = []
+    for org, window, start, value, user, thanks, thankers in sorted(counts):
+        rules = rules_for(org)
+        for rule in rules.value_badge_rules:
+            if (rule.value, rule.window) != (value, window):
+                continue
+            got = thanks if rule.metric == "thanks_received" else thankers
+            if got >= rule.threshold:
+                evidence = f"{got} {rule.metric} carrying the value {value}"
+                award_once(awarded, out, org, user, rule, start, rules, evidence)
+    return out

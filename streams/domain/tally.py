@@ -11,7 +11,10 @@ batch of `streams.domain.effects.EFFECT_SCHEMA`) with array operations:
   marks as a row of a (slots x deciding partitions) matrix;
 * distinct thankers: a sorted array of `slot << 32 | actor uid`;
 * badges: checked on the keys a batch changed; only keys that may earn one are walked
-  effect by effect, so awards and their evidence are those of the per-event path.
+  effect by effect, so awards and their evidence are those of the per-event path;
+* company values: not state. Each thanks received applied for the first time gives one
+  `kudos.value_thanks` row per (window, listed value it carries), named by its lineage,
+  which `kudos.value_scores` counts (migrations 0023, 0024): `ColumnApplied.value_thanks`.
 
 `apply_batch` applies a batch as the per-event path applies its messages one after
 another, provided no deciding partition's offsets go back from one message to the next
@@ -515,12 +518,20 @@ class ColumnApplied:
     replayed: int = 0
     applied: int = 0
     event_times: list[np.ndarray] = field(default_factory=list)
+    value_thanks: list[list[np.ndarray]] = field(default_factory=list)  # VALUE_THANKS columns
 
     def dirty_slots(self) -> np.ndarray:
         return distinct(np.concatenate(self.dirty)) if self.dirty else np.empty(0, np.int64)
 
     def thanker_pairs(self) -> np.ndarray:
         return np.concatenate(self.new_pairs) if self.new_pairs else np.empty(0, np.int64)
+
+    def value_thanks_columns(self) -> list[np.ndarray]:
+        """`kudos.value_thanks` columns (org, window, start s, value, user, thanker,
+        partition, offset) of every batch applied."""
+        if not self.value_thanks:
+            return [np.empty(0, dtype=object)] * 6 + [np.empty(0, dtype=np.int64)] * 2
+        return [np.concatenate(c) for c in zip(*self.value_thanks, strict=True)]
 
 
 @dataclass(slots=True)
@@ -567,6 +578,7 @@ def apply_batch(
     np.add.at(book.counts, (slot[idx], e.metric[idx]), 1)
     np.maximum.at(book.hwm, (slot[idx], col[row[idx]]), offset[row[idx]])
     _add_thankers(book, e, idx, keys.actor, out)
+    _value_thanks(batch, book, e, idx, out)
     dirty, inverse = distinct_inverse(slot[idx])
     _add_decay(book, e, idx, at, keys, dirty, inverse)
     out.dirty.append(dirty)
@@ -595,6 +607,40 @@ def _add_thankers(
     np.add.at(book.thankers_n, new >> 32, 1)
     book.pairs = _merged(book.pairs, new)
     out.new_pairs.append(new)
+
+
+def _value_thanks(
+    batch: pa.RecordBatch, book: ColumnBook, e: _Entries, idx: np.ndarray, out: ColumnApplied
+) -> None:
+    """The `kudos.value_thanks` rows of the entries `idx` (applied for the first time):
+    per thanks received that carries values, one per (window, value)."""
+    values = batch["values"]
+    offsets = np.asarray(values.offsets, dtype=np.int64)
+    counts = np.diff(offsets)
+    sel = idx[e.metric[idx] == RECEIVED_CODE]
+    sel = sel[counts[e.row[sel]] > 0]
+    if not len(sel):
+        return
+    n = counts[e.row[sel]]
+    entry = np.repeat(sel, n)
+    row = e.row[entry]
+    # The j-th value of a row is item offsets[row] + j of the (unsliced) child array.
+    ends = np.cumsum(n)
+    item = offsets[row] + np.arange(int(ends[-1])) - np.repeat(ends - n, n)
+    org, window, start, _, _ = _window_columns(book, book.slot_key[e.slot[entry]] & _WID_MASK)
+    at = pa.array(row)
+    out.value_thanks.append(
+        [
+            org,
+            window,
+            start,
+            values.values.take(pa.array(item)).to_numpy(zero_copy_only=False),
+            batch["user_id"].take(at).to_numpy(zero_copy_only=False),
+            batch["actor_id"].take(at).to_numpy(zero_copy_only=False),
+            batch["partition"].to_numpy()[row].astype(np.int64),
+            batch["offset"].to_numpy()[row],
+        ]
+    )
 
 
 def _add_decay(
@@ -867,3 +913,23 @@ def thanker_columns(book: ColumnBook, pairs: np.ndarray) -> list[np.ndarray]:
     org, window, start, _, _ = _window_columns(book, packed & ((1 << WID_BITS) - 1))
     user = book.users.name[packed >> WID_BITS]
     return [org, window, start, user, book.users.name[pairs & 0xFFFFFFFF]]
+
+
+def value_badge_keys(
+    valued: Sequence[np.ndarray], rules_for: RulesLookup
+) -> dict[tuple[str, WindowName, str], set[tuple[str, int]]]:
+    """Of `ColumnApplied.value_thanks_columns`, the keys that badge rules naming a value
+    read: (org, window, value) -> {(user, start ms)}."""
+    org, window, start, value, user = valued[:5]
+    out: dict[tuple[str, WindowName, str], set[tuple[str, int]]] = {}
+    wanted: dict[str, set[tuple[str, str]]] = {}
+    for o in distinct(np.asarray(org, dtype=str)).tolist() if len(org) else []:
+        rules = rules_for(o).value_badge_rules
+        if rules:
+            wanted[o] = {(r.window, str(r.value)) for r in rules}
+    if not wanted:
+        return out
+    for o, w, s, v, u in zip(org, window, start.tolist(), value, user, strict=True):
+        if (w, v) in wanted.get(o, ()):
+            out.setdefault((o, w, v), set()).add((u, s * 1000))
+    return out

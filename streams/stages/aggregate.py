@@ -26,7 +26,15 @@ from streams import metrics
 from streams.domain.effects import batch_to_effects
 from streams.domain.leaders import Boards
 from streams.domain.rules import RulesLookup
-from streams.domain.scorebook import Adjustment, Applied, BadgeAward, ScoreBook, apply_adjustments
+from streams.domain.scorebook import (
+    Adjustment,
+    Applied,
+    BadgeAward,
+    ScoreBook,
+    ValueCount,
+    apply_adjustments,
+    value_badges,
+)
 from streams.domain.tally import (
     WID_BITS,
     BatchKeys,
@@ -41,6 +49,7 @@ from streams.domain.tally import (
     score_columns,
     streak_keys,
     thanker_columns,
+    value_badge_keys,
 )
 from streams.stages.controls import Erasure, forget_held
 from streams.stages.flush import Blocking, FlushChain, Publisher, RawMessage, dead_letter, publish
@@ -329,12 +338,13 @@ class AggregateStage:
         # are written, and a row must show one consistent state of its key.
         rows = score_columns(self.book, applied.dirty_slots(), self.rules_for)
         thankers = thanker_columns(self.book, applied.thanker_pairs())
+        valued = applied.value_thanks_columns()
         leaders = await self._leader_rows(rows)
         metrics.WINDOW_KEYS.set(len(self.book))
         metrics.BATCH_SECONDS.labels("aggregate").observe(time.perf_counter() - started)
 
         async def flush() -> ColumnApplied:
-            await self._write(applied.badges, rows, leaders, thankers)
+            await self._write(applied.badges, rows, leaders, thankers, valued=valued)
             metrics.EFFECTS_APPLIED.inc(applied.applied)
             metrics.EFFECTS_REPLAYED.inc(applied.replayed)
             observe_freshness(applied.event_times, time.time())
@@ -349,16 +359,25 @@ class AggregateStage:
         leaders: ScoreColumns,
         thankers: Sequence[np.ndarray] | None = None,
         audited: Applied | None = None,
+        valued: Sequence[np.ndarray] | None = None,
     ) -> None:
         """Store what applying a batch (or an audit) changed.
 
-        Order matters for recovery: leader rows, thankers and badges before totals, whose
-        high-water marks say "applied". A crash in between re-applies the batch: sets
-        absorb that, and leader rows are snapshots rewritten alike. Leader rows written
-        after the totals would be lost by a crash in between (the replay finds the points
-        applied and writes no row), and a board could miss the key for good. Leader rows
-        go first because they are what the boards read: a batch's points are visible as
-        soon as they are stored (nothing read depends on the thankers or badges of a row)."""
+        Order matters for recovery: value thanks, leader rows, thankers and badges before
+        totals, whose high-water marks say "applied". A crash in between re-applies the
+        batch: sets (value_thanks, thankers) absorb that, and leader rows are snapshots
+        rewritten alike. Leader rows written after the totals would be lost by a crash in
+        between (the replay finds the points applied and writes no row), and a board could
+        miss the key for good. Value thanks (rare: only thanks carrying a listed value)
+        and then leader rows go first because they are what the boards read: a batch's
+        points are visible as soon as they are stored, and the boards' caches reload when
+        leader rows are stored (nothing read depends on the thankers or badges of a row)."""
+        if valued is not None and len(valued[0]):
+            await self.blocking.retrying(
+                "value_thanks", self.store.write_value_thanks_columns, valued
+            )
+            metrics.INSERT_ROWS.labels("value_thanks").inc(len(valued[0]))
+            badges = [*badges, *await self._value_badges(valued)]
         await self.blocking.retrying("leader_rows", self.store.write_score_columns, leaders, True)
         if len(leaders) and self.on_leaders_stored is not None:
             self.on_leaders_stored(set(leaders.org.tolist()))
@@ -378,6 +397,19 @@ class AggregateStage:
         metrics.INSERT_ROWS.labels("leader_rows").inc(len(leaders))
         metrics.INSERT_ROWS.labels("score_state").inc(len(rows))
         metrics.INSERT_BATCHES.labels("score_state").inc()
+
+    async def _value_badges(self, valued: Sequence[np.ndarray]) -> list[BadgeAward]:
+        """The badges naming a value that a batch's value rows earn, read from the stored
+        rows once they are stored (`scorebook.value_badges`): a crash before the totals
+        replays the batch, which reads the same rows again and awards nothing twice."""
+        counts: list[ValueCount] = []
+        for (org, window, value), pairs in value_badge_keys(valued, self.rules_for).items():
+            users, starts = sorted({u for u, _ in pairs}), {s for _, s in pairs}
+            got = await self.blocking.retrying(
+                "value_thanks", self.store.value_counts, org, window, value, users, starts
+            )
+            counts += [(org, window, s, value, u, n, d) for u, s, n, d in got if (u, s) in pairs]
+        return value_badges(counts, self.rules_for, self.book.awarded) if counts else []
 
     async def _publish_badges(self, badges: Sequence[BadgeAward]) -> None:
         at = now_ms()

@@ -21,7 +21,7 @@ from schemas.event import EVENT_TYPE_CODES, VISIBILITY_CODES
 from schemas.times import ms_to_dt, now_utc, second_to_dt
 from schemas.vocabulary import UNDECODABLE, Metric, WindowKey
 from sinks.store import RecognitionStore
-from sinks.tables import LEADER_ROWS, SCORE_STATE, THANKERS
+from sinks.tables import LEADER_ROWS, SCORE_STATE, THANKERS, VALUE_THANKS
 from streams.domain.batch_rules import COUNTED_CODE, REASON_CODES, BatchDecisions
 from streams.domain.effects import METRIC_CODE
 from streams.domain.rules import RULE_VERSION, Decision, PartitionState, RulesLookup
@@ -316,6 +316,13 @@ class StateStore(RecognitionStore):
         if not len(columns[0]):
             return 0
         return self.ch.insert_columns(THANKERS.qualified, THANKERS.columns, columns)
+
+    def write_value_thanks_columns(self, columns: Sequence[np.ndarray]) -> int:
+        """`kudos.value_thanks` rows (`ColumnApplied.value_thanks_columns`): a set, so a
+        replay that writes them again changes nothing."""
+        if not len(columns[0]):
+            return 0
+        return self.ch.insert_columns(VALUE_THANKS.qualified, VALUE_THANKS.columns, columns)
 
     def write_badges(self, awards: Sequence[BadgeAward]) -> int:
         at = now_utc()

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.vocabulary import Metric, WindowName
-from streams.domain.effects import EFFECT_SCHEMA, effects_to_batch
+from streams.domain.effects import EFFECT_SCHEMA, EFFECT_SCHEMA_V1, effects_to_batch, with_values
 from streams.domain.rules import Effect
 from streams.domain.scorebook import BadgeAward
 from streams.domain.tally import distinct
@@ -59,7 +59,8 @@ def decode_effects(raw: bytes) -> list[Effect]:
 #
 # An effects message is the format byte ARROW_EFFECTS and one Arrow IPC stream of
 # `EFFECT_SCHEMA` (streams/domain/effects.py). Messages of the first format (a JSON array
-# of arrays, `encode_effects`) still decode, while a replay can meet them.
+# of arrays, `encode_effects`) still decode, while a replay can meet them, and so do Arrow
+# streams of `EFFECT_SCHEMA_V1` (before the `values` column): their rows carry no values.
 
 ARROW_EFFECTS: Final = b"\x01"
 
@@ -80,12 +81,16 @@ def decode_effect_batch(raw: bytes) -> pa.RecordBatch:
         raise ValueError("not an effects message")
     try:
         table = pa.ipc.open_stream(memoryview(raw)[1:]).read_all()
-        if not table.schema.equals(EFFECT_SCHEMA):
+        old = table.schema.equals(EFFECT_SCHEMA_V1)
+        if not old and not table.schema.equals(EFFECT_SCHEMA):
             raise ValueError(f"effects of another schema: {table.schema}")
         table.validate(full=True)
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"undecodable effects: {exc}") from exc
-    return table.combine_chunks().to_batches()[0] if table.num_rows else _EMPTY
+    if not table.num_rows:
+        return _EMPTY
+    batch = table.combine_chunks().to_batches()[0]
+    return with_values(batch) if old else batch
 
 
 _EMPTY: Final = pa.RecordBatch.from_pylist([], schema=EFFECT_SCHEMA)

@@ -30,7 +30,12 @@ from streams.web.context import (
 from streams.web.explain import explain_user
 from streams.web.guard import json_error
 from streams.web.params import BadRequest, Params, parse_org, parse_user
-from streams.web.payloads import badges_payload, leaderboard_payload, rank_payload
+from streams.web.payloads import (
+    badges_payload,
+    leaderboard_payload,
+    rank_payload,
+    value_board_payload,
+)
 
 BADGES_LIMIT: Final = 100  # /api/badges: the default page
 MAX_BADGES_LIMIT: Final = 1000  # and the largest
@@ -71,10 +76,18 @@ class Api:
         self.history = DecisionHistory(kudos.api_clickhouse)
 
     async def leaderboard(self, q: Params) -> dict[str, Any]:
-        """`top` people from rank `offset` + 1, ranked by `metric` (ties by user id)."""
+        """`top` people from rank `offset` + 1, ranked by `metric` (ties by user id); with
+        `value`, the board of that company value (`Leaderboards.value_board`): people by
+        counted thanks received that carried it, `score` = those thanks x the org's thanks
+        weight. A value the org's rules do not list is ignored for boards: its board is
+        empty (and costs no read)."""
         scope = board_scope(q, self.rules_for)
         top = q.integer("top", DEFAULT_TOP, 1, MAX_TOP)
-        entries = await self.boards.get(scope, top, q.offset(), q.metric())
+        offset, metric, value = q.offset(), q.metric(), q.value()
+        if value is not None:
+            entries = await self.boards.value_board(scope, value, top, offset, metric)
+            return value_board_payload(scope.org, scope.window, scope.start, value, entries)
+        entries = await self.boards.get(scope, top, offset, metric)
         return leaderboard_payload(scope.org, scope.window, scope.start, entries)
 
     async def rank(self, q: Params, user: str) -> dict[str, Any]:
@@ -86,6 +99,12 @@ class Api:
         around = q.integer("around", DEFAULT_AROUND, 0, MAX_AROUND)
         place = await self.boards.rank(scope, user, metric, around)
         return rank_payload(scope.org, scope.window, scope.start, metric, place)
+
+    def values(self, q: Params) -> dict[str, Any]:
+        """The company values the org's rules list (`RuleConfig.values`): the boards
+        `/api/leaderboard?value=` has (the live page offers them). Reads no data."""
+        org = q.org()
+        return {"org": org, "values": list(self.rules_for(org).values)}
 
     async def explain(self, q: Params, user: str) -> bytes:
         """Every point of a user's score in a window, with its event, rule and rule version
@@ -166,6 +185,11 @@ def register_api_views(kudos: WebContext) -> None:
     class RankView(View):
         async def get(self, request: Request, user: str) -> Response:
             return self.json(await api.rank(params(request), user))
+
+    @app.page("/api/values")
+    class ValuesView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(api.values(params(request)))
 
     @app.page("/api/users/{user}/explain")
     class ExplainView(View):

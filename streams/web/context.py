@@ -27,7 +27,7 @@ from streams.domain.rules import RulesLookup
 from streams.domain.windows import rolling_days, window_bounds
 from streams.settings import Settings
 from streams.web.admission import ApiReads, HealthProbe
-from streams.web.params import Params
+from streams.web.params import BadRequest, Params
 from streams.web.readcache import ReadCache
 
 K = TypeVar("K", bound=Hashable)
@@ -134,6 +134,14 @@ def board_scope(q: Params, rules_for: RulesLookup) -> BoardScope:
     return BoardScope(org, window, window_bounds(cast(WindowName, window), at, cal)[0])
 
 
+def value_window(scope: BoardScope) -> WindowName:
+    """The window of a value board: value boards have the calendar windows (hour to all);
+    a rolling one is a bad request."""
+    if scope.days is not None:
+        raise BadRequest("value", "boards have calendar windows (hour to all), not rolling")
+    return cast(WindowName, scope.window)
+
+
 def fresh_cache(settings: Settings) -> ReadCache[K, V]:
     """A cache of reads: fresh for KUDOS_READ_CACHE_MS, served stale up to 10 times that."""
     fresh_s = settings.read_cache_ms / 1000
@@ -146,14 +154,39 @@ class Leaderboards:
 
     def __init__(self, kudos: WebContext) -> None:
         self.reads = kudos.reads
+        self.rules_for = kudos.rules_for
         self.store = RecognitionStore(kudos.api_clickhouse, kudos.settings.leader_depth)
         self.cache: ReadCache[tuple[str, str, int, int, int, str], list[LeaderboardEntry]]
         self.cache = fresh_cache(kudos.settings)
+        self.value_cache: ReadCache[
+            tuple[str, str, int, int, int, str, str], list[LeaderboardEntry]
+        ]
+        self.value_cache = fresh_cache(kudos.settings)
         kudos.stored_boards.listen(self.stored)
 
     def stored(self, orgs: Collection[str]) -> None:
-        """Leader rows of `orgs` were stored: reload their boards that people are reading."""
+        """Leader rows of `orgs` were stored: reload their boards that people are reading
+        (value boards too: a batch's value rows are stored before its leader rows)."""
         self.cache.refresh(lambda key: key[0] in orgs)
+        self.value_cache.refresh(lambda key: key[0] in orgs)
+
+    async def value_board(
+        self, scope: BoardScope, value: str, top: int, offset: int, metric: BoardMetric
+    ) -> list[LeaderboardEntry]:
+        """The board of one company value (`RecognitionStore.value_board`): none, without a
+        read, for a value the org's rules do not list (it is ignored for boards). Value
+        boards have the calendar windows: a listed value with a rolling window is a 400."""
+        rules = self.rules_for(scope.org)
+        if value not in rules.value_set:
+            return []
+        org, window, start = scope.org, value_window(scope), scope.start
+        weight = rules.weight_thanks_received
+        return await self.value_cache.get(
+            (org, window, start, top, offset, metric, value),
+            lambda: self.reads.run(
+                self.store.value_board, org, window, start, value, top, weight, offset, metric
+            ),
+        )
 
     async def get(
         self, scope: BoardScope, top: int, offset: int = 0, metric: BoardMetric = "score"

@@ -74,6 +74,15 @@ def window_schema(windows: tuple[str, ...] = WINDOWS) -> Json:
     return {"type": "string", "enum": list(windows)}
 
 
+# /api/leaderboard?value=: the company value the board ranks by (absent without value=).
+_VALUE: Final = {**_TEXT, "description": "With `value=`: the company value the board ranks by."}
+
+
+def value_schemas() -> dict[str, Json]:
+    """/api/values (streams/web/api.py `Api.values`)."""
+    return {"Values": obj({"org": _TEXT, "values": {"type": "array", "items": _TEXT}})}
+
+
 def board_schemas() -> dict[str, Json]:
     """People and team boards (streams/web/payloads.py, streams/web/directory.py)."""
     counts = {
@@ -90,7 +99,12 @@ def board_schemas() -> dict[str, Json]:
     return {
         "LeaderboardEntry": obj(entry),
         "Leaderboard": obj(
-            {**people, "entries": {"type": "array", "items": ref("LeaderboardEntry")}}
+            {
+                **people,
+                "value": _VALUE,
+                "entries": {"type": "array", "items": ref("LeaderboardEntry")},
+            },
+            optional=("value",),
         ),
         "Rank": obj(
             {
@@ -404,6 +418,14 @@ METRIC: Final = query(
     "What the board ranks by (descending; ties by user id ascending).",
 )
 USER: Final = path_id("user", "The person's user id.")
+VALUE: Final = query(
+    "value",
+    {"type": "string", "minLength": 1, "maxLength": MAX_ID_BYTES, "pattern": _ID_PATTERN},
+    "A company value: rank people by counted thanks received that carried it (`score` = "
+    "those thanks x the org's thanks weight; the other metrics 0). A value the org's "
+    "rules do not list has an empty board; a listed one with a rolling window is a 400 "
+    "(value boards have the calendar windows).",
+)
 COMMON_NOTE: Final = (
     "A parameter given twice is a 400; an empty value means absent; unknown parameters are ignored."
 )
@@ -491,7 +513,8 @@ def board_paths() -> Json:
             "leaderboard",
             "The people board of a window by `metric`, `top` from rank `offset` + 1 (ranks "
             "count from 1 over the whole board; opted-out people are left out and ranks "
-            "close up over the rest; past the end, no entries).",
+            "close up over the rest; past the end, no entries); with `value`, the board of "
+            "that company value (calendar windows only).",
             [
                 ORG,
                 BOARD_WINDOW,
@@ -499,8 +522,15 @@ def board_paths() -> Json:
                 TOP,
                 integer("offset", 0, 0, MAX_OFFSET, "Ranks to skip (0: from rank 1)."),
                 METRIC,
+                VALUE,
             ],
             "Leaderboard",
+        ),
+        "/api/values": api_get(
+            "values",
+            "The company values the org's rules list: the boards of `/api/leaderboard?value=`.",
+            [ORG],
+            "Values",
         ),
         "/api/leaderboard/changes": api_get(
             "leaderboardChanges",
@@ -740,6 +770,7 @@ def document() -> Json:
             },
             "schemas": {
                 **board_schemas(),
+                **value_schemas(),
                 **personal_schemas(),
                 **explain_schemas(),
                 **service_schemas(),

@@ -12,6 +12,7 @@ An error message never repeats the value: it may be huge, hostile or personal.
   UTC), from `MIN_AT` (2000-01-01) to before `MAX_AT` (2100-01-01) UTC, so every window
   start and history point derived from it is a valid ClickHouse DateTime.
 * Choices (``window``, ``by``, ``view``, ``metric``): one of the listed words.
+* ``value`` (a company value): the limits of an id, below.
 * ``org``: required, non-empty, at most 256 UTF-8 bytes, no control character, no ``/``
   (`schemas.limits.check_org`: an org the codec would refuse can never have data).
 * A user id in a path: non-empty, at most 256 UTF-8 bytes, no control character
@@ -139,6 +140,12 @@ class Params:
             if value == window:
                 return window
         raise BadRequest("window", "must be one of " + ", ".join(allowed))
+
+    def value(self) -> str | None:
+        """An optional company value (``/api/leaderboard?value=``), with the limits of an
+        id (`schemas.limits.check_text`)."""
+        value = self.text("value")
+        return None if value is None else parse_user(value, "value")
 
     def choice(self, name: str, choices: Collection[S], default: S) -> S:
         value = self.text(name)

@@ -59,6 +59,20 @@ def rank_payload(
     }
 
 
+def value_board_payload(
+    org: str, window: BoardWindow, start_ms: int, value: str, entries: list[LeaderboardEntry]
+) -> dict[str, Any]:
+    """`leaderboard_payload` of a company value's board: the same, with `value`."""
+    body = leaderboard_payload(org, window, start_ms, entries)
+    return {
+        "org": org,
+        "window": window,
+        "window_start": body["window_start"],
+        "value": value,
+        "entries": body["entries"],
+    }
+
+
 def movement(rank: int, previous: PreviousRank | None) -> Movement | None:
     """How a rank moved since the previous window: None when there is no previous window."""
     if previous is None:

@@ -9,7 +9,7 @@ scenarios keep late events behind recent events of the same actor.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,12 +43,21 @@ class Model:
     totals: dict[tuple[str, str, int, str], dict[str, Any]]
     badges: set[tuple[str, str, str, int]]
     refused: Counter[str]
+    # Company values: (org, window, start, value, user) -> counted thanks received that
+    # carried a value the org lists, and their thankers.
+    values: dict[tuple[str, str, int, str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 MAX_RECIPIENTS = 50
 
 
-def run(events: list[dict[str, Any]], now_ms: int, pair_cap: int = 3) -> Model:
+def run(
+    events: list[dict[str, Any]],
+    now_ms: int,
+    pair_cap: int = 3,
+    org_values: dict[str, list[str]] | None = None,
+) -> Model:
+    """`org_values`: the values each org's rules list (none when absent)."""
     seen: set[tuple[str, str]] = set()
     stream_time: dict[str, int] = {}  # per actor: a lower bound of the partition's stream time
     pairs: Counter[tuple[str, str, str, int]] = Counter()
@@ -62,6 +71,7 @@ def run(events: list[dict[str, Any]], now_ms: int, pair_cap: int = 3) -> Model:
         }
     )
     refused: Counter[str] = Counter()
+    values: ValueTotals = defaultdict(lambda: {"thanks_received": 0, "thankers": set()})
 
     def point(org: str, user: str, metric: str, at: int, thanker: str | None = None) -> None:
         for window, start in starts(at).items():
@@ -117,6 +127,8 @@ def run(events: list[dict[str, Any]], now_ms: int, pair_cap: int = 3) -> Model:
             pairs[(org, actor, r, day)] += 1
             point(org, r, "thanks_received", at, thanker=actor)
             point(org, actor, "thanks_given", at)
+            listed = (org_values or {}).get(org, [])
+            valued(values, org, r, at, actor, [v for v in e.get("values") or [] if v in listed])
 
     badges: set[tuple[str, str, str, int]] = set()
     share_days: dict[tuple[str, str], set[int]] = defaultdict(set)
@@ -133,7 +145,21 @@ def run(events: list[dict[str, Any]], now_ms: int, pair_cap: int = 3) -> Model:
         for d in days:
             if all(d - i * DAY in days for i in range(5)):
                 badges.add((org, user, "streak_5", d))
-    return Model(dict(totals), badges, refused)
+    return Model(dict(totals), badges, refused, dict(values))
+
+
+ValueTotals = dict[tuple[str, str, int, str, str], dict[str, Any]]
+
+
+def valued(
+    values: ValueTotals, org: str, user: str, at: int, thanker: str, listed: list[str]
+) -> None:
+    """A counted thanks received that carried the org's `listed` values (each once)."""
+    for value in set(listed):
+        for window, start in starts(at).items():
+            v = values[(org, window, start, value, user)]
+            v["thanks_received"] += 1
+            v["thankers"].add(thanker)
 
 
 def score(t: dict[str, Any]) -> int:
@@ -160,4 +186,30 @@ def leaderboard(model: Model, org: str, window: str, start: int, top: int) -> li
             "reactions_received": t["reactions_received"],
         }
         for i, (user, t) in enumerate(rows[:top])
+    ]
+
+
+def value_board(
+    model: Model, org: str, window: str, start: int, value: str, top: int, weight: int = 3
+) -> list[dict[str, Any]]:
+    """`/api/leaderboard?value=`: people by counted thanks received carrying `value`."""
+    rows = [
+        (user, v)
+        for (o, w, s, val, user), v in model.values.items()
+        if (o, w, s, val) == (org, window, start, value)
+    ]
+    rows.sort(key=lambda r: (-r[1]["thanks_received"], r[0]))
+    return [
+        {
+            "rank": i + 1,
+            "user_id": user,
+            "display_name": None,
+            "score": weight * v["thanks_received"],
+            "shares": 0,
+            "thanks_given": 0,
+            "thanks_received": v["thanks_received"],
+            "distinct_thankers": len(v["thankers"]),
+            "reactions_received": 0,
+        }
+        for i, (user, v) in enumerate(rows[:top])
     ]

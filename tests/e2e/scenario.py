@@ -89,4 +89,5 @@ def to_event(d: dict[str, Any]) -> CollaborationEvent:
         Visibility(d["visibility"]),
         d["occurred_at"],
         d["source"],
+        tuple(d.get("values") or ()),
     )

@@ -45,8 +45,9 @@ def example_files(directory: str, suffix: str) -> list[Traversable]:
     )
 
 
-VALID_JSON = [f for d in ("v1", "v2") for f in example_files(d, ".json")]
-VALID_BIN = [f for d in ("v1", "v2") for f in example_files(d, ".bin")]
+VERSIONS = ("v1", "v2", "v3")
+VALID_JSON = [f for d in VERSIONS for f in example_files(d, ".json")]
+VALID_BIN = [f for d in VERSIONS for f in example_files(d, ".bin")]
 INVALID = example_files("invalid", ".json") + example_files("invalid", ".bin")
 EXPECTED_REASONS: dict[str, str] = json.loads(
     EXAMPLES.joinpath("invalid", "expected.json").read_text(encoding="utf-8")
@@ -113,7 +114,7 @@ def test_v1_schema_has_exactly_the_contract_fields() -> None:
     schema = shipped_json_schema(1)
     assert schema["name"] == "CollaborationEvent"
     types = {f["name"]: f["type"] for f in schema["fields"]}
-    assert list(types) == [f.name for f in fields(CollaborationEvent)]
+    assert list(types) == [f.name for f in fields(CollaborationEvent)][:-1]  # v3: values
     assert types["event_type"]["symbols"] == [m.value for m in EventType]
     assert types["visibility"]["symbols"] == [m.value for m in Visibility]
     assert types["recipient_ids"] == {"type": "array", "items": "string"}
@@ -140,16 +141,35 @@ def test_v2_only_adds_an_optional_field() -> None:
     )
 
 
+def test_v3_only_adds_values_with_an_empty_default() -> None:
+    v2, v3 = shipped_json_schema(2), shipped_json_schema(3)
+    assert (v3["namespace"], v3["name"]) == (v2["namespace"], v2["name"])
+
+    def strip_docs(fields_: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in f.items() if k != "doc"} for f in fields_]
+
+    assert strip_docs(v3["fields"][:-1]) == strip_docs(v2["fields"])
+    added = v3["fields"][-1]
+    assert (added["name"], added["type"], added["default"]) == (
+        "values",
+        {"type": "array", "items": "string"},
+        [],
+    )
+    names = [f["name"] for f in v3["fields"]]
+    assert [f.name for f in fields(CollaborationEvent)] == [n for n in names if n != "thread_id"]
+
+
 def test_shipped_ids() -> None:
     shipped = ShippedSchemas()
     assert dict(shipped.ids()) == {
         1: "collaboration_event.v1.avsc",
         2: "collaboration_event.v2.avsc",
+        3: "collaboration_event.v3.avsc",
     }
-    assert shipped.latest_id == 2
+    assert shipped.latest_id == 3
     assert shipped.writer_schema(1) is shipped.writer_schema(1)  # read once
     with pytest.raises(UnknownSchemaId) as info:
-        shipped.writer_schema(3)
+        shipped.writer_schema(4)
     assert isinstance(info.value, KeyError)
 
 
@@ -159,6 +179,7 @@ def test_shipped_ids() -> None:
 def test_there_are_examples() -> None:
     names = {f.name for f in VALID_JSON}
     assert {"thanks.json", "share.json", "reaction.json", "thanks_with_thread.json"} <= names
+    assert {"thanks_with_values.json", "share_without_values.json"} <= names
     assert len(INVALID) >= 30
 
 
@@ -178,6 +199,7 @@ def test_json_example_decodes_to_its_fields(path: Traversable) -> None:
     assert event.content_id == doc.get("content_id")
     assert event.channel == doc.get("channel")
     assert event.visibility is Visibility(doc.get("visibility", "PUBLIC"))
+    assert event.values == tuple(doc.get("values", []))
     when = doc["occurred_at"]
     if isinstance(when, str):
         expected = (datetime.fromisoformat(when) - EPOCH) // timedelta(milliseconds=1)
@@ -187,23 +209,28 @@ def test_json_example_decodes_to_its_fields(path: Traversable) -> None:
 
 
 @pytest.mark.parametrize("path", VALID_JSON, ids=ids(VALID_JSON))
-@pytest.mark.parametrize("schema_id", [1, 2])
+@pytest.mark.parametrize("schema_id", [1, 2, 3])
 def test_json_example_round_trips(path: Traversable, schema_id: int) -> None:
     event = CODEC.decode(path.read_bytes())
-    assert CODEC.decode(CODEC.encode_avro(event, schema_id)) == event
+    assert CODEC.decode(CODEC.encode_avro(event, schema_id)) == as_written(event, schema_id)
     assert CODEC.decode(CODEC.encode_json(event)) == event
+
+
+def as_written(event: CollaborationEvent, schema_id: int) -> CollaborationEvent:
+    """What a body written with `schema_id` keeps of the event: v1 and v2 have no values."""
+    return event if schema_id >= 3 else replace(event, values=())
 
 
 @pytest.mark.parametrize("path", VALID_BIN, ids=ids(VALID_BIN))
 def test_avro_example_matches_its_json_twin(path: Traversable) -> None:
     twin = path.name.removesuffix(".bin") + ".json"
-    folder = path.name and ("v1" if EXAMPLES.joinpath("v1", twin).is_file() else "v2")
+    folder = next(v for v in VERSIONS if EXAMPLES.joinpath(v, twin).is_file())
     raw = path.read_bytes()
     event = CODEC.decode(raw)
     assert event == CODEC.decode(EXAMPLES.joinpath(folder, twin).read_bytes())
-    if folder == "v1":
+    if folder in ("v1", "v3"):
         # The bytes are stable: what we write today is what the example holds.
-        assert CODEC.encode_avro(event, 1) == raw
+        assert CODEC.encode_avro(event, int(folder[1])) == raw
 
 
 def test_rfc3339_examples_are_the_same_instant() -> None:
@@ -259,7 +286,10 @@ def test_schema_id_is_big_endian() -> None:
 
 def test_encode_json_is_plain_json_with_avro_field_names() -> None:
     doc = json.loads(CODEC.encode_json(sample_event(visibility=Visibility.PRIVATE)))
-    assert list(doc) == [f.name for f in fields(CollaborationEvent)]
+    assert list(doc) == [f.name for f in fields(CollaborationEvent)][:-1]  # no values: none
+    valued = json.loads(CODEC.encode_json(sample_event(values=("ownership",))))
+    assert list(valued) == [f.name for f in fields(CollaborationEvent)]
+    assert valued["values"] == ["ownership"]
     assert doc["event_type"] == "THANKS"
     assert doc["visibility"] == "PRIVATE"
     assert doc["recipient_ids"] == ["u-bob", "u-carol"]
@@ -411,7 +441,7 @@ def json_with(**changes: Any) -> bytes:
     doc = json.loads(CODEC.encode_json(sample_event()))
     for key, value in changes.items():
         if value is ...:
-            del doc[key]
+            doc.pop(key, None)
         else:
             doc[key] = value
     return json.dumps(doc).encode()
@@ -453,6 +483,12 @@ def json_with(**changes: Any) -> bytes:
         ({"occurred_at": "2024-05-06T09:15:30.Z"}, "bad_timestamp"),
         ({"occurred_at": "2024-05-06T09:15:30Z "}, "bad_timestamp"),
         ({"occurred_at": "२०२४-05-06T09:15:30Z"}, "bad_timestamp"),
+        ({"values": None}, "wrong_type"),
+        ({"values": "ownership"}, "wrong_type"),
+        ({"values": ["ownership", 7]}, "wrong_type"),
+        ({"values": [f"v{i}" for i in range(17)]}, "too_long"),
+        ({"values": ["v" * 257]}, "too_long"),
+        ({"values": ["own\nership"]}, "bad_id"),
     ],
 )
 def test_json_field_errors(changes: dict[str, Any], reason: str) -> None:
@@ -465,6 +501,26 @@ def test_json_optional_fields_default() -> None:
     assert CODEC.decode(json_with(content_id=None, channel=None)) == sample_event(
         content_id=None, channel=None
     )
+
+
+def test_values_default_to_empty_and_keep_their_order() -> None:
+    assert CODEC.decode(json_with(values=...)).values == ()
+    assert CODEC.decode(json_with(values=[])).values == ()
+    got = CODEC.decode(json_with(values=["teamwork", "ownership", "teamwork"]))
+    assert got.values == ("teamwork", "ownership", "teamwork")  # the rules dedupe
+    assert CODEC.decode(json_with(values=[f"v{i}" for i in range(16)])).values[-1] == "v15"
+    event = sample_event(values=("ownership", "é" * 64))
+    for schema_id in (1, 2, 3):
+        assert CODEC.decode(CODEC.encode_avro(event, schema_id)) == as_written(event, schema_id)
+    assert CODEC.decode(CODEC.encode_avro(event)) == event  # v3 by default
+
+
+def test_avro_values_beyond_the_limits_go_to_the_dlq() -> None:
+    many = CODEC.encode_avro(sample_event(values=tuple(f"v{i}" for i in range(17))), 3)
+    assert reason_of(many) == "too_long"
+    assert reason_of(CODEC.encode_avro(sample_event(values=("x" * 257,)), 3)) == "too_long"
+    assert reason_of(CODEC.encode_avro(sample_event(values=("a\x85",)), 3)) == "bad_id"
+    assert_columns_agree([many, CODEC.encode_avro(sample_event(values=("ok",)))])
 
 
 def test_json_extra_fields_are_ignored() -> None:
@@ -562,20 +618,21 @@ events = st.builds(
     visibility=st.sampled_from(Visibility),
     occurred_at=st.integers(-(2**63), 2**63 - 1),
     source=texts,
+    values=st.lists(texts, max_size=3).map(tuple),
 )
 
 
 @FUZZ
-@given(events, st.sampled_from([1, 2]))
+@given(events, st.sampled_from([1, 2, 3]))
 def test_any_event_round_trips(event: CollaborationEvent, schema_id: int) -> None:
-    assert CODEC.decode(CODEC.encode_avro(event, schema_id)) == event
+    assert CODEC.decode(CODEC.encode_avro(event, schema_id)) == as_written(event, schema_id)
     assert CODEC.decode(CODEC.encode_json(event)) == event
     assert CODEC.decode_many([CODEC.encode_json(event)]) == [event]
 
 
 def reshuffled_writer(swap_unions: bool) -> AvroSchema:
-    """v2 with its fields in reverse order, and optionally its unions as [string, null]."""
-    schema = shipped_json_schema(2)
+    """v3 with its fields in reverse order, and optionally its unions as [string, null]."""
+    schema = shipped_json_schema(3)
     schema["fields"].reverse()
     if swap_unions:
         for field in schema["fields"]:
@@ -622,7 +679,7 @@ def test_random_avro_bodies(schema_id: int, body: bytes) -> None:
 
 
 @settings(FUZZ, max_examples=300)
-@given(events, st.sampled_from([1, 2]), st.data())
+@given(events, st.sampled_from([1, 2, 3]), st.data())
 def test_corrupted_avro(event: CollaborationEvent, schema_id: int, data: st.DataObject) -> None:
     raw = bytearray(CODEC.encode_avro(event, schema_id))
     position = data.draw(st.integers(5, len(raw) - 1))
@@ -685,6 +742,8 @@ edgy_events = st.builds(
     visibility=st.sampled_from(Visibility),
     occurred_at=st.integers(-(2**63), 2**63 - 1),
     source=edgy_texts,
+    values=st.lists(edgy_texts, max_size=3).map(tuple)
+    | st.integers(15, 18).map(lambda n: tuple(f"v{i}" for i in range(n))),
 )
 
 
@@ -693,7 +752,7 @@ def encoded(event: CollaborationEvent, how: str) -> bytes:
         return json.dumps(_json_record(event)).encode()  # ASCII, \\u escapes
     if how == "json_utf8":
         return json.dumps(_json_record(event), ensure_ascii=False).encode("utf-8", "replace")
-    schema_id = 1 if how == "avro1" else 2
+    schema_id = int(how.removeprefix("avro"))
     try:
         return CODEC.encode_avro(event, schema_id)
     except (UnicodeEncodeError, ValueError):
@@ -705,19 +764,20 @@ def _json_record(event: CollaborationEvent) -> dict[str, Any]:
     for f in fields(CollaborationEvent):
         record[f.name] = getattr(event, f.name)
     record["recipient_ids"] = list(event.recipient_ids)
+    record["values"] = list(event.values)
     record["event_type"] = event.event_type.value
     record["visibility"] = event.visibility.value
     return record
 
 
 messages = st.one_of(
-    st.tuples(edgy_events, st.sampled_from(["avro1", "avro2", "json", "json_utf8"])).map(
+    st.tuples(edgy_events, st.sampled_from(["avro1", "avro2", "avro3", "json", "json_utf8"])).map(
         lambda x: encoded(*x)
     ),
     st.binary(max_size=200),
-    st.builds(framed, st.sampled_from([1, 2, 3]), st.binary(max_size=120)),
+    st.builds(framed, st.sampled_from([1, 2, 3, 4]), st.binary(max_size=120)),
     field_values.map(lambda d: json.dumps(d).encode()),
-    st.tuples(events, st.sampled_from([1, 2]), st.integers(5, 200), st.integers(0, 255)).map(
+    st.tuples(events, st.sampled_from([1, 2, 3]), st.integers(5, 200), st.integers(0, 255)).map(
         lambda x: _corrupt(CODEC.encode_avro(x[0], x[1]), x[2], x[3])
     ),
     st.tuples(events, st.integers(0, 400), st.integers(0, 255)).map(
@@ -805,3 +865,20 @@ def test_json_batch_loop_agrees_with_add_and_decode_many(raws: list[bytes]) -> N
     assert got.index.tolist() == want.index.tolist()
     assert list(got.events()) == list(want.events())
     assert_columns_agree(raws)
+
+
+def test_v3_bodies_are_read_as_columns_with_their_values() -> None:
+    codec = default_codec()
+    events = [
+        sample_event(event_id=f"e{i}", values=tuple(f"v{j}" for j in range(i % 4)))
+        for i in range(12)
+    ]
+    raws = [codec.encode_avro(e, 1 + i % 3) for i, e in enumerate(events)]
+    raws += [codec.encode_json(e) for e in events]
+    codec.resolve({1, 2, 3})
+    assert all(codec._plans[i].columns is not None for i in (1, 2, 3))  # no fallback
+    columns, errors = codec.decode_columns(raws)
+    assert errors == []
+    want = [as_written(e, 1 + i % 3) for i, e in enumerate(events)] + events
+    assert columns.events() == want
+    assert_columns_agree(raws, codec)

@@ -16,6 +16,7 @@ from schemas.event import CollaborationEvent
 from schemas.limits import (
     MAX_CONTENT_ID_BYTES,
     MAX_ID_BYTES,
+    MAX_VALUES,
     LimitError,
     check_event_texts,
     check_org,
@@ -108,6 +109,8 @@ def test_limit_error_is_data() -> None:
 def spec(texts: dict[str, Any]) -> str | None:
     """The limits as DESIGN.md words them, written without the module's fast path."""
     problems: list[str] = []
+    if len(texts.get("values", ())) > MAX_VALUES:
+        problems.append("too_long")
     for field, value in texts.items():
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
@@ -139,6 +142,8 @@ any_text = st.text(
             "content_id": st.none() | any_text,
             "channel": st.none() | any_text,
             "source": any_text,
+            "values": st.lists(any_text, max_size=3).map(tuple)
+            | st.integers(15, 18).map(lambda n: ("v",) * n),
         }
     )
 )

@@ -106,6 +106,8 @@ def test_apply_on_an_empty_server_creates_everything_in_order(
         "stream_times",
         "day_scores",
         "day_scores_copy",
+        "value_thanks",
+        "value_scores",
     }
     # The tables survive a second run untouched (IF NOT EXISTS + tracking).
     ch.insert("kudos.thankers", ["org_id", "user_id"], [("o", "u")])

@@ -230,6 +230,7 @@ def test_migrate_creates_replicated_and_distributed_tables_on_every_host(
         "badge_awards": "View",
         "decayed_scores": "View",
         "day_scores_copy": "MaterializedView",
+        "value_scores": "View",
         **{t: "Distributed" for t in SHARDING_KEYS},
         **{f"{t}_local": "ReplicatedReplacingMergeTree" for t in SHARDING_KEYS},
     }

@@ -90,7 +90,12 @@ def test_xml_escapes_the_filter() -> None:
 def test_every_kudos_relation_but_two_has_org_id(ch: ClickHouse) -> None:
     relations = tenancy.kudos_relations(ch)
     assert {r.name for r in relations if not r.per_org} == NOT_PER_ORG
-    assert {r.name for r in relations if r.view} == {"scores", "badge_awards", "decayed_scores"}
+    assert {r.name for r in relations if r.view} == {
+        "scores",
+        "badge_awards",
+        "decayed_scores",
+        "value_scores",
+    }
     assert len(relations) >= 15
 
 

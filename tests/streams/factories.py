@@ -25,6 +25,7 @@ def event(
     org: str = "acme",
     event_id: str | None = None,
     private: bool = False,
+    values: tuple[str, ...] = (),
 ) -> CollaborationEvent:
     kind = EventType(kind)
     return CollaborationEvent(
@@ -38,6 +39,7 @@ def event(
         visibility=Visibility.PRIVATE if private else Visibility.PUBLIC,
         occurred_at=ms(at) if isinstance(at, str) else at,
         source="test",
+        values=values,
     )
 
 

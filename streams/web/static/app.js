@@ -9,7 +9,8 @@ const SVG = "http://www.w3.org/2000/svg";
 
 const TOKEN_KEY = "kudos.access_token";
 
-const state = {source: null, key: "", last: null, noData: false, user: null, token: "", announceQueue: [], announceTimer: 0, historySeq: 0};
+const state = {source: null, key: "", last: null, noData: false, user: null, token: "", announceQueue: [], announceTimer: 0, historySeq: 0,
+  valuesOrg: null, valueSeq: 0};
 
 // With KUDOS_AUTH=jwt every /api/* read needs a token: handed over in the address's
 // fragment (#access_token=..., which browsers never send to a server) or pasted into the
@@ -260,6 +261,55 @@ function render(snap) {
   renderBadges(snap.badges, previous && previous.badges);
   status(`Live · updated ${new Date().toLocaleTimeString()}`);
   if (state.user) loadHistory();
+  loadValueBoard();
+}
+
+// Company values: the org's listed values (/api/values), and the board of the chosen one
+// (/api/leaderboard?value=), reloaded with every snapshot. Hidden for an org without values.
+async function loadValues(org) {
+  if (state.valuesOrg === org) return;
+  state.valuesOrg = org;
+  let values = [];
+  try {
+    const r = await fetch("/api/values?" + new URLSearchParams({org}), {headers: authHeaders()});
+    if (r.ok) values = (await r.json()).values;
+  } catch (err) {
+    state.valuesOrg = null; // ask again with the next connection
+  }
+  if (state.valuesOrg !== org) return;
+  const select = $("value");
+  const chosen = new URLSearchParams(location.search).get("value") || select.value;
+  select.replaceChildren(...values.map((v) => { const o = el("option", v); o.value = v; return o; }));
+  if (values.includes(chosen)) select.value = chosen;
+  $("values-section").hidden = values.length === 0;
+  loadValueBoard();
+}
+
+async function loadValueBoard() {
+  const value = $("value").value;
+  if ($("values-section").hidden || !value) return;
+  const seq = ++state.valueSeq;
+  const s = settings();
+  const q = new URLSearchParams({org: s.org, window: s.window, value, top: "10"});
+  try {
+    const r = await fetch("/api/leaderboard?" + q, {headers: authHeaders()});
+    if (seq !== state.valueSeq || !r.ok) return;
+    renderValueBoard(await r.json());
+  } catch (err) {
+    // the worker is away: the next snapshot asks again
+  }
+}
+
+function renderValueBoard(board) {
+  const who = board.entries.length ? `Top ${board.entries.length} people` : "Nobody yet";
+  const span = board.window === "all" ? "all time" : `${WINDOW_WORDS[board.window]} from ${when(board.window_start, true)}`;
+  $("value-caption").textContent = `${who} by counted thanks carrying “${board.value}” in ${board.org}, ${span}.`;
+  $("value-rows").replaceChildren(...board.entries.map((e) => {
+    const tr = el("tr");
+    tr.append(el("td", e.rank, "num"), el("td", nameOf(e), "name"),
+      el("td", e.thanks_received, "num"), el("td", e.distinct_thankers, "num"));
+    return tr;
+  }));
 }
 
 function connect() {
@@ -271,6 +321,7 @@ function connect() {
   for (const [k, v] of q) url.searchParams.set(k, v);
   if (state.user) url.searchParams.set("user", state.user); else url.searchParams.delete("user");
   history.replaceState(null, "", url);
+  loadValues(s.org);
   if (state.source && state.key === key) return;
   if (state.source) state.source.close();
   state.key = key;
@@ -379,6 +430,12 @@ function start() {
   $("signout").addEventListener("click", signOut);
   $("controls").addEventListener("submit", (ev) => { ev.preventDefault(); connect(); });
   $("controls").addEventListener("change", () => { connect(); if (state.user) loadHistory(); });
+  $("value").addEventListener("change", () => {
+    const url = new URL(location.href);
+    url.searchParams.set("value", $("value").value);
+    history.replaceState(null, "", url);
+    loadValueBoard();
+  });
   connect();
 }
 

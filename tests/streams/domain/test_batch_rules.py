@@ -27,7 +27,7 @@ from tests.streams.factories import ms, records
 
 NOW = ms("2026-11-23T12:00:00")
 RULES = RulesLookup(
-    RuleConfig(pair_daily_cap=2, max_recipients_per_event=4),
+    RuleConfig(pair_daily_cap=2, max_recipients_per_event=4, values=("ownership", "care")),
     {
         "lord": RuleConfig(
             version=2, timezone="Australia/Lord_Howe", pair_daily_cap=1, grace_ms=6 * HOUR_MS
@@ -40,12 +40,16 @@ RULES = RulesLookup(
             giver_weekly_budget=3,
             pair_daily_cap=2,
         ),
-        "tight": RuleConfig(grace_ms=HOUR_MS, future_tolerance_ms=0, max_recipients_per_event=1),
+        "tight": RuleConfig(
+            grace_ms=HOUR_MS, future_tolerance_ms=0, max_recipients_per_event=1, values=("care",)
+        ),
     },
 )
 ORGS = ["acme", "lord", "ny", "tight"]
 PEOPLE = ["ann", "bob", "cy", "dee", ""]
 SLOW = settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+# Listed by some orgs, not by others; repeated within an event now and then.
+event_values = st.lists(st.sampled_from(["ownership", "care", "speed"]), max_size=4).map(tuple)
 
 people = st.sampled_from(PEOPLE[:4] * 8 + [""])  # '' (invalid) now and then
 events = st.builds(
@@ -63,6 +67,7 @@ events = st.builds(
     | st.integers(-4 * DAY_MS, 0).map(lambda d: NOW + d)
     | st.integers(-20, 2).map(lambda h: NOW + h * HOUR_MS + 1),
     source=st.just("test"),
+    values=event_values,
 )
 # Thanks between few people within hours: pair caps and budgets.
 hot_events = st.builds(
@@ -77,6 +82,7 @@ hot_events = st.builds(
     visibility=st.just(Visibility.PUBLIC),
     occurred_at=st.integers(-3 * HOUR_MS, 0).map(lambda d: NOW - 10 * HOUR_MS + d),
     source=st.just("test"),
+    values=event_values,
 )
 batches = st.lists(st.lists(events | hot_events, max_size=24), min_size=1, max_size=4)
 
@@ -97,7 +103,7 @@ class Pair:
         offsets = np.arange(self.offset, self.offset + len(batch), dtype=np.int64)
         got, effects = decide_columns(cols, offsets, "collab.events", 3, self.columns, now, RULES)
         assert got.decisions() == want
-        assert batch_to_effects(effects) == effects_of(want)
+        assert batch_to_effects(effects) == effects_of(want, RULES)
         self.offset += len(batch)
         self.stored.extend(want)
         for state in (self.oracle, self.columns):
@@ -193,7 +199,7 @@ def test_offsets_already_decided_are_skipped(batch: list[CollaborationEvent], cu
         RULES,
     )
     assert got.decisions() == want
-    assert batch_to_effects(effects) == effects_of(want)
+    assert batch_to_effects(effects) == effects_of(want, RULES)
     pair.check_states()
 
 

@@ -1,3 +1,5 @@
+import pytest
+
 from schemas.vocabulary import DAY_MS, HOUR_MS, Metric, Reason
 from streams.domain.rules import (
     DEFAULT_RULES,
@@ -30,6 +32,34 @@ def test_counted_thanks_gives_both_sides_a_point() -> None:
         ("bob", Metric.THANKS_RECEIVED, "alice"),
         ("alice", Metric.THANKS_GIVEN, "alice"),
     }
+
+
+def test_thanks_received_carry_the_values_the_org_lists_once_each() -> None:
+    rules = RulesLookup(RuleConfig(values=("ownership", "care")))
+    ds, _ = decide(
+        [
+            event("THANKS", "alice", ("bob", "cy"), values=("speed", "care", "ownership", "care")),
+            event("SHARE", "alice", values=("care",)),
+        ],
+        rules=rules,
+    )
+    got = [(e.user_id, e.metric, e.values) for e in effects_of(ds, rules)]
+    assert got == [
+        ("bob", Metric.THANKS_RECEIVED, ("care", "ownership")),
+        ("alice", Metric.THANKS_GIVEN, ()),
+        ("cy", Metric.THANKS_RECEIVED, ("care", "ownership")),
+        ("alice", Metric.THANKS_GIVEN, ()),
+        ("alice", Metric.SHARES, ()),
+    ]
+    assert all(e.values == () for e in effects_of(ds))  # without rules: none
+    unlisted = RulesLookup()
+    assert all(e.values == () for e in effects_of(ds, unlisted))
+
+
+@pytest.mark.parametrize("values", [("a", "a"), ("",), ("x" * 257,), ("a\nb",)])
+def test_bad_org_values_are_refused(values: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError):
+        RuleConfig(values=values)
 
 
 def test_thanks_to_several_recipients_counts_per_recipient() -> None:
@@ -384,3 +414,49 @@ def test_a_negative_grace_or_future_tolerance_is_refused_at_start() -> None:
     for bad in ({"grace_ms": -1}, {"future_tolerance_ms": -1}):
         with pytest.raises(ValueError, match="must not be negative"):
             RuleConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_org_values_are_configured_like_any_rule() -> None:
+    from pydantic import ValidationError
+
+    from streams.settings import RuleOverrides
+
+    listed = RuleOverrides(values=["ownership", "care"]).apply(DEFAULT_RULES)
+    assert listed.values == ("ownership", "care")
+    assert listed.listed_values(("care", "speed", "care")) == ("care",)
+    assert DEFAULT_RULES.values == () and DEFAULT_RULES.listed_values(("care",)) == ()
+    with pytest.raises((ValueError, ValidationError)):
+        RuleOverrides(values=["care", "care"]).apply(DEFAULT_RULES)
+
+
+def test_badge_rules_may_name_a_listed_value() -> None:
+    from streams.domain.badges import BadgeRule
+    from streams.domain.scorebook import value_badges
+
+    care = BadgeRule("carer", "threshold", "thanks_received", "week", 2, value="care")
+    liked = BadgeRule("liked", "threshold", "distinct_thankers", "all", 2, value="care")
+    plain = BadgeRule("star", "threshold", "thanks_received", "week", 1)
+    rules = RuleConfig(values=("care",), badges=(care, liked, plain))
+    assert rules.badge_rules == (plain,) and rules.value_badge_rules == (care, liked)
+    with pytest.raises(ValueError, match="not in values"):
+        RuleConfig(values=("own",), badges=(care,))
+    with pytest.raises(ValueError, match="threshold"):
+        BadgeRule("x", "first", "thanks_received", value="care")
+    with pytest.raises(ValueError, match="threshold"):
+        BadgeRule("x", "threshold", "shares", value="care")
+    lookup = RulesLookup(rules)
+    awarded: set[tuple[str, str, str, int]] = {("acme", "cy", "carer", 7)}
+    counts = [
+        ("acme", "week", 7, "care", "bob", 2, 1),  # carer
+        ("acme", "week", 7, "care", "ann", 1, 1),  # below
+        ("acme", "week", 7, "care", "cy", 5, 5),  # awarded before
+        ("acme", "all", 0, "care", "bob", 2, 1),  # one thanker: not liked
+        ("acme", "all", 0, "care", "dee", 2, 2),  # liked
+        ("acme", "week", 7, "own", "eve", 9, 9),  # another value
+    ]
+    got = value_badges(counts, lookup, awarded)
+    assert [(a.user_id, a.badge, a.period_start, a.period) for a in got] == [
+        ("dee", "liked", 0, "all"),  # in key order
+        ("bob", "carer", 7, "week"),
+    ]
+    assert value_badges(counts, lookup, awarded) == []  # once per period

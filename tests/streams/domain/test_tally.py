@@ -221,3 +221,74 @@ def test_ids_of_users_no_longer_held_are_dropped_and_the_rest_carry_on() -> None
     for key in columns.held_keys():
         same_totals(book.totals[key], columns.totals(key))
     assert {k[3] for k in columns.held_keys()} >= {f"u{i}" for i in range(2990, 3000)}
+
+
+# --- company values: kudos.value_thanks rows ------------------------------------------------
+
+valued_event_st = st.tuples(
+    event_st, st.lists(st.sampled_from(("care", "own", "speed")), max_size=2, unique=True)
+)
+
+
+def with_values(effects: list[Effect], values: list[str]) -> list[Effect]:
+    return [
+        Effect(*astuple_effect(e)[:7], tuple(values)) if e.metric is Metric.THANKS_RECEIVED else e
+        for e in effects
+    ]
+
+
+def astuple_effect(e: Effect) -> tuple[Any, ...]:
+    return (e.org_id, e.user_id, e.metric, e.actor_id, e.occurred_at, e.partition, e.offset)
+
+
+def reference_value_scores(
+    messages: list[list[Effect]],
+) -> dict[tuple[str, str, int, str, str], tuple[int, set[str]]]:
+    """Per (org, window, start ms, value, user): counted thanks received carrying the value
+    and their thankers, each effect counted once (the first delivery of its lineage)."""
+    seen: set[tuple[str, int, int]] = set()
+    out: dict[tuple[str, str, int, str, str], tuple[int, set[str]]] = {}
+    for e in (e for m in messages for e in m):
+        if e.metric is not Metric.THANKS_RECEIVED or (e.user_id, e.partition, e.offset) in seen:
+            continue
+        seen.add((e.user_id, e.partition, e.offset))
+        for window, start in RULES(e.org_id).calendar.starts(e.occurred_at):
+            for value in e.values:
+                n, thankers = out.get((e.org_id, window, start, value, e.user_id), (0, set()))
+                out[(e.org_id, window, start, value, e.user_id)] = (n + 1, thankers | {e.actor_id})
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(valued_event_st, max_size=30),
+    st.lists(st.integers(0, 60), max_size=6),
+    st.lists(st.integers(0, 60), max_size=3),
+)
+def test_value_thanks_rows_count_each_valued_thanks_once_per_window(
+    events: list[tuple[Any, ...]], cuts: list[int], resend: list[int]
+) -> None:
+    plain = messages_of([ev for ev, _ in events], cuts, [])
+    # Values by (partition, offset): the event's, on its thanks received.
+    values, next_offset = {}, [0, 0, 0]
+    for ev, vs in events:
+        values[(ev[0], next_offset[ev[0]])] = vs
+        next_offset[ev[0]] += 1
+    valued = [
+        [e2 for e in m for e2 in with_values([e], values[(e.partition, e.offset)])] for m in plain
+    ]
+    for i, r in enumerate(resend):  # resent messages: a replay
+        if valued:
+            valued.insert(min(len(valued), r % len(valued) + 1 + i % 2), valued[r % len(valued)])
+    columns, out = ColumnBook(), ColumnApplied()
+    for run in in_order_runs([effects_to_batch(m) for m in valued]):
+        apply_effects_batch(run, columns, RULES, out)
+    org, window, start, value, user, thanker, part, offset = out.value_thanks_columns()
+    starts_ms = (start * 1000).tolist()
+    rows = list(zip(org, window, starts_ms, value, user, thanker, part, offset, strict=True))
+    assert len(rows) == len(set(rows))  # nothing applied twice: one row per lineage
+    got: dict[tuple[str, str, int, str, str], tuple[int, set[str]]] = {}
+    for o, w, s, v, u, t, _, _ in rows:
+        n, thankers = got.get((o, w, s, v, u), (0, set()))
+        got[(o, w, s, v, u)] = (n + 1, thankers | {t})
+    assert got == reference_value_scores(valued)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.vocabulary import Metric
-from streams.domain.effects import batch_to_effects, effects_to_batch
+from streams.domain.effects import (
+    EFFECT_SCHEMA,
+    EFFECT_SCHEMA_V1,
+    batch_to_effects,
+    effects_to_batch,
+)
 from streams.domain.rules import Effect
 from streams.stages.transport import (
     ARROW_EFFECTS,
@@ -95,6 +103,20 @@ def test_effects_of_the_first_format_still_decode() -> None:
     effects = [effect(i, user=f"u-{i % 3}") for i in range(5)]
     assert decode_effects(encode_effects(effects)) == effects
     assert decode_effects(b"[]") == []
+
+
+def test_arrow_effects_without_values_still_decode() -> None:
+    """Arrow effects written before the `values` column: their rows carry no values."""
+    batch = effects_to_batch([effect(i, user=f"u-{i % 3}") for i in range(4)])
+    old = pa.RecordBatch.from_arrays(batch.columns[:-1], schema=EFFECT_SCHEMA_V1)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, EFFECT_SCHEMA_V1) as writer:
+        writer.write_batch(old)
+    got = decode_effect_batch(ARROW_EFFECTS + sink.getvalue().to_pybytes())
+    assert got.schema.equals(EFFECT_SCHEMA)
+    assert got.equals(batch)
+    valued = [replace(effect(1), values=("care", "ownership")), effect(2)]
+    assert decode_effects(encode_effect_batch(effects_to_batch(valued))) == valued
 
 
 @pytest.mark.parametrize(

@@ -185,8 +185,8 @@ def test_page_is_labelled_for_assistive_technology() -> None:
     controls = [a for t, a in page.tags if t in ("input", "select")]
     assert controls and all(a.get("id") in page.labels_for for a in controls)
     tables = [a for t, a in page.tags if t == "table"]
-    assert len(tables) == 2
-    assert sum(1 for t, _ in page.tags if t == "caption") == 2
+    assert len(tables) == 3  # people, teams, the chosen company value
+    assert sum(1 for t, _ in page.tags if t == "caption") == 3
     headers = [a for t, a in page.tags if t == "th"]
     assert headers and all(a.get("scope") == "col" for a in headers)
     live = [a for _, a in page.tags if a.get("aria-live")]
