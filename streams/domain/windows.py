@@ -249,11 +249,12 @@ class Calendar:
             )
         quarters, inverse = np.unique(ms - ms % _QUARTER_MS, return_inverse=True)
         table = np.array([self._quarter(int(q)) for q in quarters], dtype=np.int64).reshape(-1, 6)
-        starts = table[inverse]
+        columns = tuple(table[inverse, k] for k in range(6))
         if self._irregular:
-            for i in np.flatnonzero(np.isin(quarters[inverse], list(self._irregular))):
-                starts[i] = self._compute(int(ms[i]))
-        return tuple(starts[:, k] for k in range(6))
+            for i in np.flatnonzero(np.isin(ms - ms % _QUARTER_MS, list(self._irregular))):
+                for column, start in zip(columns, self._compute(int(ms[i])), strict=True):
+                    column[i] = start
+        return columns
 
     def window_start(self, window: WindowName, ms: int) -> int:
         if self.is_utc_monday:
