@@ -107,11 +107,13 @@ class Calendar:
     not exist begins at the first instant it does; months, quarters and years begin at
     their first day's start.
 
-    Fast: every UTC offset and every transition lies on a quarter hour, so each UTC
-    quarter hour has one set of starts, computed once and cached.
+    Fast: UTC offsets and their changes lie on a quarter hour almost always, so each such
+    UTC quarter hour has one set of starts, computed once and cached. The few quarters
+    that do not (an offset like Monrovia's -00:44:30 until 1972, changes at 00:01 local
+    in Newfoundland until 2011 and at Casey in 2020-2022) are computed per instant.
     """
 
-    __slots__ = ("_cache", "_zone", "timezone", "week_start", "year_start_month")
+    __slots__ = ("_cache", "_irregular", "_zone", "timezone", "week_start", "year_start_month")
 
     def __init__(
         self, timezone: str = "UTC", week_start: str = "monday", year_start_month: int = 1
@@ -127,6 +129,7 @@ class Calendar:
         self.year_start_month = year_start_month
         self._zone = ZoneInfo(timezone)  # raises ZoneInfoNotFoundError for a bad name
         self._cache: dict[int, Starts] = {}
+        self._irregular: set[int] = set()  # quarters whose starts change within them
 
     @property
     def is_utc_monday(self) -> bool:
@@ -158,16 +161,32 @@ class Calendar:
         q = ms - ms % _QUARTER_MS
         hit = self._cache.get(q)
         if hit is None:
+            if q in self._irregular:
+                return self._compute(ms)
             if len(self._cache) > 50_000:
                 self._cache.clear()
+                self._irregular.clear()
+            if not self._regular(q):
+                self._irregular.add(q)
+                return self._compute(ms)
             hit = self._cache[q] = self._compute(q)
         return hit
 
-    def _compute(self, q: int) -> Starts:
-        at = self._local(q)
+    def _regular(self, q: int) -> bool:
+        """Whether the local clock runs on, unchanged, from one local quarter hour to the
+        next through the UTC quarter hour at `q`: then every instant in it has `q`'s starts."""
+        offset = self._local(q).utcoffset()
+        return (
+            offset is not None
+            and offset.total_seconds() % (_QUARTER_MS // 1000) == 0
+            and self._local(q + _QUARTER_MS - 1).utcoffset() == offset
+        )
+
+    def _compute(self, at_ms: int) -> Starts:
+        at = self._local(at_ms)
         offset = at.utcoffset()
         offset_ms = int(offset.total_seconds() * 1000) if offset is not None else 0
-        hour = self._since_offset_change(q - (q + offset_ms) % HOUR_MS, q, offset)
+        hour = self._since_offset_change(at_ms - (at_ms + offset_ms) % HOUR_MS, at_ms, offset)
         today = at.date()
         back = (at.weekday() - WEEKDAYS.index(self.week_start)) % 7
         firsts = [first_day(today, w, self.year_start_month) for w in ("month", "quarter", "year")]
@@ -182,19 +201,23 @@ class Calendar:
         """The org's local time at epoch millis `ms`."""
         return datetime.fromtimestamp(ms / 1000, UTC).astimezone(self._zone)
 
-    def _since_offset_change(self, hour: int, q: int, offset: timedelta | None) -> int:
+    def _since_offset_change(self, hour: int, at_ms: int, offset: timedelta | None) -> int:
         """The local hour's start, or the instant the clock jumped if that came later.
 
         A 30-minute daylight-saving change (Australia/Lord_Howe) moves the clock off the
-        local hour: `hour`, computed with the offset at `q`, then falls before the jump, in
-        the previous offset's time. The hour begins at the jump instead; zones change their
-        offset on a quarter of an hour, so the search goes back by quarters from `q`."""
+        local hour: `hour`, computed with the offset at `at_ms`, then falls before the
+        jump, in the previous offset's time. The hour begins at the jump instead, found by
+        bisection to the millisecond (a few zones changed at 00:01 local, off the quarter
+        hour); no zone changes its offset twice within an hour."""
         if self._local(hour).utcoffset() == offset:
             return hour
-        start = q
-        while start - _QUARTER_MS > hour and self._local(start - _QUARTER_MS).utcoffset() == offset:
-            start -= _QUARTER_MS
-        return start
+        before, since = hour, at_ms  # the offset differs at `before`, is `offset` at `since`
+        while since - before > 1:
+            mid = (before + since) // 2
+            before, since = (
+                (before, mid) if self._local(mid).utcoffset() == offset else (mid, since)
+            )
+        return since
 
     def starts(self, ms: int) -> tuple[tuple[WindowName, int], ...]:
         """Every window an event at `ms` belongs to, as (window, start) pairs."""
@@ -226,7 +249,12 @@ class Calendar:
             )
         quarters, inverse = np.unique(ms - ms % _QUARTER_MS, return_inverse=True)
         table = np.array([self._quarter(int(q)) for q in quarters], dtype=np.int64).reshape(-1, 6)
-        return tuple(table[inverse, k] for k in range(6))
+        columns = tuple(table[inverse, k] for k in range(6))
+        if self._irregular:
+            for i in np.flatnonzero(np.isin(ms - ms % _QUARTER_MS, list(self._irregular))):
+                for column, start in zip(columns, self._compute(int(ms[i])), strict=True):
+                    column[i] = start
+        return columns
 
     def window_start(self, window: WindowName, ms: int) -> int:
         if self.is_utc_monday:
@@ -260,15 +288,22 @@ def window_bounds(window: WindowName, at_ms: int, cal: Calendar) -> tuple[int, i
     org's calendar says (explain, the team boards and replay all take their windows here).
     """
     start = cal.window_start(window, at_ms)
-    if window == "hour":  # no local hour is longer than 60 minutes, some are shorter
-        return start, cal.window_start("hour", start + HOUR_MS)
-    if window == "day":
-        return start, cal.shift_days(start, 1)
-    if window == "week":
-        return start, cal.shift_days(start, 7)
     if window == "all":
         return 0, None
-    return start, cal.window_start(window, cal.shift_days(start, _INTO_NEXT[window]))
+    if window == "hour":  # no local hour is longer than 60 minutes, some are shorter
+        end = cal.window_start("hour", start + HOUR_MS)
+    elif window == "day":
+        end = cal.shift_days(start, 1)
+    elif window == "week":
+        end = cal.shift_days(start, 7)
+    else:
+        end = cal.window_start(window, cal.shift_days(start, _INTO_NEXT[window]))
+    # A window can end sooner: an hour cut short by a clock change at 00:01, or a week
+    # whose first day was skipped (Pacific/Apia, 2011-12-30), so that `start` reads the
+    # next day and seven days on is a day too far. Then a window begins before `end`.
+    while (inner := cal.window_start(window, end - 1)) > start:
+        end = inner
+    return start, end
 
 
 def rolling_days(window: RollingName, at_ms: int, cal: Calendar) -> list[int]:
