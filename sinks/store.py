@@ -377,21 +377,8 @@ class RecognitionStore:
                 "weight": weight,
             },
         )
-        names = people(self.ch, org, [r[0] for r in rows]) if rows else {}
-        return [
-            LeaderboardEntry(
-                offset + i + 1,
-                r[0],
-                int(r[1]),
-                0,
-                0,
-                int(r[2]),
-                int(r[3]),
-                0,
-                names[r[0]].display_name if r[0] in names else None,
-            )
-            for i, r in enumerate(rows)
-        ]
+        # As _ENTRY_COLUMNS: the value's thanks and thankers, the other metrics 0.
+        return self._entries(org, [(r[0], r[1], 0, 0, r[2], r[3], 0) for r in rows], offset)
 
     def value_counts(
         self, org: str, window: WindowName, value: str, users: Sequence[str], starts: Iterable[int]
