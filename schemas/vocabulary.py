@@ -8,7 +8,7 @@ column and of the API's `window=`. Everything above `schemas/` takes them from h
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 
 class Reason(StrEnum):
@@ -74,14 +74,7 @@ BoardMetric = Literal[
     "reactions_received",
     "distinct_thankers",
 ]
-BOARD_METRICS: Final[tuple[BoardMetric, ...]] = (
-    "score",
-    "thanks_received",
-    "thanks_given",
-    "shares",
-    "reactions_received",
-    "distinct_thankers",
-)
+BOARD_METRICS: Final[tuple[BoardMetric, ...]] = get_args(BoardMetric)
 
 # A user's score over time (/api/users/{user}/history) steps through closed windows.
 HISTORY_WINDOWS: Final[tuple[WindowName, ...]] = WINDOWS[:-1]

@@ -83,6 +83,37 @@ def value_schemas() -> dict[str, Json]:
     return {"Values": obj({"org": _TEXT, "values": {"type": "array", "items": _TEXT}})}
 
 
+def rank_schema(people: Json) -> Json:
+    """/api/users/{user}/rank's body: a person's place on a people board (`people`: the
+    board's org, window and window start)."""
+    return obj(
+        {
+            **people,
+            "metric": {"type": "string", "enum": list(BOARD_METRICS)},
+            "user_id": _TEXT,
+            "rank": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "1 + the people ranked above (a higher value of the "
+                "metric, or an equal one and a smaller user id); null when the person "
+                "is not on the board: no points in the window, opted out, or unknown.",
+            },
+            "score": {
+                "type": ["integer", "null"],
+                "description": "The person's value of `metric` (their score for "
+                "metric=score); null when `rank` is null.",
+            },
+            "of": {**_COUNT, "description": "How many people the board ranks."},
+            "entries": {
+                "type": "array",
+                "items": ref("LeaderboardEntry"),
+                "description": "Ranks rank - around to rank + around (fewer at either "
+                "end of the board), the person among them; empty when `rank` is null.",
+            },
+        }
+    )
+
+
 def board_schemas() -> dict[str, Json]:
     """People and team boards (streams/web/payloads.py, streams/web/directory.py)."""
     counts = {
@@ -106,32 +137,7 @@ def board_schemas() -> dict[str, Json]:
             },
             optional=("value",),
         ),
-        "Rank": obj(
-            {
-                **people,
-                "metric": {"type": "string", "enum": list(BOARD_METRICS)},
-                "user_id": _TEXT,
-                "rank": {
-                    "type": ["integer", "null"],
-                    "minimum": 1,
-                    "description": "1 + the people ranked above (a higher value of the "
-                    "metric, or an equal one and a smaller user id); null when the person "
-                    "is not on the board: no points in the window, opted out, or unknown.",
-                },
-                "score": {
-                    "type": ["integer", "null"],
-                    "description": "The person's value of `metric` (their score for "
-                    "metric=score); null when `rank` is null.",
-                },
-                "of": {**_COUNT, "description": "How many people the board ranks."},
-                "entries": {
-                    "type": "array",
-                    "items": ref("LeaderboardEntry"),
-                    "description": "Ranks rank - around to rank + around (fewer at either "
-                    "end of the board), the person among them; empty when `rank` is null.",
-                },
-            }
-        ),
+        "Rank": rank_schema(people),
         "ChangesEntry": obj(
             {**entry, "previous_rank": {"type": ["integer", "null"]}, "movement": movement}
         ),
